@@ -1,0 +1,31 @@
+// Entry point: hash routing between the Workloads list and a Workload page.
+//   #/                              workloads list   (?q=search&sort=points&order=desc)
+//   #/workloads/<uid>               workload overview
+//   #/workloads/<uid>/metrics       metrics tab      (?source=wandb&metrics=loss,acc)
+
+import { workloadsView } from './workloads.js';
+import { workloadView } from './workload.js';
+
+const root = document.getElementById('app');
+let current = null;
+
+export function parseRoute(hash) {
+  const [path, search] = hash.replace(/^#\/?/, '').split('?');
+  const query = new URLSearchParams(search || '');
+  const parts = path.split('/').filter(Boolean);
+  if (parts[0] === 'workloads' && parts[1]) {
+    return { view: 'workload', uid: decodeURIComponent(parts[1]), tab: parts[2] === 'metrics' ? 'metrics' : 'overview', query };
+  }
+  return { view: 'workloads', query };
+}
+
+function render() {
+  if (current) current.dispose();
+  const route = parseRoute(location.hash);
+  document.title = route.view === 'workload' ? `${route.uid} · Primus Lens` : 'Workloads · Primus Lens';
+  root.innerHTML = '';
+  current = route.view === 'workload' ? workloadView(root, route) : workloadsView(root, route);
+}
+
+window.addEventListener('hashchange', render);
+render();
