@@ -1,0 +1,39 @@
+"""Primus Lens WandB exporter: mirror every wandb call to Lens, with no code changes.
+
+``pip install primus-lens-wandb-exporter`` is enough: a start-up line shipped in the
+wheel watches for ``import wandb`` and patches it then.  This module stays cheap to
+import (it runs in every interpreter of the environment); public names load lazily.
+"""
+
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "install",
+    "uninstall",
+    "get_recorder",
+    "LensLogger",
+    "LensCallback",
+    "LensTrainerCallback",
+    "LensDeepSpeedMonitor",
+]
+
+_LAZY = {
+    "install": ("primus_lens_wandb_exporter.core.autoload", "install"),
+    "uninstall": ("primus_lens_wandb_exporter.core.autoload", "uninstall"),
+    "get_recorder": ("primus_lens_wandb_exporter.core.recorder", "get_recorder"),
+    "LensLogger": ("primus_lens_wandb_exporter.integrations.lightning", "LensLogger"),
+    "LensCallback": ("primus_lens_wandb_exporter.integrations.lightning", "LensCallback"),
+    "LensTrainerCallback": ("primus_lens_wandb_exporter.integrations.transformers", "LensTrainerCallback"),
+    "LensDeepSpeedMonitor": ("primus_lens_wandb_exporter.integrations.deepspeed", "LensDeepSpeedMonitor"),
+}
+
+
+def __getattr__(name):
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    import importlib
+
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,130 @@
+"""Who is logging: pod, workload, and this process's place in the distributed job."""
+
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+# Kubernetes pod-name shapes, most specific first. Each pattern's group 1 is the workload.
+# The table in docs/identity.md lists a tested example for every row.
+# Kubernetes random suffixes use this alphabet (k8s.io/apimachinery rand.SafeEncodeString): no vowels, no 0/1/3.
+_S = "[bcdfghjklmnpqrstvwxz2456789]"
+
+_POD_PATTERNS = (
+    # PyTorchJob / MPIJob / TFJob replicas: <job>-master-0, <job>-worker-3, <job>-launcher-abcde
+    ("kubeflow", re.compile(r"^(.+?)-(?:master|worker|launcher|chief|ps|evaluator)-(?:\d+|%s{5})$" % _S)),
+    # Deployment: <name>-<replicaset hash 5-10>-<pod suffix 5>
+    ("deployment", re.compile(r"^(.+)-%s{6,10}-%s{5}$" % (_S, _S))),
+    # Indexed Job: <job>-<index>-<suffix 5>
+    ("indexed-job", re.compile(r"^(.+)-\d+-%s{5}$" % _S)),
+    # Job: <job>-<suffix 5>; an all-digit tail is an ordinal, not a suffix
+    ("job", re.compile(r"^(.+)-(?!\d{5}$)%s{5}$" % _S)),
+    # StatefulSet: <name>-<ordinal>
+    ("statefulset", re.compile(r"^(.+)-\d+$")),
+)
+
+
+def parse_workload_uid(pod_name: str) -> Optional[str]:
+    """The workload a pod belongs to, from the pod's name (``None`` when it has no shape)."""
+    name = (pod_name or "").strip()
+    if not name:
+        return None
+    for _kind, pattern in _POD_PATTERNS:
+        match = pattern.match(name)
+        if match and match.group(1):
+            return match.group(1)
+    return name
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Pod and workload of this process (ranks are resolved separately, they can change)."""
+
+    pod_name: str
+    pod_uid: str
+    namespace: str
+    workload_uid: str
+    pod_name_from_env: bool
+    workload_from_env: bool
+
+
+def load_identity(environ: Mapping[str, str] = os.environ) -> Identity:
+    pod_name = environ.get("POD_NAME", "").strip()
+    from_env = bool(pod_name)
+    if not pod_name:
+        pod_name = environ.get("HOSTNAME", "").strip() or socket.gethostname()
+    workload = environ.get("WORKLOAD_UID", "").strip()
+    workload_from_env = bool(workload)
+    if not workload:
+        workload = parse_workload_uid(pod_name) or pod_name
+    return Identity(
+        pod_name=pod_name,
+        pod_uid=environ.get("POD_UID", "").strip(),
+        namespace=environ.get("POD_NAMESPACE", "").strip() or "default",
+        workload_uid=workload,
+        pod_name_from_env=from_env,
+        workload_from_env=workload_from_env,
+    )
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    local_rank: int = 0
+    node_rank: int = 0
+    world_size: int = 1
+    source: str = "default"
+
+
+# (rank, local_rank, node_rank, world_size) variables of each launcher, in order of trust.
+_RANK_SOURCES = (
+    ("env", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"),
+    ("torchrun", "RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE"),
+    ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS"),
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_NODE_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("mpich", "PMI_RANK", "MPI_LOCALRANKID", None, "PMI_SIZE"),
+)
+
+
+def _int(environ, name):
+    if not name:
+        return None
+    raw = environ.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        return None
+
+
+def resolve_ranks(environ: Mapping[str, str] = os.environ) -> Ranks:
+    """Ranks from ``torch.distributed`` when it is initialised, else launcher variables.
+
+    Never imports torch: ``torch.distributed`` is consulted only if the user imported it.
+    """
+    dist = sys.modules.get("torch.distributed")
+    for source, r, lr, nr, ws in _RANK_SOURCES:
+        rank = _int(environ, r)
+        if rank is None:
+            continue
+        local = _int(environ, lr)
+        node = _int(environ, nr)
+        world = _int(environ, ws)
+        # Kubeflow PyTorchJob sets RANK to the *node* rank when it also sets PET_NPROC_PER_NODE.
+        ranks = Ranks(rank, local if local is not None else 0,
+                      node if node is not None else _int(environ, "NODE_RANK") or 0,
+                      world if world is not None else 1, source)
+        break
+    else:
+        ranks = Ranks()
+    if dist is not None:
+        try:
+            if dist.is_available() and dist.is_initialized():
+                ranks = Ranks(dist.get_rank(), ranks.local_rank, ranks.node_rank,
+                              dist.get_world_size(), "torch.distributed")
+        except Exception:
+            pass
+    return ranks

@@ -1,0 +1,83 @@
+"""Patching someone else's code safely (after MLflow's ``safe_patch`` contract).
+
+- The user's exceptions propagate unchanged; the original always runs, also when
+  our code before it failed.
+- Our exceptions are caught, counted and logged once; ``PRIMUS_LENS_TESTING=1``
+  makes them raise so tests see them.
+- Every patch is recorded and can be undone; patching twice is a no-op.
+"""
+
+import functools
+import logging
+import threading
+
+from .log import log_once, raise_if_testing
+
+_patches = []  # (owner, attribute name, original as found in owner.__dict__, had_own)
+MARK = "_primus_lens_original"
+errors = {"count": 0}
+
+
+def our_error(where, exc):
+    """Record an error of ours; never lets it reach the training loop (unless testing)."""
+    errors["count"] += 1
+    log_once(("patch", where, type(exc).__name__), logging.WARNING,
+             "error in %s (counted; training unaffected, this integration keeps going): %r", where, exc)
+    raise_if_testing(exc)
+
+
+def is_patched(owner, name) -> bool:
+    return hasattr(owner.__dict__.get(name), MARK) if hasattr(owner, "__dict__") else False
+
+
+def patch(owner, name, make_wrapper):
+    """Replace ``owner.name`` with ``make_wrapper(original)``; idempotent and undoable."""
+    own = owner.__dict__.get(name, None) if hasattr(owner, "__dict__") else None
+    if own is not None and hasattr(own, MARK):
+        return own
+    original = getattr(owner, name)
+    wrapper = make_wrapper(original)
+    try:
+        functools.update_wrapper(wrapper, original)
+    except (AttributeError, TypeError):
+        pass
+    setattr(wrapper, MARK, original)
+    _patches.append((owner, name, own, own is not None))
+    setattr(owner, name, wrapper)
+    return wrapper
+
+
+def undo_all():
+    """Restore every patched attribute (``uninstall()``, tests)."""
+    while _patches:
+        owner, name, own, had_own = _patches.pop()
+        try:
+            if had_own:
+                setattr(owner, name, own)
+            else:
+                delattr(owner, name)
+        except Exception:
+            pass
+
+
+class _Suppress(threading.local):
+    depth = 0
+
+
+suppress_state = _Suppress()
+
+
+class suppress_raw_capture:
+    """While active on this thread, the raw wandb patch does not report ``log`` calls.
+
+    A framework adapter that reports metrics itself wraps the framework's own wandb
+    logging in this, so each metric is reported exactly once.
+    """
+
+    def __enter__(self):
+        suppress_state.depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        suppress_state.depth -= 1
+        return False

@@ -1,0 +1,581 @@
+"""THE shared reporter: every integration feeds this one Recorder.
+
+The training thread only appends a tuple to a deque (no I/O, no JSON, no locks,
+no device sync).  A daemon worker thread drains it in order, mirrors wandb's own
+step rules, normalises values, batches points by size and time and hands each
+batch to the reporter hooks (HTTP sink, JSONL sink, third-party sinks).
+"""
+
+import atexit
+import collections
+import fnmatch
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from . import normalize
+from .config import Config, load_config
+from .identity import Identity, Ranks, load_identity, resolve_ranks
+from .log import configure, get_logger, log_once, raise_if_testing
+
+# Record kinds (first element of each queued tuple).
+_LOG, _RECORD, _START, _FINISH, _SUMMARY, _CONFIG, _DEFINE, _CLAIM, _FLUSH = range(9)
+
+_time = time.time
+_PLAIN = normalize.PLAIN_TYPES
+
+
+@dataclass
+class MetricBatch:
+    """Points of one (data source, run, rank), ready for the wire (``to_payload``)."""
+
+    source: str
+    run_id: str
+    rank: int
+    local_rank: int
+    node_rank: int
+    world_size: int
+    points: List[Dict[str, Any]]
+    identity: Identity
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.time)
+
+    def to_payload(self) -> Dict[str, Any]:
+        ident = self.identity
+        return {
+            "source": self.source,
+            "workload_uid": ident.workload_uid,
+            "pod_uid": ident.pod_uid,
+            "pod_name": ident.pod_name,
+            "namespace": ident.namespace,
+            "run_id": self.run_id,
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "node_rank": self.node_rank,
+            "world_size": self.world_size,
+            "timestamp": self.created,
+            "batch_id": self.batch_id,
+            "metrics": self.points,
+        }
+
+
+class RunState:
+    """What the worker knows of one W&B run; mirrors wandb's client-side step counter."""
+
+    def __init__(self, run, recorder):
+        self.ref = run
+        self.run_id = str(_attr(run, "id", "") or "")
+        self.local_step = int(_attr(run, "starting_step", 0) or _attr(run, "_starting_step", 0) or 0)
+        self.step_metrics = {}  # glob -> (step metric, step_sync)
+        self.last_step_values = {}  # step metric -> last value logged
+        self.history_keys = set()
+        self.summary = {}
+        self.config = {}
+        self.finished = False
+        self.info = {}
+        self.refresh(recorder)
+
+    def refresh(self, recorder):
+        run = self.ref
+        self.run_id = str(_attr(run, "id", "") or self.run_id or "")
+        settings = _attr(run, "settings", None)
+        self.info = {
+            "project": _attr(run, "project", None),
+            "name": _attr(run, "name", None),
+            "entity": _attr(run, "entity", None),
+            "group": _attr(run, "group", None),
+            "tags": list(_attr(run, "tags", ()) or ()),
+            "mode": str(_attr(settings, "mode", "") or "") or None,
+        }
+        try:
+            cfg = _attr(run, "config", None)
+            if cfg is not None:
+                as_dict = getattr(cfg, "as_dict", None)
+                data = as_dict() if callable(as_dict) else dict(cfg)
+                self.config.update({k: v for k, v in data.items() if k != "_wandb"})
+        except Exception:
+            pass
+
+    def step_metric_for(self, name):
+        if not self.step_metrics:
+            return None
+        if name in self.step_metrics:
+            return self.step_metrics[name]
+        for pattern, value in self.step_metrics.items():
+            if pattern != name and any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern):
+                return value
+        return None
+
+
+def _attr(obj, name, default):
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
+
+
+class Counters:
+    """Every drop, filter, retry and error is counted (``primus-lens doctor``)."""
+
+    def __init__(self):
+        self.log_calls = 0
+        self.points = 0
+        self.batches = 0
+        self.filtered = 0
+        self.dropped_queue_full = 0
+        self.dropped_stale_step = 0
+        self.worker_errors = 0
+        self.detections = 0
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+class Recorder:
+    """The one reporter. Get it with :func:`get_recorder`."""
+
+    def __init__(self, config: Optional[Config] = None, identity: Optional[Identity] = None, plugin_manager=None):
+        self.config = config or load_config()
+        self.identity = identity or load_identity()
+        self.counters = Counters()
+        self._queue = collections.deque()
+        self._cap = self.config.queue_size
+        self._pm = plugin_manager
+        self._runs: Dict[int, RunState] = {}
+        self._pending: Dict[tuple, List[dict]] = {}
+        self._pending_count = 0
+        self._pending_since = None
+        self._ranks = Ranks()
+        self._ranks_checked = 0.0
+        self._claims = []
+        self._detection_sent = None
+        self._detector = None
+        self._sysmetrics = None
+        self._filtered_names = set()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._processed = 0
+        self._enqueued = 0
+        self._stopping = False
+        self._pid = os.getpid()
+        self._exit_registered = False
+        self.enabled = self.config.hook
+
+    # ------------------------------------------------------------------ hot path
+    def log(self, run, data, step=None, commit=None):
+        """A ``Run.log`` call (training thread): append a snapshot, nothing else."""
+        queue = self._queue
+        if len(queue) >= self._cap:
+            self.counters.dropped_queue_full += 1
+            return
+        if _PLAIN.issuperset(map(type, data.values())):
+            data = data.copy()
+        else:
+            data = normalize.snapshot(data)
+        queue.append((_LOG, run, data, step, commit, _time()))
+        if self._thread is None:
+            self._start()
+
+    def record(self, metrics, step=None, *, source="wandb", run=None, rank=None, framework=None):
+        """Metrics an adapter reports itself (no W&B run received them)."""
+        try:
+            queue = self._queue
+            if len(queue) >= self._cap:
+                self.counters.dropped_queue_full += 1
+                return
+            data = metrics.copy() if _PLAIN.issuperset(map(type, metrics.values())) else normalize.snapshot(dict(metrics))
+            queue.append((_RECORD, run, data, step, (source, rank, framework), _time()))
+            if self._thread is None:
+                self._start()
+        except Exception as exc:
+            self._error("record", exc)
+
+    # ------------------------------------------------------------ run lifecycle
+    def run_started(self, run):
+        self._put(_START, run)
+
+    def run_finished(self, run, exit_code=0):
+        self._put(_FINISH, run, exit_code)
+
+    def summary_update(self, run, items):
+        """Summary values (HF writes its final metrics only there)."""
+        self._put(_SUMMARY, run, dict(items))
+
+    def config_update(self, run, data):
+        self._put(_CONFIG, run, data)
+
+    def define_metric(self, run, name, step_metric, step_sync):
+        self._put(_DEFINE, run, (name, step_metric, step_sync))
+
+    def claim(self, name, layer, version=None, confidence=1.0, indicators=(), method="exact", **extra):
+        """An adapter the framework itself called: the framework is known exactly."""
+        from .detection import Evidence
+
+        self._put(_CLAIM, None, Evidence(name=name, layer=layer, version=version, method=method,
+                                         confidence=confidence, indicators=tuple(indicators), extra=extra))
+
+    def _put(self, kind, run, payload=None, extra=None):
+        try:
+            self._queue.append((kind, run, payload, extra, None, _time()))
+            if self._thread is None:
+                self._start()
+        except Exception as exc:
+            self._error("queue", exc)
+
+    # ------------------------------------------------------------------ control
+    def flush(self, timeout=None) -> bool:
+        """Process everything queued so far and ask sinks to deliver it.
+
+        Blocks at most ``timeout`` seconds (default ``PRIMUS_LENS_EXIT_TIMEOUT``);
+        what cannot be delivered in time is persisted by the sinks (spool).
+        """
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        timeout = self.config.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        done = threading.Event()
+        self._queue.append((_FLUSH, None, deadline, done, None, _time()))
+        self._wake.set()
+        return done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+
+    def stats(self) -> Dict[str, Any]:
+        out = {"recorder": self.counters.as_dict(), "queue_length": len(self._queue)}
+        if self._pm is not None:
+            from .plugins import call_safely
+
+            for result in call_safely(self._pm.hook.lens_sink_stats):
+                out.update(result)
+        return out
+
+    # ----------------------------------------------------------------- internals
+    def _start(self):
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            configure(self.config.debug)
+            thread = threading.Thread(target=self._run, name="primus-lens-recorder", daemon=True)
+            self._thread = thread
+            thread.start()
+            if not self._exit_registered:
+                self._exit_registered = True
+                atexit.register(self._at_exit)
+
+    def _at_exit(self):
+        if os.getpid() != self._pid:
+            return
+        self.flush(self.config.exit_timeout)
+        self._stopping = True
+
+    def _error(self, where, exc):
+        self.counters.worker_errors += 1
+        log_once(("recorder", where, type(exc).__name__), logging.WARNING,
+                 "internal error in %s (counted, training unaffected): %r", where, exc)
+        raise_if_testing(exc)
+
+    def _run(self):
+        try:
+            self._setup()
+        except Exception as exc:
+            self._error("setup", exc)
+        queue = self._queue
+        interval = min(0.05, self.config.flush_interval)
+        while True:
+            try:
+                while queue:
+                    item = queue.popleft()
+                    self._handle(item)
+                self._maybe_emit()
+            except Exception as exc:
+                self._error("worker", exc)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def _setup(self):
+        cfg = self.config
+        log = get_logger()
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        if not self.identity.pod_name_from_env:
+            log_once("pod_name", logging.WARNING,
+                     "POD_NAME is not set; using host name %r (workload %r)",
+                     self.identity.pod_name, self.identity.workload_uid)
+        if self._pm is None:
+            from .plugins import create_plugin_manager
+
+            self._pm = create_plugin_manager(cfg.disabled_integrations)
+        log.debug("recorder started: workload=%s pod=%s api=%s reporting=%s local=%s",
+                  self.identity.workload_uid, self.identity.pod_name, cfg.api_base_url,
+                  cfg.api_reporting, cfg.output_path if cfg.local_enabled else None)
+        from .detection import Detector
+
+        self._detector = Detector(self)
+        if cfg.enhance_metrics:
+            from .sysmetrics import SystemSampler
+
+            self._sysmetrics = SystemSampler(cfg.sysmetrics_interval)
+            self._sysmetrics.start()
+
+    # One queued item, in order.
+    def _handle(self, item):
+        kind, run, payload, extra, commit, ts = item
+        if kind == _LOG:
+            self.counters.log_calls += 1
+            state = self._state(run)
+            self._on_log(state, payload, extra, commit, ts)
+        elif kind == _RECORD:
+            source, rank, framework = commit
+            state = self._state(run) if run is not None else None
+            step = extra
+            if step is None and state is not None:
+                step = state.local_step
+            self._add_points(payload, int(step or 0), ts, source=source,
+                             run_id=state.run_id if state else "", rank=rank)
+        elif kind == _START:
+            state = self._state(run)
+            state.refresh(self)
+            self._report_run(state, "started")
+            self._report_detection(force=True)
+        elif kind == _FINISH:
+            state = self._runs.get(id(run))
+            if state is not None:
+                state.finished = True
+                state.info["status"] = "failed" if payload else "finished"
+                state.info["exit_code"] = payload
+                self._emit_all()
+                self._report_run(state, "finished")
+                self._call("lens_run_finished", run=self._run_dict(state), status=state.info["status"])
+        elif kind == _SUMMARY:
+            self._on_summary(self._state(run), payload, ts)
+        elif kind == _CONFIG:
+            state = self._state(run)
+            if isinstance(payload, dict):
+                state.config.update(payload)
+            self._report_run(state, "config")
+        elif kind == _DEFINE:
+            name, step_metric, step_sync = payload
+            if step_metric:
+                self._state(run).step_metrics[name] = (step_metric, bool(step_sync))
+        elif kind == _CLAIM:
+            self._claims.append(payload)
+            self._report_detection()
+        elif kind == _FLUSH:
+            deadline, done = payload, extra
+            try:
+                self._emit_all()
+                self._report_detection()
+                self._call("lens_flush", deadline=deadline)
+            finally:
+                done.set()
+
+    def _state(self, run) -> RunState:
+        key = id(run)
+        state = self._runs.get(key)
+        if state is None or state.ref is not run:
+            state = RunState(run, self)
+            self._runs[key] = state
+            self._report_detection()
+        return state
+
+    def _on_log(self, state, data, step, commit, ts):
+        # wandb's client rules (Run._log): an explicit step lower than the current one is
+        # rejected by wandb, a higher one moves the counter; the row commits when
+        # (step is None and commit is None) or commit.
+        if step is not None:
+            try:
+                step = int(step)
+            except (TypeError, ValueError):
+                step = None
+        if step is not None and step < state.local_step:
+            self.counters.dropped_stale_step += 1
+            log_once(("stale", state.run_id), logging.DEBUG,
+                     "wandb drops data logged at step %s < current step %s; Lens does too",
+                     step, state.local_step)
+            return
+        row_step = step if step is not None else state.local_step
+        if step is not None and step > state.local_step:
+            state.local_step = step
+        if (step is None and commit is None) or commit:
+            state.local_step += 1
+        self._add_points(data, row_step, ts, source="wandb", run_id=state.run_id, state=state)
+
+    def _add_points(self, data, step, ts, source, run_id, rank=None, state=None):
+        points, filtered = normalize.flatten(data)
+        if filtered:
+            self.counters.filtered += len(filtered)
+            for name, reason in filtered:
+                if (name, reason) not in self._filtered_names and len(self._filtered_names) < 10000:
+                    self._filtered_names.add((name, reason))
+                    get_logger().debug("filtered %r: %s", name, reason)
+        if not points:
+            return
+        if state is not None and state.step_metrics:
+            step = self._custom_step(state, points, step)
+        if state is not None:
+            state.history_keys.update(name for name, _ in points)
+        ranks = self._current_ranks()
+        rank = ranks.rank if rank is None else rank
+        key = (source, run_id, rank)
+        bucket = self._pending.get(key)
+        if bucket is None:
+            bucket = self._pending[key] = []
+        wire = normalize.wire_value
+        ts_ms = ts
+        for name, value in points:
+            bucket.append({"name": name, "value": wire(value), "step": step, "timestamp": ts_ms})
+        self.counters.points += len(points)
+        self._pending_count += len(points)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        if self._pending_count >= self.config.batch_size:
+            self._emit_all()
+
+    def _custom_step(self, state, points, step):
+        """``define_metric(..., step_metric=X)``: W&B charts these keys against X; so does Lens."""
+        values = dict(points)
+        for name, _ in points:
+            spec = state.step_metric_for(name)
+            if spec is None:
+                continue
+            step_metric, step_sync = spec
+            if step_metric in values:
+                state.last_step_values[step_metric] = values[step_metric]
+            value = values.get(step_metric, state.last_step_values.get(step_metric) if step_sync else None)
+            if value is not None and value == value and abs(value) != float("inf"):
+                return int(value)
+        return step
+
+    def _on_summary(self, state, items, ts):
+        state.summary.update(items)
+        # Keys that never appeared in history (HF's train_runtime ...) become points at the
+        # current step; keys that did are only summaries of history and are not re-sent.
+        fresh = {k: v for k, v in items.items() if k not in state.history_keys}
+        if fresh:
+            step = max(state.local_step - 1, 0)
+            points, _ = normalize.flatten(fresh)
+            if points:
+                self._add_points(dict(points), step, ts, source="wandb", run_id=state.run_id)
+        self._report_run(state, "summary")
+
+    def _current_ranks(self) -> Ranks:
+        now = time.monotonic()
+        if now - self._ranks_checked > 5.0:
+            self._ranks_checked = now
+            self._ranks = resolve_ranks()
+        return self._ranks
+
+    def _maybe_emit(self):
+        if self._pending_since is not None and time.monotonic() - self._pending_since >= self.config.flush_interval:
+            self._emit_all()
+
+    def _emit_all(self):
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        self._pending_count = 0
+        self._pending_since = None
+        ranks = self._current_ranks()
+        for (source, run_id, rank), points in pending.items():
+            batch = MetricBatch(source=source, run_id=run_id, rank=rank, local_rank=ranks.local_rank,
+                                node_rank=ranks.node_rank, world_size=ranks.world_size,
+                                points=points, identity=self.identity)
+            self.counters.batches += 1
+            self._call("lens_report_metrics", batch=batch)
+        get_logger().debug("✓ Metrics data queued for reporting (%d batches)", len(pending))
+
+    def _run_dict(self, state: RunState) -> Dict[str, Any]:
+        ident = self.identity
+        ranks = self._current_ranks()
+        out = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
+               "pod_uid": ident.pod_uid, "run_id": state.run_id, "rank": ranks.rank,
+               "timestamp": _time(), "config": _jsonable(state.config),
+               "summary": _jsonable(state.summary)}
+        out.update(state.info)
+        out.setdefault("status", "finished" if state.finished else "running")
+        return out
+
+    def _report_run(self, state, event):
+        run = self._run_dict(state)
+        run["event"] = event
+        if event == "started":
+            self._call("lens_run_started", run=run)
+        self._call("lens_report_run", run=run, event=event)
+
+    def _report_detection(self, force=False):
+        if self._detector is None:
+            return
+        payload = self._detector.build(self._claims, [s for s in self._runs.values()])
+        key = _detection_key(payload)
+        if not force and key == self._detection_sent:
+            return
+        self._detection_sent = key
+        self.counters.detections += 1
+        self._call("lens_report_detection", detection=payload)
+        det = payload.get("detection", {})
+        get_logger().debug("framework detection: wrapper=%s base=%s method=%s confidence=%.2f",
+                           det.get("wrapper"), det.get("base"), det.get("method"), det.get("confidence", 0))
+        get_logger().debug("✓ Detection data queued for reporting")
+
+    def _call(self, hook_name, **kwargs):
+        if self._pm is None:
+            return []
+        from .plugins import call_safely
+
+        return call_safely(getattr(self._pm.hook, hook_name), **kwargs)
+
+
+def _detection_key(payload):
+    det = payload.get("detection", {})
+    hints = payload.get("hints", {})
+    return (det.get("wrapper"), det.get("base"), det.get("method"), round(det.get("confidence", 0), 3),
+            tuple(hints.get("wrapper_frameworks", ())), tuple(hints.get("base_frameworks", ())))
+
+
+def _jsonable(value, depth=0):
+    """A JSON-safe copy of config/summary values (non-JSON leaves become strings)."""
+    if depth > 16:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, float):
+        return normalize.wire_value(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    number = normalize.to_float(value)
+    if number is not None:
+        return normalize.wire_value(number)
+    return str(value)
+
+
+_recorder: Optional[Recorder] = None
+_recorder_lock = threading.Lock()
+
+
+def get_recorder() -> Recorder:
+    """The process-wide Recorder (created on first use; recreated in a forked child)."""
+    global _recorder
+    rec = _recorder
+    if rec is not None and rec._pid == os.getpid():
+        return rec
+    with _recorder_lock:
+        if _recorder is None or _recorder._pid != os.getpid():
+            _recorder = Recorder()
+        return _recorder
+
+
+def reset_recorder(recorder: Optional[Recorder] = None):
+    """Replace the process-wide Recorder (tests, and forked children)."""
+    global _recorder
+    _recorder = recorder
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child (DataLoader worker ...) must not share the parent's queue or thread.
+    os.register_at_fork(after_in_child=lambda: reset_recorder(None))

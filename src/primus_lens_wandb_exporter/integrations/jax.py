@@ -1,0 +1,14 @@
+"""jax integration (placeholder until its adapter lands)."""
+
+
+def on_import(module):
+    """Called by the import watcher when the framework module is imported."""
+    return None
+
+
+def on_maxtext_import(module):
+    return None
+
+
+def on_clu_import(module):
+    return None

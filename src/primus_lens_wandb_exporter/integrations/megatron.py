@@ -1,0 +1,10 @@
+"""megatron integration (placeholder until its adapter lands)."""
+
+
+def on_import(module):
+    """Called by the import watcher when the framework module is imported."""
+    return None
+
+
+def on_bridge_import(module):
+    return None

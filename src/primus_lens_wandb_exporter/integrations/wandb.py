@@ -1,0 +1,188 @@
+"""The raw wandb integration: sees every metric the user's W&B run sees.
+
+Patched at class level when ``wandb`` is imported (before any ``wandb.init``):
+
+- ``Run._log``: ``wandb.log``, ``run.log`` and every framework logger end here;
+- ``NoopRun.log`` (``WANDB_MODE=disabled`` overrides ``log`` and never reaches ``_log``);
+- ``Run._summary_update_callback`` / ``Run._config_callback``: bound when a Run is
+  created, so class-level patches made now are the ones bound;
+- ``Run.define_metric``: W&B's custom x axes (``trainer/global_step`` ...) become Lens steps;
+- ``wandb.init`` / ``Run.finish``: run identity, then a bounded flush.
+
+The patched calls only append to the Recorder's queue; what W&B receives is
+unchanged (system metrics are added only when the user turns them on).
+"""
+
+import sys
+
+from ..core import patching, sysmetrics
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "wandb"
+MIN_VERSION = (0, 15, 0)  # oldest tested: see tox.ini (wandb-floor)
+_suppress = patching.suppress_state
+
+
+def _version_tuple(text):
+    out = []
+    for part in str(text).split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def on_import(wandb):
+    """Called by the import watcher right after ``import wandb`` (or by ``install()``)."""
+    version = getattr(wandb, "__version__", "0")
+    if _version_tuple(version) < MIN_VERSION:
+        get_logger().debug("wandb %s is older than %s: hook not installed", version, MIN_VERSION)
+        return
+    from wandb.sdk import wandb_run
+
+    recorder = get_recorder()
+    if not recorder.enabled:
+        return
+    Run = wandb_run.Run
+    patching.patch(Run, "_log", _make_log(recorder))
+    patching.patch(Run, "_summary_update_callback", _make_summary(recorder))
+    patching.patch(Run, "_config_callback", _make_config(recorder))
+    patching.patch(Run, "define_metric", _make_define_metric(recorder))
+    patching.patch(Run, "finish", _make_finish(recorder))
+    try:
+        from wandb.sdk.lib import noop_run
+
+        patching.patch(noop_run.NoopRun, "log", _make_log(recorder))
+        patching.patch(noop_run.NoopRun, "define_metric", _make_define_metric(recorder))
+        patching.patch(noop_run.NoopRun, "finish", _make_finish(recorder))
+    except ImportError:  # older wandb: disabled mode used a different object
+        pass
+    init_wrapper = None
+    for owner in (wandb, sys.modules.get("wandb.sdk"), sys.modules.get("wandb.sdk.wandb_init")):
+        if owner is not None and hasattr(owner, "init"):
+            init_wrapper = patching.patch(owner, "init", _make_init(recorder))
+    wandb._primus_lens_patched = True
+    get_logger().debug("WandB hook installed (wandb %s, Run._log/NoopRun.log/init/finish patched)", version)
+    return init_wrapper
+
+
+def _make_log(recorder):
+    record = recorder.log
+    current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
+    enhance = recorder.config.enhance_metrics
+
+    def make(original):
+        if enhance:
+            def _log(self, data, step=None, commit=None, *args, **kwargs):
+                extra = current.current
+                if extra and isinstance(data, dict):
+                    # The one documented change to the user's W&B data: opt-in system metrics.
+                    data = {**data, **extra}
+                result = original(self, data, step, commit, *args, **kwargs)
+                if not _suppress.depth and type(data) is dict:
+                    try:
+                        record(self, data, step, commit)
+                    except Exception as exc:
+                        patching.our_error("wandb.log", exc)
+                return result
+            return _log
+
+        def _log(self, data, step=None, commit=None, *args, **kwargs):
+            # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
+            result = original(self, data, step, commit, *args, **kwargs)
+            if not _suppress.depth and type(data) is dict:
+                try:
+                    record(self, data, step, commit)
+                except Exception as exc:
+                    patching.our_error("wandb.log", exc)
+            return result
+        return _log
+    return make
+
+
+def _make_summary(recorder):
+    def make(original):
+        def _summary_update_callback(self, summary_record, *args, **kwargs):
+            result = original(self, summary_record, *args, **kwargs)
+            try:
+                items = {}
+                for item in getattr(summary_record, "update", ()) or ():
+                    key = item.key if isinstance(item.key, str) else ".".join(map(str, item.key))
+                    items[key] = item.value
+                if items:
+                    recorder.summary_update(self, items)
+            except Exception as exc:
+                patching.our_error("wandb summary", exc)
+            return result
+        return _summary_update_callback
+    return make
+
+
+def _make_config(recorder):
+    def make(original):
+        def _config_callback(self, key=None, val=None, data=None, *args, **kwargs):
+            result = original(self, key, val, data, *args, **kwargs)
+            try:
+                if data is not None:
+                    recorder.config_update(self, dict(data))
+                elif key is not None:
+                    name = key if isinstance(key, str) else ".".join(map(str, key))
+                    recorder.config_update(self, {name: val})
+            except Exception as exc:
+                patching.our_error("wandb config", exc)
+            return result
+        return _config_callback
+    return make
+
+
+def _make_define_metric(recorder):
+    def make(original):
+        def define_metric(self, name, step_metric=None, step_sync=None, *args, **kwargs):
+            result = original(self, name, step_metric, step_sync, *args, **kwargs)
+            try:
+                if step_metric is not None:
+                    metric_name = getattr(step_metric, "name", step_metric)
+                    recorder.define_metric(self, name, str(metric_name), True if step_sync is None else step_sync)
+            except Exception as exc:
+                patching.our_error("wandb define_metric", exc)
+            return result
+        return define_metric
+    return make
+
+
+def _make_init(recorder):
+    def make(original):
+        def init(*args, **kwargs):
+            run = original(*args, **kwargs)
+            try:
+                if run is not None:
+                    recorder.run_started(run)
+                    get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
+            except Exception as exc:
+                patching.our_error("wandb.init", exc)
+            return run
+        return init
+    return make
+
+
+def _make_finish(recorder):
+    def make(original):
+        def finish(self, exit_code=None, *args, **kwargs):
+            try:
+                result = original(self, exit_code, *args, **kwargs)
+            finally:
+                try:
+                    recorder.run_finished(self, exit_code or 0)
+                    recorder.flush()
+                except Exception as exc:
+                    patching.our_error("wandb.finish", exc)
+            return result
+        return finish
+    return make
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """W&B itself is not a training framework: nothing to claim here."""
+    return None
