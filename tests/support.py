@@ -1,0 +1,90 @@
+"""Helpers shared by the end-to-end tests: run real programs with the exporter active
+(it is activated by the installed start-up line, exactly as for users) and read
+back what the real Lens server stored."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def exporter_env(server, tmp_path, workload, pod_name=None, **extra):
+    """Environment of a training process that reports to ``server``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMUS_LENS_", "WANDB_"))}
+    env.update({
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_SILENT": "true",
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_X_DISABLE_STATS": "true",
+        "POD_NAME": pod_name or f"{workload}-pod-0",
+        "WORKLOAD_UID": workload,
+        "PRIMUS_LENS_API_BASE_URL": server.api if server is not None else "http://127.0.0.1:9/api/v1",
+        "PRIMUS_LENS_SPOOL_DIR": str(tmp_path / "spool"),
+        "PRIMUS_LENS_TESTING": "1",
+        "PRIMUS_LENS_FLUSH_INTERVAL": "0.2",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_python(code, env, timeout=300, args=(), check=True, cwd=None):
+    """Run ``code`` (source text or a path) in a fresh interpreter; return the CompletedProcess."""
+    if os.path.exists(str(code)):
+        cmd = [sys.executable, str(code), *args]
+    else:
+        cmd = [sys.executable, "-c", textwrap.dedent(code), *args]
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def get_json(server, path, token=None, **params):
+    """GET ``{server.url}{path}`` with query params; returns the decoded body (asserts 200)."""
+    url = server.url + path
+    if params:
+        url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.get(url, headers=headers, timeout=30)
+    assert response.status_code == 200, f"{url} -> {response.status_code} {response.text[:500]}"
+    return response.json()
+
+
+def metric_points(server, workload, metrics=None, data_source="wandb", **params):
+    """All points of a workload as the query API returns them."""
+    body = get_json(server, f"/api/v1/workloads/{workload}/metrics/data", data_source=data_source,
+                    metrics=",".join(metrics) if metrics else None, **params)
+    return body["data"]
+
+
+def series(points, name, rank=None):
+    """{iteration: value} of one metric (optionally one rank)."""
+    return {p["iteration"]: p["value"] for p in points
+            if p["metric_name"] == name and (rank is None or p["rank"] == rank)}
+
+
+def workload(server, uid):
+    return get_json(server, f"/api/v1/workloads/{uid}")
+
+
+def wait_for(predicate, timeout=30.0, interval=0.2):
+    """Poll ``predicate`` until it returns a truthy value; return it (or the last value)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def dumps(obj):
+    return json.dumps(obj, indent=1, sort_keys=True)[:3000]
