@@ -1,0 +1,380 @@
+"""The Lens HTTP API: ingest and query endpoints of ``docs/protocol.md``.
+
+Ingest bodies are read as bytes, parsed with orjson and validated by the hand
+written loops of :mod:`.validate` in a worker thread (the event loop only moves
+bytes); the OpenAPI schema still documents every body through ``openapi_extra``.
+Query endpoints are plain functions, so FastAPI runs them in its threadpool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+from typing import Any, List, Literal, Optional
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._version import __version__
+from . import validate
+from .errors import ApiError
+from .settings import Settings
+from .storage import Store, open_store
+
+log = logging.getLogger("primus_lens.server")
+access_log = logging.getLogger("primus_lens.server.access")
+
+_OPEN_PATHS = ("/health", "/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect")
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    """An orjson-encoded response (FastAPI's default encoder is far slower)."""
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def _encode_value(v: float):
+    # JSON has no NaN/Infinity: they travel as the strings the protocol names.
+    if v != v:
+        return "NaN"
+    if v == math.inf:
+        return "Infinity"
+    if v == -math.inf:
+        return "-Infinity"
+    return v
+
+
+class _AccessAndAuth:
+    """ASGI middleware: bearer-token check for ``/api/v1`` and one JSON log line per request.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware``: it adds no task or stream copy
+    per request, which matters at thousands of ingest requests per second.
+    """
+
+    def __init__(self, app, token: Optional[str]):
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        path = scope.get("path", "")
+        status_box = [0, 0]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                status_box[1] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if self.token is not None and path.startswith("/api/v1") and not self._authorized(scope):
+                await _send_json(send_wrapper, 401, ApiError(401, "unauthorized",
+                                                             "missing or invalid bearer token in the "
+                                                             "Authorization header", "Authorization").body())
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client")
+            access_log.info(orjson.dumps({
+                "ts": round(time.time(), 3), "event": "access", "method": scope.get("method"), "path": path,
+                "query": scope.get("query_string", b"").decode("latin-1")[:512], "status": status_box[0],
+                "bytes": status_box[1], "ms": round((time.perf_counter() - start) * 1000, 2),
+                "client": f"{client[0]}:{client[1]}" if client else None}).decode())
+
+    def _authorized(self, scope) -> bool:
+        for k, v in scope.get("headers", ()):
+            if k == b"authorization":
+                scheme, _, cred = v.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self.token)
+        return False
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+# -- OpenAPI request body schemas (documentation and schemathesis; validation is by hand) --
+
+_NUMBER_OR_NONFINITE = {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
+_POINT = {"type": "object", "required": ["name", "value"], "properties": {
+    "name": {"type": "string", "minLength": 1, "maxLength": 512},
+    "value": _NUMBER_OR_NONFINITE,
+    "step": {"type": "integer", "minimum": 0},
+    "timestamp": {"type": "number", "minimum": 0, "description": "epoch seconds"},
+    "tags": {"type": "object"}}}
+_COMMON = {
+    "source": {"type": "string", "default": "wandb"},
+    "workload_uid": {"type": "string", "minLength": 1, "maxLength": 256},
+    "pod_uid": {"type": "string"}, "pod_name": {"type": "string"}, "namespace": {"type": "string"},
+    "run_id": {"type": "string"},
+    "rank": {"type": "integer", "minimum": 0}, "timestamp": {"type": "number", "minimum": 0}}
+METRICS_SCHEMA = {"type": "object", "required": ["workload_uid", "metrics"], "properties": {
+    **_COMMON, "local_rank": {"type": "integer", "minimum": 0}, "node_rank": {"type": "integer", "minimum": 0},
+    "world_size": {"type": "integer", "minimum": 1}, "batch_id": {"type": "string"},
+    "metrics": {"type": "array", "maxItems": 100000, "items": _POINT}}}
+DETECTION_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties": {
+    **_COMMON, "type": {"type": "string", "default": "framework_detection_raw"}, "version": {"type": "string"},
+    "evidence": {"type": "object"},
+    "hints": {"type": "object", "properties": {
+        "wrapper_frameworks": {"type": "array", "items": {"type": "string"}},
+        "base_frameworks": {"type": "array", "items": {"type": "string"}},
+        "possible_frameworks": {"type": "array", "items": {"type": "string"}},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "primary_indicators": {"type": "array", "items": {"type": "string"}},
+        "framework_layers": {"type": "object"}}},
+    "detection": {"type": "object", "properties": {
+        "wrapper": {"type": "string", "nullable": True}, "base": {"type": "string", "nullable": True},
+        "method": {"type": "string", "enum": ["exact", "heuristic"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}}}
+RUN_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties": {
+    **_COMMON, "event": {"type": "string", "enum": ["started", "config", "summary", "finished"]},
+    "project": {"type": "string"}, "name": {"type": "string"}, "entity": {"type": "string", "nullable": True},
+    "group": {"type": "string", "nullable": True}, "tags": {"type": "array", "items": {"type": "string"}},
+    "mode": {"type": "string"}, "config": {"type": "object"}, "summary": {"type": "object"},
+    "status": {"type": "string", "enum": ["running", "finished", "failed"]}, "exit_code": {"type": "integer"}}}
+BATCH_SCHEMA = {"type": "object", "properties": {
+    "detection": DETECTION_SCHEMA,
+    "metrics": {"oneOf": [METRICS_SCHEMA, {"type": "array", "items": METRICS_SCHEMA}]},
+    "logs": {},
+    "run": {"oneOf": [RUN_SCHEMA, {"type": "array", "items": RUN_SCHEMA}]}}}
+
+
+def _body_doc(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _csv(value: Optional[str]) -> List[str]:
+    return [p.strip() for p in value.split(",") if p.strip()] if value else []
+
+
+def _ranks(value: Optional[str]) -> Optional[List[int]]:
+    parts = _csv(value)
+    if not parts:
+        return None
+    out = []
+    for p in parts:
+        try:
+            r = int(p)
+        except ValueError:
+            raise ApiError(400, "invalid_parameter", f"rank: {p!r} is not an integer (use rank=0 or rank=0,1)",
+                           "rank") from None
+        if not 0 <= r <= validate.MAX_RANK:
+            raise ApiError(400, "invalid_parameter", f"rank: {r} is out of range", "rank")
+        out.append(r)
+    return out
+
+
+def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
+    """Build the Lens API on ``settings.db_url`` (or an already opened ``store``)."""
+    store = store or open_store(settings.db_url)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
+        store.close()
+
+    app = FastAPI(title="Primus Lens telemetry API", version=__version__, docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", redoc_url=None, lifespan=lifespan,
+                  description="Ingest and query training metrics reported by primus-lens-wandb-exporter. "
+                              "See docs/protocol.md.")
+    app.state.store = store
+    app.state.settings = settings
+    max_body = settings.max_body_bytes
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return json_response(exc.body(), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
+        field = ".".join(loc) or "request"
+        return json_response({"error": "invalid_parameter", "message": f"{field}: {first.get('msg', 'invalid')}",
+                              "field": field}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
+
+    async def read_json(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                if int(length) > max_body:
+                    raise ApiError(413, "body_too_large", f"body: larger than {max_body} bytes", "body")
+            except ValueError:
+                raise ApiError(400, "invalid_header", "Content-Length: not an integer", "Content-Length") from None
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise ApiError(413, "body_too_large", f"body: larger than {max_body} bytes", "body")
+            chunks.append(chunk)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as e:
+            raise ApiError(400, "invalid_json", f"body: not valid JSON ({e})", "body") from None
+
+    # -- ingest -----------------------------------------------------------------
+
+    def _ingest_metrics(body):
+        batch = validate.metrics_batch(body)
+        res = store.ingest(metrics=[batch])
+        return {"message": "metrics reported successfully", "count": res.count, "inserted": res.inserted}
+
+    def _ingest_detection(body):
+        store.ingest(detections=[validate.detection(body)])
+        return {"message": "detection reported successfully"}
+
+    def _ingest_run(body):
+        res = store.ingest(runs=[validate.run(body)])
+        return {"message": "run reported successfully", "count": res.runs}
+
+    def _ingest_batch(body):
+        body = validate.require_object(body)
+        metrics = validate.metrics_list(body["metrics"], "metrics") if body.get("metrics") is not None else []
+        dets = [validate.detection(body["detection"], "detection.")] if body.get("detection") is not None else []
+        runs = validate.run_list(body["run"], "run") if body.get("run") is not None else []
+        logs = body.get("logs")
+        res = store.ingest(metrics=metrics, detections=dets, runs=runs)
+        results = {}
+        if metrics:
+            results["metrics"] = {"success": True, "count": res.count, "inserted": res.inserted}
+        if dets:
+            results["detection"] = {"success": True}
+        if runs:
+            results["run"] = {"success": True, "count": res.runs}
+        if logs is not None:
+            results["logs"] = {"success": True, "count": len(logs) if isinstance(logs, list) else 1,
+                               "stored": False}
+        return {"success": True, "results": results}
+
+    ok = {"description": "Stored (committed to the database)"}
+    err = {"description": "Invalid body: the message names the field"}
+    responses = {200: ok, 400: err, 401: {"description": "Missing or wrong bearer token"},
+                 413: {"description": "Body or point count over the limit"}}
+
+    @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
+              responses=responses, summary="Report metric points (upsert on the point key)")
+    async def post_metrics(request: Request):
+        body = await read_json(request)
+        return json_response(await run_in_threadpool(_ingest_metrics, body))
+
+    @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
+              responses=responses, summary="Report a framework detection")
+    async def post_detection(request: Request):
+        body = await read_json(request)
+        return json_response(await run_in_threadpool(_ingest_detection, body))
+
+    @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
+              responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
+    async def post_run(request: Request):
+        body = await read_json(request)
+        return json_response(await run_in_threadpool(_ingest_run, body))
+
+    @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
+              responses=responses, summary="Report detection, metrics and runs in one transaction")
+    async def post_batch(request: Request):
+        body = await read_json(request)
+        return json_response(await run_in_threadpool(_ingest_batch, body))
+
+    # -- query ------------------------------------------------------------------
+
+    @app.get("/health", tags=["query"], summary="Liveness and database check")
+    def health():
+        try:
+            store.ping()
+        except Exception as e:  # any database failure is "down", reported, not raised
+            log.warning("health check failed: %s", e)
+            return json_response({"status": "error", "database": store.kind, "version": __version__,
+                                  "message": f"database unavailable: {e}"}, 503)
+        return json_response({"status": "ok", "database": store.kind, "version": __version__})
+
+    def _require(uid: str) -> None:
+        if not store.workload_exists(uid):
+            raise ApiError(404, "workload_not_found", f"workload {uid!r} not found: nothing was reported for it",
+                           "workload_uid")
+
+    @app.get("/api/v1/workloads", tags=["query"], summary="All workloads with detection and counts")
+    def workloads(search: str = Query("", max_length=256),
+                  sort: Literal["last_update", "workload_uid", "points"] = "last_update",
+                  order: Literal["asc", "desc"] = "desc"):
+        rows = store.list_workloads(search, sort, order)
+        return json_response({"workloads": rows, "total_count": len(rows)})
+
+    @app.get("/api/v1/workloads/{uid}", tags=["query"], summary="One workload: detection, runs, ranks, counts",
+             responses={404: {"description": "Unknown workload"}})
+    def workload(uid: str):
+        w = store.get_workload(uid)
+        if w is None:
+            _require(uid)
+        return json_response(w)
+
+    @app.get("/api/v1/workloads/{uid}/metrics/sources", tags=["query"], summary="Data sources with point counts",
+             responses={404: {"description": "Unknown workload"}})
+    def metrics_sources(uid: str):
+        _require(uid)
+        src = store.sources(uid)
+        return json_response({"workload_uid": uid, "data_sources": [{"name": n, "count": c} for n, c in src],
+                              "total_count": len(src)})
+
+    @app.get("/api/v1/workloads/{uid}/metrics/available", tags=["query"], summary="Metric names with point counts",
+             responses={404: {"description": "Unknown workload"}})
+    def metrics_available(uid: str, data_source: Optional[str] = Query(None, max_length=512)):
+        _require(uid)
+        rows = store.available(uid, data_source or None)
+        return json_response({"workload_uid": uid,
+                              "metrics": [{"name": n, "data_source": s, "count": c} for n, s, c in rows],
+                              "total_count": len(rows)})
+
+    @app.get("/api/v1/workloads/{uid}/metrics/data", tags=["query"], summary="Metric points, optionally downsampled",
+             responses={404: {"description": "Unknown workload"}})
+    def metrics_data(uid: str,
+                     data_source: str = Query("wandb", max_length=512),
+                     metrics: Optional[str] = Query(None, description="comma-separated names; all when absent"),
+                     start: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
+                     end: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
+                     rank: Optional[str] = Query(None, description="rank or comma-separated ranks"),
+                     run_id: Optional[str] = Query(None, max_length=256),
+                     max_points: Optional[int] = Query(None, ge=4, le=1_000_000,
+                                                       description="per-series bound; keeps first, last, min, "
+                                                                   "max of each step bucket and every "
+                                                                   "non-finite point"),
+                     after_step: Optional[int] = Query(None, ge=-1, le=validate.MAX_STEP,
+                                                       description="only steps greater than this")):
+        _require(uid)
+        names = _csv(metrics) or None
+        rows = store.data(uid, data_source or "wandb", names, start, end, _ranks(rank), run_id, max_points,
+                          after_step)
+        src = data_source or "wandb"
+        enc = _encode_value
+        data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": it, "data_source": src,
+                 "rank": rk, "run_id": run} for m, rk, run, it, v, ts in rows]
+        return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    try:
+        from .ui import mount_ui
+    except ImportError:
+        mount_ui = None
+    if mount_ui is not None:
+        mount_ui(app, settings)
+
+    app.add_middleware(_AccessAndAuth, token=settings.token)
+    return app

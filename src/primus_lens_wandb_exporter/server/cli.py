@@ -1,0 +1,120 @@
+"""``primus-lens serve``: run the Lens telemetry server.
+
+:func:`register` adds the subcommand to the ``primus-lens`` parser;
+``python -m primus_lens_wandb_exporter.server`` runs the same command standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from typing import Optional, Sequence
+
+log = logging.getLogger("primus_lens.server")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``serve``."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--db", default=os.environ.get("PRIMUS_LENS_DB") or None,
+                   help="database: a path or sqlite:///PATH (default: lens.db under the user data "
+                        "directory), or postgresql://user@host:port/db")
+    p.add_argument("--token", default=None,
+                   help="bearer token required on /api/v1 (default: $PRIMUS_LENS_API_TOKEN; none = open)")
+    p.add_argument("--allow-insecure-bind", action="store_true",
+                   help="allow binding a non-loopback address without a token")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level (default info); logs are JSON lines on stderr")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``serve`` to an argparse subparsers object; the command runs :func:`serve`."""
+    p = subparsers.add_parser("serve", help="run the Lens telemetry server (ingest, query API, UI)",
+                              description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.set_defaults(func=serve)
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(ai[4][0]).is_loopback for ai in socket.getaddrinfo(host, None))
+        except (OSError, ValueError):
+            return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM/SIGINT; in-flight requests finish first."""
+    import uvicorn
+
+    from . import logs
+    from .app import create_app
+    from .settings import Settings
+    from .storage import normalize_db_url
+
+    logs.configure(args.log_level)
+    token = args.token if args.token is not None else (os.environ.get("PRIMUS_LENS_API_TOKEN") or None)
+    if not token and not is_loopback(args.host) and not args.allow_insecure_bind:
+        print(f"primus-lens serve: refusing to bind {args.host} without a token: anyone who can reach it "
+              "could write and read metrics. Set --token / PRIMUS_LENS_API_TOKEN, or pass "
+              "--allow-insecure-bind if the network is trusted.", file=sys.stderr)
+        return 2
+    try:
+        db_url = normalize_db_url(args.db)
+    except ValueError as e:
+        print(f"primus-lens serve: --db: {e}", file=sys.stderr)
+        return 2
+    settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False,
+                            backlog=4096, timeout_graceful_shutdown=30, timeout_keep_alive=30,
+                            http="httptools" if _has("httptools") else "h11",
+                            loop="uvloop" if _has("uvloop") else "asyncio")
+    server = _server_class()(config)
+    server.db_kind = app.state.store.kind
+    server.run()
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        db_kind = "?"
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started and self.servers:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                # One line tools (and the test fixtures) can wait for and parse.
+                log.info("listening on http://%s:%d database=%s", host, port, self.db_kind)
+
+    return Server
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m primus_lens_wandb_exporter.server [serve] [options]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    p = argparse.ArgumentParser(prog="python -m primus_lens_wandb_exporter.server",
+                                description="Run the Lens telemetry server.")
+    add_arguments(p)
+    return serve(p.parse_args(argv))

@@ -1,0 +1,17 @@
+"""Server settings, parsed once from the command line or given by tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``create_app`` needs.  ``db_url`` is ``sqlite:///PATH`` or ``postgresql://...``."""
+
+    db_url: str
+    token: Optional[str] = None
+    max_body_bytes: int = 64 * 1024 * 1024
+    host: str = "127.0.0.1"
+    port: int = 8080

@@ -1,0 +1,46 @@
+"""Storage for the Lens server: one interface (:class:`Store`), SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+
+from .base import IngestResult, MetricsBatch, Store
+
+__all__ = ["IngestResult", "MetricsBatch", "Store", "open_store", "default_sqlite_path", "normalize_db_url"]
+
+
+def default_sqlite_path() -> str:
+    """The default database file, under the user's data directory."""
+    import platformdirs
+
+    return os.path.join(platformdirs.user_data_dir("primus-lens", appauthor=False), "lens.db")
+
+
+def normalize_db_url(db: str | None) -> str:
+    """Turn ``--db`` (empty, a path, ``sqlite:///PATH`` or ``postgresql://...``) into a URL."""
+    if not db:
+        return "sqlite:///" + default_sqlite_path()
+    if db.startswith(("postgresql://", "postgres://", "sqlite://")):
+        return db
+    if "://" in db:
+        raise ValueError(f"unsupported database URL {db!r}: use sqlite:///PATH or postgresql://...")
+    return "sqlite:///" + os.path.abspath(db)
+
+
+def open_store(url: str) -> Store:
+    """Open (and migrate) the database named by ``url``."""
+    url = normalize_db_url(url)
+    if url.startswith("sqlite://"):
+        from .sqlite import SQLiteStore
+
+        # sqlite:///relative/or/absolute -> the path after the third slash; an
+        # absolute path therefore reads sqlite:////abs or sqlite:///abs (both work).
+        path = url[len("sqlite://"):]
+        if path.startswith("/") and not path.startswith("//"):
+            path = path  # sqlite:///abs/path -> /abs/path
+        elif path.startswith("//"):
+            path = path[1:]
+        return SQLiteStore(path or default_sqlite_path())
+    from .postgres import PostgresStore
+
+    return PostgresStore(url)

@@ -1,0 +1,609 @@
+"""The storage interface and the logic both databases share.
+
+Backends (:mod:`.sqlite`, :mod:`.postgres`) provide connections, the schema and
+the few statements whose SQL differs; ingest bookkeeping (new-versus-updated
+counts, the per-series summary, rollups) and the query logic live here once.
+SQL in this module uses ``?`` placeholders; the PostgreSQL backend rewrites them.
+
+Units: point timestamps are stored as epoch **milliseconds** (double), like
+every timestamp the query API returns.  NaN values are stored as SQL NULL in
+SQLite (it cannot store NaN) and as NaN in PostgreSQL; both read back as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import orjson
+
+from . import rollup
+
+#: (workload_uid, data_source, metric_name, rank, run_id): one series of points.
+SeriesKey = Tuple[str, str, str, int, str]
+KEY_COLS = "workload_uid, data_source, metric_name, rank, run_id"
+KEY_WHERE = "workload_uid = ? AND data_source = ? AND metric_name = ? AND rank = ? AND run_id = ?"
+ROLLUP_COLS = ("n, nf, first_step, first_value, first_ts, last_step, last_value, last_ts, "
+               "min_step, min_value, min_ts, max_step, max_value, max_ts, time_min, time_max")
+LIVE_WINDOW_MS = 60_000.0
+
+
+@dataclass
+class MetricsBatch:
+    """One validated ``/wandb/metrics`` body: request-level fields and its points.
+
+    ``points`` maps ``(name, step)`` to ``(value, timestamp_ms)``; building it
+    as a dict is what makes the last duplicate of a key win.
+    """
+
+    workload_uid: str
+    source: str
+    run_id: str
+    rank: int
+    pod_name: str
+    pod_uid: str
+    namespace: str
+    points: Dict[Tuple[str, int], Tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    """What one ingest transaction stored."""
+
+    count: int = 0
+    inserted: int = 0
+    detections: int = 0
+    runs: int = 0
+
+
+def _nan(v):
+    """SQLite returns NULL for a stored NaN."""
+    return math.nan if v is None else v
+
+
+def _json(v) -> Optional[str]:
+    return None if v is None else orjson.dumps(v).decode()
+
+
+def _unjson(v):
+    return None if v is None else orjson.loads(v)
+
+
+class Store:
+    """A Lens database.  Thread-safe: ingest may be called from many threads."""
+
+    kind = "?"
+    _rollup_min_points = rollup.ROLLUP_MIN_POINTS
+
+    # -- to be provided by backends -------------------------------------------------
+
+    @contextmanager
+    def write_tx(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        """A cursor inside one write transaction (committed on exit)."""
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def read_cursor(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        """A cursor for reads."""
+        raise NotImplementedError
+        yield
+
+    def _write_points(self, cur, rows: List[tuple]) -> None:  # pragma: no cover
+        """Upsert ``(key5..., iteration, value, timestamp)`` rows (keys unique)."""
+        raise NotImplementedError
+
+    def _lock_series(self, cur, keys: Sequence[SeriesKey]) -> None:
+        """Serialise writers of the same series (no-op where writes are serial)."""
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        """Release connections."""
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        with self.read_cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+
+    def _q(self, sql: str) -> str:
+        return sql
+
+    def _ex(self, cur, sql, params=()):
+        cur.execute(self._q(sql), params)
+        return cur
+
+    def _many(self, cur, sql, rows):
+        if rows:
+            cur.executemany(self._q(sql), rows)
+
+    # -- ingest ---------------------------------------------------------------------
+
+    def ingest(self, metrics: Sequence[MetricsBatch] = (), detections: Sequence[dict] = (),
+               runs: Sequence[dict] = ()) -> IngestResult:
+        """Store validated parts in one transaction; return what was stored."""
+        now = time.time() * 1000.0
+        series: Dict[SeriesKey, Dict[int, Tuple[float, float]]] = {}
+        workloads: Dict[str, bool] = {}
+        pods: Dict[Tuple[str, str], tuple] = {}
+        for b in metrics:
+            workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.points)
+            if b.pod_name:
+                pods[(b.workload_uid, b.pod_name)] = (b.workload_uid, b.pod_name, b.pod_uid, b.namespace, now)
+            for (name, step), vt in b.points.items():
+                series.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})[step] = vt
+        for d in detections:
+            workloads.setdefault(d["workload_uid"], False)
+            if d.get("pod_name"):
+                pods[(d["workload_uid"], d["pod_name"])] = (d["workload_uid"], d["pod_name"], d.get("pod_uid", ""),
+                                                           d.get("namespace", ""), now)
+        for r in runs:
+            workloads.setdefault(r["workload_uid"], False)
+            if r.get("pod_name"):
+                pods[(r["workload_uid"], r["pod_name"])] = (r["workload_uid"], r["pod_name"], r.get("pod_uid", ""),
+                                                           "", now)
+        result = IngestResult()
+        with self.write_tx() as cur:
+            self._lock_series(cur, sorted(series))
+            self._many(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT (workload_uid) DO UPDATE SET "
+                            "last_update = excluded.last_update, "
+                            "last_point_at = COALESCE(excluded.last_point_at, workloads.last_point_at)",
+                       sorted((uid, now, now, now if has_points else None) for uid, has_points in workloads.items()))
+            self._many(cur, "INSERT INTO pods (workload_uid, pod_name, pod_uid, namespace, last_seen) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name) DO UPDATE SET "
+                            "pod_uid = CASE WHEN excluded.pod_uid = '' THEN pods.pod_uid ELSE excluded.pod_uid END, "
+                            "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
+                            "ELSE excluded.namespace END, last_seen = excluded.last_seen",
+                       [pods[k] for k in sorted(pods)])
+            if series:
+                result.inserted = self._ingest_points(cur, series)
+                result.count = sum(len(v) for v in series.values())
+            for d in detections:
+                self._insert_detection(cur, d, now)
+            result.detections = len(detections)
+            for r in runs:
+                self._upsert_run(cur, r, now)
+            result.runs = len(runs)
+        return result
+
+    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]]) -> int:
+        keys = sorted(series)
+        summaries = self._load_summaries(cur, keys)
+        rows: List[tuple] = []
+        summary_rows = []
+        inserted_total = 0
+        rollup_work = []
+        for key in keys:
+            pts = series[key]
+            s = summaries.get(key)
+            new = len(pts)
+            if s is not None:
+                # Only steps inside the series' known range can already exist, so the
+                # common append path never reads back points.
+                lo, hi = s[1], s[2]
+                amb = [st for st in pts if lo <= st <= hi]
+                if amb:
+                    new -= len(self._existing_steps(cur, key, amb))
+            inserted_total += new
+            for step, (v, ts) in pts.items():
+                rows.append(key + (step, v, ts))
+            steps = pts.keys()
+            tss = [vt[1] for vt in pts.values()]
+            n_total = new + (s[0] if s else 0)
+            min_step = min(steps) if s is None else min(s[1], min(steps))
+            max_step = max(steps) if s is None else max(s[2], max(steps))
+            first_ts = min(tss) if s is None else min(s[3], min(tss))
+            last_ts = max(tss) if s is None else max(s[4], max(tss))
+            had_rollup = bool(s[5]) if s else False
+            has_rollup = had_rollup or n_total > self._rollup_min_points
+            summary_rows.append(key + (n_total, min_step, max_step, first_ts, last_ts, 1 if has_rollup else 0))
+            if has_rollup:
+                rollup_work.append((key, had_rollup, pts, max_step, s[2] if s else max_step))
+        self._write_points(cur, rows)
+        self._many(cur, f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                        f"({KEY_COLS}) DO UPDATE SET count = excluded.count, min_step = excluded.min_step, "
+                        "max_step = excluded.max_step, first_ts = excluded.first_ts, last_ts = excluded.last_ts, "
+                        "has_rollup = excluded.has_rollup", summary_rows)
+        rollup_rows = []
+        for key, had_rollup, pts, max_step, old_max in rollup_work:
+            top = rollup.top_level(max_step)
+            if not had_rollup:
+                agg_iter = rollup.full_levels(self._fetch_raw(cur, key, None, None), top)
+            else:
+                steps = sorted(pts)
+                # A new top level has one block (0) whose children all exist already,
+                # so the touched set gains step 0 to rebuild the new levels' spine.
+                touched = steps if rollup.top_level(old_max) == top else [0] + steps
+                base_blocks = sorted({st >> rollup.BASE_LEVEL for st in touched})
+                edge = old_max >> rollup.BASE_LEVEL
+                if steps[0] > old_max:
+                    # Append (the common case): only the block holding the old last
+                    # step, and block 0 for a new top level, can hold stored points;
+                    # every other touched block is exactly this batch's points.
+                    stored = [b for b in base_blocks if b == edge or (b == 0 and touched[0] == 0 and
+                                                                      steps[0] >> rollup.BASE_LEVEL != 0)]
+                else:
+                    stored = base_blocks
+                raw: List[tuple] = []
+                for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
+                    raw.extend(self._fetch_raw(cur, key, lo, hi))
+                stored_set = set(stored)
+                if len(stored) != len(base_blocks):
+                    raw.extend((st, pts[st][0], pts[st][1]) for st in steps
+                               if st >> rollup.BASE_LEVEL not in stored_set)
+                    raw.sort(key=lambda p: p[0])
+                wanted = set(base_blocks)
+                base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
+                needs = rollup.sibling_needs(touched, top)
+                siblings = self._fetch_rollup_blocks(cur, key, needs)
+                agg_iter = rollup.build_levels(base, siblings, top)
+            for level, block, agg in agg_iter:
+                rollup_rows.append(key + (level, block) + tuple(agg))
+        if rollup_rows:
+            self._write_rollup(cur, rollup_rows)
+        return inserted_total
+
+    def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
+        out = {}
+        by_wl: Dict[Tuple[str, str], List[SeriesKey]] = {}
+        for k in keys:
+            by_wl.setdefault((k[0], k[1]), []).append(k)
+        for (uid, src), ks in by_wl.items():
+            names = sorted({k[2] for k in ks})
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup "
+                              "FROM series WHERE workload_uid = ? AND data_source = ? AND metric_name IN "
+                              f"({', '.join('?' * len(chunk))})", (uid, src, *chunk))
+                for r in cur.fetchall():
+                    out[tuple(r[:5])] = tuple(r[5:])
+        return out
+
+    def _existing_steps(self, cur, key: SeriesKey, steps: List[int]) -> set:
+        lo, hi = min(steps), max(steps)
+        found = set()
+        if hi - lo + 1 <= 4 * len(steps):
+            self._ex(cur, f"SELECT iteration FROM training_performance WHERE {KEY_WHERE} "
+                          "AND iteration BETWEEN ? AND ?", key + (lo, hi))
+            found.update(r[0] for r in cur.fetchall())
+        else:
+            for i in range(0, len(steps), 500):
+                chunk = steps[i:i + 500]
+                self._ex(cur, f"SELECT iteration FROM training_performance WHERE {KEY_WHERE} "
+                              f"AND iteration IN ({', '.join('?' * len(chunk))})", key + tuple(chunk))
+                found.update(r[0] for r in cur.fetchall())
+        return found & set(steps)
+
+    def _fetch_raw(self, cur, key: SeriesKey, lo: Optional[int], hi: Optional[int],
+                   t0: Optional[float] = None, t1: Optional[float] = None, after: Optional[int] = None,
+                   nonfinite_only: bool = False) -> List[Tuple[int, float, float]]:
+        sql = f"SELECT iteration, value, timestamp FROM training_performance WHERE {KEY_WHERE}"
+        params: list = list(key)
+        if lo is not None:
+            sql += " AND iteration BETWEEN ? AND ?"
+            params += [lo, hi]
+        if after is not None:
+            sql += " AND iteration > ?"
+            params.append(after)
+        if t0 is not None:
+            sql += " AND timestamp >= ?"
+            params.append(t0)
+        if t1 is not None:
+            sql += " AND timestamp <= ?"
+            params.append(t1)
+        if nonfinite_only:
+            sql += " AND " + self._nonfinite_sql
+        sql += " ORDER BY iteration"
+        self._ex(cur, sql, params)
+        return [(r[0], _nan(r[1]), r[2]) for r in cur.fetchall()]
+
+    _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
+
+    def _fetch_rollup_blocks(self, cur, key: SeriesKey, needs: Dict[int, List[int]]):
+        """Stored rollup rows for ``{level: [blocks]}``, keyed ``(level, block)``.
+
+        Point lookups one by one: in-process SQLite answers each in microseconds,
+        far faster than one statement with an OR or row-value list.
+        """
+        out = {}
+        sql = self._q(f"SELECT {ROLLUP_COLS} FROM series_rollup WHERE {KEY_WHERE} AND level = ? AND block = ?")
+        for level, blocks in needs.items():
+            for b in blocks:
+                cur.execute(sql, key + (level, b))
+                r = cur.fetchone()
+                if r is not None:
+                    out[(level, b)] = self._rollup_agg(r)
+        return out
+
+    @staticmethod
+    def _rollup_agg(r) -> tuple:
+        r = list(r)
+        r[3] = _nan(r[3])  # first value: NULL is a stored NaN
+        r[6] = _nan(r[6])
+        return tuple(r)
+
+    def _write_rollup(self, cur, rows):
+        cols = f"{KEY_COLS}, level, block, {ROLLUP_COLS}"
+        sets = ", ".join(f"{c} = excluded.{c}" for c in ROLLUP_COLS.split(", "))
+        self._many(cur, f"INSERT INTO series_rollup ({cols}) VALUES ({', '.join('?' * 23)}) "
+                        f"ON CONFLICT ({KEY_COLS}, level, block) DO UPDATE SET {sets}", rows)
+
+    def _insert_detection(self, cur, d: dict, now: float) -> None:
+        det = d.get("detection") or {}
+        method = det.get("method") or ""
+        conf = det.get("confidence")
+        conf = float(conf) if conf is not None else 0.0
+        reported = d.get("timestamp_ms") or now
+        self._ex(cur, "INSERT INTO detections (workload_uid, source, type, version, pod_name, rank, run_id, "
+                      "wrapper, base, method, confidence, evidence, hints, reported_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (d["workload_uid"], d.get("source", "wandb"), d.get("type", ""), d.get("version", ""),
+                  d.get("pod_name", ""), d.get("rank", 0), d.get("run_id", ""), det.get("wrapper"), det.get("base"),
+                  method, conf, _json(d.get("evidence")), _json(d.get("hints")), reported))
+        # Best report per workload, kept on the workload row so listings need no scan:
+        # exact beats heuristic, then higher confidence, then newer.
+        self._ex(cur, "SELECT det_method, det_confidence, det_reported_at FROM workloads WHERE workload_uid = ?",
+                 (d["workload_uid"],))
+        row = cur.fetchone()
+        cur_rank = (row[0] == "exact", row[1] or 0.0, row[2] or 0.0) if row and row[0] is not None else None
+        new_rank = (method == "exact", conf, reported)
+        if cur_rank is None or new_rank >= cur_rank:
+            self._ex(cur, "UPDATE workloads SET det_wrapper = ?, det_base = ?, det_method = ?, det_confidence = ?, "
+                          "det_reported_at = ?, det_evidence = ?, det_hints = ? WHERE workload_uid = ?",
+                     (det.get("wrapper"), det.get("base"), method, conf, reported, _json(d.get("evidence")),
+                      _json(d.get("hints")), d["workload_uid"]))
+
+    _RUN_FIELDS = ("project", "name", "entity", "grp", "mode", "status", "exit_code", "source", "rank")
+
+    def _upsert_run(self, cur, r: dict, now: float) -> None:
+        uid, run_id = r["workload_uid"], r.get("run_id", "")
+        ts = r.get("timestamp_ms") or now
+        self._ex(cur, "SELECT project, name, entity, grp, mode, status, exit_code, source, rank, tags, config, "
+                      "summary, started_at, finished_at FROM runs WHERE workload_uid = ? AND run_id = ?",
+                 (uid, run_id))
+        row = cur.fetchone()
+        old = dict(zip(self._RUN_FIELDS + ("tags", "config", "summary", "started_at", "finished_at"), row)) \
+            if row else {}
+        new = dict(old)
+        for f in self._RUN_FIELDS:
+            src = "group" if f == "grp" else f
+            if r.get(src) is not None:
+                new[f] = r[src]
+        if r.get("tags") is not None:
+            new["tags"] = _json(r["tags"])
+        for f in ("config", "summary"):
+            if r.get(f) is not None:
+                merged = _unjson(old.get(f)) or {}
+                merged.update(r[f])
+                new[f] = _json(merged)
+        event = r.get("event")
+        status = r.get("status")
+        if not row:
+            new["started_at"] = ts
+            new.setdefault("status", "running")
+            if new.get("status") is None:
+                new["status"] = "running"
+        if event == "finished" or status in ("finished", "failed", "crashed", "killed"):
+            new["finished_at"] = ts
+            if status is None:
+                new["status"] = "finished"
+        vals = (uid, run_id, new.get("project"), new.get("name"), new.get("entity"), new.get("grp"),
+                new.get("mode"), new.get("status"), new.get("exit_code"), new.get("source") or "wandb",
+                new.get("rank") or 0, new.get("tags"), new.get("config"), new.get("summary"),
+                new.get("started_at"), new.get("finished_at"), ts)
+        self._ex(cur, "INSERT INTO runs (workload_uid, run_id, project, name, entity, grp, mode, status, exit_code, "
+                      "source, rank, tags, config, summary, started_at, finished_at, updated_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (workload_uid, run_id) DO UPDATE SET project = excluded.project, "
+                      "name = excluded.name, entity = excluded.entity, grp = excluded.grp, mode = excluded.mode, "
+                      "status = excluded.status, exit_code = excluded.exit_code, source = excluded.source, "
+                      "rank = excluded.rank, tags = excluded.tags, config = excluded.config, "
+                      "summary = excluded.summary, started_at = excluded.started_at, "
+                      "finished_at = excluded.finished_at, updated_at = excluded.updated_at", vals)
+
+    # -- queries --------------------------------------------------------------------
+
+    def workload_exists(self, uid: str) -> bool:
+        """True when anything was ever reported for ``uid``."""
+        with self.read_cursor() as cur:
+            self._ex(cur, "SELECT 1 FROM workloads WHERE workload_uid = ?", (uid,))
+            return cur.fetchone() is not None
+
+    def _status(self, last_point_at, n_runs, n_running, now) -> str:
+        if n_runs and not n_running:
+            return "finished"
+        if last_point_at is not None and now - last_point_at <= LIVE_WINDOW_MS:
+            return "live"
+        return "idle"
+
+    def list_workloads(self, search: str = "", sort: str = "last_update", order: str = "desc") -> List[dict]:
+        """Every workload with its best detection and counts (no point scans)."""
+        now = time.time() * 1000.0
+        with self.read_cursor() as cur:
+            sql = ("SELECT w.workload_uid, w.det_wrapper, w.det_base, w.det_method, w.det_confidence, "
+                   "w.first_seen, w.last_update, w.last_point_at, "
+                   "(SELECT COUNT(*) FROM runs r WHERE r.workload_uid = w.workload_uid), "
+                   "(SELECT COUNT(*) FROM runs r WHERE r.workload_uid = w.workload_uid AND r.finished_at IS NULL), "
+                   "(SELECT COUNT(DISTINCT rank) FROM series s WHERE s.workload_uid = w.workload_uid), "
+                   "(SELECT COUNT(DISTINCT metric_name) FROM series s WHERE s.workload_uid = w.workload_uid), "
+                   "(SELECT COALESCE(SUM(count), 0) FROM series s WHERE s.workload_uid = w.workload_uid) "
+                   "FROM workloads w")
+            params: list = []
+            if search:
+                sql += " WHERE LOWER(w.workload_uid) LIKE ? ESCAPE '\\'"
+                esc = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                params.append(f"%{esc}%")
+            self._ex(cur, sql, params)
+            rows = cur.fetchall()
+        out = []
+        for r in rows:
+            out.append({"workload_uid": r[0], "wrapper": r[1], "base": r[2], "method": r[3] or None,
+                        "confidence": r[4], "runs": r[8], "ranks": r[10], "metrics": r[11], "points": int(r[12]),
+                        "first_seen": r[5], "last_update": r[6], "status": self._status(r[7], r[8], r[9], now)})
+        key = {"workload_uid": lambda w: w["workload_uid"], "points": lambda w: (w["points"], w["workload_uid"]),
+               "last_update": lambda w: (w["last_update"], w["workload_uid"])}[sort]
+        out.sort(key=key, reverse=(order == "desc"))
+        return out
+
+    def get_workload(self, uid: str) -> Optional[dict]:
+        """Details of one workload, or None when unknown."""
+        now = time.time() * 1000.0
+        with self.read_cursor() as cur:
+            self._ex(cur, "SELECT det_wrapper, det_base, det_method, det_confidence, det_reported_at, det_evidence, "
+                          "det_hints, first_seen, last_update, last_point_at FROM workloads WHERE workload_uid = ?",
+                     (uid,))
+            w = cur.fetchone()
+            if w is None:
+                return None
+            self._ex(cur, "SELECT run_id, project, name, config, summary, tags, status, started_at, finished_at, "
+                          "rank, entity, grp, mode, exit_code, source FROM runs WHERE workload_uid = ? "
+                          "ORDER BY started_at, run_id", (uid,))
+            runs = [{"run_id": r[0], "project": r[1], "name": r[2], "config": _unjson(r[3]) or {},
+                     "summary": _unjson(r[4]) or {}, "tags": _unjson(r[5]) or [], "status": r[6],
+                     "started_at": r[7], "finished_at": r[8], "rank": r[9], "entity": r[10], "group": r[11],
+                     "mode": r[12], "exit_code": r[13], "data_source": r[14]} for r in cur.fetchall()]
+            self._ex(cur, "SELECT DISTINCT rank FROM series WHERE workload_uid = ? ORDER BY rank", (uid,))
+            ranks = [r[0] for r in cur.fetchall()]
+            self._ex(cur, "SELECT pod_name FROM pods WHERE workload_uid = ? ORDER BY pod_name", (uid,))
+            pods = [r[0] for r in cur.fetchall()]
+            self._ex(cur, "SELECT data_source, COUNT(DISTINCT metric_name), SUM(count) FROM series "
+                          "WHERE workload_uid = ? GROUP BY data_source ORDER BY data_source", (uid,))
+            src = cur.fetchall()
+            self._ex(cur, "SELECT COUNT(DISTINCT metric_name) FROM series WHERE workload_uid = ?", (uid,))
+            n_metrics = cur.fetchone()[0]
+        detection = None
+        if w[2] is not None:
+            detection = {"wrapper": w[0], "base": w[1], "method": w[2] or None, "confidence": w[3],
+                         "evidence": _unjson(w[5]), "hints": _unjson(w[6]), "reported_at": w[4]}
+        n_running = sum(1 for r in runs if r["finished_at"] is None)
+        return {"workload_uid": uid, "detection": detection, "runs": runs, "ranks": ranks, "pods": pods,
+                "data_sources": [s[0] for s in src], "points": int(sum(s[2] for s in src)), "metrics": n_metrics,
+                "first_seen": w[7], "last_update": w[8], "status": self._status(w[9], len(runs), n_running, now)}
+
+    def sources(self, uid: str) -> List[Tuple[str, int]]:
+        """``(data_source, point count)`` for a workload, from the series summary."""
+        with self.read_cursor() as cur:
+            self._ex(cur, "SELECT data_source, SUM(count) FROM series WHERE workload_uid = ? "
+                          "GROUP BY data_source ORDER BY data_source", (uid,))
+            return [(r[0], int(r[1])) for r in cur.fetchall()]
+
+    def available(self, uid: str, source: Optional[str]) -> List[Tuple[str, List[str], int]]:
+        """``(metric, [sources], point count)`` for a workload, from the series summary."""
+        sql = "SELECT metric_name, data_source, SUM(count) FROM series WHERE workload_uid = ?"
+        params: list = [uid]
+        if source:
+            sql += " AND data_source = ?"
+            params.append(source)
+        sql += " GROUP BY metric_name, data_source ORDER BY metric_name, data_source"
+        with self.read_cursor() as cur:
+            self._ex(cur, sql, params)
+            rows = cur.fetchall()
+        out: Dict[str, list] = {}
+        for name, src, n in rows:
+            e = out.setdefault(name, [name, [], 0])
+            e[1].append(src)
+            e[2] += int(n)
+        return [tuple(v) for v in out.values()]
+
+    def data(self, uid: str, source: str, metrics: Optional[Sequence[str]] = None,
+             start: Optional[float] = None, end: Optional[float] = None, ranks: Optional[Sequence[int]] = None,
+             run_id: Optional[str] = None, max_points: Optional[int] = None,
+             after_step: Optional[int] = None) -> List[tuple]:
+        """Points as ``(metric, rank, run_id, step, value, timestamp_ms)``.
+
+        Ordered by metric, rank, run, step.  ``max_points`` bounds each series.
+        """
+        sql = (f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup FROM series "
+               "WHERE workload_uid = ? AND data_source = ?")
+        params: list = [uid, source]
+        if metrics:
+            sql += f" AND metric_name IN ({', '.join('?' * len(metrics))})"
+            params.extend(metrics)
+        if ranks:
+            sql += f" AND rank IN ({', '.join('?' * len(ranks))})"
+            params.extend(ranks)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += " ORDER BY metric_name, rank, run_id"
+        out: List[tuple] = []
+        with self.read_cursor() as cur:
+            self._ex(cur, sql, params)
+            series = cur.fetchall()
+            for s in series:
+                key = tuple(s[:5])
+                count, min_step, max_step, first_ts, last_ts, has_rollup = s[5:]
+                # Whole series outside the filters: skip without touching points.
+                if (after_step is not None and max_step <= after_step) or \
+                        (start is not None and last_ts < start) or (end is not None and first_ts > end):
+                    continue
+                pts = self._series_points(cur, key, count, min_step, max_step, bool(has_rollup), start, end,
+                                          max_points, after_step)
+                head = (key[2], key[3], key[4])
+                out.extend(head + p for p in pts)
+        return out
+
+    def _series_points(self, cur, key, count, min_step, max_step, has_rollup, t0, t1, max_points, after):
+        if max_points is None or count <= max_points:
+            return self._fetch_raw(cur, key, None, None, t0, t1, after)
+        lo = min_step if after is None else max(min_step, after + 1)
+        hi = max_step
+        if not has_rollup:
+            return rollup.downsample_raw(self._fetch_raw(cur, key, None, None, t0, t1, after), max_points)
+        if t0 is not None or t1 is not None:
+            lo, hi = self._time_step_bounds(cur, key, lo, hi, t0, t1, max_points)
+            if lo is None:
+                return []
+        level = rollup.choose_level(hi - lo, max_points)
+        if level < rollup.BASE_LEVEL:
+            # Narrow step range: at most about 4 * max_points raw points.
+            return rollup.downsample_raw(self._fetch_raw(cur, key, lo, hi, t0, t1, after), max_points)
+        level = min(level, rollup.top_level(max_step))
+        self._ex(cur, f"SELECT block, {ROLLUP_COLS} FROM series_rollup WHERE {KEY_WHERE} AND level = ? "
+                      "AND block BETWEEN ? AND ? ORDER BY block", key + (level, lo >> level, hi >> level))
+        blocks = cur.fetchall()
+        out: List[tuple] = []
+        for row in blocks:
+            b = row[0]
+            agg = self._rollup_agg(row[1:])
+            b_lo, b_hi = b << level, ((b + 1) << level) - 1
+            tmin, tmax = agg[14], agg[15]
+            if (t0 is not None and tmax < t0) or (t1 is not None and tmin > t1):
+                continue
+            partial = (b_lo < lo) or (t0 is not None and tmin < t0) or (t1 is not None and tmax > t1)
+            if partial:
+                # An edge block cut by after_step or the time range: its own raw
+                # points decide (at most 2**level of them, and only at the edges).
+                raw = self._fetch_raw(cur, key, max(b_lo, lo), b_hi, t0, t1, after)
+                if raw:
+                    out.extend(rollup._reps_with_nonfinite(raw))
+                continue
+            pts = {p[0]: p for p in rollup.representatives(agg)}
+            if agg[1]:
+                for p in self._fetch_raw(cur, key, b_lo, b_hi, nonfinite_only=True):
+                    pts[p[0]] = p
+            out.extend(pts[s] for s in sorted(pts))
+        return out
+
+    def _time_step_bounds(self, cur, key, lo, hi, t0, t1, max_points):
+        """Step range of the points inside [t0, t1], read from a rollup level
+        with about 4096 blocks, so the final level fits the filtered range."""
+        level = max(rollup.BASE_LEVEL, rollup.choose_level(hi - lo, 4 * 4096))
+        sql = (f"SELECT MIN(block), MAX(block) FROM series_rollup WHERE {KEY_WHERE} AND level = ? "
+               "AND block BETWEEN ? AND ?")
+        params = list(key) + [level, lo >> level, hi >> level]
+        if t0 is not None:
+            sql += " AND time_max >= ?"
+            params.append(t0)
+        if t1 is not None:
+            sql += " AND time_min <= ?"
+            params.append(t1)
+        self._ex(cur, sql, params)
+        r = cur.fetchone()
+        if r is None or r[0] is None:
+            return None, None
+        return max(lo, r[0] << level), min(hi, ((r[1] + 1) << level) - 1)

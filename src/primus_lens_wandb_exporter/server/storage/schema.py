@@ -1,0 +1,86 @@
+"""The Lens schema, as versioned migrations shared by SQLite and PostgreSQL.
+
+Each migration is a list of statements written once with placeholders for the
+few type names that differ (``{BIGINT}``, ``{DOUBLE}``, ``{ID}``, ``{NOROWID}``).
+A ``schema_version`` table records what was applied; migrations run at start,
+in order, each in its own transaction, so a newer server upgrades an older file.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+SQLITE_TYPES = {"BIGINT": "INTEGER", "DOUBLE": "REAL", "ID": "INTEGER PRIMARY KEY",
+                "NOROWID": " WITHOUT ROWID"}
+POSTGRES_TYPES = {"BIGINT": "BIGINT", "DOUBLE": "DOUBLE PRECISION", "ID": "BIGSERIAL PRIMARY KEY",
+                  "NOROWID": ""}
+
+MIGRATIONS: List[List[str]] = [
+    # 1: initial schema
+    [
+        """CREATE TABLE workloads (
+            workload_uid TEXT PRIMARY KEY,
+            first_seen {DOUBLE} NOT NULL,       -- epoch ms, server clock
+            last_update {DOUBLE} NOT NULL,      -- epoch ms of the last report of any kind
+            last_point_at {DOUBLE},             -- epoch ms of the last metrics report (live status)
+            det_wrapper TEXT, det_base TEXT, det_method TEXT, det_confidence {DOUBLE},
+            det_reported_at {DOUBLE}, det_evidence TEXT, det_hints TEXT
+        )""",
+        """CREATE TABLE pods (
+            workload_uid TEXT NOT NULL, pod_name TEXT NOT NULL, pod_uid TEXT NOT NULL DEFAULT '',
+            namespace TEXT NOT NULL DEFAULT '', last_seen {DOUBLE} NOT NULL,
+            PRIMARY KEY (workload_uid, pod_name)
+        )""",
+        """CREATE TABLE runs (
+            workload_uid TEXT NOT NULL, run_id TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT 'wandb', rank {BIGINT} NOT NULL DEFAULT 0,
+            project TEXT, name TEXT, entity TEXT, grp TEXT, mode TEXT, tags TEXT,
+            config TEXT, summary TEXT, status TEXT, exit_code {BIGINT},
+            started_at {DOUBLE}, finished_at {DOUBLE}, updated_at {DOUBLE},
+            PRIMARY KEY (workload_uid, run_id)
+        )""",
+        """CREATE TABLE detections (
+            id {ID},
+            workload_uid TEXT NOT NULL, source TEXT, type TEXT, version TEXT, pod_name TEXT,
+            rank {BIGINT}, run_id TEXT, wrapper TEXT, base TEXT, method TEXT, confidence {DOUBLE},
+            evidence TEXT, hints TEXT, reported_at {DOUBLE} NOT NULL
+        )""",
+        "CREATE INDEX detections_workload ON detections (workload_uid, reported_at)",
+        # One row per point, clustered on the point key so one series is one range.
+        # value NULL = NaN on SQLite (which cannot store NaN); timestamp in epoch ms.
+        """CREATE TABLE training_performance (
+            workload_uid TEXT NOT NULL, data_source TEXT NOT NULL, metric_name TEXT NOT NULL,
+            rank {BIGINT} NOT NULL, run_id TEXT NOT NULL, iteration {BIGINT} NOT NULL,
+            value {DOUBLE}, timestamp {DOUBLE} NOT NULL,
+            PRIMARY KEY (workload_uid, data_source, metric_name, rank, run_id, iteration)
+        ){NOROWID}""",
+        # Per-series summary kept at ingest: listings never scan points.
+        """CREATE TABLE series (
+            workload_uid TEXT NOT NULL, data_source TEXT NOT NULL, metric_name TEXT NOT NULL,
+            rank {BIGINT} NOT NULL, run_id TEXT NOT NULL,
+            count {BIGINT} NOT NULL, min_step {BIGINT} NOT NULL, max_step {BIGINT} NOT NULL,
+            first_ts {DOUBLE} NOT NULL, last_ts {DOUBLE} NOT NULL, has_rollup {BIGINT} NOT NULL DEFAULT 0,
+            PRIMARY KEY (workload_uid, data_source, metric_name, rank, run_id)
+        ){NOROWID}""",
+        # See storage/rollup.py: one row per (level, block of 2**level steps).
+        """CREATE TABLE series_rollup (
+            workload_uid TEXT NOT NULL, data_source TEXT NOT NULL, metric_name TEXT NOT NULL,
+            rank {BIGINT} NOT NULL, run_id TEXT NOT NULL, level {BIGINT} NOT NULL, block {BIGINT} NOT NULL,
+            n {BIGINT} NOT NULL, nf {BIGINT} NOT NULL,
+            first_step {BIGINT}, first_value {DOUBLE}, first_ts {DOUBLE},
+            last_step {BIGINT}, last_value {DOUBLE}, last_ts {DOUBLE},
+            min_step {BIGINT}, min_value {DOUBLE}, min_ts {DOUBLE},
+            max_step {BIGINT}, max_value {DOUBLE}, max_ts {DOUBLE},
+            time_min {DOUBLE}, time_max {DOUBLE},
+            PRIMARY KEY (workload_uid, data_source, metric_name, rank, run_id, level, block)
+        ){NOROWID}""",
+    ],
+]
+
+
+def statements(version: int, types: Dict[str, str]) -> List[str]:
+    """The statements of migration ``version`` (1-based) for one database."""
+    return [s.format(**types) for s in MIGRATIONS[version - 1]]
+
+
+LATEST = len(MIGRATIONS)

@@ -1,0 +1,111 @@
+"""SQLite backend: one file, WAL journal, one writer at a time.
+
+WAL lets readers run while a batch commits.  ``synchronous=NORMAL`` in WAL mode
+makes a commit durable against a crash of the server process (kill -9): the
+WAL is written before the commit returns and only its fsync is deferred, so
+only an OS crash or power loss can drop the last transactions.  Pass
+``synchronous="FULL"`` for that too.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, List
+
+from . import schema
+from .base import KEY_COLS, Store
+
+
+class SQLiteStore(Store):
+    """A Lens database in one SQLite file."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, synchronous: str = "NORMAL"):
+        self.path = path
+        self._synchronous = synchronous
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._local = threading.local()
+        self._all_conns = [self._writer]
+        self._conns_lock = threading.Lock()
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is
+        # exactly one transaction.  check_same_thread=False: the writer is used by
+        # whichever threadpool thread holds the write lock.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            c = self._writer
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+            have = c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            for v in range(have + 1, schema.LATEST + 1):
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in schema.statements(v, schema.SQLITE_TYPES):
+                        c.execute(stmt)
+                    c.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (v, time.time()))
+                    c.execute("COMMIT")
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def write_tx(self) -> Iterator[sqlite3.Cursor]:
+        """The single writer connection, inside BEGIN IMMEDIATE ... COMMIT."""
+        with self._write_lock:
+            cur = self._writer.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    @contextmanager
+    def read_cursor(self) -> Iterator[sqlite3.Cursor]:
+        """A per-thread read connection; a read transaction sees one snapshot."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._all_conns.append(conn)
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        finally:
+            cur.execute("COMMIT")
+
+    def _write_points(self, cur, rows: List[tuple]) -> None:
+        self._many(cur, f"INSERT INTO training_performance ({KEY_COLS}, iteration, value, timestamp) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                        f"({KEY_COLS}, iteration) DO UPDATE SET value = excluded.value, "
+                        "timestamp = excluded.timestamp", rows)
+
+    def close(self) -> None:
+        """Close every connection (call once, at shutdown)."""
+        with self._conns_lock:
+            for c in self._all_conns:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._all_conns = []

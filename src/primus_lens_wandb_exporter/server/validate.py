@@ -1,0 +1,266 @@
+"""Validation of ingest bodies: one tight loop per request, no per-point objects.
+
+pydantic per point would cost more than the database write at the throughput
+Lens targets, so bodies are parsed with orjson and checked here by hand.  Every
+failure raises :class:`ApiError` naming the offending field, e.g.
+``metrics[12].value``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, List, Optional
+
+from .errors import ApiError
+from .storage.base import MetricsBatch
+
+MAX_POINTS_PER_REQUEST = 100_000
+MAX_NAME_LEN = 512
+MAX_UID_LEN = 256
+MAX_TEXT_LEN = 1024
+MAX_RANK = 2**31 - 1
+MAX_STEP = 2**63 - 1
+#: Timestamps above this many epoch seconds (year ~5138) are taken as milliseconds,
+#: a common client mistake that would otherwise put points far in the future.
+_MS_THRESHOLD = 1e11
+
+_NONFINITE = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
+              "-Infinity": -math.inf, "-inf": -math.inf}
+
+
+def bad(field: str, message: str) -> ApiError:
+    """A 400 naming ``field``."""
+    return ApiError(400, "invalid_field", f"{field}: {message}", field)
+
+
+def _str(body: dict, key: str, prefix: str, default: str = "", max_len: int = MAX_TEXT_LEN,
+         required: bool = False) -> str:
+    v = body.get(key)
+    if v is None:
+        if required:
+            raise bad(prefix + key, "is required")
+        return default
+    if type(v) is not str:
+        raise bad(prefix + key, "must be a string")
+    if len(v) > max_len:
+        raise bad(prefix + key, f"must be at most {max_len} characters")
+    if "\x00" in v:
+        # PostgreSQL text cannot hold NUL; reject on both databases alike.
+        raise bad(prefix + key, "must not contain NUL characters")
+    return v
+
+
+def _uid(body: dict, prefix: str) -> str:
+    v = _str(body, "workload_uid", prefix, max_len=MAX_UID_LEN, required=True)
+    if not v:
+        raise bad(prefix + "workload_uid", "must not be empty")
+    return v
+
+
+def _int(body: dict, key: str, prefix: str, default: int, lo: int = 0, hi: int = MAX_RANK) -> int:
+    v = body.get(key)
+    if v is None:
+        return default
+    if type(v) is float and v.is_integer():
+        v = int(v)
+    if type(v) is not int:
+        raise bad(prefix + key, "must be an integer")
+    if not lo <= v <= hi:
+        raise bad(prefix + key, f"must be between {lo} and {hi}")
+    return v
+
+
+def _ts_ms(v: Any, field: str) -> float:
+    """Epoch seconds (float) -> epoch ms."""
+    if type(v) is int:
+        v = float(v)
+    elif type(v) is not float:
+        raise bad(field, "must be a number (epoch seconds)")
+    if not (0.0 <= v < 1e14):
+        raise bad(field, "must be epoch seconds between 0 and 1e11")
+    return v if v >= _MS_THRESHOLD else v * 1000.0
+
+
+def _opt_ts_ms(body: dict, key: str, prefix: str) -> Optional[float]:
+    v = body.get(key)
+    return None if v is None else _ts_ms(v, prefix + key)
+
+
+def _obj(body: dict, key: str, prefix: str) -> Optional[dict]:
+    v = body.get(key)
+    if v is None:
+        return None
+    if type(v) is not dict:
+        raise bad(prefix + key, "must be an object")
+    return v
+
+
+def require_object(body: Any, field: str = "body") -> dict:
+    """The parsed body must be a JSON object."""
+    if type(body) is not dict:
+        raise bad(field, "must be a JSON object")
+    return body
+
+
+def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
+    """Validate one ``/wandb/metrics`` body."""
+    body = require_object(body, prefix.rstrip(".") or "body")
+    uid = _uid(body, prefix)
+    source = _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb"
+    run_id = _str(body, "run_id", prefix, "", MAX_UID_LEN)
+    rank = _int(body, "rank", prefix, 0)
+    for k in ("local_rank", "node_rank"):
+        _int(body, k, prefix, 0)
+    _int(body, "world_size", prefix, 1, 0)
+    _str(body, "batch_id", prefix, "", MAX_UID_LEN)
+    req_ts = _opt_ts_ms(body, "timestamp", prefix)
+    default_ts = req_ts if req_ts is not None else time.time() * 1000.0
+    batch = MetricsBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", MAX_UID_LEN),
+                         _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
+                         _str(body, "namespace", prefix, "", MAX_UID_LEN))
+    metrics = body.get("metrics")
+    if metrics is None:
+        return batch
+    if type(metrics) is not list:
+        raise bad(prefix + "metrics", "must be an array")
+    if len(metrics) > MAX_POINTS_PER_REQUEST:
+        raise ApiError(413, "too_many_points",
+                       f"{prefix}metrics: at most {MAX_POINTS_PER_REQUEST} points per request", prefix + "metrics")
+    points = batch.points
+    nonfinite = _NONFINITE
+    # The loop below is the ingest hot path: type() identity checks, no helpers
+    # for the common case, errors built only on failure.
+    for i, p in enumerate(metrics):
+        if type(p) is not dict:
+            raise bad(f"{prefix}metrics[{i}]", "must be an object")
+        name = p.get("name")
+        if type(name) is not str or not name or len(name) > MAX_NAME_LEN or "\x00" in name:
+            raise bad(f"{prefix}metrics[{i}].name", f"must be a non-empty string of at most {MAX_NAME_LEN} "
+                                                    "characters without NUL")
+        v = p.get("value")
+        tv = type(v)
+        if tv is float:
+            pass
+        elif tv is int:
+            try:
+                v = float(v)
+            except OverflowError:
+                v = math.inf if v > 0 else -math.inf
+        elif tv is str and v in nonfinite:
+            v = nonfinite[v]
+        else:
+            raise bad(f"{prefix}metrics[{i}].value", 'must be a number or one of "NaN", "Infinity", "-Infinity"')
+        step = p.get("step", 0)
+        if type(step) is not int:
+            if type(step) is float and step.is_integer():
+                step = int(step)
+            elif step is None:
+                step = 0
+            else:
+                raise bad(f"{prefix}metrics[{i}].step", "must be a non-negative integer")
+        if step < 0 or step > MAX_STEP:
+            raise bad(f"{prefix}metrics[{i}].step", f"must be between 0 and {MAX_STEP}")
+        ts = p.get("timestamp")
+        ts = default_ts if ts is None else _ts_ms(ts, f"{prefix}metrics[{i}].timestamp")
+        points[(name, step)] = (v, ts)
+    return batch
+
+
+def metrics_list(body: Any, field: str) -> List[MetricsBatch]:
+    """``metrics`` of a batch body: one metrics body or a list of them."""
+    if type(body) is list:
+        return [metrics_batch(b, f"{field}[{i}].") for i, b in enumerate(body)]
+    return [metrics_batch(body, field + ".")]
+
+
+_METHODS = ("exact", "heuristic", "")
+
+
+def detection(body: Any, prefix: str = "") -> dict:
+    """Validate one ``/wandb/detection`` body into the dict the store expects."""
+    body = require_object(body, prefix.rstrip(".") or "body")
+    out = {"workload_uid": _uid(body, prefix),
+           "source": _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb",
+           "type": _str(body, "type", prefix, "framework_detection_raw", MAX_NAME_LEN),
+           "version": _str(body, "version", prefix, "", MAX_NAME_LEN),
+           "pod_uid": _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
+           "pod_name": _str(body, "pod_name", prefix, "", MAX_UID_LEN),
+           "namespace": _str(body, "namespace", prefix, "", MAX_UID_LEN),
+           "run_id": _str(body, "run_id", prefix, "", MAX_UID_LEN),
+           "rank": _int(body, "rank", prefix, 0),
+           "timestamp_ms": _opt_ts_ms(body, "timestamp", prefix),
+           "evidence": _obj(body, "evidence", prefix),
+           "hints": _obj(body, "hints", prefix)}
+    det = _obj(body, "detection", prefix)
+    if det is None:
+        det = _from_hints(out["hints"])
+    else:
+        p = prefix + "detection."
+        method = _str(det, "method", p, "heuristic", 32)
+        if method not in _METHODS:
+            raise bad(p + "method", 'must be "exact" or "heuristic"')
+        conf = det.get("confidence")
+        if conf is not None:
+            if type(conf) not in (int, float) or type(conf) is bool or not 0.0 <= conf <= 1.0:
+                raise bad(p + "confidence", "must be a number between 0 and 1")
+            conf = float(conf)
+        det = {"wrapper": _str(det, "wrapper", p, None, MAX_NAME_LEN) or None,
+               "base": _str(det, "base", p, None, MAX_NAME_LEN) or None,
+               "method": method or "heuristic", "confidence": conf}
+    out["detection"] = det
+    return out
+
+
+def _from_hints(hints: Optional[dict]) -> dict:
+    """Seed clients send only ``hints``: take their first wrapper/base as a heuristic."""
+    hints = hints or {}
+
+    def first(key):
+        v = hints.get(key)
+        if type(v) is list and v and type(v[0]) is str:
+            return v[0][:MAX_NAME_LEN].replace("\x00", "")
+        return None
+
+    conf = hints.get("confidence")
+    conf = float(conf) if type(conf) in (int, float) and type(conf) is not bool and 0 <= conf <= 1 else None
+    return {"wrapper": first("wrapper_frameworks"), "base": first("base_frameworks"), "method": "heuristic",
+            "confidence": conf}
+
+
+_EVENTS = ("started", "config", "summary", "finished", "")
+
+
+def run(body: Any, prefix: str = "") -> dict:
+    """Validate one ``/wandb/run`` body."""
+    body = require_object(body, prefix.rstrip(".") or "body")
+    out = {"workload_uid": _uid(body, prefix),
+           "source": _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb",
+           "pod_name": _str(body, "pod_name", prefix, "", MAX_UID_LEN),
+           "pod_uid": _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
+           "run_id": _str(body, "run_id", prefix, "", MAX_UID_LEN),
+           "rank": _int(body, "rank", prefix, 0),
+           "timestamp_ms": _opt_ts_ms(body, "timestamp", prefix),
+           "exit_code": _int(body, "exit_code", prefix, None, -(2**31), 2**31 - 1)}
+    event = _str(body, "event", prefix, "", 32)
+    if event not in _EVENTS:
+        raise bad(prefix + "event", "must be one of started, config, summary, finished")
+    out["event"] = event or None
+    for k in ("project", "name", "entity", "group", "mode", "status"):
+        v = _str(body, k, prefix, None, MAX_NAME_LEN)
+        out[k] = v
+    tags = body.get("tags")
+    if tags is not None:
+        if type(tags) is not list or any(type(t) is not str for t in tags):
+            raise bad(prefix + "tags", "must be an array of strings")
+    out["tags"] = tags
+    out["config"] = _obj(body, "config", prefix)
+    out["summary"] = _obj(body, "summary", prefix)
+    return out
+
+
+def run_list(body: Any, field: str) -> List[dict]:
+    """``run`` of a batch body: one run body or a list."""
+    if type(body) is list:
+        return [run(b, f"{field}[{i}].") for i, b in enumerate(body)]
+    return [run(body, field + ".")]
