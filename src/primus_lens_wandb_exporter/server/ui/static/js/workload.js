@@ -125,7 +125,7 @@ function overviewTab(el, ctx) {
             <dt>Metrics</dt><dd>${formatCount(Array.isArray(d.metrics) ? d.metrics.length : d.metrics)}</dd>
             <dt>Data sources</dt><dd>${(d.data_sources || []).map((s) => `<code>${esc(s)}</code>`).join(' ') || '—'}</dd>
             <dt>Ranks</dt><dd id="ov-ranks">${(d.ranks || []).map((r) => `<span class="chip">${esc(r)}</span>`).join(' ') || '—'}</dd>
-            <dt>Pods</dt><dd id="ov-pods">${(d.pods || []).map((p) => `<code>${esc(p)}</code>`).join('<br>') || '—'}</dd>
+            <dt>Pods</dt><dd id="ov-pods">${(d.pods || []).filter(Boolean).map((p) => `<code>${esc(p)}</code>`).join('<br>') || '—'}</dd>
             <dt>First seen</dt><dd>${esc(formatTime(d.first_seen))}</dd>
             <dt>Last update</dt><dd>${esc(formatTime(d.last_update))} (${esc(formatAgo(d.last_update))})</dd>
           </dl>
@@ -138,7 +138,12 @@ function overviewTab(el, ctx) {
   let last = '';
   const listener = (d) => {
     const sig = JSON.stringify([d.detection, d.runs, d.points, d.ranks, d.pods, d.status]);
-    if (sig !== last) { last = sig; draw(d); }
+    if (sig === last) return;
+    last = sig;
+    const open = new Set([...el.querySelectorAll('details')].filter((x) => x.open).map((x) => x.querySelector('summary').textContent));
+    const hadDetails = el.querySelector('details') !== null;
+    draw(d);
+    if (hadDetails) for (const x of el.querySelectorAll('details')) x.open = open.has(x.querySelector('summary').textContent);
   };
   ctx.listeners.add(listener);
   listener(ctx.detail);

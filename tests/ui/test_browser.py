@@ -1,0 +1,259 @@
+"""The web UI in headless Chromium against the real Lens server fed through its ingest API.
+
+What the page draws is read back from plotly's own graph objects (``div.data``), so the
+assertions are about the points a user sees, not about our JavaScript's internals.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+
+import pytest
+
+from lens import LensServer, point, server_available
+
+pytestmark = [pytest.mark.browser]
+
+WORKLOAD = "ui-lightning-workload-0001"
+LIVE_WORKLOAD = "ui-live-workload-0002"
+STEPS = 120
+NONFINITE = {30: float("nan"), 60: float("inf"), 90: float("nan")}   # loss of rank 0
+
+
+def loss_at(step: int, rank: int) -> float:
+    return 2.5 * math.exp(-step / 40) + 0.05 * rank + 0.01 * math.sin(step)
+
+
+@pytest.fixture(scope="module")
+def trained(ui_server):
+    """A finished two-rank Lightning run: 3 metrics x 120 steps per rank, NaN/Inf in rank 0's loss."""
+    s = ui_server
+    s.detection(WORKLOAD, "lightning", "pytorch", "exact", 1.0)
+    s.run_event(WORKLOAD, "run-1", "started", project="ui-tests", name="exp-001", mode="offline",
+                config={"learning_rate": 0.001, "batch_size": 32, "trainer": {"max_epochs": 3}},
+                status="running", tags=["ui"])
+    t0 = time.time() - STEPS
+    for rank in (0, 1):
+        pts = []
+        for step in range(STEPS):
+            loss = NONFINITE.get(step, loss_at(step, rank)) if rank == 0 else loss_at(step, rank)
+            pts += [point("loss", loss, step, t0 + step),
+                    point("accuracy", 1 - loss_at(step, rank) / 3, step, t0 + step),
+                    point("learning_rate", 1e-3 * 0.98 ** step, step, t0 + step)]
+        s.metrics(WORKLOAD, pts, rank=rank, world_size=2)
+    s.run_event(WORKLOAD, "run-1", "finished", status="finished", exit_code=0,
+                summary={"loss": loss_at(STEPS - 1, 0)})
+    return s
+
+
+def open_metrics(page, server, workload, metric="loss"):
+    page.goto(f"{server.url}/#/workloads/{workload}/metrics")
+    page.wait_for_selector(f'.plot[data-metric="{metric}"][data-revision]')
+
+
+def traces(page, metric):
+    """[(kind, rank, n_points, x, y)] of the chart of ``metric`` as plotly holds it."""
+    return page.evaluate(
+        """(metric) => {
+            const gd = document.querySelector(`.plot[data-metric="${metric}"]`);
+            return gd.data.map(t => ({kind: t.meta.kind, rank: t.meta.rank ?? null, n: t.x.length,
+                                      x: Array.from(t.x), y: Array.from(t.y), text: t.text || null}));
+        }""", metric)
+
+
+def raw_by_rank(page, metric):
+    return {t["rank"]: t for t in traces(page, metric) if t["kind"] == "raw"}
+
+
+def test_workloads_list_shows_the_workload_with_its_framework(ui_page, trained, screenshot_dir):
+    ui_page.goto(trained.url + "/")
+    row = ui_page.wait_for_selector(f'#workloads-table tr[data-uid="{WORKLOAD}"]')
+    assert row.query_selector(".framework").inner_text() == "lightning / pytorch"
+    assert "exact" in row.inner_text()
+    assert row.query_selector(".points").inner_text() == f"{3 * STEPS * 2:,}"
+    ui_page.screenshot(path=str(screenshot_dir / "workloads.png"))
+
+    # Search narrows the list; a search that matches nothing says so.
+    ui_page.fill("#workload-search", "lightning")
+    assert ui_page.query_selector(f'tr[data-uid="{WORKLOAD}"]')
+    ui_page.fill("#workload-search", "no-such-workload-xyz")
+    ui_page.wait_for_selector("text=No workload matches")
+    ui_page.fill("#workload-search", "")
+
+    # Sorting by a column marks it and orders the rows.
+    ui_page.click('th[data-key="points"]')
+    assert ui_page.get_attribute('th[data-key="points"]', "aria-sort") == "descending"
+    ui_page.click('th[data-key="points"]')
+    assert ui_page.get_attribute('th[data-key="points"]', "aria-sort") == "ascending"
+
+
+def test_overview_shows_detection_run_config_pods_and_ranks(ui_page, trained, screenshot_dir):
+    ui_page.goto(f"{trained.url}/#/workloads/{WORKLOAD}")
+    ui_page.wait_for_selector("#det-wrapper")
+    assert ui_page.inner_text("#det-wrapper") == "lightning"
+    assert ui_page.inner_text("#det-base") == "pytorch"
+    assert "exact" in ui_page.inner_text("#det-method")
+    runs = ui_page.inner_text("#runs-table")
+    assert "ui-tests" in runs and "exp-001" in runs
+    assert '"learning_rate": 0.001' in ui_page.inner_text("details.run-config pre")
+    assert ui_page.inner_text("#ov-ranks").split() == ["0", "1"]
+    assert "train-pod-0" in ui_page.inner_text("#ov-pods")
+    ui_page.screenshot(path=str(screenshot_dir / "overview.png"), full_page=True)
+
+
+def test_metrics_tab_draws_every_logged_point_per_rank_and_marks_nan(ui_page, trained, screenshot_dir):
+    open_metrics(ui_page, trained, WORKLOAD)
+    for metric in ("accuracy", "learning_rate"):
+        ui_page.wait_for_selector(f'.plot[data-metric="{metric}"][data-revision]')
+    assert ui_page.inner_text("#source-select option:checked").startswith("WandB")
+
+    raw = raw_by_rank(ui_page, "loss")
+    assert sorted(raw) == [0, 1]
+    for rank in (0, 1):
+        assert raw[rank]["n"] == STEPS
+        assert raw[rank]["x"] == list(range(STEPS))
+    # Finite values are drawn as logged; non-finite ones leave a gap in the line ...
+    assert raw[1]["y"][7] == pytest.approx(loss_at(7, 1))
+    assert [raw[0]["y"][s] for s in NONFINITE] == [None, None, None]
+    # ... and are drawn as markers of their own, labelled with what they were.
+    marks = [t for t in traces(ui_page, "loss") if t["kind"] == "nonfinite"]
+    assert len(marks) == 1 and marks[0]["x"] == sorted(NONFINITE)
+    assert [t.split(": ")[1].split(" ")[0] for t in marks[0]["text"]] == ["NaN", "Infinity", "NaN"]
+    assert ui_page.inner_text('.chart-card[data-metric="loss"] .nonfinite-badge') == "3 NaN/Inf"
+    drawn = ui_page.eval_on_selector_all('.plot[data-metric="loss"] .scatterlayer .trace:last-child path.point',
+                                         "els => els.length")
+    assert drawn == len(NONFINITE)
+    assert not [t for t in traces(ui_page, "accuracy") if t["kind"] == "nonfinite"]
+    ui_page.screenshot(path=str(screenshot_dir / "metrics.png"), full_page=True)
+
+
+def test_rank_selector_hides_and_restores_a_rank(ui_page, trained):
+    open_metrics(ui_page, trained, WORKLOAD)
+    ui_page.uncheck('#rank-picker input[data-rank="1"]')
+    ui_page.wait_for_function(
+        """() => document.querySelector('.plot[data-metric="loss"]').data.every(t => t.meta.rank !== 1)""")
+    assert sorted(raw_by_rank(ui_page, "loss")) == [0]
+    assert sorted(raw_by_rank(ui_page, "accuracy")) == [0]
+    ui_page.check('#rank-picker input[data-rank="1"]')
+    ui_page.wait_for_function(
+        """() => document.querySelector('.plot[data-metric="loss"]').data.some(t => t.meta.rank === 1)""")
+    assert sorted(raw_by_rank(ui_page, "loss")) == [0, 1]
+
+
+def test_smoothing_log_scale_time_axis_and_overlay(ui_page, trained):
+    open_metrics(ui_page, trained, WORKLOAD)
+    ui_page.fill("#smoothing", "0.9")   # a range input: fill sets the value and fires input
+    ui_page.wait_for_function(
+        """() => document.querySelector('.plot[data-metric="accuracy"]').data.some(t => t.meta.kind === 'smoothed')""")
+    smoothed = [t for t in traces(ui_page, "accuracy") if t["kind"] == "smoothed" and t["rank"] == 1][0]
+    # W&B's debiased EMA, computed here independently of the page.
+    last, expected = 0.0, []
+    for i in range(STEPS):
+        last = 0.9 * last + 0.1 * (1 - loss_at(i, 1) / 3)
+        expected.append(last / (1 - 0.9 ** (i + 1)))
+    assert smoothed["y"] == pytest.approx(expected, rel=1e-9)
+
+    ui_page.check("#logy")
+    ui_page.wait_for_function(
+        """() => document.querySelector('.plot[data-metric="loss"]').layout.yaxis.type === 'log'""")
+    ui_page.select_option("#xaxis-select", "time")
+    ui_page.wait_for_function(
+        """() => document.querySelector('.plot[data-metric="loss"]').layout.xaxis.type === 'date'""")
+    ui_page.select_option("#layout-select", "overlay")
+    ui_page.wait_for_function("() => document.querySelectorAll('.chart-card').length === 1")
+    overlay = ui_page.evaluate(
+        "() => document.querySelector('.chart-card .plot').data.filter(t => t.meta.kind === 'raw').map(t => t.meta.metric)")
+    assert sorted(set(overlay)) == ["accuracy", "learning_rate", "loss"]
+    # Preferences persist in localStorage: put them back for the other tests of this context.
+    ui_page.evaluate("() => localStorage.clear()")
+
+
+def test_csv_download_has_every_point_at_full_resolution(ui_page, trained):
+    open_metrics(ui_page, trained, WORKLOAD)
+    with ui_page.expect_download() as info:
+        ui_page.click('.chart-card[data-metric="loss"] button.csv')
+    rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
+    assert len(rows) == 2 * STEPS
+    assert {r["metric"] for r in rows} == {"loss"}
+    assert [r["value"] for r in rows if r["rank"] == "0" and int(r["step"]) in NONFINITE] == ["NaN", "Infinity", "NaN"]
+
+
+def test_live_refresh_appends_new_points_without_resending_old_ones(ui_page, ui_server):
+    s = ui_server
+    s.detection(LIVE_WORKLOAD, None, "pytorch", "heuristic", 0.6)
+    s.run_event(LIVE_WORKLOAD, "live-run", "started", project="ui-tests", name="live", status="running")
+    now = time.time()
+    s.metrics(LIVE_WORKLOAD, [point("loss", 1.0 / (i + 1), i, now - 20 + i * 0.5) for i in range(20)],
+              run_id="live-run")
+
+    polled = []
+
+    def on_response(response):
+        if "/metrics/data" in response.url and "after_step=" in response.url:
+            polled.append(response.json()["data"])
+
+    ui_page.on("response", on_response)
+    open_metrics(ui_page, s, LIVE_WORKLOAD)
+    assert raw_by_rank(ui_page, "loss")[0]["n"] == 20
+    assert ui_page.get_attribute("#live-bar", "data-live") == "on"
+
+    for batch in range(3):           # training goes on while the page is open
+        time.sleep(0.4)
+        s.metrics(LIVE_WORKLOAD, [point("loss", 1.0 / (i + 1), i, time.time()) for i in range(20 + 10 * batch, 30 + 10 * batch)],
+                  run_id="live-run")
+    ui_page.wait_for_function(
+        """() => { const t = document.querySelector('.plot[data-metric="loss"]').data.find(t => t.meta.kind === 'raw');
+                   return t && t.x.length === 50; }""", timeout=15_000)
+    assert raw_by_rank(ui_page, "loss")[0]["x"] == list(range(50))
+    # Every poll asked only for steps after the last one held: each new point came exactly once.
+    resent = sorted(p["iteration"] for batch in polled for p in batch)
+    assert resent == list(range(20, 50))
+
+
+def test_empty_and_not_found_states_say_what_to_do(ui_page, ui_server):
+    ui_page.goto(f"{ui_server.url}/#/workloads/no-such-workload-42")
+    missing = ui_page.wait_for_selector("#workload-missing")
+    assert "WORKLOAD_UID" in missing.inner_text() and "primus-lens doctor" in missing.inner_text()
+
+    # A workload known from its detection only: no points yet.
+    ui_server.detection("ui-empty-workload-0003", "lightning", "pytorch")
+    ui_page.goto(f"{ui_server.url}/#/workloads/ui-empty-workload-0003/metrics")
+    empty = ui_page.wait_for_selector("#metrics-empty")
+    assert "No data yet" in empty.inner_text() and "primus-lens doctor" in empty.inner_text()
+
+
+def test_token_is_asked_once_and_kept_for_the_session(chromium, tmp_path, screenshot_dir):
+    reason = server_available()
+    if reason:
+        pytest.skip(reason)
+    server = LensServer.start(tmp_path / "auth", token="s3cret-token")
+    try:
+        context = chromium.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#token-dialog[open]")
+        page.fill("#token-input", "wrong-token")
+        page.click("#token-submit")
+        page.wait_for_selector("#token-dialog[open]")
+        assert "rejected" in page.inner_text("#token-reason")
+        page.fill("#token-input", "s3cret-token")
+        page.click("#token-submit")
+        # No workload yet on this server: the empty state explains how to get one.
+        empty = page.wait_for_selector("#workloads-empty")
+        assert "primus-lens doctor" in empty.inner_text()
+        page.screenshot(path=str(screenshot_dir / "empty.png"))
+        assert page.evaluate("() => sessionStorage.getItem('primus-lens-token')") == "s3cret-token"
+        requests_with_token = []
+        page.on("request", lambda r: requests_with_token.append(r.headers.get("authorization"))
+                if "/api/v1/" in r.url else None)
+        page.reload()
+        page.wait_for_selector("#workloads-empty")
+        assert not page.is_visible("#token-dialog")
+        assert requests_with_token and set(requests_with_token) == {"Bearer s3cret-token"}
+        context.close()
+    finally:
+        server.stop()
