@@ -76,6 +76,8 @@ class Store:
     """A Lens database.  Thread-safe: ingest may be called from many threads."""
 
     kind = "?"
+    #: exceptions after which a whole ingest transaction is retried
+    retry_errors: tuple = ()
     _rollup_min_points = rollup.ROLLUP_MIN_POINTS
 
     # -- to be provided by backends -------------------------------------------------
@@ -92,8 +94,10 @@ class Store:
         raise NotImplementedError
         yield
 
-    def _write_points(self, cur, rows: List[tuple]) -> None:  # pragma: no cover
-        """Upsert ``(key5..., iteration, value, timestamp)`` rows (keys unique)."""
+    def _write_points(self, cur, new: List[Tuple[SeriesKey, list]], updates: List[tuple]) -> None:  # pragma: no cover
+        """Insert ``new`` points (per series, ``(step, value, ts)``; proven absent
+        while this transaction holds the series) and upsert ``updates`` rows
+        ``(key5..., iteration, value, timestamp)``."""
         raise NotImplementedError
 
     def _lock_series(self, cur, keys: Sequence[SeriesKey]) -> None:
@@ -144,6 +148,18 @@ class Store:
             if r.get("pod_name"):
                 pods[(r["workload_uid"], r["pod_name"])] = (r["workload_uid"], r["pod_name"], r.get("pod_uid", ""),
                                                            "", now)
+        for attempt in range(5):
+            try:
+                return self._ingest_tx(now, series, workloads, pods, detections, runs)
+            except self.retry_errors:
+                # PostgreSQL may abort one of two colliding transactions; the whole
+                # batch is retried, so the client still sees one answer.
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _ingest_tx(self, now, series, workloads, pods, detections, runs) -> IngestResult:
         result = IngestResult()
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
@@ -176,20 +192,25 @@ class Store:
         summary_rows = []
         inserted_total = 0
         rollup_work = []
+        new_rows: List[Tuple[SeriesKey, list]] = []
         for key in keys:
             pts = series[key]
             s = summaries.get(key)
-            new = len(pts)
+            existing: set = set()
             if s is not None:
                 # Only steps inside the series' known range can already exist, so the
                 # common append path never reads back points.
                 lo, hi = s[1], s[2]
                 amb = [st for st in pts if lo <= st <= hi]
                 if amb:
-                    new -= len(self._existing_steps(cur, key, amb))
+                    existing = self._existing_steps(cur, key, amb)
+            new = len(pts) - len(existing)
             inserted_total += new
-            for step, (v, ts) in pts.items():
-                rows.append(key + (step, v, ts))
+            if existing:
+                new_rows.append((key, [(st, vt[0], vt[1]) for st, vt in pts.items() if st not in existing]))
+                rows.extend(key + (st, pts[st][0], pts[st][1]) for st in existing)
+            else:
+                new_rows.append((key, [(st, vt[0], vt[1]) for st, vt in pts.items()]))
             steps = pts.keys()
             tss = [vt[1] for vt in pts.values()]
             n_total = new + (s[0] if s else 0)
@@ -202,7 +223,7 @@ class Store:
             summary_rows.append(key + (n_total, min_step, max_step, first_ts, last_ts, 1 if has_rollup else 0))
             if has_rollup:
                 rollup_work.append((key, had_rollup, pts, max_step, s[2] if s else max_step))
-        self._write_points(cur, rows)
+        self._write_points(cur, new_rows, rows)
         self._many(cur, f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
                         f"({KEY_COLS}) DO UPDATE SET count = excluded.count, min_step = excluded.min_step, "

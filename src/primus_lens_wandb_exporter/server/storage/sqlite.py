@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Iterator
 
 from . import schema
 from .base import KEY_COLS, Store
@@ -94,11 +94,15 @@ class SQLiteStore(Store):
         finally:
             cur.execute("COMMIT")
 
-    def _write_points(self, cur, rows: List[tuple]) -> None:
-        self._many(cur, f"INSERT INTO training_performance ({KEY_COLS}, iteration, value, timestamp) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
-                        f"({KEY_COLS}, iteration) DO UPDATE SET value = excluded.value, "
-                        "timestamp = excluded.timestamp", rows)
+    def _write_points(self, cur, new, updates) -> None:
+        cols = f"{KEY_COLS}, iteration, value, timestamp"
+        # Writes are serial (one lock), so points proven absent go in with a plain
+        # INSERT; re-sent points update in place.
+        self._many(cur, f"INSERT INTO training_performance ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [key + p for key, pts in new for p in pts])
+        self._many(cur, f"INSERT INTO training_performance ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                        f"ON CONFLICT ({KEY_COLS}, iteration) DO UPDATE SET value = excluded.value, "
+                        "timestamp = excluded.timestamp", updates)
 
     def close(self) -> None:
         """Close every connection (call once, at shutdown)."""
