@@ -77,7 +77,11 @@ def flatten(data: Mapping, prefix: str = "", depth: int = 0,
     """Flatten ``data`` into points and a list of (name, reason) for what was filtered."""
     if points is None:
         points, filtered = [], []
+    good = _GOOD_NAMES
     for key, value in data.items():
+        if not prefix and key in good and type(value) is float:
+            points.append((key, value))  # the common case: a known name with a float
+            continue
         problem = name_problem(key)
         if problem and not (prefix and isinstance(key, str) and key):
             # Nested keys may start with "_" or be "step": only the top level is reserved.
@@ -98,7 +102,13 @@ def flatten(data: Mapping, prefix: str = "", depth: int = 0,
             filtered.append((name[:80] + "...", f"name longer than {MAX_NAME_LENGTH} characters"))
             continue
         points.append((name, number))
+        if not prefix and len(good) < 100_000:
+            good.add(key)
     return points, filtered
+
+
+# Top-level names already accepted once (only strings that passed name_problem get here).
+_GOOD_NAMES = set()
 
 
 def _safe_name(prefix, key):

@@ -24,6 +24,7 @@ from .log import configure, get_logger, log_once, raise_if_testing
 
 # Record kinds (first element of each queued tuple).
 _LOG, _RECORD, _START, _FINISH, _SUMMARY, _CONFIG, _DEFINE, _CLAIM, _FLUSH = range(9)
+LOG_RECORD = _LOG  # used by integrations/wandb.py, which unrolls Recorder.log into its patch
 
 _time = time.time
 _PLAIN = normalize.PLAIN_TYPES
@@ -165,6 +166,7 @@ class Recorder:
         self._stopping = False
         self._pid = os.getpid()
         self._exit_registered = False
+        self._stats_written = time.monotonic()
         self.enabled = self.config.hook
 
     # ------------------------------------------------------------------ hot path
@@ -370,6 +372,7 @@ class Recorder:
                 self._emit_all()
                 self._report_detection()
                 self._call("lens_flush", deadline=deadline)
+                self._write_stats()
             finally:
                 done.set()
 
@@ -425,9 +428,10 @@ class Recorder:
         if bucket is None:
             bucket = self._pending[key] = []
         wire = normalize.wire_value
-        ts_ms = ts
         for name, value in points:
-            bucket.append({"name": name, "value": wire(value), "step": step, "timestamp": ts_ms})
+            # value - value == 0 is False only for NaN/±Inf, which travel as strings.
+            bucket.append({"name": name, "value": value if value - value == 0 else wire(value),
+                           "step": step, "timestamp": ts})
         self.counters.points += len(points)
         self._pending_count += len(points)
         if self._pending_since is None:
@@ -469,7 +473,29 @@ class Recorder:
             self._ranks = resolve_ranks()
         return self._ranks
 
+    def _write_stats(self):
+        """Counters where ``primus-lens doctor`` finds them (``<spool dir>/stats``)."""
+        from .spool import default_spool_dir
+
+        self._stats_written = time.monotonic()
+        try:
+            import json
+
+            directory = os.path.join(self.config.spool_dir or default_spool_dir(), "stats")
+            os.makedirs(directory, exist_ok=True)
+            stats = self.stats()
+            stats.update({"pid": os.getpid(), "workload_uid": self.identity.workload_uid,
+                          "pod_name": self.identity.pod_name, "written_at": _time()})
+            path = os.path.join(directory, f"{self.identity.workload_uid}-{os.getpid()}.json")
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                json.dump(stats, fh, default=str)
+            os.replace(path + ".tmp", path)
+        except (OSError, TypeError, ValueError) as exc:
+            get_logger().debug("could not write stats: %r", exc)
+
     def _maybe_emit(self):
+        if time.monotonic() - self._stats_written > 30.0:
+            self._write_stats()
         if self._pending_since is not None and time.monotonic() - self._pending_since >= self.config.flush_interval:
             self._emit_all()
 

@@ -14,11 +14,12 @@ unchanged (system metrics are added only when the user turns them on).
 """
 
 import sys
+import time
 
-from ..core import patching, sysmetrics
+from ..core import normalize, patching, sysmetrics
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
-from ..core.recorder import get_recorder
+from ..core.recorder import LOG_RECORD, get_recorder
 
 NAME = "wandb"
 MIN_VERSION = (0, 15, 0)  # oldest tested: see tox.ini (wandb-floor)
@@ -68,32 +69,35 @@ def on_import(wandb):
 
 
 def _make_log(recorder):
+    # The hot path: everything is bound to locals here, and the body only appends a
+    # tuple to the Recorder's deque (see Recorder.log for the same logic, unrolled).
     record = recorder.log
+    queue = recorder._queue
+    cap = recorder._cap
+    counters = recorder.counters
+    plain = normalize.PLAIN_TYPES.issuperset
+    snapshot = normalize.snapshot
+    now = time.time
+    kind = LOG_RECORD
     current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
     enhance = recorder.config.enhance_metrics
 
     def make(original):
-        if enhance:
-            def _log(self, data, step=None, commit=None, *args, **kwargs):
-                extra = current.current
-                if extra and isinstance(data, dict):
-                    # The one documented change to the user's W&B data: opt-in system metrics.
-                    data = {**data, **extra}
-                result = original(self, data, step, commit, *args, **kwargs)
-                if not _suppress.depth and type(data) is dict:
-                    try:
-                        record(self, data, step, commit)
-                    except Exception as exc:
-                        patching.our_error("wandb.log", exc)
-                return result
-            return _log
-
         def _log(self, data, step=None, commit=None, *args, **kwargs):
+            if enhance and current.current and isinstance(data, dict):
+                # The one documented change to the user's W&B data: opt-in system metrics.
+                data = {**data, **current.current}
             # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
             result = original(self, data, step, commit, *args, **kwargs)
-            if not _suppress.depth and type(data) is dict:
+            if type(data) is dict and not _suppress.depth:
                 try:
-                    record(self, data, step, commit)
+                    if len(queue) < cap:
+                        queue.append((kind, self, data.copy() if plain(map(type, data.values())) else snapshot(data),
+                                      step, commit, now()))
+                        if recorder._thread is None:
+                            record.__self__._start()
+                    else:
+                        counters.dropped_queue_full += 1
                 except Exception as exc:
                     patching.our_error("wandb.log", exc)
             return result
