@@ -1,6 +1,219 @@
-"""deepspeed integration (placeholder until its adapter lands)."""
+"""DeepSpeed adapter: a Lens ``Monitor`` in DeepSpeed's own monitor fan-out.
+
+DeepSpeed's extension point for training metrics is its monitor abstraction
+(``deepspeed.monitor.monitor.Monitor``): every ``DeepSpeedEngine`` builds one
+``MonitorMaster`` from the ``tensorboard`` / ``wandb`` / ``csv_monitor`` / ``comet``
+config sections and hands it ``(label, value, samples)`` events.  When the import
+watcher sees ``deepspeed.monitor.monitor`` we patch, at class level:
+
+- ``MonitorMaster.__init__`` (runs on **every** rank, once per engine): claim
+  ``deepspeed`` as the base framework, exactly, with its version and ZeRO stage;
+  on rank 0 also build a :class:`LensDeepSpeedMonitor` next to DeepSpeed's own.
+- ``MonitorMaster.write_events``: after DeepSpeed's fan-out, the same event list
+  goes to our monitor.
+- ``DeepSpeedConfig.__init__``: remembers which ZeRO stage belongs to which
+  ``monitor_config`` (the engine passes exactly that object to ``MonitorMaster``).
+
+No double counting: when DeepSpeed's ``WandbMonitor`` is enabled it logs each event
+with ``wandb.log({label: value}, step=samples)``, and the raw wandb patch mirrors
+that W&B stream (source ``wandb``); our monitor then stays silent.  Otherwise our
+monitor reports the events itself (source ``deepspeed``, step = samples).
+
+We never import DeepSpeed: the Monitor subclass is created from the class the
+user's import already loaded.
+"""
+
+import sys
+
+from ..core import patching
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "deepspeed"
+MIN_VERSION = (0, 14, 0)   # oldest release with the four-backend MonitorMaster we rely on
+MAX_VERSION = (0, 20, 0)   # exclusive: tested on 0.19.8
+SOURCE = "deepspeed"
+
+_LENS_ATTR = "_primus_lens_monitor"
+_stage_by_config = {}      # id(monitor_config) -> (monitor_config, zero stage); bounded
+_STAGE_MEMORY = 16
+_claimed = set()
+_monitor_class = None
+
+
+def _version_tuple(text):
+    out = []
+    for part in str(text).split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        out.append(int(digits) if digits else 0)
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
+
+
+def _installed_version():
+    # Metadata only: ``deepspeed/__init__`` is still executing when our hook runs.
+    from ..core.detection import dist_version
+
+    return dist_version("deepspeed")
 
 
 def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
+    """Called by the import watcher right after ``deepspeed.monitor.monitor`` is imported."""
+    version = _installed_version()
+    if version is None or not (MIN_VERSION <= _version_tuple(version) < MAX_VERSION):
+        get_logger().debug("deepspeed %s is outside the tested range [%s, %s): adapter not installed",
+                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
+        return None
+    master = getattr(module, "MonitorMaster", None)
+    base = getattr(module, "Monitor", None)
+    if master is None or base is None:
+        get_logger().debug("deepspeed %s has no MonitorMaster/Monitor: adapter not installed", version)
+        return None
+    recorder = get_recorder()
+    if not recorder.enabled:
+        return None
+    _patch_config_class()
+    patching.patch(master, "__init__", _make_init(recorder, module, version))
+    patching.patch(master, "write_events", _make_write_events())
+    get_logger().debug("DeepSpeed adapter installed (deepspeed %s, MonitorMaster patched)", version)
+    return master
+
+
+def _patch_config_class():
+    """Pair each parsed config's ``monitor_config`` with its ZeRO stage (if the class is loaded)."""
+    config_module = sys.modules.get("deepspeed.runtime.config")
+    config_class = getattr(config_module, "DeepSpeedConfig", None) if config_module is not None else None
+    if config_class is None or patching.is_patched(config_class, "__init__"):
+        return
+
+    def make(original):
+        def __init__(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            try:
+                monitor_config = getattr(self, "monitor_config", None)
+                stage = getattr(self, "zero_optimization_stage", None)
+                if monitor_config is not None and stage is not None:
+                    if len(_stage_by_config) >= _STAGE_MEMORY:
+                        _stage_by_config.pop(next(iter(_stage_by_config)))
+                    # Keeping the object alive keeps its id() unique while we remember it.
+                    _stage_by_config[id(monitor_config)] = (monitor_config, int(stage))
+            except Exception as exc:
+                patching.our_error("deepspeed DeepSpeedConfig", exc)
+        return __init__
+
+    patching.patch(config_class, "__init__", make)
+
+
+def _zero_stage(monitor_config):
+    entry = _stage_by_config.get(id(monitor_config))
+    if entry is not None and entry[0] is monitor_config:
+        return entry[1]
+    return None
+
+
+def _make_init(recorder, module, version):
+    def make(original):
+        def __init__(self, monitor_config, *args, **kwargs):
+            original(self, monitor_config, *args, **kwargs)
+            try:
+                _after_master_init(recorder, module, version, self, monitor_config)
+            except Exception as exc:
+                patching.our_error("deepspeed MonitorMaster.__init__", exc)
+        return __init__
+    return make
+
+
+def _after_master_init(recorder, module, version, master, monitor_config):
+    # The original just asked deepspeed.comm for the rank, so this cannot initialise anything.
+    rank = int(module.dist.get_rank())
+    stage = _zero_stage(monitor_config)
+    # MonitorMaster only builds backends on rank 0; the other ranks still ran a DeepSpeed
+    # engine, so they claim too.  Once per (stage) per process: engines may be many (RLHF).
+    key = stage
+    if key not in _claimed:
+        _claimed.add(key)
+        extra = {"rank": rank, "step_source": "global_samples"}
+        if stage is not None:
+            extra["zero_stage"] = stage
+        recorder.claim(NAME, "base", version=version, method="exact", confidence=1.0,
+                       indicators=("deepspeed.monitor.monitor.MonitorMaster",), **extra)
+    if rank == 0:
+        wandb_monitor = getattr(master, "wandb_monitor", None)
+        wandb_owned = wandb_monitor is not None and bool(getattr(wandb_monitor, "enabled", False))
+        cls = monitor_class(module)
+        master.__dict__[_LENS_ATTR] = cls(monitor_config, wandb_owned=wandb_owned)
+
+
+def _make_write_events():
+    def make(original):
+        def write_events(self, event_list, *args, **kwargs):
+            result = original(self, event_list, *args, **kwargs)
+            lens = self.__dict__.get(_LENS_ATTR)
+            if lens is not None:
+                try:
+                    lens.write_events(event_list)
+                except Exception as exc:
+                    patching.our_error("deepspeed Monitor.write_events", exc)
+            return result
+        return write_events
+    return make
+
+
+def monitor_class(module=None):
+    """``LensDeepSpeedMonitor``: a real ``deepspeed.monitor.monitor.Monitor`` subclass.
+
+    Created on first use from the ``Monitor`` class the program already imported
+    (pass the module, or it is taken from ``sys.modules``; DeepSpeed must be imported).
+    """
+    global _monitor_class
+    if _monitor_class is not None:
+        return _monitor_class
+    if module is None:
+        module = sys.modules.get("deepspeed.monitor.monitor")
+        if module is None:
+            raise RuntimeError("deepspeed is not imported; import deepspeed first")
+
+    class LensDeepSpeedMonitor(module.Monitor):
+        """Sends DeepSpeed monitor events to Lens (step = samples, as DeepSpeed logs them).
+
+        ``wandb_owned=True`` (DeepSpeed's WandbMonitor is on): the W&B stream already
+        carries these events to Lens, so this monitor reports nothing.
+        """
+
+        def __init__(self, monitor_config, wandb_owned=False):
+            super().__init__(monitor_config)
+            self.enabled = True
+            self.wandb_owned = wandb_owned
+            self._record = get_recorder().record
+
+        def write_events(self, event_list):
+            if self.wandb_owned:
+                return
+            by_step = {}
+            for event in event_list:
+                label, value, step = event[0], event[1], event[2]
+                by_step.setdefault(step, {})[label] = value
+            record = self._record
+            for step, metrics in by_step.items():
+                record(metrics, step=int(step), source=SOURCE)
+
+    _monitor_class = LensDeepSpeedMonitor
+    return _monitor_class
+
+
+def __getattr__(name):
+    if name == "LensDeepSpeedMonitor":
+        return monitor_class()
+    raise AttributeError(name)
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """Exact claims come from ``MonitorMaster``; the core heuristics cover the rest."""
     return None
