@@ -1,20 +1,17 @@
 """A real ``primus-lens`` server process and a client that feeds it through the ingest API.
 
-Shared by the UI, Grafana and benchmark code (imported by path, the tests folder is
-not a package).  Nothing here imitates the server: points go in through
-``POST /api/v1/wandb/*`` exactly as the exporter sends them (docs/protocol.md).
+Shared by the UI and Grafana tests and the UI benchmark (imported by path: the tests
+folder is not a package); the process itself is run by ``tests/fixtures_server.py``.
+Nothing here imitates the server: points go in through ``POST /api/v1/wandb/*``
+exactly as the exporter sends them (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -22,86 +19,52 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures_server import LensServer as _ServerProcess  # noqa: E402  (the server engineers' runner)
 
 
 def server_available() -> Optional[str]:
-    """None when the server package can run here, else the reason it cannot."""
-    if os.environ.get("PRIMUS_LENS_TEST_SERVER_URL"):
-        return None
-    sys.path.insert(0, str(SRC)) if str(SRC) not in sys.path else None
+    """None when the server can run here, else the reason it cannot."""
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))
     try:
-        if importlib.util.find_spec("primus_lens_wandb_exporter.server.app") is None:
-            return "primus_lens_wandb_exporter.server.app is not there yet (server issue)"
         if importlib.util.find_spec("primus_lens_wandb_exporter.server.__main__") is None:
             return "python -m primus_lens_wandb_exporter.server is not there yet (server issue)"
+        for module in ("fastapi", "uvicorn"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install -e '.[server]')"
     except ImportError as exc:
         return f"server package does not import: {exc}"
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
 class LensServer:
-    """A running server: ``url`` (root, serves the UI) and ``api`` (``.../api/v1``)."""
+    """The real server process (``tests/fixtures_server.LensServer``) plus ingest helpers.
 
-    url: str
-    token: Optional[str] = None
-    proc: Optional[subprocess.Popen] = None
-    log_path: Optional[Path] = None
+    ``url`` serves the UI, ``api`` is ``url + "/api/v1"``.
+    """
 
-    @property
-    def api(self) -> str:
-        return self.url + "/api/v1"
+    def __init__(self, process) -> None:
+        self.process = process
+        self.url = process.url
+        self.api = process.api
+        self.token = process.token
+
+    @classmethod
+    def start(cls, workdir: Path, token: Optional[str] = None) -> "LensServer":
+        workdir.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex[:8]
+        process = _ServerProcess(f"sqlite:///{workdir}/lens-{name}.db", workdir / f"server-{name}.log", token)
+        return cls(process.start())
+
+    def stop(self) -> None:
+        self.process.stop()
 
     @property
     def headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    @classmethod
-    def start(cls, workdir: Path, token: Optional[str] = None, timeout: float = 60.0) -> "LensServer":
-        external = os.environ.get("PRIMUS_LENS_TEST_SERVER_URL")
-        if external and token is None:
-            return cls(url=external.rstrip("/"))
-        port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        db = workdir / f"lens-{port}.db"
-        cmd = [sys.executable, "-m", "primus_lens_wandb_exporter.server", "--host", "127.0.0.1",
-               "--port", str(port), "--db", f"sqlite:///{db}"]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("PRIMUS_LENS_API_TOKEN", None)
-        if token:
-            cmd += ["--token", token]
-        log_path = workdir / f"server-{port}.log"
-        log = open(log_path, "wb")
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir))
-        server = cls(url=f"http://127.0.0.1:{port}", token=token, proc=proc, log_path=log_path)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(server.url + "/health", timeout=1).status_code == 200:
-                    return server
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        server.stop()
-        raise RuntimeError(f"server did not become healthy in {timeout} s:\n{log_path.read_text()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     # ---- ingest (docs/protocol.md) -----------------------------------------------------------
     def post(self, path: str, body: dict) -> dict:
