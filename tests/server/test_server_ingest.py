@@ -1,0 +1,184 @@
+"""Ingest: validation names the field, upserts never duplicate, non-finite values survive."""
+
+from __future__ import annotations
+
+import http.client
+import math
+
+import pytest
+from server_helpers import data, metrics_body, sql_scalar
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"metrics": []}, "workload_uid"),
+    ({"workload_uid": "", "metrics": []}, "workload_uid"),
+    ({"workload_uid": 7, "metrics": []}, "workload_uid"),
+    ({"workload_uid": "w", "metrics": {"name": "x"}}, "metrics"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1}, {"value": 1}]}, "metrics[1].name"),
+    ({"workload_uid": "w", "metrics": [{"name": "a" * 513, "value": 1}]}, "metrics[0].name"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": "high"}]}, "metrics[0].value"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": None}]}, "metrics[0].value"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": True}]}, "metrics[0].value"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": -1}]}, "metrics[0].step"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": 1.5}]}, "metrics[0].step"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": 2**64}]}, "metrics[0].step"),
+    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "timestamp": "now"}]}, "metrics[0].timestamp"),
+    ({"workload_uid": "w", "rank": -1, "metrics": []}, "rank"),
+    ({"workload_uid": "w", "rank": 2**40, "metrics": []}, "rank"),
+    ({"workload_uid": "w", "run_id": "a\x00b", "metrics": []}, "run_id"),
+])
+def test_invalid_metrics_body_is_400_naming_the_field(srv, body, field):
+    r = srv.post("/wandb/metrics", body)
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert err["field"] == field
+    assert field in err["message"]
+    # Nothing of a rejected request is stored.
+    assert srv.get("/workloads/w/metrics/sources").status_code == 404
+
+
+def test_non_json_body_is_400(srv):
+    import requests
+
+    r = requests.post(srv.api + "/wandb/metrics", data=b"{not json", timeout=10)
+    assert r.status_code == 400
+    assert r.json()["field"] == "body"
+    r = requests.post(srv.api + "/wandb/metrics", data=b"[1, 2]", timeout=10)
+    assert r.status_code == 400
+
+
+def test_too_many_points_is_413(srv):
+    body = metrics_body("w", [("m", i, 1.0) for i in range(100_001)])
+    r = srv.post("/wandb/metrics", body)
+    assert r.status_code == 413
+    assert r.json()["field"] == "metrics"
+
+
+def test_declared_oversized_body_is_413_before_reading(srv):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.putrequest("POST", "/api/v1/wandb/metrics")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(65 * 1024 * 1024))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
+
+
+def test_retried_batch_never_duplicates(srv):
+    body = metrics_body("wl-retry", [("loss", s, 1.0 / (s + 1)) for s in range(100)] +
+                        [("acc", s, s / 100) for s in range(100)])
+    first = srv.post("/wandb/metrics", body).json()
+    assert first == {"message": "metrics reported successfully", "count": 200, "inserted": 200}
+    again = srv.post("/wandb/metrics", body).json()
+    assert again["count"] == 200 and again["inserted"] == 0
+    # Half overlapping, half new.
+    body2 = metrics_body("wl-retry", [("loss", s, 2.0) for s in range(50, 150)])
+    third = srv.post("/wandb/metrics", body2).json()
+    assert third["inserted"] == 50
+    src = srv.get("/workloads/wl-retry/metrics/sources").json()
+    assert src["data_sources"] == [{"name": "wandb", "count": 250}]
+    avail = srv.get("/workloads/wl-retry/metrics/available", data_source="wandb").json()
+    assert {m["name"]: m["count"] for m in avail["metrics"]} == {"loss": 150, "acc": 100}
+    assert sql_scalar(srv, "SELECT COUNT(*) FROM training_performance WHERE workload_uid = ?",
+                      ("wl-retry",)) == 250
+    loss = {p["iteration"]: p["value"] for p in data(srv, "wl-retry", metrics="loss")["data"]}
+    assert loss[10] == pytest.approx(1 / 11) and loss[60] == 2.0 and loss[149] == 2.0
+
+
+def test_duplicate_key_in_one_request_last_wins(srv):
+    body = metrics_body("wl-dup", [("loss", 5, 1.0), ("loss", 5, 2.0), ("loss", 5, 3.0)])
+    r = srv.post("/wandb/metrics", body).json()
+    assert r["count"] == 1 and r["inserted"] == 1
+    pts = data(srv, "wl-dup", metrics="loss")["data"]
+    assert [(p["iteration"], p["value"]) for p in pts] == [(5, 3.0)]
+
+
+def test_ranks_and_runs_are_separate_series(srv):
+    for rank in (0, 1):
+        for run in ("a", "b"):
+            srv.post("/wandb/metrics", metrics_body("wl-ranks", [("loss", 1, rank + 10 * (run == "b"))],
+                                                            rank=rank, run_id=run))
+    pts = data(srv, "wl-ranks", metrics="loss")["data"]
+    assert len(pts) == 4
+    assert [(p["rank"], p["run_id"]) for p in pts] == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+    only1 = data(srv, "wl-ranks", metrics="loss", rank="1")["data"]
+    assert {p["rank"] for p in only1} == {1}
+    runb = data(srv, "wl-ranks", metrics="loss", run_id="b")["data"]
+    assert {p["value"] for p in runb} == {10, 11}
+    assert srv.get("/workloads/wl-ranks").json()["ranks"] == [0, 1]
+
+
+def test_nan_and_infinities_round_trip(srv):
+    body = metrics_body("wl-nan", [("g", 1, "NaN"), ("g", 2, "Infinity"), ("g", 3, "-Infinity"), ("g", 4, 1.5),
+                                   ("g", 5, 0.0), ("g", 6, -1e308)])
+    assert srv.post("/wandb/metrics", body).status_code == 200
+    vals = [p["value"] for p in data(srv, "wl-nan", metrics="g")["data"]]
+    assert vals == ["NaN", "Infinity", "-Infinity", 1.5, 0.0, -1e308]
+    # A NaN is a stored point like any other: counted, and visible in SQL as a row.
+    assert sql_scalar(srv, "SELECT COUNT(*) FROM training_performance WHERE workload_uid = ?",
+                      ("wl-nan",)) == 6
+    # Re-sending a NaN with a real value replaces it.
+    srv.post("/wandb/metrics", metrics_body("wl-nan", [("g", 1, 7.0)]))
+    assert data(srv, "wl-nan", metrics="g")["data"][0]["value"] == 7.0
+    assert not any(isinstance(v, float) and math.isnan(v) for v in vals)
+
+
+def test_batch_is_one_transaction(srv):
+    good = metrics_body("wl-batch", [("loss", 1, 1.0)])
+    bad = metrics_body("wl-batch", [("loss", 2, "oops")])
+    r = srv.post("/wandb/batch", {"metrics": [good, bad]})
+    assert r.status_code == 400
+    assert r.json()["field"] == "metrics[1].metrics[0].value"
+    assert srv.get("/workloads/wl-batch").status_code == 404
+    r = srv.post("/wandb/batch", {
+        "metrics": good, "logs": [{"line": "x"}],
+        "detection": {"workload_uid": "wl-batch", "detection": {"wrapper": "lightning", "base": "pytorch",
+                                                                "method": "exact", "confidence": 1.0}},
+        "run": {"workload_uid": "wl-batch", "run_id": "r1", "event": "started", "project": "p", "name": "n"}})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["success"] is True
+    assert res["results"]["metrics"]["count"] == 1 and res["results"]["logs"]["count"] == 1
+    wl = srv.get("/workloads/wl-batch").json()
+    assert wl["detection"]["wrapper"] == "lightning" and wl["runs"][0]["project"] == "p"
+
+
+def test_best_detection_exact_beats_heuristic(srv):
+    def det(wrapper, method, conf):
+        return {"source": "wandb", "type": "framework_detection_raw", "workload_uid": "wl-det",
+                "pod_name": "pod-0", "hints": {"wrapper_frameworks": [wrapper], "confidence": conf},
+                "detection": {"wrapper": wrapper, "base": "megatron", "method": method, "confidence": conf}}
+
+    for body in (det("primus", "exact", 0.9), det("lightning", "heuristic", 0.99)):
+        r = srv.post("/wandb/detection", body)
+        assert r.json() == {"message": "detection reported successfully"}
+    wl = srv.get("/workloads/wl-det").json()
+    assert wl["detection"]["wrapper"] == "primus" and wl["detection"]["method"] == "exact"
+    assert wl["pods"] == ["pod-0"]
+    listed = {w["workload_uid"]: w for w in srv.get("/workloads").json()["workloads"]}
+    assert listed["wl-det"]["wrapper"] == "primus" and listed["wl-det"]["base"] == "megatron"
+    # A seed-style report (hints only) is accepted and becomes a heuristic detection.
+    r = srv.post("/wandb/detection", {"workload_uid": "wl-seed", "hints": {
+        "wrapper_frameworks": ["primus"], "base_frameworks": ["megatron"], "confidence": 0.7}})
+    assert r.status_code == 200
+    d = srv.get("/workloads/wl-seed").json()["detection"]
+    assert (d["wrapper"], d["base"], d["method"]) == ("primus", "megatron", "heuristic")
+
+
+def test_run_events_merge_config_and_finish(srv):
+    base = {"workload_uid": "wl-run", "run_id": "abc", "pod_name": "p0"}
+    srv.post("/wandb/run", {**base, "event": "started", "project": "proj", "name": "exp-1",
+                                    "config": {"lr": 0.1}, "tags": ["x"]})
+    srv.post("/wandb/run", {**base, "event": "config", "config": {"batch_size": 32}})
+    srv.post("/wandb/run", {**base, "event": "summary", "summary": {"loss": 0.1}})
+    run = srv.get("/workloads/wl-run").json()["runs"][0]
+    assert run["status"] == "running" and run["finished_at"] is None
+    assert run["config"] == {"lr": 0.1, "batch_size": 32} and run["summary"] == {"loss": 0.1}
+    assert run["project"] == "proj" and run["name"] == "exp-1" and run["tags"] == ["x"]
+    srv.post("/wandb/run", {**base, "event": "finished", "exit_code": 0})
+    wl = srv.get("/workloads/wl-run").json()
+    assert wl["runs"][0]["status"] == "finished" and wl["runs"][0]["finished_at"] is not None
+    assert wl["status"] == "finished"
+    r = srv.post("/wandb/run", {**base, "event": "exploded"})
+    assert r.status_code == 400 and r.json()["field"] == "event"
