@@ -1,6 +1,138 @@
-"""pytorch integration (placeholder until its adapter lands)."""
+"""Plain PyTorch adapter: claims ``pytorch`` as the base when a PyTorch training
+loop logs through W&B and no more specific framework claims the run.
+
+Signals (both observed, neither guessed):
+
+- **an optimizer step**: PyTorch's official global hook
+  ``torch.optim.optimizer.register_optimizer_step_post_hook`` is registered when the
+  program imports ``torch.optim.optimizer`` (``import torch`` does).  Its first call
+  in a process that has a W&B run claims ``pytorch`` (the hook then returns at
+  once: one attribute check per ``optimizer.step()``).
+- **an initialised process group**: when a W&B run starts (``lens_run_started``, on
+  the Recorder's thread) and ``torch.distributed.is_initialized()`` is true, or an
+  optimizer step already happened, the claim is made there.
+
+What "exact" means here: we *saw* PyTorch train (or its process group up) in the
+process that logs to W&B.  We cannot see from these signals whether another
+framework drives PyTorch, so the claim has confidence 0.9: any framework adapter's
+claim (DeepSpeed, Megatron, TorchTitan, Lightning/HF's base) wins over it.  A
+process that never logs to W&B (rank 1 of a job where rank 0 logs) claims nothing
+and sends nothing.
+"""
+
+import sys
+import threading
+
+from ..core import patching
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "pytorch"
+MIN_VERSION = (2, 0, 0)    # register_optimizer_step_post_hook exists since 2.0
+MAX_VERSION = (2, 14, 0)   # exclusive: tested on 2.13
+CONFIDENCE = 0.9           # below every specific framework's exact claim (see module docstring)
+_PG = "torch.distributed.is_initialized"
+
+
+class _State:
+    handle = None          # RemovableHandle of our global optimizer post-hook
+    stepped = False        # an optimizer step ran in this process
+    claimed = False
+
+
+_state = _State()
+_lock = threading.Lock()
+
+
+def _version_tuple(text):
+    out = []
+    for part in str(text).split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        out.append(int(digits) if digits else 0)
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
+
+
+def _torch_version():
+    from ..core.detection import dist_version
+
+    return dist_version("pytorch")
+
+
+def version_supported(version):
+    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
 
 
 def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
+    """Called by the import watcher after ``torch.optim.optimizer`` is imported."""
+    version = _torch_version()
+    if not version_supported(version):
+        get_logger().debug("torch %s is outside the tested range [%s, %s): pytorch adapter not installed",
+                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
+        return None
+    register = getattr(module, "register_optimizer_step_post_hook", None)
+    if register is None or not get_recorder().enabled:
+        return None
+    with _lock:
+        if _state.handle is None:
+            _state.handle = register(_after_optimizer_step)
+    get_logger().debug("PyTorch adapter installed (torch %s, global optimizer step post-hook)", version)
+    return _state.handle
+
+
+def _after_optimizer_step(optimizer, args, kwargs):
+    """Global optimizer post-hook (training thread): nothing after the claim."""
+    if _state.claimed:
+        return
+    try:
+        _state.stepped = True
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            _claim("torch.optim.Optimizer.step")
+    except Exception as exc:
+        patching.our_error("pytorch optimizer hook", exc)
+
+
+def _distributed():
+    """(backend, world size, rank) when the user's program initialised torch.distributed."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return None
+    try:
+        if dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend()), int(dist.get_world_size()), int(dist.get_rank())
+    except Exception:
+        return None
     return None
+
+
+def _claim(signal):
+    with _lock:
+        if _state.claimed:
+            return
+        _state.claimed = True
+    extra = {"signal": signal, "distributed": False}
+    dist = _distributed()
+    if dist is not None:
+        backend, world_size, rank = dist
+        extra.update(distributed=True, backend=backend, world_size=world_size, rank=rank)
+    indicators = [signal] + (["torch.distributed.is_initialized"] if dist is not None and signal != _PG else [])
+    get_recorder().claim(NAME, "base", version=_torch_version(), method="exact", confidence=CONFIDENCE,
+                         indicators=indicators, **extra)
+
+
+@hookimpl
+def lens_run_started(run):
+    """A W&B run started in this process: claim if PyTorch is already seen training."""
+    if _state.claimed or not version_supported(_torch_version()):
+        return
+    if _distributed() is not None:
+        _claim(_PG)
+    elif _state.stepped:
+        _claim("torch.optim.Optimizer.step")
