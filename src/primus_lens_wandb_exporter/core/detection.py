@@ -203,7 +203,8 @@ def build_payload(claims, heuristic, identity, environ, wandb_info, modules) -> 
     wrapper = _choose(claims, heuristic, WRAPPER)
     base = _choose(claims, heuristic, BASE)
     chosen = [e for e in (wrapper, base) if e is not None]
-    method = "exact" if chosen and all(e.method == "exact" for e in chosen) else ("heuristic" if chosen else "none")
+    # With nothing found the payload still says "heuristic" (confidence 0): nothing was claimed.
+    method = "exact" if chosen and all(e.method == "exact" for e in chosen) else "heuristic"
     confidence = min((e.confidence for e in chosen), default=0.0)
     everything = list(claims) + [h for h in heuristic if h.name not in {c.name for c in claims}]
 

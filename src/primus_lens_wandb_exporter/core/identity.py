@@ -80,8 +80,8 @@ class Ranks:
 
 # (rank, local_rank, node_rank, world_size) variables of each launcher, in order of trust.
 _RANK_SOURCES = (
-    ("env", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"),
-    ("torchrun", "RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE"),
+    # torchrun exports GROUP_RANK as the node rank; NODE_RANK is the guide's variable.
+    ("env", "RANK", "LOCAL_RANK", ("NODE_RANK", "GROUP_RANK"), "WORLD_SIZE"),
     ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS"),
     ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_NODE_RANK", "OMPI_COMM_WORLD_SIZE"),
     ("mpich", "PMI_RANK", "MPI_LOCALRANKID", None, "PMI_SIZE"),
@@ -90,6 +90,12 @@ _RANK_SOURCES = (
 
 def _int(environ, name):
     if not name:
+        return None
+    if isinstance(name, tuple):
+        for one in name:
+            value = _int(environ, one)
+            if value is not None:
+                return value
         return None
     raw = environ.get(name)
     if raw is None:
@@ -113,9 +119,7 @@ def resolve_ranks(environ: Mapping[str, str] = os.environ) -> Ranks:
         local = _int(environ, lr)
         node = _int(environ, nr)
         world = _int(environ, ws)
-        # Kubeflow PyTorchJob sets RANK to the *node* rank when it also sets PET_NPROC_PER_NODE.
-        ranks = Ranks(rank, local if local is not None else 0,
-                      node if node is not None else _int(environ, "NODE_RANK") or 0,
+        ranks = Ranks(rank, local if local is not None else 0, node if node is not None else 0,
                       world if world is not None else 1, source)
         break
     else:

@@ -1,0 +1,44 @@
+"""Pod, workload and rank identity (docs/identity.md holds the same table)."""
+
+import pytest
+
+from primus_lens_wandb_exporter.core.identity import load_identity, parse_workload_uid, resolve_ranks
+
+POD_NAMES = [
+    # (controller, pod name, workload)
+    ("Job", "bert-pretrain-x7k2q", "bert-pretrain"),
+    ("indexed Job", "bert-pretrain-3-x7k2q", "bert-pretrain"),
+    ("StatefulSet", "training-pod-0", "training-pod"),
+    ("Deployment", "lens-api-5d9c7b6f8-x2x9z", "lens-api"),
+    ("PyTorchJob master", "llama-sft-master-0", "llama-sft"),
+    ("PyTorchJob worker", "llama-sft-worker-12", "llama-sft"),
+    ("MPIJob launcher", "gpt-moe-launcher-bcd2f", "gpt-moe"),
+    ("MPIJob worker", "gpt-moe-worker-3", "gpt-moe"),
+    ("bare pod", "jupyter-notebook-pod", "jupyter-notebook-pod"),
+]
+
+
+@pytest.mark.parametrize("controller,pod,workload", POD_NAMES, ids=[p[0] for p in POD_NAMES])
+def test_workload_uid_is_parsed_from_the_pod_name(controller, pod, workload):
+    assert parse_workload_uid(pod) == workload
+
+
+def test_workload_uid_env_wins_and_pod_name_falls_back_to_host_name():
+    ident = load_identity({"POD_NAME": "training-pod-0", "WORKLOAD_UID": "my-training-workload-12345"})
+    assert ident.workload_uid == "my-training-workload-12345" and ident.pod_name_from_env
+    ident = load_identity({"HOSTNAME": "trainbox"})
+    assert ident.pod_name == "trainbox" and not ident.pod_name_from_env and ident.workload_uid == "trainbox"
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"RANK": "3", "LOCAL_RANK": "1", "NODE_RANK": "1", "WORLD_SIZE": "8"}, (3, 1, 1, 8)),
+    ({"RANK": "5", "LOCAL_RANK": "1", "GROUP_RANK": "2", "WORLD_SIZE": "8"}, (5, 1, 2, 8)),
+    ({"SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NODEID": "4", "SLURM_NTASKS": "16"}, (9, 1, 4, 16)),
+    ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_NODE_RANK": "1",
+      "OMPI_COMM_WORLD_SIZE": "4"}, (2, 0, 1, 4)),
+    ({"RANK": "x"}, (0, 0, 0, 1)),
+    ({}, (0, 0, 0, 1)),
+])
+def test_ranks_come_from_launcher_variables(env, expected):
+    r = resolve_ranks(env)
+    assert (r.rank, r.local_rank, r.node_rank, r.world_size) == expected

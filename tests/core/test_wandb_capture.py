@@ -1,0 +1,170 @@
+"""The raw wandb integration: Lens stores exactly what the user's W&B run recorded.
+
+Each test runs a real program with real wandb (offline or disabled) in a fresh
+interpreter -- the installed start-up line activates the exporter -- against the
+real Lens server, and compares with wandb's own offline record where there is one.
+"""
+
+import math
+
+import pytest
+
+from support import (exporter_env, get_json, metric_points, run_python, wandb_offline_records,
+                     wandb_run_dir, workload)
+
+SCENARIO = """
+import math, sys, wandb, numpy as np, torch
+run = wandb.init(project="proj", name="exp-1", config={"lr": 0.001, "batch_size": 32}, tags=["t1"])
+wandb.log({"loss": 1.0, "accuracy": 0.1})                 # step 0
+run.log({"loss": 0.9})                                      # step 1
+run.log({"part_a": 1.0}, commit=False)                      # step 2, row kept open
+run.log({"part_b": 2.0})                                    # step 2, committed
+run.log({"explicit": 5.0}, step=10)                         # jumps to step 10
+run.log({"explicit2": 6.0}, step=10)                        # same row
+run.log({"after": 7.0})                                     # step 10, committed
+run.log({"stale": 1.0}, step=3)                             # wandb drops it: so does Lens
+run.log({"np32": np.float32(0.5), "np_int": np.int64(3), "t0": torch.tensor(2.5),
+         "nested": {"x": 1, "y": {"z": 2.0}}, "nan": float("nan"), "inf": math.inf, "ninf": -math.inf,
+         "text": "running", "lst": [1, 2], "flag": True, "none": None})   # step 11
+acc = torch.tensor(1.0)
+run.log({"accum": acc})                                     # step 12: value at log time is 1.0
+acc.add_(100.0)
+for i in range(3):
+    run.log({"loss": 0.5 - i * 0.1, "accuracy": 0.5 + i * 0.1})   # steps 13..15
+run.summary["final_metric"] = 42.0                          # summary-only key
+run.summary["loss"] = 0.01                                  # summary of a history key: not a new point
+run.config.update({"extra": 1})
+wandb.finish()
+"""
+
+EXPECTED = {
+    ("loss", 0): 1.0, ("accuracy", 0): 0.1, ("loss", 1): 0.9, ("part_a", 2): 1.0, ("part_b", 2): 2.0,
+    ("explicit", 10): 5.0, ("explicit2", 10): 6.0, ("after", 10): 7.0,
+    ("np32", 11): 0.5, ("np_int", 11): 3.0, ("t0", 11): 2.5, ("nested.x", 11): 1.0, ("nested.y.z", 11): 2.0,
+    ("nan", 11): "NaN", ("inf", 11): "Infinity", ("ninf", 11): "-Infinity", ("flag", 11): 1.0,
+    ("accum", 12): 1.0,
+    ("loss", 13): 0.5, ("accuracy", 13): 0.5, ("loss", 14): 0.4, ("accuracy", 14): 0.6,
+    ("loss", 15): 0.3, ("accuracy", 15): 0.7,
+    ("final_metric", 15): 42.0,
+}
+
+
+def _lens_points(server, uid):
+    return {(p["metric_name"], p["iteration"]): p["value"] for p in metric_points(server, uid)}
+
+
+def _approx(expected):
+    return {k: (pytest.approx(v) if isinstance(v, float) else v) for k, v in expected.items()}
+
+
+def _wire(value):
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _flatten(row, prefix=""):
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, dict) and "_type" not in value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_offline_run_every_call_shape_reaches_lens_with_wandbs_steps(lens_server, tmp_path):
+    run_python(SCENARIO, exporter_env(lens_server, tmp_path, "capture-offline"))
+    points = _lens_points(lens_server, "capture-offline")
+    assert points == _approx(EXPECTED)
+    # And it is what W&B itself recorded (numbers only; W&B keeps strings and lists, Lens filters them).
+    history, summary = wandb_offline_records(wandb_run_dir(tmp_path))
+    seen_by_wandb = {}
+    for row in history:
+        for key, value in _flatten(row).items():
+            if not key.startswith("_") and isinstance(value, (int, float)):
+                seen_by_wandb[(key, row["_step"])] = _wire(float(value))
+    lens_history = {k: v for k, v in points.items() if k[0] != "final_metric"}
+    assert lens_history == _approx(seen_by_wandb)
+    assert summary["final_metric"] == 42.0
+
+
+def test_users_wandb_run_gets_no_extra_keys(lens_server, tmp_path):
+    run_python(SCENARIO, exporter_env(lens_server, tmp_path, "capture-keys"))
+    history, summary = wandb_offline_records(wandb_run_dir(tmp_path))
+    logged = {"loss", "accuracy", "part_a", "part_b", "explicit", "explicit2", "after", "np32", "np_int", "t0",
+              "nested.x", "nested.y.z", "nan", "inf", "ninf", "text", "lst", "flag", "none", "accum"}
+    keys = {k for row in history for k in row if not k.startswith("_")}
+    assert keys <= logged
+    assert not any(k.startswith("_primus") for k in keys | set(summary))
+
+
+def test_disabled_mode_is_captured_the_same_way(lens_server, tmp_path):
+    env = exporter_env(lens_server, tmp_path, "capture-disabled", WANDB_MODE="disabled")
+    run_python(SCENARIO, env)
+    points = _lens_points(lens_server, "capture-disabled")
+    # Disabled mode has no summary callback: everything logged is there, the summary-only key is not.
+    expected = {k: v for k, v in EXPECTED.items() if k[0] != "final_metric"}
+    assert points == _approx(expected)
+
+
+def test_run_identity_config_and_status_reach_lens(lens_server, tmp_path):
+    run_python(SCENARIO, exporter_env(lens_server, tmp_path, "capture-run"))
+    body = workload(lens_server, "capture-run")
+    (run,) = body["runs"]
+    assert run["project"] == "proj" and run["name"] == "exp-1" and run["status"] == "finished"
+    assert run["config"]["lr"] == 0.001 and run["config"]["batch_size"] == 32 and run["config"]["extra"] == 1
+    assert run["tags"] == ["t1"]
+    assert run["summary"]["final_metric"] == 42.0
+    assert body["pods"] == ["capture-run-pod-0"]
+
+
+def test_finish_delivers_before_it_returns(lens_server, tmp_path):
+    code = """
+import sys, requests, wandb
+wandb.init(project="p")
+for i in range(100):
+    wandb.log({"loss": 1.0 / (i + 1)})
+wandb.finish()
+# Still inside the training process: everything logged is already stored.
+body = requests.get(sys.argv[1] + "/api/v1/workloads/capture-finish/metrics/sources").json()
+print("COUNT", body["data_sources"][0]["count"])
+"""
+    env = exporter_env(lens_server, tmp_path, "capture-finish", PRIMUS_LENS_FLUSH_INTERVAL="60")
+    proc = run_python(code, env, args=[lens_server.url])
+    assert "COUNT 100" in proc.stdout
+
+
+def test_system_metrics_when_enabled_use_the_guides_names(lens_server, tmp_path):
+    code = """
+import time, wandb
+wandb.init(project="p")
+for i in range(30):
+    wandb.log({"loss": 1.0})
+    time.sleep(0.05)
+wandb.finish()
+"""
+    env = exporter_env(lens_server, tmp_path, "capture-sys", PRIMUS_LENS_WANDB_ENHANCE_METRICS="true",
+                       PRIMUS_LENS_SYSMETRICS_INTERVAL="0.2")
+    run_python(code, env)
+    names = {m["name"] for m in get_json(lens_server, "/api/v1/workloads/capture-sys/metrics/available",
+                                         data_source="wandb")["metrics"]}
+    assert {"_primus_sys_cpu_percent", "_primus_sys_memory_percent", "loss"} <= names
+    # Opt-in system metrics are the one documented addition to the user's W&B run.
+    history, _ = wandb_offline_records(wandb_run_dir(tmp_path))
+    assert any("_primus_sys_cpu_percent" in row for row in history)
+
+
+def test_without_enhance_metrics_no_system_metric_is_sent(lens_server, tmp_path):
+    code = """
+import wandb
+wandb.init(project="p")
+wandb.log({"loss": 1.0})
+wandb.finish()
+"""
+    run_python(code, exporter_env(lens_server, tmp_path, "capture-nosys"))
+    names = {m["name"] for m in get_json(lens_server, "/api/v1/workloads/capture-nosys/metrics/available",
+                                         data_source="wandb")["metrics"]}
+    assert names == {"loss"}
