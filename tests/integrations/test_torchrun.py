@@ -1,0 +1,90 @@
+"""The user guide's Scenario 2 for real: ``torchrun --nproc_per_node=2`` DDP on gloo.
+
+Each test launches ``examples/torchrun_ddp.py`` under torchrun (two real processes,
+real wandb offline) with the exporter activated by the installed start-up line, and
+reads back what the real Lens server stored.
+"""
+
+import os
+import subprocess
+import sys
+
+from fixtures_server import free_port
+from lens_e2e import by_name, jsonl_rows, module_server, new_workload  # noqa: F401 (fixture)
+from support import ROOT, exporter_env, get_json, metric_points, wait_for, workload
+
+EXAMPLE = os.path.join(ROOT, "examples", "torchrun_ddp.py")
+STEPS = 8
+METRICS = {"loss", "accuracy", "rank_id", "learning_rate"}
+
+
+def _torchrun(env, *args, timeout=240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           f"--master_port={free_port()}", EXAMPLE, "--steps", str(STEPS), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"torchrun exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def _env(server, tmp_path, uid):
+    env = exporter_env(server, tmp_path, uid, PRIMUS_LENS_WANDB_OUTPUT_PATH=tmp_path / "jsonl",
+                       OMP_NUM_THREADS="1")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # torchrun sets its own
+    return env
+
+
+def _points_when(server, uid, count):
+    pts = wait_for(lambda: (lambda p: p if len(p) >= count else None)(metric_points(server, uid)), timeout=30)
+    return pts or metric_points(server, uid)
+
+
+def test_torchrun_ddp_only_rank0_logs_points_carry_rank0_and_rank1_sends_nothing(module_server, tmp_path):
+    uid = new_workload("torchrun-rank0")
+    _torchrun(_env(module_server, tmp_path, uid))
+
+    points = _points_when(module_server, uid, STEPS * len(METRICS))
+    assert {p["rank"] for p in points} == {0}, "only rank 0 logs to W&B"
+    series = by_name(points)
+    assert set(series) == METRICS
+    for name in METRICS:
+        assert sorted(series[name]) == list(range(STEPS)), name
+    assert set(series["rank_id"].values()) == {0.0}
+    assert len(points) == STEPS * len(METRICS)
+
+    info = workload(module_server, uid)
+    assert info["ranks"] == [0]
+    assert [r["rank"] for r in info["runs"]] == [0], info["runs"]
+    det = info["detection"]
+    assert (det["wrapper"], det["base"], det["method"]) == (None, "pytorch", "exact"), det
+    pytorch = det["evidence"]["base_frameworks"]["pytorch"]
+    assert pytorch["distributed"] is True and pytorch["backend"] == "gloo" and pytorch["world_size"] == 2
+    # Rank 1 never touched W&B: it wrote no local file and sent no points (checked above).
+    rows = jsonl_rows(tmp_path / "jsonl")
+    assert {(r["node_rank"], r["local_rank"], r["rank"]) for r in rows} == {(0, 0, 0)}
+    assert not os.path.exists(tmp_path / "jsonl" / "node_0" / "rank_1")
+    assert {r["world_size"] for r in rows} == {2}
+
+
+def test_torchrun_ddp_every_rank_logging_its_own_run_is_kept_apart_by_rank(module_server, tmp_path):
+    uid = new_workload("torchrun-all")
+    _torchrun(_env(module_server, tmp_path, uid), "--all-ranks-log")
+
+    points = _points_when(module_server, uid, 2 * STEPS * len(METRICS))
+    assert {p["rank"] for p in points} == {0, 1}
+    per_rank = {rank: by_name([p for p in points if p["rank"] == rank]) for rank in (0, 1)}
+    for rank, series in per_rank.items():
+        assert set(series) == METRICS
+        assert sorted(series["loss"]) == list(range(STEPS))
+        assert set(series["rank_id"].values()) == {float(rank)}, f"rank {rank} got another rank's points"
+    # Each rank trains on its own shard: the local losses differ.
+    assert per_rank[0]["loss"] != per_rank[1]["loss"]
+
+    info = workload(module_server, uid)
+    assert info["ranks"] == [0, 1]
+    runs = {r["rank"]: r["run_id"] for r in info["runs"]}
+    assert set(runs) == {0, 1} and runs[0] != runs[1], info["runs"]
+    assert info["detection"]["base"] == "pytorch" and info["detection"]["method"] == "exact"
+
+    available = get_json(module_server, f"/api/v1/workloads/{uid}/metrics/available", data_source="wandb")
+    assert {m["name"] for m in available["metrics"]} == METRICS
