@@ -1,11 +1,11 @@
 """DeepSpeed ZeRO on CPU (gloo), logging through DeepSpeed's own monitors.
 
-    python examples/deepspeed_zero.py [--monitor wandb|csv|both] [--stage 2] [--steps 20]
+    python examples/deepspeed_zero.py [--report-to wandb|csv|both] [--stage 2] [--steps 20]
 
 Single process by default (RANK=0, WORLD_SIZE=1 and a free MASTER_PORT are filled
 in when unset); under ``torchrun`` or the ``deepspeed`` launcher it uses theirs.
 Nothing here mentions Lens: the installed exporter attaches itself to DeepSpeed's
-``MonitorMaster``.  With ``--monitor wandb`` DeepSpeed's WandbMonitor calls
+``MonitorMaster``.  With ``--report-to wandb`` DeepSpeed's WandbMonitor calls
 ``wandb.init`` and logs ``Train/Samples/*`` with step = samples.
 """
 
@@ -23,7 +23,8 @@ def _free_port():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--monitor", choices=("wandb", "csv", "both"), default="wandb")
+    parser.add_argument("--report-to", choices=("wandb", "csv", "both"), default="wandb",
+                        help="DeepSpeed monitors to enable (named --report-to: torchrun abbreviates --monitor)")
     parser.add_argument("--stage", type=int, default=2, choices=(0, 1, 2, 3))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--micro-batch", type=int, default=4)
@@ -52,9 +53,9 @@ def main():
         "zero_optimization": {"stage": args.stage},
         "steps_per_print": 10 ** 9,
     }
-    if args.monitor in ("wandb", "both"):
+    if args.report_to in ("wandb", "both"):
         config["wandb"] = {"enabled": True, "project": args.project}
-    if args.monitor in ("csv", "both"):
+    if args.report_to in ("csv", "both"):
         config["csv_monitor"] = {"enabled": True, "output_path": args.csv_dir or tempfile.mkdtemp(),
                                  "job_name": "lens_example"}
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)

@@ -1,0 +1,132 @@
+"""DeepSpeed ZeRO on CPU (gloo) for real: DeepSpeed's monitor events reach Lens once each.
+
+Every test runs ``examples/deepspeed_zero.py`` (real DeepSpeed 0.19, real wandb
+offline) in fresh interpreters activated by the installed start-up line, and reads
+back the real Lens server.  DeepSpeed's own ``csv_monitor`` is the reference: it
+writes every event DeepSpeed produced, so Lens must hold exactly those values at
+exactly those sample counts.
+"""
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fixtures_server import free_port
+from lens_e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, module_server,  # noqa: F401
+                      new_workload, points_of, sources)
+from support import ROOT, exporter_env, run_python, wait_for, workload
+
+pytest.importorskip("deepspeed")
+
+EXAMPLE = os.path.join(ROOT, "examples", "deepspeed_zero.py")
+STEPS = 6
+MICRO_BATCH = 4
+LR = "Train/Samples/lr"
+
+
+def _env(server, tmp_path, uid, **extra):
+    env = exporter_env(server, tmp_path, uid, PRIMUS_LENS_WANDB_OUTPUT_PATH=tmp_path / "jsonl",
+                       TORCH_EXTENSIONS_DIR=os.path.expanduser("~/.cache/torch_extensions"),
+                       OMP_NUM_THREADS="1", **extra)
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+def _args(tmp_path, report_to, stage):
+    return ("--report-to", report_to, "--stage", str(stage), "--steps", str(STEPS),
+            "--micro-batch", str(MICRO_BATCH), "--csv-dir", str(tmp_path / "csv"))
+
+
+def _csv_events(tmp_path, label):
+    """{samples: value} that DeepSpeed's csv_monitor wrote for ``label``."""
+    name = label.replace("/", "_") + ".csv"
+    paths = glob.glob(str(tmp_path / "csv" / "*" / name))
+    assert len(paths) == 1, paths
+    with open(paths[0], newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return {int(step): float(value) for step, value in rows}
+
+
+def _assert_equal_series(actual, expected, what):
+    assert sorted(actual) == sorted(expected), f"{what}: steps {sorted(actual)} != {sorted(expected)}"
+    for step, value in expected.items():
+        assert actual[step] == pytest.approx(value, rel=1e-6, abs=1e-12), f"{what} at samples={step}"
+
+
+def _deepspeed_detection(server, uid, stage):
+    det = wait_for(lambda: (workload(server, uid) or {}).get("detection"), timeout=30)
+    assert (det["wrapper"], det["base"], det["method"]) == (None, "deepspeed", "exact"), det
+    evidence = det["evidence"]["base_frameworks"]["deepspeed"]
+    assert evidence["method"] == "exact" and evidence["zero_stage"] == stage, evidence
+    assert evidence["version"].startswith("0.")
+    return det
+
+
+def test_deepspeed_zero2_with_wandb_monitor_reports_each_event_once_at_samples(module_server, tmp_path):
+    uid = new_workload("ds-wandb")
+    # csv_monitor alongside wandb: DeepSpeed's own record of what it emitted.
+    run_python(EXAMPLE, _env(module_server, tmp_path, uid), args=_args(tmp_path, "both", 2), timeout=300)
+    expected = _csv_events(tmp_path, LR)
+    assert sorted(expected) == [MICRO_BATCH * (i + 1) for i in range(STEPS)]  # x axis: samples
+
+    points = points_of(module_server, uid, "wandb", STEPS)
+    assert {p["rank"] for p in points} == {0}
+    _assert_equal_series(by_name(points)[LR], expected, LR)
+    # The W&B stream carried them; our DeepSpeed monitor stayed silent: no second copy.
+    assert sources(module_server, uid) == {"wandb": STEPS}
+    rows = jsonl_rows(tmp_path / "jsonl")
+    assert_each_point_emitted_once(rows)
+    assert {(r["source"], r["name"]) for r in rows} == {("wandb", LR)} and len(rows) == STEPS
+
+    _deepspeed_detection(module_server, uid, stage=2)
+    runs = workload(module_server, uid)["runs"]
+    assert len(runs) == 1 and runs[0]["project"] == "lens-deepspeed-example", runs  # WandbMonitor's wandb.init
+
+
+def test_deepspeed_zero1_with_csv_monitor_only_reports_through_lens_monitor(module_server, tmp_path):
+    uid = new_workload("ds-csv")
+    run_python(EXAMPLE, _env(module_server, tmp_path, uid), args=_args(tmp_path, "csv", 1), timeout=300)
+    expected = _csv_events(tmp_path, LR)
+
+    points = points_of(module_server, uid, "deepspeed", STEPS)
+    assert {p["rank"] for p in points} == {0}
+    assert {p["data_source"] for p in points} == {"deepspeed"}
+    _assert_equal_series(by_name(points)[LR], expected, LR)
+    assert sources(module_server, uid) == {"deepspeed": STEPS}
+    assert_each_point_emitted_once(jsonl_rows(tmp_path / "jsonl"))
+
+    _deepspeed_detection(module_server, uid, stage=1)
+    assert workload(module_server, uid)["runs"] == []  # no W&B run anywhere
+
+
+def test_deepspeed_two_ranks_every_rank_claims_only_rank0_reports_events(module_server, tmp_path):
+    uid = new_workload("ds-2ranks")
+    logs = tmp_path / "logs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "--log-dir", str(logs), "--redirects", "3", EXAMPLE, *_args(tmp_path, "csv", 2)]
+    env = _env(module_server, tmp_path, uid, PRIMUS_LENS_WANDB_DEBUG="true")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+    # Each rank built a DeepSpeed engine, so each one knows the base framework exactly.
+    for rank in (0, 1):
+        (stderr,) = glob.glob(str(logs / "*" / "attempt_0" / str(rank) / "stderr.log"))
+        with open(stderr, errors="replace") as fh:
+            text = fh.read()
+        assert "framework detection: wrapper=None base=deepspeed method=exact" in text, f"rank {rank}:\n{text[-3000:]}"
+
+    # MonitorMaster writes on rank 0 only: the events carry rank 0, once each.
+    points = points_of(module_server, uid, "deepspeed", STEPS)
+    assert {p["rank"] for p in points} == {0}
+    # Samples count both ranks' micro-batches.
+    _assert_equal_series(by_name(points)[LR], _csv_events(tmp_path, LR), LR)
+    assert sorted(by_name(points)[LR]) == [2 * MICRO_BATCH * (i + 1) for i in range(STEPS)]
+    _deepspeed_detection(module_server, uid, stage=2)
+    rows = jsonl_rows(tmp_path / "jsonl")
+    assert_each_point_emitted_once(rows)
+    assert {r["rank"] for r in rows} == {0} and {r["world_size"] for r in rows} == {2}
