@@ -267,6 +267,37 @@ class Recorder:
             if not self._exit_registered:
                 self._exit_registered = True
                 atexit.register(self._at_exit)
+                self._install_sigterm()
+
+    def _install_sigterm(self):
+        """Flush (bounded) on SIGTERM, then let the previous handler decide what happens."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+        except (ValueError, OSError):
+            return
+        if previous is signal.SIG_IGN:
+            return
+
+        def on_sigterm(signum, frame):
+            try:
+                get_logger().debug("SIGTERM: flushing (at most %.1f s)", self.config.exit_timeout)
+                self.flush(self.config.exit_timeout)
+            except Exception as exc:
+                self._error("sigterm", exc)
+            if callable(previous):
+                previous(signum, frame)
+            else:  # SIG_DFL: die of the signal as if we had not been here
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        try:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        except (ValueError, OSError):
+            pass
 
     def _at_exit(self):
         if os.getpid() != self._pid:

@@ -53,6 +53,9 @@ class HttpSink:
         self._cond = threading.Condition()
         self._inflight = None
         self._flush_deadline = None
+        self._flush_replayed = True
+        # Files left by an earlier process are replayed by this one.
+        self._spool_pending = bool(self.spool.files())
         self.down = False
         self._next_probe = 0.0
         self._thread = None
@@ -68,6 +71,7 @@ class HttpSink:
             if self.down and time.monotonic() < self._next_probe or len(self._queue) >= self._queue_limit:
                 # Lens is down or we are far behind: persist now rather than hold memory.
                 self._spool(endpoint, payload, points, body)
+                self._ensure_thread()
                 self._cond.notify()
                 return
             self._queue.append((endpoint, payload, points, body))
@@ -75,13 +79,18 @@ class HttpSink:
             self._cond.notify()
 
     def flush(self, deadline: float):
-        """Deliver what is queued until ``deadline``; spool the rest. Never waits past it."""
+        """Deliver what is queued (and try the spool once) until ``deadline``; spool the rest.
+
+        Never waits past the deadline: a request still on the wire then is spooled too.
+        """
         with self._cond:
             self._flush_deadline = deadline
+            self._flush_replayed = False
             self._ensure_thread()
             self._cond.notify_all()
-            while (self._queue or self._inflight is not None) and time.monotonic() < deadline:
-                if self.down:
+            while time.monotonic() < deadline:
+                busy = self._queue or self._inflight is not None
+                if not busy and (self._flush_replayed or not self._spool_pending):
                     break
                 self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             leftovers = list(self._queue)
@@ -101,28 +110,39 @@ class HttpSink:
             self._thread = threading.Thread(target=self._loop, name="primus-lens-http", daemon=True)
             self._thread.start()
 
+    def _next_item(self):
+        """Block until there is a request to send (returned) or the spool is due (None)."""
+        with self._cond:
+            while True:
+                if self._queue:
+                    item = self._queue.popleft()
+                    self._inflight = item
+                    return item
+                if self._flush_deadline is not None and not self._flush_replayed:
+                    self._inflight = ("replay",)
+                    return None
+                timeout = max(0.05, self._next_probe - time.monotonic()) if self._spool_pending else None
+                if not self._cond.wait(timeout) and self._spool_pending and not self._queue:
+                    self._inflight = ("replay",)
+                    return None
+
     def _loop(self):
-        self._replay_spool(probe=True)
         while True:
-            with self._cond:
-                while not self._queue:
-                    timeout = None
-                    if self.down or self.spool.files():
-                        timeout = max(0.05, self._next_probe - time.monotonic())
-                    if not self._cond.wait(timeout) and not self._queue:
-                        break
-                item = self._queue.popleft() if self._queue else None
-                self._inflight = item
+            item = self._next_item()
             try:
                 if item is None:
-                    self._replay_spool(probe=True)
+                    forced = self._flush_deadline is not None
+                    self._replay_spool(force=forced)
+                    if forced:
+                        self._flush_replayed = True
                     continue
                 endpoint, payload, points, body = item
                 if self.down and time.monotonic() < self._next_probe:
                     self._spool(endpoint, payload, points, body)
                 elif self._send(endpoint, body, points):
                     self._mark_up()
-                    self._replay_spool(probe=False)
+                    if self._spool_pending:
+                        self._replay_spool(force=False)
                 else:
                     self._spool(endpoint, payload, points, body)
             except Exception as exc:  # the sender thread must survive anything
@@ -187,14 +207,20 @@ class HttpSink:
         self._next_probe = time.monotonic() + _PROBE_INTERVAL
 
     def _spool(self, endpoint, payload, points, body):
+        self._spool_pending = True
         if self.spool.write(endpoint, payload, points, body):
             self.counters["spooled_batches"] += 1
             self.counters["spooled_points"] += points
 
-    def _replay_spool(self, probe: bool):
-        """Send spooled requests oldest first; stop at the first failure."""
-        if probe and self.down and time.monotonic() < self._next_probe:
+    def _replay_spool(self, force: bool):
+        """Send spooled requests oldest first; stop at the first failure.
+
+        While Lens is down this is the probe: at most one request every few seconds,
+        or one at once when ``force`` (a flush is waiting).
+        """
+        if not force and self.down and time.monotonic() < self._next_probe:
             return
+        sent_any = False
         for claimed, record in self.spool.claim():
             if self._flush_deadline is not None and time.monotonic() >= self._flush_deadline:
                 self.spool.release(claimed)
@@ -202,15 +228,18 @@ class HttpSink:
             endpoint = record.get("endpoint", ENDPOINT_METRICS)
             points = int(record.get("points") or 0)
             body = json.dumps(record.get("payload"), separators=(",", ":")).encode()
-            if self._send(endpoint, body, points, attempts=1 if probe or self.down else 3):
+            if self._send(endpoint, body, points, attempts=1 if self.down else 3):
                 self.spool.done(claimed)
                 self.counters["replayed_batches"] += 1
                 self.counters["replayed_points"] += points
                 self._mark_up()
-                probe = False
+                sent_any = True
             else:
                 self.spool.release(claimed)
                 return
+        self._spool_pending = False
+        if sent_any:
+            get_logger().debug("spool replayed to %s", self.base_url)
 
     def stats(self):
         out = dict(self.counters)
