@@ -28,6 +28,7 @@ WATCHES = {
     "maxtext": ("MaxText.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
     "clu": ("clu.metric_writers", "primus_lens_wandb_exporter.integrations.jax:on_clu_import"),
     "keras": ("keras", "primus_lens_wandb_exporter.integrations.keras:on_import"),
+    "pytorch": ("torch.optim.optimizer", "primus_lens_wandb_exporter.integrations.pytorch:on_import"),
 }
 
 _FALSE = ("0", "false", "no", "off", "disabled")

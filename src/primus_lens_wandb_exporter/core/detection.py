@@ -186,6 +186,11 @@ class Detector:
 def _choose(claims, heuristic, layer):
     exact = [e for e in claims if e.layer == layer]
     if exact:
+        if layer == BASE:
+            # A specific base (deepspeed, megatron ...) beats the generic pytorch/transformers claim.
+            specific = [e for e in exact if e.name not in ("pytorch", "transformers")]
+            if specific:
+                exact = specific
         # The latest claim of the highest confidence wins (a wrapper adapter may refine its base).
         return max(reversed(exact), key=lambda e: e.confidence)
     guesses = [e for e in heuristic if e.layer == layer and e.name not in {c.name for c in claims}]
