@@ -1,0 +1,203 @@
+"""Lightning adapter, end to end: a real Lightning ``Trainer`` on CPU in a fresh interpreter
+(the installed start-up line and Lightning's ``callbacks_factory`` entry point are all that
+activates us), a real W&B run (offline) where the scenario has one, and the real Lens server.
+
+Expected values come from a probe ``Logger`` inside the training program: it records exactly
+what Lightning hands its loggers (metrics and step), which is also what ``WandbLogger`` logs.
+"""
+
+import json
+import os
+
+import pytest
+
+from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, jsonl_rows,
+                      module_server, new_workload, points_of, sources)  # noqa: F401 (fixture)
+from support import exporter_env, run_python
+
+pytest.importorskip("lightning")
+pytest.importorskip("wandb")
+
+TRAIN = r'''
+import json, os, sys
+import torch
+opts = json.loads(sys.argv[1])
+if opts["namespace"] == "pytorch_lightning":
+    import pytorch_lightning as L
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+    from pytorch_lightning.loggers.logger import Logger
+    from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
+else:
+    import lightning.pytorch as L
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers.logger import Logger
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from torch.utils.data import DataLoader, TensorDataset
+
+class Probe(Logger):
+    """What Lightning hands its loggers: the reference the test compares Lens with."""
+    seen = []
+    name = "probe"
+    version = "0"
+    def log_metrics(self, metrics, step=None):
+        Probe.seen.append({"step": step, "metrics": {k: float(v) for k, v in metrics.items()}})
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+class Model(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+torch.manual_seed(0)
+data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+out = opts["out"]
+loggers = {
+    "wandb": lambda: [WandbLogger(project="lens-lightning", save_dir=out), Probe()],
+    "csv": lambda: [CSVLogger(out), Probe()],
+    "explicit": lambda: [CSVLogger(out), __import__("primus_lens_wandb_exporter").LensLogger(), Probe()],
+}[opts["logger"]]()
+kwargs = dict(accelerator="cpu", devices=1)
+if opts.get("strategy") == "deepspeed":
+    # Lightning's DeepSpeedStrategy accepts CUDA only; this user strategy runs it on CPU (gloo).
+    class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+        def setup_environment(self):
+            DDPStrategy.setup_environment(self)
+    kwargs["strategy"] = CPUDeepSpeedStrategy(
+        stage=1, process_group_backend="gloo", parallel_devices=[torch.device("cpu", 0)],
+        config={"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 1},
+                "optimizer": {"type": "Adam", "params": {"lr": 0.01, "torch_adam": True}}})
+trainer = L.Trainer(max_epochs=opts.get("epochs", 2), log_every_n_steps=2, logger=loggers,
+                    enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                    default_root_dir=out, **kwargs)
+trainer.fit(Model(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=8))
+lens = __import__("primus_lens_wandb_exporter")
+with open(os.path.join(out, "probe.json"), "w") as fh:
+    json.dump({"seen": Probe.seen,
+               "loggers": [type(lg).__name__ for lg in trainer.loggers],
+               "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
+               "lens_logger_is_namespace_logger": isinstance(lens.LensLogger(), Logger),
+               "other_namespace_imported": ("lightning.pytorch" if opts["namespace"] == "pytorch_lightning"
+                                            else "pytorch_lightning") in sys.modules}, fh)
+'''
+
+
+def _train(tmp_path, server, logger, namespace="lightning.pytorch", **opts):
+    uid = new_workload(f"pl-{logger}")
+    out = tmp_path / "run"
+    out.mkdir()
+    env = exporter_env(server, tmp_path, uid, PRIMUS_LENS_WANDB_OUTPUT_PATH=tmp_path / "jsonl")
+    if opts.get("strategy") == "deepspeed":
+        env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+                    "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                    # DeepSpeed compiles its CPU comm op once (~20 s); later runs reuse the build.
+                    "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
+                    or os.path.expanduser("~/.cache/torch_extensions")})
+    run_python(TRAIN, env, args=[json.dumps({"logger": logger, "namespace": namespace, "out": str(out), **opts})],
+               timeout=600)
+    with open(out / "probe.json") as fh:
+        probe = json.load(fh)
+    return uid, probe
+
+
+def _free_port():
+    from fixtures_server import free_port
+
+    return free_port()
+
+
+def _expected(probe):
+    """{metric: {step: value}} of what Lightning handed its loggers."""
+    out = {}
+    for call in probe["seen"]:
+        for name, value in call["metrics"].items():
+            out.setdefault(name, {})[call["step"]] = value
+    return out
+
+
+def _logged(probe, with_global_step=False):
+    """[(name, step)] of every metric Lightning handed its loggers, one entry per hand-over."""
+    out = [(name, call["step"]) for call in probe["seen"] for name in call["metrics"]]
+    if with_global_step:  # WandbLogger adds trainer/global_step to each row
+        out += [("trainer/global_step", call["step"]) for call in probe["seen"]]
+    return out
+
+
+def _assert_matches_probe(metrics, probe):
+    expected = _expected(probe)
+    assert {"train_loss", "val_loss", "epoch"} <= set(expected)
+    for name, steps in expected.items():
+        assert_close(metrics.get(name, {}), steps, name)
+
+
+def test_lightning_with_wandb_logger_reports_the_wandb_stream_once_stepped_by_trainer_global_step(
+        module_server, tmp_path):
+    uid, probe = _train(tmp_path, module_server, "wandb")
+    assert "LensLogger" not in probe["loggers"], "the W&B stream is the source: no LensLogger attached"
+    logged = _logged(probe, with_global_step=True)
+    det = detection_of(module_server, uid, "lightning")
+    assert det["base"] == "pytorch"
+    points = points_of(module_server, uid, "wandb", len(set(logged)))
+    metrics = by_name(points)
+    _assert_matches_probe(metrics, probe)
+    # trainer/global_step is the x axis: each row's step is the value WandbLogger logged with it.
+    assert all(step == value for step, value in metrics["trainer/global_step"].items())
+    assert {p["rank"] for p in points} == {0}
+    assert set(sources(module_server, uid)) == {"wandb"}, "the LensLogger must not double-report"
+    rows = jsonl_rows(tmp_path / "jsonl")
+    assert {r["source"] for r in rows} == {"wandb"}
+    assert_emitted_exactly(rows, "wandb", logged)
+
+
+def test_lightning_without_wandb_logger_reports_through_an_attached_lens_logger(module_server, tmp_path):
+    uid, probe = _train(tmp_path, module_server, "csv")
+    assert probe["loggers"] == ["CSVLogger", "Probe", "LensLogger"], "appended last: loggers[0] stays the user's"
+    assert probe["callbacks"].count("LensCallback") == 1
+    det = detection_of(module_server, uid, "lightning")
+    assert det["base"] == "pytorch"
+    logged = _logged(probe)
+    points = points_of(module_server, uid, "lightning", len(set(logged)))
+    _assert_matches_probe(by_name(points), probe)
+    assert len(points) == len(set(logged))
+    assert {p["rank"] for p in points} == {0}
+    assert set(sources(module_server, uid)) == {"lightning"}
+    assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "lightning", logged)
+
+
+def test_pytorch_lightning_namespace_explicit_lens_logger_is_used_once_and_the_other_namespace_not_imported(
+        module_server, tmp_path):
+    uid, probe = _train(tmp_path, module_server, "explicit", namespace="pytorch_lightning", epochs=1)
+    assert probe["lens_logger_is_namespace_logger"], "LensLogger subclasses pytorch_lightning's Logger"
+    assert not probe["other_namespace_imported"], "we imported lightning.pytorch the user did not import"
+    assert probe["loggers"].count("LensLogger") == 1, "the factory's callback must not add a second one"
+    det = detection_of(module_server, uid, "lightning")
+    assert det["base"] == "pytorch"
+    logged = _logged(probe)
+    points = points_of(module_server, uid, "lightning", len(set(logged)))
+    _assert_matches_probe(by_name(points), probe)
+    assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "lightning", logged)
+
+
+@pytest.mark.slow
+def test_lightning_deepspeed_strategy_claims_deepspeed_as_the_base(module_server, tmp_path):
+    pytest.importorskip("deepspeed")
+    uid, probe = _train(tmp_path, module_server, "csv", strategy="deepspeed", epochs=1)
+    det = detection_of(module_server, uid, "lightning")
+    assert det["base"] == "deepspeed"
+    logged = _logged(probe)
+    points = points_of(module_server, uid, "lightning", len(set(logged)))
+    metrics = by_name(points)
+    for name, steps in _expected(probe).items():
+        assert_close(metrics.get(name, {}), steps, name)
+    assert {p["rank"] for p in points} == {0}
+    assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "lightning", logged)
