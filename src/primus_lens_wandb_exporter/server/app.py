@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any, List, Literal, Optional
@@ -212,7 +213,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
 
-    async def read_json(request: Request) -> Any:
+    async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None:
             try:
@@ -227,10 +228,28 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
             if size > max_body:
                 raise ApiError(413, "body_too_large", f"body: larger than {max_body} bytes", "body")
             chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse(raw: bytes) -> Any:
         try:
-            return orjson.loads(b"".join(chunks))
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise ApiError(400, "invalid_json", f"body: not valid JSON ({e})", "body") from None
+
+    # Parsing, validation and the database write of a request run together in one
+    # of a few "ingest slots" rather than in every threadpool thread at once: the
+    # GIL serialises that Python work anyway, and a writer that releases the GIL
+    # around each SQLite step (or PostgreSQL round trip) and then has to win it
+    # back from 15 busy threads waits a switch interval every time (a convoy that
+    # cut throughput several-fold).  PostgreSQL gets more than one slot so Python
+    # work overlaps the database server's.
+    slots = threading.BoundedSemaphore(store.ingest_concurrency)
+
+    def ingest_job(handler):
+        def run(raw: bytes):
+            with slots:
+                return handler(parse(raw))
+        return run
 
     # -- ingest -----------------------------------------------------------------
 
@@ -274,26 +293,26 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
-        body = await read_json(request)
-        return json_response(await run_in_threadpool(_ingest_metrics, body))
+        raw = await read_body(request)
+        return json_response(await run_in_threadpool(ingest_job(_ingest_metrics), raw))
 
     @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
               responses=responses, summary="Report a framework detection")
     async def post_detection(request: Request):
-        body = await read_json(request)
-        return json_response(await run_in_threadpool(_ingest_detection, body))
+        raw = await read_body(request)
+        return json_response(await run_in_threadpool(ingest_job(_ingest_detection), raw))
 
     @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
               responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
     async def post_run(request: Request):
-        body = await read_json(request)
-        return json_response(await run_in_threadpool(_ingest_run, body))
+        raw = await read_body(request)
+        return json_response(await run_in_threadpool(ingest_job(_ingest_run), raw))
 
     @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
-        body = await read_json(request)
-        return json_response(await run_in_threadpool(_ingest_batch, body))
+        raw = await read_body(request)
+        return json_response(await run_in_threadpool(ingest_job(_ingest_batch), raw))
 
     # -- query ------------------------------------------------------------------
 

@@ -127,44 +127,59 @@ def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
     if len(metrics) > MAX_POINTS_PER_REQUEST:
         raise ApiError(413, "too_many_points",
                        f"{prefix}metrics: at most {MAX_POINTS_PER_REQUEST} points per request", prefix + "metrics")
-    points = batch.points
+    by_name = batch.series
     nonfinite = _NONFINITE
-    # The loop below is the ingest hot path: type() identity checks, no helpers
-    # for the common case, errors built only on failure.
+    float_t, int_t, str_t, dict_t = float, int, str, dict
+    # The loop below is the ingest hot path: class identity checks, locals only,
+    # errors built only on failure; points land directly in per-series dicts.
     for i, p in enumerate(metrics):
-        if type(p) is not dict:
+        if p.__class__ is not dict_t:
             raise bad(f"{prefix}metrics[{i}]", "must be an object")
         name = p.get("name")
-        if type(name) is not str or not name or len(name) > MAX_NAME_LEN or "\x00" in name:
+        if name.__class__ is not str_t or not 0 < len(name) <= MAX_NAME_LEN or "\x00" in name:
             raise bad(f"{prefix}metrics[{i}].name", f"must be a non-empty string of at most {MAX_NAME_LEN} "
                                                     "characters without NUL")
         v = p.get("value")
-        tv = type(v)
-        if tv is float:
-            pass
-        elif tv is int:
-            try:
-                v = float(v)
-            except OverflowError:
-                v = math.inf if v > 0 else -math.inf
-        elif tv is str and v in nonfinite:
-            v = nonfinite[v]
-        else:
-            raise bad(f"{prefix}metrics[{i}].value", 'must be a number or one of "NaN", "Infinity", "-Infinity"')
-        step = p.get("step", 0)
-        if type(step) is not int:
-            if type(step) is float and step.is_integer():
-                step = int(step)
-            elif step is None:
-                step = 0
+        tv = v.__class__
+        if tv is not float_t:
+            if tv is int_t:
+                try:
+                    v = float(v)
+                except OverflowError:
+                    v = math.inf if v > 0 else -math.inf
+            elif tv is str_t and v in nonfinite:
+                v = nonfinite[v]
             else:
-                raise bad(f"{prefix}metrics[{i}].step", "must be a non-negative integer")
-        if step < 0 or step > MAX_STEP:
-            raise bad(f"{prefix}metrics[{i}].step", f"must be between 0 and {MAX_STEP}")
+                raise bad(f"{prefix}metrics[{i}].value",
+                          'must be a number or one of "NaN", "Infinity", "-Infinity"')
+        step = p.get("step", 0)
+        if step.__class__ is not int_t or step < 0 or step > MAX_STEP:
+            step = _step(step, f"{prefix}metrics[{i}].step")
         ts = p.get("timestamp")
-        ts = default_ts if ts is None else _ts_ms(ts, f"{prefix}metrics[{i}].timestamp")
-        points[(name, step)] = (v, ts)
+        if ts is None:
+            ts = default_ts
+        elif ts.__class__ is float_t and 0.0 <= ts < _MS_THRESHOLD:
+            ts = ts * 1000.0
+        else:
+            ts = _ts_ms(ts, f"{prefix}metrics[{i}].timestamp")
+        pts = by_name.get(name)
+        if pts is None:
+            pts = by_name[name] = {}
+        pts[step] = (v, ts)
     return batch
+
+
+def _step(step: Any, field: str) -> int:
+    """The slow path of step validation (not a plain in-range int)."""
+    if step is None:
+        return 0
+    if type(step) is float and step.is_integer():
+        step = int(step)
+    if type(step) is not int:
+        raise bad(field, "must be a non-negative integer")
+    if step < 0 or step > MAX_STEP:
+        raise bad(field, f"must be between 0 and {MAX_STEP}")
+    return step
 
 
 def metrics_list(body: Any, field: str) -> List[MetricsBatch]:

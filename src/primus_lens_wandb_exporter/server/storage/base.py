@@ -35,8 +35,8 @@ LIVE_WINDOW_MS = 60_000.0
 class MetricsBatch:
     """One validated ``/wandb/metrics`` body: request-level fields and its points.
 
-    ``points`` maps ``(name, step)`` to ``(value, timestamp_ms)``; building it
-    as a dict is what makes the last duplicate of a key win.
+    ``series`` maps a metric name to ``{step: (value, timestamp_ms)}``; building
+    it as dicts is what makes the last duplicate of a key win.
     """
 
     workload_uid: str
@@ -46,7 +46,7 @@ class MetricsBatch:
     pod_name: str
     pod_uid: str
     namespace: str
-    points: Dict[Tuple[str, int], Tuple[float, float]] = field(default_factory=dict)
+    series: Dict[str, Dict[int, Tuple[float, float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,6 +76,8 @@ class Store:
     """A Lens database.  Thread-safe: ingest may be called from many threads."""
 
     kind = "?"
+    #: ingest requests processed at once (see app.py: more only adds GIL contention)
+    ingest_concurrency = 1
     #: exceptions after which a whole ingest transaction is retried
     retry_errors: tuple = ()
     _rollup_min_points = rollup.ROLLUP_MIN_POINTS
@@ -133,11 +135,16 @@ class Store:
         workloads: Dict[str, bool] = {}
         pods: Dict[Tuple[str, str], tuple] = {}
         for b in metrics:
-            workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.points)
+            workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.series)
             if b.pod_name:
                 pods[(b.workload_uid, b.pod_name)] = (b.workload_uid, b.pod_name, b.pod_uid, b.namespace, now)
-            for (name, step), vt in b.points.items():
-                series.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})[step] = vt
+            for name, pts in b.series.items():
+                key = (b.workload_uid, b.source, name, b.rank, b.run_id)
+                have = series.get(key)
+                if have is None:
+                    series[key] = pts
+                else:
+                    have.update(pts)  # a later body of the same batch wins
         for d in detections:
             workloads.setdefault(d["workload_uid"], False)
             if d.get("pod_name"):

@@ -1,0 +1,137 @@
+"""Ingest throughput of the Lens server over HTTP.
+
+Starts the real server (``python -m primus_lens_wandb_exporter.server``) on a fresh
+database, then 16 sender threads each POST batches of 5,000 points (10 metrics x
+500 steps, one rank per sender) over keep-alive connections.  Bodies are encoded
+before the clock starts so the numbers measure the server, not the client's JSON.
+Prints points/s and verifies that every point is stored exactly once.
+
+    python benchmarks/bench_server_ingest.py                       # SQLite
+    python benchmarks/bench_server_ingest.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from fixtures_server import LensServer, _pg_url  # noqa: E402
+
+
+def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid: str):
+    steps_per_batch = batch_points // metrics
+    now = time.time()
+    out = []
+    for b in range(batches):
+        pts = []
+        for s in range(b * steps_per_batch, (b + 1) * steps_per_batch):
+            ts = now + s * 0.01
+            for m in range(metrics):
+                pts.append({"name": f"metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s, "timestamp": ts})
+        out.append(orjson.dumps({"source": "wandb", "workload_uid": uid, "pod_name": f"pod-{sender}",
+                                 "run_id": "bench", "rank": sender, "timestamp": now, "metrics": pts}))
+    return out
+
+
+def sender(port: int, bodies, results, idx, errors):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    n = 0
+    for body in bodies:
+        conn.request("POST", "/api/v1/wandb/metrics", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        payload = resp.read()
+        if resp.status != 200:
+            errors.append((resp.status, payload[:200]))
+            return
+        n += orjson.loads(payload)["inserted"]
+    results[idx] = n
+    conn.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--pg-dsn", default=os.environ.get("PRIMUS_LENS_TEST_POSTGRES_DSN"))
+    ap.add_argument("--senders", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batches", type=int, default=20, help="batches per sender")
+    ap.add_argument("--metrics", type=int, default=10)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lens-bench-"))
+    pg_db = None
+    if args.db == "postgres":
+        import psycopg
+
+        if not args.pg_dsn:
+            ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
+        pg_db = f"lens_bench_{os.getpid()}"
+        with psycopg.connect(args.pg_dsn, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{pg_db}"')
+            c.execute(f'CREATE DATABASE "{pg_db}"')
+        db_url = _pg_url(args.pg_dsn, pg_db)
+    else:
+        db_url = f"sqlite:///{tmp}/bench.db"
+    srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", "warning"]).start()
+    uid = "bench-ingest"
+    try:
+        print(f"encoding {args.senders} x {args.batches} bodies of {args.batch} points ...", flush=True)
+        bodies = [make_bodies(i, args.batches, args.batch, args.metrics, uid) for i in range(args.senders)]
+        total = args.senders * args.batches * args.batch
+        results = [0] * args.senders
+        errors: list = []
+        threads = [threading.Thread(target=sender, args=(srv.port, bodies[i], results, i, errors))
+                   for i in range(args.senders)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        if errors:
+            print("errors:", errors[:3])
+            return 1
+        import requests
+
+        src = requests.get(f"{srv.api}/workloads/{uid}/metrics/sources", timeout=60).json()
+        stored = src["data_sources"][0]["count"]
+        if srv.db_kind == "sqlite":
+            import sqlite3
+
+            rows = sqlite3.connect(srv.sqlite_path).execute(
+                "SELECT COUNT(*) FROM training_performance WHERE workload_uid = ?", (uid,)).fetchone()[0]
+        else:
+            import psycopg
+
+            with psycopg.connect(db_url) as c:
+                rows = c.execute("SELECT COUNT(*) FROM training_performance WHERE workload_uid = %s",
+                                 (uid,)).fetchone()[0]
+        ok = stored == rows == total == sum(results)
+        print(f"database={srv.db_kind} senders={args.senders} batch={args.batch} points={total}")
+        print(f"elapsed={elapsed:.2f}s throughput={total / elapsed:,.0f} points/s")
+        print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
+              f"{'OK every point stored once' if ok else 'MISMATCH'}")
+        return 0 if ok else 1
+    finally:
+        srv.stop()
+        if pg_db:
+            import psycopg
+
+            with psycopg.connect(args.pg_dsn, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
