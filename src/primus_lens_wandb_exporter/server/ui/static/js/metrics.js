@@ -7,6 +7,7 @@ import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
 const LIVE_MS = 1000;              // refresh period while a run is live
 const AVAILABLE_EVERY = 5;         // re-list metrics every N live ticks
+const FINISH_GRACE_TICKS = 5;      // ticks of catch-up after a run stops being live
 const DEFAULT_SELECTED = 24;       // metrics drawn by default
 const PREFS_KEY = 'primus-lens-metric-prefs';
 const SOURCE_LABELS = { wandb: 'WandB' };
@@ -415,8 +416,17 @@ export function metricsTab(el, ctx) {
       if (!st.sources || !st.sources.length) {
         if (await loadSources()) await loadAvailable();
       } else if (isLive() && !st.paused) {
+        st.wasLive = true;
+        st.graceTicks = undefined;
         st.tick += 1;
         if (st.tick % AVAILABLE_EVERY === 0) { await loadSources(); await loadAvailable(); }
+        await pollNew();
+      } else if (st.wasLive && !isLive()) {
+        // The run just finished: keep catching up a few seconds for the points that the
+        // exporter flushed around wandb.finish().
+        st.graceTicks = (st.graceTicks ?? FINISH_GRACE_TICKS) - 1;
+        if (st.graceTicks <= 0) { st.wasLive = false; st.graceTicks = undefined; }
+        if (st.tick++ % AVAILABLE_EVERY === 0 || !st.wasLive) { await loadSources(); await loadAvailable(); }
         await pollNew();
       }
       clearError();
