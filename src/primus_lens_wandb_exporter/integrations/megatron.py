@@ -1,10 +1,360 @@
-"""megatron integration (placeholder until its adapter lands)."""
+"""Megatron-LM (``training_log``) and Megatron-Bridge (``Callback``) adapters.
+
+Megatron-LM has no callback API: every iteration, on every rank, ``train()`` calls the
+module global ``megatron.training.training.training_log``.  We wrap it when the module
+is imported, bind its arguments **by name** (the positional order changed between
+releases: core_v0.15 has ``decoupled_learning_rate`` 4th, later releases dropped it and
+added ``max_attention_logit``) and chain whatever wrapper is already there (Primus puts
+its own around it; whichever of us wraps first, both run).
+
+Exactly once: Megatron writes its per-iteration values to W&B only when a TensorBoard
+writer *and* a W&B writer exist on this rank (the last one).  Then the W&B stream is
+the source (the raw wandb patch reports it, with Megatron's names and
+``step=iteration``) and this adapter only claims.  Every value W&B does not receive in
+this run (W&B gated off, or a flag such as ``--log-loss-scale-to-tensorboard`` unset) is
+reported here, under ``source="megatron"`` with the same names Megatron gives it, from
+the last rank, ``step=iteration``.
+
+Megatron-Bridge: a :class:`LensBridgeCallback` is added to every ``CallbackManager``
+that ``normalize_callbacks`` returns (``pretrain(..., callbacks=...)`` goes through it),
+so Bridge runs are claimed exactly without a line of user code.
+"""
+
+import inspect
+import os
+import sys
+
+from ..core import patching
+from ..core.detection import dist_version
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "megatron"
+#: megatron-core versions whose ``training_log`` we reproduced and tested (core_v0.15.0 .. 0.20 / HEAD 2026-08).
+MIN_VERSION = (0, 15)
+MAX_VERSION = (0, 20)
+#: Bridge releases whose ``callbacks`` module we reproduced (v0.5 .. HEAD 2026-08).
+BRIDGE_MIN_VERSION = (0, 5)
+BRIDGE_MAX_VERSION = (0, 9)
+
+_MARK = "_primus_lens_megatron"
+_TRAINING_LOG = "training_log"
+
+# training_log argument -> the name Megatron gives the value in TensorBoard / W&B.
+_SCALAR_ARGS = (
+    ("learning_rate", "learning-rate"),
+    ("decoupled_learning_rate", "decoupled-learning-rate"),
+    ("loss_scale", "loss-scale"),
+    ("grad_norm", "grad-norm"),
+    ("num_zeros_in_grad", "num-zeros"),
+    ("params_norm", "params-norm"),
+    ("max_attention_logit", "max_attention_logit"),
+)
+# Values Megatron sends to W&B only when an ``args`` flag is set (absent flag: always sent).
+_WANDB_FLAG = {"loss-scale": "log_loss_scale_to_tensorboard", "max_attention_logit": "log_max_attention_logit"}
+# Values Megatron never sends to W&B (TensorBoard only).
+_NEVER_TO_WANDB = frozenset({"decoupled-learning-rate"})
 
 
-def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
+def version_tuple(text):
+    """``"0.15.0rc2"`` -> ``(0, 15, 0)``; ``None`` for no version."""
+    if not text:
+        return None
+    out = []
+    for part in str(text).split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def in_range(version, low, high):
+    """Unknown versions pass (the structural checks still apply); known ones must be in [low, high]."""
+    if version is None:
+        return True
+    return low <= version[:len(low)] and version[:len(high)] <= high
+
+
+def megatron_version():
+    """megatron-core's version, from its already-imported ``package_info`` or the metadata."""
+    info = sys.modules.get("megatron.core.package_info")
+    text = getattr(info, "__version__", None) if info is not None else None
+    return text or dist_version("megatron")
+
+
+def dist_ranks(args_obj=None):
+    """(rank, world_size): torch.distributed when initialised, else Megatron's args, else env."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None:
+        try:
+            if dist.is_available() and dist.is_initialized():
+                return dist.get_rank(), dist.get_world_size()
+        except Exception:
+            pass
+    rank = getattr(args_obj, "rank", None)
+    world = getattr(args_obj, "world_size", None)
+    if isinstance(rank, int) and isinstance(world, int):
+        return rank, world
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+# --------------------------------------------------------------------- Megatron-LM
+
+
+def _chain(func):
+    """Every callable reachable from ``func`` through wrappers (``__wrapped__``, our mark, closures)."""
+    seen, queue = set(), [func]
+    while queue and len(seen) < 64:
+        current = queue.pop(0)
+        if id(current) in seen or not callable(current):
+            continue
+        seen.add(id(current))
+        yield current
+        for attr in ("__wrapped__", patching.MARK):
+            inner = getattr(current, attr, None)
+            if inner is not None:
+                queue.append(inner)
+        for cell in getattr(current, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            if inspect.isfunction(value) or inspect.ismethod(value):
+                queue.append(value)
+
+
+def _is_ours(func):
+    return any(getattr(f, _MARK, False) for f in _chain(func))
+
+
+def real_signature(func, module_name):
+    """The signature of Megatron's own ``training_log``, also from under wrappers such as
+    Primus's ``primus_training_log(*args, **kwargs)``; ``None`` when it cannot be found."""
+    for candidate in _chain(func):
+        code = getattr(candidate, "__code__", None)
+        if code is None or code.co_name != _TRAINING_LOG:
+            continue
+        if getattr(candidate, "__module__", None) != module_name:
+            continue
+        try:
+            sig = inspect.signature(candidate, follow_wrapped=False)
+        except (TypeError, ValueError):
+            continue
+        kinds = {p.kind for p in sig.parameters.values()}
+        if inspect.Parameter.VAR_POSITIONAL in kinds:
+            continue
+        if "loss_dict" in sig.parameters and "iteration" in sig.parameters:
+            return sig
     return None
 
 
+class _MegatronState:
+    """What the wrapper learns once per process (rank, claim) and reads per call."""
+
+    def __init__(self, module, signature, version):
+        self.module = module
+        self.signature = signature
+        self.version = version
+        self.claimed = False
+        self.ranks = None
+        self.arg_names = [a for a, _ in _SCALAR_ARGS if a in signature.parameters]
+
+    def _global(self, name):
+        func = self.module.__dict__.get(name)
+        return func() if callable(func) else None
+
+    def capture(self, args, kwargs):
+        """Runs before the original: bind by name, decide what W&B will not get. Cheap."""
+        bound = self.signature.bind(*args, **kwargs)
+        values = bound.arguments
+        megatron_args = self._global("get_args")
+        if self.ranks is None or not self.ranks[2]:
+            rank, world = dist_ranks(megatron_args)
+            dist = sys.modules.get("torch.distributed")
+            final = bool(dist is not None and dist.is_available() and dist.is_initialized())
+            self.ranks = (rank, world, final)
+        rank, world, _ = self.ranks
+        iteration = int(values["iteration"])
+        wandb_on = bool(self._global("get_tensorboard_writer")) and bool(self._global("get_wandb_writer"))
+        if not self.claimed:
+            self.claimed = True
+            get_recorder().claim(
+                NAME, "base", version=self.version, indicators=("hook:megatron.training.training.training_log",),
+                rank=rank, world_size=world, logging_rank=world - 1, step_source="iteration",
+                wandb_writer="on" if wandb_on else "off")
+        if rank != world - 1:
+            return None  # Megatron logs from the last rank; the others would only repeat it.
+        metrics = {}
+        if not wandb_on:
+            loss_dict = values.get("loss_dict") or {}
+            for key, value in loss_dict.items():
+                metrics[str(key)] = value
+        for arg, name in _SCALAR_ARGS:
+            if arg not in values:
+                continue
+            value = values[arg]
+            if value is None:
+                continue
+            if wandb_on and name not in _NEVER_TO_WANDB:
+                flag = _WANDB_FLAG.get(name)
+                if flag is None or getattr(megatron_args, flag, False):
+                    continue  # W&B receives it: the raw wandb patch reports it.
+            metrics[name] = value
+        return (metrics, iteration, rank) if metrics else None
+
+
+def _make_training_log(state):
+    def make(original):
+        def training_log(*args, **kwargs):
+            try:
+                pending = state.capture(args, kwargs)
+            except Exception as exc:  # ours: the original still runs
+                pending = exc
+            result = original(*args, **kwargs)  # Megatron's own exceptions propagate untouched
+            if pending is not None:
+                try:
+                    if isinstance(pending, Exception):
+                        raise pending
+                    metrics, step, rank = pending
+                    get_recorder().record(metrics, step, source=NAME, rank=rank)
+                except Exception as exc:
+                    patching.our_error("megatron.training_log", exc)
+            return result
+
+        return training_log
+    return make
+
+
+def on_import(module):
+    """Called when ``megatron.training.training`` has been imported."""
+    if not get_recorder().enabled:
+        return None
+    current = getattr(module, _TRAINING_LOG, None)
+    if current is None:
+        get_logger().debug("megatron: no training_log in %s; adapter not installed", module.__name__)
+        return None
+    if _is_ours(current):
+        return current
+    version_text = megatron_version()
+    if not in_range(version_tuple(version_text), MIN_VERSION, MAX_VERSION):
+        get_logger().debug("megatron-core %s is outside the tested range %s..%s: adapter not installed",
+                           version_text, MIN_VERSION, MAX_VERSION)
+        return None
+    signature = real_signature(current, module.__name__)
+    if signature is None:
+        get_logger().debug("megatron: training_log has no loss_dict/iteration parameters; adapter not installed")
+        return None
+    state = _MegatronState(module, signature, version_text)
+    wrapper = patching.patch(module, _TRAINING_LOG, _make_training_log(state))
+    setattr(wrapper, _MARK, True)
+    get_logger().debug("Megatron hook installed (training_log%s)", signature)
+    return wrapper
+
+
+# ---------------------------------------------------------------- Megatron-Bridge
+
+_bridge_callback_class = None
+
+
+def _bridge_version():
+    pkg = sys.modules.get("megatron.bridge")
+    text = getattr(pkg, "__version__", None) if pkg is not None else None
+    return text or dist_version("megatron_bridge")
+
+
+def _make_bridge_callback(callbacks_module):
+    base = callbacks_module.Callback
+
+    class LensBridgeCallback(base):
+        """Claims Megatron-Bridge and reports what its W&B logger does not receive."""
+
+        def __init__(self):
+            super().__init__()
+            self._claimed = False
+            self._ranks = None
+
+        def on_train_step_end(self, context):
+            try:
+                self._step_end(context)
+            except Exception as exc:
+                patching.our_error("megatron_bridge.on_train_step_end", exc)
+
+        def _step_end(self, context):
+            state = getattr(context, "state", None)
+            cfg = getattr(state, "cfg", None)
+            if self._ranks is None:
+                self._ranks = dist_ranks()
+            rank, world = self._ranks
+            logger_cfg = getattr(cfg, "logger", None)
+            wandb_on = bool(getattr(logger_cfg, "wandb_project", None)) and rank == world - 1
+            if not self._claimed:
+                self._claimed = True
+                get_recorder().claim("megatron_bridge", "base", version=_bridge_version(),
+                                     indicators=("callback:megatron.bridge.training.callbacks",),
+                                     rank=rank, world_size=world, logging_rank=world - 1,
+                                     step_source="train_state.step", wandb_logger="on" if wandb_on else "off")
+            if wandb_on or rank != world - 1:
+                return
+            metrics = {str(k): v for k, v in (getattr(context, "loss_dict", None) or {}).items()}
+            grad_norm = getattr(context, "grad_norm", None)
+            if grad_norm is not None:
+                metrics["grad-norm"] = grad_norm
+            if not metrics:
+                return
+            # The event fires before ``train_state.step`` is incremented; Bridge's own
+            # training_log (and its W&B writes) use the incremented value.
+            step = int(state.train_state.step) + 1
+            get_recorder().record(metrics, step, source="megatron_bridge", rank=rank)
+
+    return LensBridgeCallback
+
+
+def _make_normalize(callbacks_module):
+    def make(original):
+        def normalize_callbacks(callbacks, *args, **kwargs):
+            manager = original(callbacks, *args, **kwargs)
+            try:
+                if manager is None:
+                    manager = callbacks_module.CallbackManager()
+                already = any(getattr(getattr(fn, "__self__", None), _MARK, False)
+                              for fn in manager.list_callbacks("on_train_step_end"))
+                if not already:
+                    callback = _bridge_callback_class()
+                    setattr(callback, _MARK, True)
+                    manager.add(callback)
+            except Exception as exc:
+                patching.our_error("megatron_bridge.normalize_callbacks", exc)
+            return manager
+
+        return normalize_callbacks
+    return make
+
+
 def on_bridge_import(module):
+    """Called when ``megatron.bridge.training.callbacks`` has been imported."""
+    global _bridge_callback_class
+    if not get_recorder().enabled:
+        return None
+    for name in ("Callback", "CallbackManager", "normalize_callbacks"):
+        if not hasattr(module, name):
+            get_logger().debug("megatron-bridge: callbacks module lacks %s; adapter not installed", name)
+            return None
+    version_text = _bridge_version()
+    if not in_range(version_tuple(version_text), BRIDGE_MIN_VERSION, BRIDGE_MAX_VERSION):
+        get_logger().debug("megatron-bridge %s is outside the tested range: adapter not installed", version_text)
+        return None
+    _bridge_callback_class = _make_bridge_callback(module)
+    return patching.patch(module, "normalize_callbacks", _make_normalize(module))
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """Exact claims come from the wrappers above; the module heuristics live in core."""
     return None

@@ -1,0 +1,114 @@
+"""Runs a small training program against stand-in framework packages, with the exporter
+activated by its installed start-up line (as for users), and reads back what it reported.
+
+Each stand-in root below this folder is a directory to put on ``PYTHONPATH``; it holds
+our own minimal re-implementation of a named upstream release (see each package's
+docstring).  Points are read from the local JSONL sink (``PRIMUS_LENS_WANDB_OUTPUT_PATH``);
+the detection payload the Recorder would send is printed by the program at exit.
+"""
+
+import json
+import os
+import sys
+import textwrap
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(os.path.dirname(HERE))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import support  # noqa: E402  (tests/support.py)
+
+DETECTION_MARK = "LENS-DETECTION:"
+
+_FOOTER = """
+
+# ---- harness footer: deliver everything, then print the detection the Recorder built.
+def _lens_footer():
+    import json as _json
+    from primus_lens_wandb_exporter.core import patching as _patching
+    from primus_lens_wandb_exporter.core.recorder import get_recorder as _get_recorder
+    _rec = _get_recorder()
+    _rec.flush(10)
+    _payload = _rec._detector.build(_rec._claims, list(_rec._runs.values())) if _rec._detector else {}
+    print(%r + _json.dumps({"detection": _payload.get("detection"), "hints": _payload.get("hints"),
+                              "evidence_base": _payload.get("evidence", {}).get("base_frameworks"),
+                              "evidence_wrapper": _payload.get("evidence", {}).get("wrapper_frameworks"),
+                              "our_errors": _patching.errors["count"]}), flush=True)
+_lens_footer()
+""" % DETECTION_MARK
+
+
+def root(name):
+    """Absolute path of one stand-in root (e.g. ``"megatron_head"``)."""
+    path = os.path.join(HERE, name)
+    assert os.path.isdir(path), path
+    return path
+
+
+class Result:
+    """A finished training process: its output, the points it reported, its detection."""
+
+    def __init__(self, proc, output_path):
+        self.proc = proc
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.points = read_points(output_path)
+        self.detection = None
+        for line in proc.stdout.splitlines():
+            if line.startswith(DETECTION_MARK):
+                self.detection = json.loads(line[len(DETECTION_MARK):])
+
+    def series(self, name, source=None, rank=None):
+        """{step: value} of one metric; asserts no (source, rank, step) repeats."""
+        out = {}
+        for p in self.points:
+            if p["name"] != name or (source and p["source"] != source) or (rank is not None and p["rank"] != rank):
+                continue
+            assert p["step"] not in out, f"{name} reported twice at step {p['step']}: {p}"
+            out[p["step"]] = p["value"]
+        return out
+
+    def names(self, source):
+        return {p["name"] for p in self.points if p["source"] == source}
+
+    def sources(self):
+        return {p["source"] for p in self.points}
+
+    def assert_each_point_once(self):
+        """No (name, step, rank) is reported twice, whatever the data source."""
+        seen = {}
+        for p in self.points:
+            key = (p["name"], p["step"], p["rank"])
+            assert key not in seen, f"{key} reported twice: {seen[key]} and {p['source']}"
+            seen[key] = p["source"]
+
+
+def read_points(output_path):
+    points = []
+    for dirpath, _, files in os.walk(output_path):
+        for name in files:
+            if name.endswith(".jsonl"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as fh:
+                    points.extend(json.loads(line) for line in fh if line.strip())
+    return points
+
+
+def run(code, tmp_path, roots, workload="standin", check=True, footer=True, **env_extra):
+    """Run ``code`` with the stand-in ``roots`` importable; returns a :class:`Result`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    output = tmp_path / "lens-jsonl"
+    env = support.exporter_env(None, tmp_path, workload, **env_extra)
+    env.update({
+        "PYTHONPATH": os.pathsep.join([root(r) for r in roots] + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PRIMUS_LENS_WANDB_API_REPORTING": "false",
+        "PRIMUS_LENS_WANDB_OUTPUT_PATH": str(output),
+        "STANDIN_TMP": str(tmp_path),
+    })
+    env.setdefault("PRIMUS_LENS_TESTING", "1")
+    env.update({k: str(v) for k, v in env_extra.items()})
+    source = textwrap.dedent(code) + (_FOOTER if footer else "")
+    script = tmp_path / f"train_{abs(hash(source)) % 10**8}.py"
+    script.write_text(source)
+    proc = support.run_python(str(script), env, timeout=120, check=check, cwd=str(tmp_path))
+    return Result(proc, str(output))
