@@ -1,0 +1,174 @@
+"""Query latency of the Lens server over HTTP.
+
+1. ``metrics/data`` for one metric with 1,000,000 stored points and
+   ``max_points=2000`` (target: median <= 100 ms).  The points go in through the
+   storage layer's normal ingest (so the rollups are the ones real ingest builds),
+   in batches of 50,000.
+2. ``metrics/available`` and ``metrics/sources`` on a workload with 10,000,000
+   points (target: <= 50 ms).  Those points are bulk-loaded with plain SQL
+   (INSERT / COPY plus the per-series summary rows ingest would write) to save
+   minutes; the endpoints read only the summary, never the points.
+
+Every latency is measured end to end over HTTP (keep-alive), median of N runs.
+
+    python benchmarks/bench_server_query.py                        # SQLite
+    python benchmarks/bench_server_query.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from fixtures_server import LensServer, _pg_url  # noqa: E402
+from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store  # noqa: E402
+
+T0_MS = 1_700_000_000_000.0
+
+
+def load_million(store, n: int) -> None:
+    """One metric, ``n`` steps, through Store.ingest (points, summary and rollups)."""
+    chunk = 50_000
+    for lo in range(0, n, chunk):
+        b = MetricsBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
+        b.series["loss"] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0)
+                            for s in range(lo, min(n, lo + chunk))}
+        store.ingest(metrics=[b])
+
+
+def bulk_load_10m(store, n: int, metrics: int = 100, ranks: int = 8) -> None:
+    """``n`` points for workload bench-10m (metrics x ranks series), straight into the tables."""
+    per_series = n // (metrics * ranks)
+    key_rows = [("bench-10m", "wandb", f"metric_{m:03d}", r, "run") for m in range(metrics) for r in range(ranks)]
+    summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0) for k in key_rows]
+    cols = "workload_uid, data_source, metric_name, rank, run_id"
+    if store.kind == "sqlite":
+        with store.write_tx() as cur:
+            cur.execute("INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES (?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
+        for i, k in enumerate(key_rows):
+            with store.write_tx() as cur:
+                cur.executemany(f"INSERT INTO training_performance ({cols}, iteration, value, timestamp) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                (k + (s, float(s), T0_MS + s * 100.0) for s in range(per_series)))
+            if i % 100 == 0:
+                print(f"  loaded {i * per_series:,} points", flush=True)
+        with store.write_tx() as cur:
+            cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", summary)
+    else:
+        with store.write_tx() as cur:
+            cur.execute("INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
+        for i, k in enumerate(key_rows):
+            prefix = "\t".join(map(str, k)) + "\t"
+            payload = "".join(f"{prefix}{s}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n" for s in range(per_series))
+            with store.write_tx() as cur:
+                with cur.copy(f"COPY training_performance ({cols}, iteration, value, timestamp) FROM STDIN") as cp:
+                    cp.write(payload.encode())
+            if i % 100 == 0:
+                print(f"  loaded {i * per_series:,} points", flush=True)
+        with store.write_tx() as cur:
+            cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", summary)
+
+
+def median_ms(port: int, path: str, runs: int) -> tuple:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    times = []
+    size = 0
+    for i in range(runs + 2):
+        t = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        dt = (time.perf_counter() - t) * 1000
+        assert resp.status == 200, body[:300]
+        size = len(body)
+        if i >= 2:  # two warm-up requests
+            times.append(dt)
+    conn.close()
+    return statistics.median(times), min(times), size
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--pg-dsn", default=os.environ.get("PRIMUS_LENS_TEST_POSTGRES_DSN"))
+    ap.add_argument("--points", type=int, default=1_000_000, help="points of the single metric")
+    ap.add_argument("--points-10m", type=int, default=10_000_000, help="points of the big workload (0: skip)")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--keep", help="reuse/keep this SQLite file (skips loading when it exists)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lens-bench-"))
+    pg_db = None
+    if args.db == "postgres":
+        import psycopg
+
+        if not args.pg_dsn:
+            ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
+        pg_db = f"lens_bench_q_{os.getpid()}"
+        with psycopg.connect(args.pg_dsn, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{pg_db}"')
+        db_url = _pg_url(args.pg_dsn, pg_db)
+    else:
+        path = args.keep or f"{tmp}/bench.db"
+        db_url = f"sqlite:///{path}"
+    fresh = not (args.keep and os.path.exists(args.keep))
+    if fresh:
+        store = open_store(db_url)
+        t = time.perf_counter()
+        load_million(store, args.points)
+        print(f"loaded {args.points:,} points of one metric through Store.ingest in {time.perf_counter() - t:.1f}s")
+        if args.points_10m:
+            t = time.perf_counter()
+            bulk_load_10m(store, args.points_10m)
+            print(f"bulk-loaded {args.points_10m:,} points in {time.perf_counter() - t:.1f}s")
+        if store.kind == "postgresql":
+            with store.write_tx() as cur:
+                cur.execute("ANALYZE")
+        store.close()
+    srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", "warning"]).start()
+    try:
+        print(f"database={srv.db_kind} runs={args.runs} (median / min over HTTP)")
+        q = [("metrics/data 1M points, max_points=2000",
+              "/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000", 100),
+             ("metrics/data 1M points, max_points=2000, start/end = middle 10%",
+              f"/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000"
+              f"&start={T0_MS + args.points * 45:.0f}&end={T0_MS + args.points * 55:.0f}", 100)]
+        if args.points_10m:
+            q += [("metrics/available on 10M-point workload",
+                   "/api/v1/workloads/bench-10m/metrics/available?data_source=wandb", 50),
+                  ("metrics/sources on 10M-point workload", "/api/v1/workloads/bench-10m/metrics/sources", 50),
+                  ("workloads list", "/api/v1/workloads", 50)]
+        ok = True
+        for label, path, target in q:
+            med, best, size = median_ms(srv.port, path, args.runs)
+            verdict = "OK" if med <= target else "OVER TARGET"
+            ok &= med <= target
+            print(f"{label}: median {med:.1f} ms, min {best:.1f} ms, {size:,} bytes "
+                  f"(target <= {target} ms: {verdict})")
+        return 0 if ok else 1
+    finally:
+        srv.stop()
+        if pg_db:
+            import psycopg
+
+            with psycopg.connect(args.pg_dsn, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
