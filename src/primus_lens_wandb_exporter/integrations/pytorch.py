@@ -13,11 +13,12 @@ Signals (both observed, neither guessed):
   optimizer step already happened, the claim is made there.
 
 What "exact" means here: we *saw* PyTorch train (or its process group up) in the
-process that logs to W&B.  We cannot see from these signals whether another
-framework drives PyTorch, so the claim has confidence 0.9: any framework adapter's
-claim (DeepSpeed, Megatron, TorchTitan, Lightning/HF's base) wins over it.  A
-process that never logs to W&B (rank 1 of a job where rank 0 logs) claims nothing
-and sends nothing.
+process that logs to W&B, so PyTorch is certainly a base layer of this run.  These
+signals cannot tell whether a more specific framework drives PyTorch (DeepSpeed,
+Megatron and TorchTitan step ``torch.optim`` optimizers too); the Detector therefore
+lets any specific base claim win over ``pytorch`` (``core/detection.py``), and this
+adapter never claims a wrapper.  A process that never logs to W&B (rank 1 of a job
+where only rank 0 logs) claims nothing and sends nothing.
 """
 
 import sys
@@ -31,7 +32,7 @@ from ..core.recorder import get_recorder
 NAME = "pytorch"
 MIN_VERSION = (2, 0, 0)    # register_optimizer_step_post_hook exists since 2.0
 MAX_VERSION = (2, 14, 0)   # exclusive: tested on 2.13
-CONFIDENCE = 0.9           # below every specific framework's exact claim (see module docstring)
+CONFIDENCE = 1.0           # a specific base claim still wins: the Detector prefers it over pytorch
 _PG = "torch.distributed.is_initialized"
 
 

@@ -1,0 +1,95 @@
+"""Plain PyTorch: ``pytorch`` is the base, exactly, when a PyTorch loop logs through W&B.
+
+Real programs (real torch on CPU, real wandb offline) in fresh interpreters activated by
+the installed start-up line, checked in the real Lens server.
+"""
+
+import os
+
+import pytest
+
+from fixtures_server import free_port
+from lens_e2e import by_name, module_server, new_workload, points_of  # noqa: F401 (fixture)
+from support import ROOT, exporter_env, run_python, wait_for, workload
+
+EXAMPLE = os.path.join(ROOT, "examples", "train_simple.py")
+
+PROCESS_GROUP = """
+import torch, torch.distributed as dist, wandb
+dist.init_process_group(backend="gloo")
+run = wandb.init(project="pg", name="pg")
+for step in range(3):
+    wandb.log({"loss": 1.0 / (step + 1)})
+wandb.finish()
+dist.destroy_process_group()
+"""
+
+NO_WANDB_RUN = """
+import torch, wandb
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(5):
+    loss = model(torch.randn(8, 4)).pow(2).mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+print("trained without wandb.init")
+"""
+
+
+def _single_rank_env(server, tmp_path, uid, **extra):
+    return exporter_env(server, tmp_path, uid, RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=free_port(), **extra)
+
+
+def _detection(server, uid, method):
+    det = wait_for(lambda: (lambda d: d if d and d.get("method") == method else None)(
+        (workload(server, uid) or {}).get("detection")), timeout=30)
+    assert det, workload(server, uid).get("detection")
+    return det
+
+
+def test_train_simple_example_single_process_is_plain_pytorch_exactly(module_server, tmp_path):
+    uid = new_workload("torch-simple")
+    steps = 12
+    run_python(EXAMPLE, exporter_env(module_server, tmp_path, uid), args=("--steps", str(steps)), timeout=180)
+
+    points = points_of(module_server, uid, "wandb", steps * 5)
+    series = by_name(points)
+    assert set(series) == {"loss", "accuracy", "learning_rate", "grad_norm", "epoch"}
+    assert all(sorted(s) == list(range(steps)) for s in series.values())
+    assert series["learning_rate"][0] == pytest.approx(0.1)
+    det = _detection(module_server, uid, "exact")
+    assert (det["wrapper"], det["base"]) == (None, "pytorch"), det
+    evidence = det["evidence"]["base_frameworks"]["pytorch"]
+    assert evidence["signal"] == "torch.optim.Optimizer.step" and evidence["distributed"] is False, evidence
+
+
+def test_process_group_with_wandb_run_is_plain_pytorch_exactly(module_server, tmp_path):
+    uid = new_workload("torch-pg")
+    run_python(PROCESS_GROUP, _single_rank_env(module_server, tmp_path, uid), timeout=180)
+
+    det = _detection(module_server, uid, "exact")
+    assert (det["wrapper"], det["base"]) == (None, "pytorch"), det
+    evidence = det["evidence"]["base_frameworks"]["pytorch"]
+    assert evidence["method"] == "exact" and evidence["distributed"] is True
+    assert evidence["backend"] == "gloo" and evidence["world_size"] == 1 and evidence["rank"] == 0
+    assert sorted(by_name(points_of(module_server, uid, "wandb", 3))["loss"]) == [0, 1, 2]
+
+
+def test_pytorch_integration_disabled_leaves_only_the_heuristic(module_server, tmp_path):
+    uid = new_workload("torch-off")
+    env = _single_rank_env(module_server, tmp_path, uid, PRIMUS_LENS_DISABLED_INTEGRATIONS="pytorch")
+    run_python(PROCESS_GROUP, env, timeout=180)
+
+    points_of(module_server, uid, "wandb", 3)
+    det = _detection(module_server, uid, "heuristic")
+    assert det["base"] == "pytorch" and det["confidence"] < 1.0, det
+    assert det["evidence"]["base_frameworks"]["pytorch"]["method"] == "heuristic"
+    assert workload(module_server, uid)["detection"]["method"] == "heuristic"
+
+
+def test_pytorch_training_without_a_wandb_run_sends_nothing(module_server, tmp_path):
+    uid = new_workload("torch-silent")
+    proc = run_python(NO_WANDB_RUN, exporter_env(module_server, tmp_path, uid), timeout=180)
+    assert "trained without wandb.init" in proc.stdout
+    response = module_server.get(f"/api/v1/workloads/{uid}")
+    assert response.status_code == 404, response.text[:500]
