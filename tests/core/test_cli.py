@@ -1,0 +1,72 @@
+"""``primus-lens doctor`` and ``primus-lens replay`` against the real server."""
+
+import json
+import subprocess
+import sys
+
+from support import exporter_env, get_json, run_python
+
+
+def _cli(args, env, check=True):
+    proc = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_doctor_reports_a_healthy_setup(lens_server, tmp_path):
+    env = exporter_env(lens_server, tmp_path, "doc")
+    report = json.loads(_cli(["doctor", "--json"], env).stdout)
+    assert report["problems"] == []
+    assert report["startup_line"].endswith("primus_lens_wandb_exporter.pth")
+    assert report["fresh_interpreter"]["watcher"] is True and report["fresh_interpreter"]["wandb_patched"] is True
+    assert report["api"]["ok"] is True
+    assert report["identity"]["workload_uid"] == "doc"
+
+
+def test_doctor_names_each_problem_and_shows_the_spool_and_counters(tmp_path):
+    env = exporter_env(None, tmp_path, "doc-bad", WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1", PRIMUS_LENS_BATCH_SIZE="huge")
+    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.finish()", env)
+    env.pop("POD_NAME")
+    proc = _cli(["doctor", "--json"], env, check=False)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    text = "\n".join(report["problems"])
+    assert "POD_NAME is not set" in text and "Lens API not reachable" in text
+    assert "PRIMUS_LENS_BATCH_SIZE='huge'" in text
+    assert report["spool"]["points"] == 1 and "wait in the spool" in text
+    (stats,) = report["counters"]
+    assert stats["recorder"]["points"] == 1 and stats["http"]["spooled_points"] == 1
+
+
+def test_replay_uploads_local_jsonl_once_however_often_it_runs(lens_server, tmp_path):
+    out = tmp_path / "out"
+    env = exporter_env(None, tmp_path, "replayed", WANDB_MODE="disabled", PRIMUS_LENS_WANDB_API_REPORTING="false",
+                       PRIMUS_LENS_WANDB_OUTPUT_PATH=str(out))
+    run_python("""
+import wandb
+wandb.init(project="p")
+for i in range(1200):
+    wandb.log({"loss": 1.0 / (i + 1), "acc": i / 1200})
+wandb.finish()
+""", env)
+    env = exporter_env(lens_server, tmp_path, "replayed")
+    for _ in range(2):
+        proc = _cli(["replay", str(out), "--batch-size", "500"], env)
+        assert "replayed 2400 points" in proc.stdout
+    counts = {m["name"]: m["count"] for m in
+              get_json(lens_server, "/api/v1/workloads/replayed/metrics/available", data_source="wandb")["metrics"]}
+    assert counts == {"loss": 1200, "acc": 1200}
+
+
+def test_replay_uploads_a_spool_directory(lens_server, tmp_path):
+    env = exporter_env(None, tmp_path, "from-spool", WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1")
+    run_python("import wandb; wandb.init(project='p'); [wandb.log({'x': float(i)}) for i in range(50)]; wandb.finish()", env)
+    proc = _cli(["replay", str(tmp_path / "spool"), "--url", lens_server.api, "--delete"], env)
+    assert "replayed 50 points" in proc.stdout
+    data = get_json(lens_server, "/api/v1/workloads/from-spool/metrics/data", data_source="wandb")["data"]
+    assert sorted(p["iteration"] for p in data) == list(range(50))
+    assert not list((tmp_path / "spool").glob("*.json"))
