@@ -5,6 +5,7 @@ real wandb offline) with the exporter activated by the installed start-up line, 
 reads back what the real Lens server stored.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -18,9 +19,10 @@ STEPS = 8
 METRICS = {"loss", "accuracy", "rank_id", "learning_rate"}
 
 
-def _torchrun(env, *args, timeout=240):
+def _torchrun(env, *args, timeout=240, log_dir=None):
+    logs = ["--log-dir", str(log_dir), "--redirects", "3"] if log_dir else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-           f"--master_port={free_port()}", EXAMPLE, "--steps", str(STEPS), *args]
+           f"--master_port={free_port()}", *logs, EXAMPLE, "--steps", str(STEPS), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, f"torchrun exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
@@ -41,7 +43,9 @@ def _points_when(server, uid, count):
 
 def test_torchrun_ddp_only_rank0_logs_points_carry_rank0_and_rank1_sends_nothing(module_server, tmp_path):
     uid = new_workload("torchrun-rank0")
-    _torchrun(_env(module_server, tmp_path, uid))
+    env = _env(module_server, tmp_path, uid)
+    env["PRIMUS_LENS_WANDB_DEBUG"] = "true"
+    _torchrun(env, log_dir=tmp_path / "logs")
 
     points = _points_when(module_server, uid, STEPS * len(METRICS))
     assert {p["rank"] for p in points} == {0}, "only rank 0 logs to W&B"
@@ -59,7 +63,13 @@ def test_torchrun_ddp_only_rank0_logs_points_carry_rank0_and_rank1_sends_nothing
     assert (det["wrapper"], det["base"], det["method"]) == (None, "pytorch", "exact"), det
     pytorch = det["evidence"]["base_frameworks"]["pytorch"]
     assert pytorch["distributed"] is True and pytorch["backend"] == "gloo" and pytorch["world_size"] == 2
-    # Rank 1 never touched W&B: it wrote no local file and sent no points (checked above).
+    # Rank 1 never touched W&B: the adapters were active there, yet its Recorder never
+    # started, so it sent nothing at all (no points, no run, no detection).
+    (rank1_stderr,) = glob.glob(str(tmp_path / "logs" / "*" / "attempt_0" / "1" / "stderr.log"))
+    with open(rank1_stderr, errors="replace") as fh:
+        rank1 = fh.read()
+    assert "PyTorch adapter installed" in rank1, rank1[-3000:]
+    assert "recorder started" not in rank1 and "queued for reporting" not in rank1, rank1[-3000:]
     rows = jsonl_rows(tmp_path / "jsonl")
     assert {(r["node_rank"], r["local_rank"], r["rank"]) for r in rows} == {(0, 0, 0)}
     assert not os.path.exists(tmp_path / "jsonl" / "node_0" / "rank_1")

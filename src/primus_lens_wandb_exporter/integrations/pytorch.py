@@ -61,6 +61,10 @@ def _version_tuple(text):
 
 
 def _torch_version():
+    # torch/__init__ sets __version__ before it imports torch.optim; metadata is the fallback.
+    version = getattr(sys.modules.get("torch"), "__version__", None)
+    if version:
+        return str(version)
     from ..core.detection import dist_version
 
     return dist_version("pytorch")
