@@ -54,6 +54,15 @@ def points_of(server, uid, data_source, expected_count, timeout=30):
     return pts or metric_points(server, uid, data_source=data_source)
 
 
+def points_with(server, uid, data_source, names, timeout=30):
+    """All points of one data source, once every metric in ``names`` has arrived."""
+    def ready():
+        pts = metric_points(server, uid, data_source=data_source)
+        return pts if set(names) <= {p["metric_name"] for p in pts} else None
+
+    return wait_for(ready, timeout=timeout) or metric_points(server, uid, data_source=data_source)
+
+
 def by_name(points):
     """{metric name: {step: value}} of server points (asserts one point per name and step)."""
     out = collections.defaultdict(dict)
