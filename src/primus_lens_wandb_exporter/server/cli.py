@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import os
@@ -81,6 +82,13 @@ def serve(args: argparse.Namespace) -> int:
                             backlog=4096, timeout_graceful_shutdown=30, timeout_keep_alive=30,
                             http="httptools" if _has("httptools") else "h11",
                             loop="uvloop" if _has("uvloop") else "asyncio")
+    # An ingest request allocates tens of thousands of small containers (parsed
+    # points, row tuples); CPython's default gen-0 threshold (700) then runs the
+    # collector dozens of times per request.  Nothing here builds reference cycles
+    # at that rate, so collect rarely, and never rescan the start-up objects.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     server = _server_class()(config)
     server.db_kind = app.state.store.kind
     server.run()
