@@ -1,6 +1,135 @@
-"""primus integration (placeholder until its adapter lands)."""
+"""AMD Primus adapter: the runtime names the backend it is about to train with.
+
+``primus.core.runtime.train_runtime.PrimusRuntime._initialize_adapter`` resolves the
+backend adapter for ``ctx.framework`` (``megatron``, ``megatron_bridge``, ``torchtitan``,
+``maxtext`` ...).  When it returns, the context holds the backend name and the rank and
+world size (set just before, by ``_initialize_distributed_context``); we claim the
+``primus`` wrapper and that base exactly.  The backend version is known a little later,
+when the runtime's ``_get_backend_version`` first answers: we claim the base again
+with it.  Metrics come from the backend's own adapter (Megatron's ``training_log``,
+TorchTitan's ``MetricsProcessor.log`` ...), never from here.
+
+PyPI's unrelated ``primus`` package has no ``primus.core.runtime``: this module is only
+ever imported by the import watcher for AMD's Primus.
+"""
+
+import sys
+
+from ..core import patching
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "primus"
+#: Primus releases whose runtime we reproduced (v26.2 .. v26.5.1 and main of 2026-11).
+MIN_VERSION = (26, 2)
+MAX_VERSION = (26, 12)
+
+# Primus backend name -> our base framework name (core/detection.py FRAMEWORKS).
+BACKENDS = {
+    "megatron": "megatron",
+    "megatron_bridge": "megatron_bridge",
+    "torchtitan": "torchtitan",
+    "maxtext": "maxtext",
+    "maxdiffusion": "jax",
+    "jax": "jax",
+}
+
+
+def _version_tuple(text):
+    from .megatron import version_tuple
+
+    return version_tuple(text)
+
+
+def primus_version():
+    pkg = sys.modules.get("primus")
+    return getattr(pkg, "__version__", None) if pkg is not None else None
+
+
+class _Claims:
+    def __init__(self):
+        self.base = None
+        self.base_version = None
+        self.extra = {}
+
+    def claim(self, ctx, version=None):
+        framework = str(getattr(ctx, "framework", "") or "").strip().lower()
+        if not framework:
+            return
+        base = BACKENDS.get(framework, framework)
+        if base == self.base and version == self.base_version:
+            return
+        self.base, self.base_version = base, version
+        rank = getattr(ctx, "rank", None)
+        world = getattr(ctx, "world_size", None)
+        extra = {"backend": framework}
+        if isinstance(rank, int):
+            extra["rank"] = rank
+        if isinstance(world, int):
+            extra["world_size"] = world
+        module_name = getattr(ctx, "module_name", None)
+        if isinstance(module_name, str):
+            extra["module"] = module_name
+        indicator = "hook:primus.core.runtime.train_runtime.PrimusRuntime._initialize_adapter"
+        recorder = get_recorder()
+        recorder.claim(NAME, "wrapper", version=primus_version(), indicators=(indicator,), **extra)
+        # Confidence just under the backend's own adapter: Megatron's training_log claim
+        # (same name, 1.0) is more direct and keeps its rank/step details.
+        recorder.claim(base, "base", version=version, confidence=0.99,
+                       indicators=(indicator, f"primus.ctx.framework={framework}"), **extra)
+
+
+_claims = _Claims()
+
+
+def _make_initialize_adapter(original):
+    def _initialize_adapter(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)  # Primus's own errors propagate untouched
+        try:
+            ctx = getattr(self, "ctx", None)
+            if ctx is not None:
+                _claims.claim(ctx, getattr(ctx, "backend_version", None))
+        except Exception as exc:
+            patching.our_error("primus._initialize_adapter", exc)
+        return result
+    return _initialize_adapter
+
+
+def _make_get_backend_version(original):
+    def _get_backend_version(self, *args, **kwargs):
+        version = original(self, *args, **kwargs)
+        try:
+            ctx = getattr(self, "ctx", None)
+            if ctx is not None and version is not None:
+                _claims.claim(ctx, str(version))
+        except Exception as exc:
+            patching.our_error("primus._get_backend_version", exc)
+        return version
+    return _get_backend_version
 
 
 def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
+    """Called when ``primus.core.runtime.train_runtime`` has been imported (AMD Primus only)."""
+    if not get_recorder().enabled:
+        return None
+    runtime = getattr(module, "PrimusRuntime", None)
+    if runtime is None or not hasattr(runtime, "_initialize_adapter"):
+        get_logger().debug("primus: no PrimusRuntime._initialize_adapter; adapter not installed")
+        return None
+    version = _version_tuple(primus_version())
+    if version is not None and not (MIN_VERSION <= version[:2] <= MAX_VERSION):
+        get_logger().debug("primus %s is outside the tested range %s..%s: adapter not installed",
+                           primus_version(), MIN_VERSION, MAX_VERSION)
+        return None
+    wrapper = patching.patch(runtime, "_initialize_adapter", _make_initialize_adapter)
+    if hasattr(runtime, "_get_backend_version"):
+        patching.patch(runtime, "_get_backend_version", _make_get_backend_version)
+    get_logger().debug("Primus hook installed (PrimusRuntime._initialize_adapter)")
+    return wrapper
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """Primus is claimed exactly by the runtime hook; heuristics for it live in core."""
     return None

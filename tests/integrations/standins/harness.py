@@ -29,6 +29,8 @@ def _lens_footer():
     from primus_lens_wandb_exporter.core import patching as _patching
     from primus_lens_wandb_exporter.core.recorder import get_recorder as _get_recorder
     _rec = _get_recorder()
+    if _rec._thread is None:
+        _rec._start()  # nothing was recorded: start the worker so the detector exists
     _rec.flush(10)
     _payload = _rec._detector.build(_rec._claims, list(_rec._runs.values())) if _rec._detector else {}
     print(%r + _json.dumps({"detection": _payload.get("detection"), "hints": _payload.get("hints"),

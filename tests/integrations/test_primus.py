@@ -1,0 +1,94 @@
+"""AMD Primus adapter, against a stand-in of AMD-AGI/Primus v26.5.1 (``standins/primus_amd``).
+
+Primus is not on PyPI (PyPI's ``primus`` is an unrelated package: ``standins/pypi_primus``).
+The stand-in reproduces ``primus/core/runtime/train_runtime.py`` (``PrimusRuntime`` call
+order: distributed context -> ``_initialize_adapter`` -> ``_initialize_trainer`` ->
+patch phases -> trainer lifecycle), its Megatron and TorchTitan backends, and Primus's
+own wrapper of Megatron's ``training_log``
+(``primus/backends/megatron/patches/training_log/print_rank_last_patches.py``).
+Megatron is the ``megatron_head`` stand-in (main d98e8a64), TorchTitan ``torchtitan_v0_2_2``.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
+import harness  # noqa: E402
+
+pytest.importorskip("torch")
+
+RUN_PRIMUS = """
+import types
+from primus.core.runtime.train_runtime import PrimusRuntime
+
+params = types.SimpleNamespace(log_throughput=True, use_rocm_mem_info=True)
+runtime = PrimusRuntime(types.SimpleNamespace(framework=%r, params=params, backend_path=None))
+runtime.run_train_module("pre_trainer")
+"""
+
+PRIMUS_ENRICHED = "[Primus] rocm mem usage/free/total"
+
+
+def _layers(result):
+    det = result.detection["detection"]
+    assert det["method"] == "exact", result.detection
+    return det["wrapper"], det["base"], det["layers"]
+
+
+def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_run(tmp_path):
+    # Normal order: the exporter wraps training_log when Megatron is imported; Primus's
+    # before_train patch then wraps ours.  Both run; each metric is reported once.
+    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"], workload="primus-mt")
+    wrapper, base, layers = _layers(result)
+    assert (wrapper, base) == ("primus", "megatron")
+    assert layers["wrapper"]["version"] == "26.5"
+    assert layers["base"]["version"] == "0.20.0"
+    primus_evidence = result.detection["evidence_wrapper"]["primus"]
+    assert (primus_evidence["backend"], primus_evidence["rank"], primus_evidence["world_size"]) == ("megatron", 0, 1)
+    assert "Wrapped training_log with Primus print_rank_last hook" in result.stdout
+    assert result.stdout.count(PRIMUS_ENRICHED) == 2  # log_interval 2, 4 iterations
+    assert sorted(result.series("lm loss", source="megatron")) == [1, 2, 3, 4]
+    result.assert_each_point_once()
+
+
+def test_primus_wrapper_already_in_place_is_chained_when_the_exporter_installs_later(tmp_path):
+    # Reverse order (a notebook calling install() late): Primus's wrapper is in place
+    # first, ours goes around it.  We still bind by Megatron's real signature (found
+    # under Primus's ``(*args, **kwargs)``), Primus's hook still runs, metrics once.
+    code = """
+import primus_lens_wandb_exporter as lens
+lens.uninstall()
+import primus.backends.megatron.patches  # Primus registers its training_log patch first
+from primus.core.patches import register_patch
+
+@register_patch("test.install_exporter_late", backend="megatron", phase="before_train")
+def _install_exporter_late(ctx):
+    import megatron.training.training as mt
+    assert getattr(mt.training_log, "_primus_training_log_print_rank_wrapper", False)
+    lens.install()
+""" + RUN_PRIMUS % "megatron"
+    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"], workload="primus-late")
+    assert result.detection["detection"]["base"] == "megatron"
+    assert result.stdout.count(PRIMUS_ENRICHED) == 2
+    assert sorted(result.series("lm loss", source="megatron")) == [1, 2, 3, 4]
+    assert sorted(result.series("grad-norm", source="megatron")) == [1, 2, 3, 4]
+    result.assert_each_point_once()
+
+
+def test_primus_torchtitan_backend_claims_torchtitan(tmp_path):
+    result = harness.run(RUN_PRIMUS % "torchtitan", tmp_path, ["primus_amd", "torchtitan_v0_2_2"],
+                         workload="primus-tt")
+    wrapper, base, layers = _layers(result)
+    assert (wrapper, base) == ("primus", "torchtitan")
+    assert result.detection["evidence_wrapper"]["primus"]["backend"] == "torchtitan"
+    assert sorted(result.series("loss_metrics/global_avg_loss", source="torchtitan")) == [1, 2, 3]
+    result.assert_each_point_once()
+
+
+def test_pypi_primus_is_not_taken_for_amd_primus(tmp_path):
+    result = harness.run("import primus\nassert primus.hello() == 'unrelated'\n", tmp_path, ["pypi_primus"],
+                         workload="pypi-primus")
+    assert result.detection["detection"]["wrapper"] is None
+    assert "primus" not in result.detection["hints"]["possible_frameworks"]
