@@ -104,6 +104,20 @@ def test_deepspeed_zero1_with_csv_monitor_only_reports_through_lens_monitor(modu
     assert workload(module_server, uid)["runs"] == []  # no W&B run anywhere
 
 
+def test_deepspeed_wandb_monitor_with_wandb_integration_disabled_reports_through_lens_monitor(module_server,
+                                                                                             tmp_path):
+    uid = new_workload("ds-nowandb")
+    env = _env(module_server, tmp_path, uid, PRIMUS_LENS_DISABLED_INTEGRATIONS="wandb")
+    run_python(EXAMPLE, env, args=_args(tmp_path, "both", 2), timeout=300)
+
+    # W&B received the events but nothing mirrors W&B now: our monitor must report them.
+    points = points_of(module_server, uid, "deepspeed", STEPS)
+    _assert_equal_series(by_name(points)[LR], _csv_events(tmp_path, LR), LR)
+    assert sources(module_server, uid) == {"deepspeed": STEPS}
+    assert_each_point_emitted_once(jsonl_rows(tmp_path / "jsonl"))
+    _deepspeed_detection(module_server, uid, stage=2)
+
+
 def test_deepspeed_two_ranks_every_rank_claims_only_rank0_reports_events(module_server, tmp_path):
     uid = new_workload("ds-2ranks")
     logs = tmp_path / "logs"

@@ -16,8 +16,9 @@ watcher sees ``deepspeed.monitor.monitor`` we patch, at class level:
 
 No double counting: when DeepSpeed's ``WandbMonitor`` is enabled it logs each event
 with ``wandb.log({label: value}, step=samples)``, and the raw wandb patch mirrors
-that W&B stream (source ``wandb``); our monitor then stays silent.  Otherwise our
-monitor reports the events itself (source ``deepspeed``, step = samples).
+that W&B stream (source ``wandb``); our monitor then stays silent.  Otherwise (or
+when the wandb integration is switched off) our monitor reports the events itself
+(source ``deepspeed``, step = samples).
 
 We never import DeepSpeed: the Monitor subclass is created from the class the
 user's import already loaded.
@@ -145,9 +146,17 @@ def _after_master_init(recorder, module, version, master, monitor_config):
                        indicators=("deepspeed.monitor.monitor.MonitorMaster",), **extra)
     if rank == 0:
         wandb_monitor = getattr(master, "wandb_monitor", None)
-        wandb_owned = wandb_monitor is not None and bool(getattr(wandb_monitor, "enabled", False))
+        wandb_owned = (wandb_monitor is not None and bool(getattr(wandb_monitor, "enabled", False))
+                       and _wandb_stream_mirrored())
         cls = monitor_class(module)
         master.__dict__[_LENS_ATTR] = cls(monitor_config, wandb_owned=wandb_owned)
+
+
+def _wandb_stream_mirrored():
+    """True when the raw wandb patch is active (WandbMonitor imported wandb in its __init__)."""
+    wandb_run = sys.modules.get("wandb.sdk.wandb_run")
+    run_class = getattr(wandb_run, "Run", None) if wandb_run is not None else None
+    return run_class is not None and patching.is_patched(run_class, "_log")
 
 
 def _make_write_events():
