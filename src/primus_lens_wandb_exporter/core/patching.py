@@ -65,6 +65,9 @@ class _Suppress(threading.local):
 
 
 suppress_state = _Suppress()
+#: Number of suppress contexts open in any thread: the hot path reads this plain list
+#: first and only touches the (slower) thread-local when some adapter suppresses.
+suppress_active = [0]
 
 
 class suppress_raw_capture:
@@ -76,8 +79,10 @@ class suppress_raw_capture:
 
     def __enter__(self):
         suppress_state.depth += 1
+        suppress_active[0] += 1
         return self
 
     def __exit__(self, *exc):
         suppress_state.depth -= 1
+        suppress_active[0] -= 1
         return False

@@ -320,9 +320,14 @@ class Recorder:
         interval = min(0.05, self.config.flush_interval)
         while True:
             try:
+                handled = 0
                 while queue:
                     item = queue.popleft()
                     self._handle(item)
+                    handled += 1
+                    if not handled & 31:
+                        # Hand the GIL back now and then: a long drain must not stall training.
+                        time.sleep(0)
                 self._maybe_emit()
             except Exception as exc:
                 self._error("worker", exc)
@@ -451,7 +456,7 @@ class Recorder:
         if state is not None and state.step_metrics:
             step = self._custom_step(state, points, step)
         if state is not None:
-            state.history_keys.update(name for name, _ in points)
+            state.history_keys.update(data.keys())
         ranks = self._current_ranks()
         rank = ranks.rank if rank is None else rank
         key = (source, run_id, rank)

@@ -41,7 +41,7 @@ class Spool:
 
     def write(self, endpoint: str, payload: dict, points: int = 0, body: Optional[bytes] = None) -> bool:
         """Persist one request; False (counted) if the disk refused it."""
-        data = body if body is not None else json.dumps(payload, separators=(",", ":")).encode()
+        data = body if body is not None else json.dumps(payload, separators=(",", ":"), default=str).encode()
         record = b'{"endpoint":%s,"points":%d,"payload":%s}' % (json.dumps(endpoint).encode(), points, data)
         with self._lock:
             self._seq += 1

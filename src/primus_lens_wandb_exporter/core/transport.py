@@ -17,6 +17,15 @@ import time
 from typing import Optional
 
 from .hookspecs import hookimpl
+
+try:  # ~6x faster than the stdlib encoder: the worker's largest cost per point
+    import orjson
+
+    def _encode(payload) -> bytes:
+        return orjson.dumps(payload)
+except ImportError:  # pragma: no cover - orjson is a dependency, this is a safety net
+    def _encode(payload) -> bytes:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 from .log import get_logger, log_once
 from .spool import Spool
 
@@ -66,7 +75,7 @@ class HttpSink:
 
     # -------------------------------------------------------------- producer side
     def submit(self, endpoint: str, payload: dict, points: int = 0):
-        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        body = _encode(payload)
         with self._cond:
             if self.down and time.monotonic() < self._next_probe or len(self._queue) >= self._queue_limit:
                 # Lens is down or we are far behind: persist now rather than hold memory.
@@ -227,7 +236,7 @@ class HttpSink:
                 return
             endpoint = record.get("endpoint", ENDPOINT_METRICS)
             points = int(record.get("points") or 0)
-            body = json.dumps(record.get("payload"), separators=(",", ":")).encode()
+            body = _encode(record.get("payload"))
             if self._send(endpoint, body, points, attempts=1 if self.down else 3):
                 self.spool.done(claimed)
                 self.counters["replayed_batches"] += 1

@@ -79,6 +79,7 @@ def _make_log(recorder):
     snapshot = normalize.snapshot
     now = time.time
     kind = LOG_RECORD
+    active = patching.suppress_active
     current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
     enhance = recorder.config.enhance_metrics
 
@@ -89,7 +90,7 @@ def _make_log(recorder):
                 data = {**data, **current.current}
             # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
             result = original(self, data, step, commit, *args, **kwargs)
-            if type(data) is dict and not _suppress.depth:
+            if type(data) is dict and not (active[0] and _suppress.depth):
                 try:
                     if len(queue) < cap:
                         queue.append((kind, self, data.copy() if plain(map(type, data.values())) else snapshot(data),
