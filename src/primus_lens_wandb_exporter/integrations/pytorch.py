@@ -91,6 +91,14 @@ def on_import(module):
     return _state.handle
 
 
+def remove_hook():
+    """Unregister the optimizer hook (``uninstall()``); call from the training thread."""
+    with _lock:
+        handle, _state.handle = _state.handle, None
+    if handle is not None:
+        handle.remove()
+
+
 def _after_optimizer_step(optimizer, args, kwargs):
     """Global optimizer post-hook (training thread): nothing after the claim."""
     if _state.claimed:
