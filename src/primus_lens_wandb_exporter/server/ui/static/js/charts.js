@@ -8,6 +8,23 @@ const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#9467bd', '#8c564b', '#e377c2
 const NONFINITE_COLOR = '#d62728';
 const NONFINITE_SYMBOL = { NaN: 'x', Infinity: 'triangle-up', '-Infinity': 'triangle-down' };
 
+let plotlyPromise = null;
+
+/** Resolves with window.Plotly once the async plotly bundle has run; rejects if it failed to load. */
+export function plotlyReady() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyPromise) {
+    plotlyPromise = new Promise((resolve, reject) => {
+      const script = document.getElementById('plotly-script');
+      const failed = () => reject(new Error('The charting library (plotly) did not load: is the plotly package installed on the server?'));
+      if (window.__plotlyFailed || !script) { failed(); return; }
+      script.addEventListener('load', () => (window.Plotly ? resolve(window.Plotly) : failed()));
+      script.addEventListener('error', failed);
+    });
+  }
+  return plotlyPromise;
+}
+
 export function colorFor(index) {
   return PALETTE[index % PALETTE.length];
 }

@@ -1,7 +1,7 @@
 // Metrics tab: data source, metric picker, charts, rank selector, smoothing, live refresh.
 
 import { apiGet } from './api.js';
-import { buildFigure, PLOT_CONFIG } from './charts.js';
+import { buildFigure, plotlyReady, PLOT_CONFIG } from './charts.js';
 import { SeriesStore, rowsToCsv } from './series.js';
 import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
@@ -176,6 +176,7 @@ export function metricsTab(el, ctx) {
 
   function drawLiveBar() {
     const bar = $('#live-bar');
+    if (!ctx.detail) { bar.innerHTML = ''; bar.dataset.live = 'unknown'; return; }
     if (isLive()) {
       bar.innerHTML = st.paused
         ? '<span class="badge muted">paused</span> Live refresh paused. <button type="button" id="live-toggle">Resume</button>'
@@ -217,8 +218,10 @@ export function metricsTab(el, ctx) {
     return true;
   }
 
-  async function loadAvailable() {
-    const resp = await apiGet(`${base}/available`, { data_source: st.source });
+  async function loadAvailable(prefetched = null) {
+    const resp = (prefetched && prefetched.source === st.source)
+      ? await prefetched.response
+      : await apiGet(`${base}/available`, { data_source: st.source });
     const metrics = (resp.metrics || []).map((m) => (typeof m === 'string' ? { name: m } : m));
     const names = metrics.map((m) => m.name).sort((a, b) => a.localeCompare(b));
     st.counts = new Map(metrics.map((m) => [m.name, m.count]));
@@ -353,7 +356,10 @@ export function metricsTab(el, ctx) {
 
   function drawCard(card) {
     if (!window.Plotly) {
-      card.state.innerHTML = '<div class="state error">The charting library (plotly) did not load: is the <code>plotly</code> package installed on the server?</div>';
+      // The bundle is still being evaluated (it loads async, in parallel with the data).
+      plotlyReady().then(scheduleDraw, (err) => {
+        card.state.innerHTML = `<div class="state error">${esc(err.message)}</div>`;
+      });
       return;
     }
     const pending = card.metrics.filter((m) => !st.loaded.has(m));
@@ -414,7 +420,11 @@ export function metricsTab(el, ctx) {
     try {
       drawLiveBar();
       if (!st.sources || !st.sources.length) {
-        if (await loadSources()) await loadAvailable();
+        // First load: ask for the likely source's metrics while the sources are listed.
+        const source = st.source || 'wandb';
+        const prefetched = { source, response: apiGet(`${base}/available`, { data_source: source }) };
+        prefetched.response.catch(() => {});       // a wrong guess is simply fetched again
+        if (await loadSources()) await loadAvailable(prefetched);
       } else if (isLive() && !st.paused) {
         st.wasLive = true;
         st.graceTicks = undefined;

@@ -69,6 +69,10 @@ export function workloadView(el, route) {
     for (const fn of ctx.listeners) fn(ctx.detail);
   }
 
+  // The Metrics tab needs no detail to start fetching: start it at once (first paint),
+  // it reads ctx.detail (live status, ranks) when that arrives.
+  if (route.tab === 'metrics') tab = metricsTab(body, ctx);
+
   async function loop() {
     await loadDetail();
     if (!disposed) timer = setTimeout(loop, DETAIL_REFRESH_MS);
