@@ -1,14 +1,276 @@
-"""jax integration (placeholder until its adapter lands)."""
+"""JAX adapters: MaxText's ``MetricLogger.write_metrics`` and CLU's ``MetricWriter.write_scalars``.
+
+MaxText: ``MetricLogger.write_metrics(metrics, step, metric_type="train")`` (older
+releases: ``is_training=True``; bound by name) receives ``{"scalar": {...}}`` on every
+host and writes W&B (``wandb.log(flat, step=step)``) only on ``jax.process_index() == 0``
+when ``config.enable_wandb``.  Then the W&B stream is the source and we only claim;
+otherwise we report ``metrics["scalar"]`` (and the flattened ``"scalars"``) from process
+0 under ``source="maxtext"``, MaxText's own names (``learning/loss`` ...), ``step=step``.
+
+CLU: writers nest (``AsyncMultiWriter`` -> ``AsyncWriter`` -> ``LoggingWriter`` /
+``SummaryWriter``, the inner ones on a thread pool); we report the scalars once, at the
+outermost writer the program calls, from process 0 (CLU's idiom:
+``create_default_writer(just_logging=jax.process_index() > 0)``), ``source="clu"``.
+A program that routes CLU scalars into W&B through its own writer class while a W&B
+run is active is left to the W&B stream (we only claim).
+
+The rank is ``jax.process_index()``, read only when the program imported ``jax``.
+"""
+
+import sys
+import threading
+import weakref
+
+from ..core import patching
+from ..core.detection import dist_version
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+from .megatron import version_tuple
+
+NAME = "jax"
+#: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07).
+CLU_MIN_VERSION = (0, 0, 9)
+CLU_MAX_VERSION = (0, 0, 99)
 
 
-def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
-    return None
+def process_index():
+    """``jax.process_index()`` if the program imported jax, else ``None`` (never imports jax)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return None
+    try:
+        return int(jax.process_index())
+    except Exception:
+        return None
+
+
+def _jax_version():
+    jax = sys.modules.get("jax")
+    return getattr(jax, "__version__", None) if jax is not None else None
+
+
+def _scalars(metrics):
+    out = {}
+    for key, value in (metrics.get("scalar") or {}).items():
+        out[str(key)] = value
+    for key, group in (metrics.get("scalars") or {}).items():
+        if isinstance(group, dict):
+            for sub, value in group.items():
+                out[f"{key}/{sub}"] = value
+    return out
+
+
+# -------------------------------------------------------------------------- MaxText
+
+_maxtext = {"claimed": False}
+
+
+def _make_write_metrics(signature):
+    recorder = get_recorder()
+
+    def make(original):
+        def write_metrics(self, *args, **kwargs):
+            plan = None
+            try:
+                values = signature.bind(self, *args, **kwargs).arguments
+                metrics = values.get("metrics")
+                index = process_index()
+                config = getattr(self, "config", None)
+                wandb_on = bool(getattr(config, "enable_wandb", False))
+                if not _maxtext["claimed"]:
+                    _maxtext["claimed"] = True
+                    recorder.claim("maxtext", "base", version=dist_version("maxtext"),
+                                   indicators=("hook:MaxText.metric_logger.MetricLogger.write_metrics",),
+                                   rank=index if index is not None else -1, step_source="step",
+                                   wandb_logger="on" if wandb_on else "off", jax_version=_jax_version())
+                if metrics and not wandb_on and (index is None or index == 0):
+                    plan = (_scalars(metrics), int(values["step"]), index)
+            except Exception as exc:
+                plan = exc
+            result = original(self, *args, **kwargs)  # MaxText's own errors propagate
+            if plan is not None:
+                try:
+                    if isinstance(plan, Exception):
+                        raise plan
+                    scalars, step, index = plan
+                    if scalars:
+                        recorder.record(scalars, step, source="maxtext", rank=index)
+                except Exception as exc:
+                    patching.our_error("maxtext.write_metrics", exc)
+            return result
+        return write_metrics
+    return make
 
 
 def on_maxtext_import(module):
-    return None
+    """Called when MaxText's ``metric_logger`` module has been imported."""
+    import inspect
+
+    if not get_recorder().enabled:
+        return None
+    logger_cls = getattr(module, "MetricLogger", None)
+    if logger_cls is None or "write_metrics" not in vars(logger_cls):
+        get_logger().debug("maxtext: no MetricLogger.write_metrics; adapter not installed")
+        return None
+    signature = inspect.signature(vars(logger_cls)["write_metrics"])
+    if not {"metrics", "step"} <= set(signature.parameters):
+        get_logger().debug("maxtext: write_metrics has no metrics/step parameters; adapter not installed")
+        return None
+    wrapper = patching.patch(logger_cls, "write_metrics", _make_write_metrics(signature))
+    get_logger().debug("MaxText hook installed (MetricLogger.write_metrics%s)", signature)
+    return wrapper
+
+
+# ------------------------------------------------------------------------------ CLU
+
+_clu = {"claimed": False}
+_local = threading.local()
+_inner = weakref.WeakSet()  # writers another writer delegates to (reported at the outer one)
+
+
+def _children(writer):
+    inner = getattr(writer, "_writer", None)
+    out = [inner] if inner is not None else []
+    out.extend(getattr(writer, "_writers", None) or ())
+    return out
+
+
+def _mark_inner(writer, depth=0):
+    """Every writer below ``writer`` (also those called later on a thread pool) is inner."""
+    if depth > 6:
+        return
+    for child in _children(writer):
+        if child not in _inner:
+            _inner.add(child)
+            _mark_inner(child, depth + 1)
+
+
+def _foreign(writer, depth=0):
+    """A writer class outside CLU somewhere in the tree (a user's own, e.g. to W&B)."""
+    if depth > 6:
+        return False
+    if not (type(writer).__module__ or "").startswith("clu."):
+        return True
+    return any(_foreign(child, depth + 1) for child in _children(writer))
+
+
+def _wandb_run_active():
+    wandb = sys.modules.get("wandb")
+    return wandb is not None and getattr(wandb, "run", None) is not None
+
+
+def _make_write_scalars(original):
+    recorder = get_recorder()
+
+    def write_scalars(self, step, scalars, *args, **kwargs):
+        plan = None
+        try:
+            if not getattr(_local, "depth", 0) and self not in _inner:
+                _mark_inner(self)
+                index = process_index()
+                if not _clu["claimed"]:
+                    _clu["claimed"] = True
+                    recorder.claim("jax", "base", version=_jax_version() or dist_version("jax"),
+                                   indicators=("hook:clu.metric_writers.MetricWriter.write_scalars",),
+                                   library="clu", clu_version=dist_version_clu(),
+                                   rank=index if index is not None else -1, step_source="step")
+                owned_by_wandb = _foreign(self) and _wandb_run_active()
+                if not owned_by_wandb and (index is None or index == 0) and scalars:
+                    plan = (dict(scalars), int(step), index)
+        except Exception as exc:
+            plan = exc
+        _local.depth = getattr(_local, "depth", 0) + 1
+        try:
+            result = original(self, step, scalars, *args, **kwargs)  # CLU's own errors propagate
+        finally:
+            _local.depth -= 1
+        if plan is not None:
+            try:
+                if isinstance(plan, Exception):
+                    raise plan
+                values, step_value, index = plan
+                recorder.record(values, step_value, source="clu", rank=index)
+            except Exception as exc:
+                patching.our_error("clu.write_scalars", exc)
+        return result
+    return write_scalars
+
+
+def dist_version_clu():
+    from importlib import metadata
+
+    try:
+        return metadata.version("clu")
+    except Exception:
+        return None
+
+
+def _base_writer(package):
+    interface = sys.modules.get(package.__name__ + ".interface")
+    return getattr(interface, "MetricWriter", None) or getattr(package, "MetricWriter", None)
+
+
+def _writer_classes(package):
+    base = _base_writer(package)
+    if base is None:
+        return []
+    found, queue = [], [base]
+    while queue:
+        cls = queue.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        queue.extend(cls.__subclasses__())
+    return [c for c in found if _is_concrete(c)]
+
+
+def _is_concrete(cls):
+    func = vars(cls).get("write_scalars")
+    return func is not None and not getattr(func, "__isabstractmethod__", False)
+
+
+def _wrap_future_subclasses(base):
+    """Writer classes defined after the import (the user's own) are wrapped as they are defined."""
+    if "__init_subclass__" in vars(base):
+        return
+
+    def make(_inherited):
+        def __init_subclass__(cls, **kwargs):
+            super(base, cls).__init_subclass__(**kwargs)
+            try:
+                if _is_concrete(cls):
+                    patching.patch(cls, "write_scalars", _make_write_scalars)
+            except Exception as exc:
+                patching.our_error("clu writer subclass", exc)
+        return classmethod(__init_subclass__)
+
+    try:
+        patching.patch(base, "__init_subclass__", make)
+    except (AttributeError, TypeError):  # classmethod objects take no attributes before 3.10
+        pass
 
 
 def on_clu_import(module):
+    """Called when ``clu.metric_writers`` has been imported: wrap every writer's ``write_scalars``."""
+    if not get_recorder().enabled:
+        return None
+    version = version_tuple(dist_version_clu())
+    if version is not None and not (CLU_MIN_VERSION <= version <= CLU_MAX_VERSION):
+        get_logger().debug("clu %s is outside the tested range: adapter not installed", version)
+        return None
+    classes = _writer_classes(module)
+    if not classes:
+        get_logger().debug("clu: no MetricWriter implementations found; adapter not installed")
+        return None
+    for cls in classes:
+        patching.patch(cls, "write_scalars", _make_write_scalars)
+    _wrap_future_subclasses(_base_writer(module))
+    get_logger().debug("CLU hook installed (%d MetricWriter classes)", len(classes))
+    return True
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """MaxText and CLU are claimed exactly by the hooks above."""
     return None
