@@ -9,6 +9,7 @@ exactly those sample counts.
 
 import csv
 import glob
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from lens_e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, modul
                       new_workload, points_of, sources)
 from support import ROOT, exporter_env, run_python, wait_for, workload
 
-pytest.importorskip("deepspeed")
+# Checked without importing DeepSpeed into the test process.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 
 EXAMPLE = os.path.join(ROOT, "examples", "deepspeed_zero.py")
 STEPS = 6
@@ -144,3 +146,13 @@ def test_deepspeed_two_ranks_every_rank_claims_only_rank0_reports_events(module_
     rows = jsonl_rows(tmp_path / "jsonl")
     assert_each_point_emitted_once(rows)
     assert {r["rank"] for r in rows} == {0} and {r["world_size"] for r in rows} == {2}
+
+
+@pytest.mark.parametrize("version, supported", [
+    ("0.19.8", True), ("0.14.0", True), ("0.16.4+abc123", True),
+    ("0.13.5", False), ("0.20.0", False), ("1.0.0", False), (None, False),
+])
+def test_deepspeed_adapter_enables_itself_only_on_tested_versions(version, supported):
+    from primus_lens_wandb_exporter.integrations import deepspeed
+
+    assert deepspeed.version_supported(version) is supported

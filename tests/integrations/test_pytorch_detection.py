@@ -93,3 +93,13 @@ def test_pytorch_training_without_a_wandb_run_sends_nothing(module_server, tmp_p
     assert "trained without wandb.init" in proc.stdout
     response = module_server.get(f"/api/v1/workloads/{uid}")
     assert response.status_code == 404, response.text[:500]
+
+
+@pytest.mark.parametrize("version, supported", [
+    ("2.13.0+cpu", True), ("2.0.0", True), ("2.13.1+rocm6.4", True),
+    ("1.13.1", False), ("2.14.0", False), ("3.0.0a0", False), (None, False),
+])
+def test_pytorch_adapter_enables_itself_only_on_tested_torch_versions(version, supported):
+    from primus_lens_wandb_exporter.integrations import pytorch
+
+    assert pytorch.version_supported(version) is supported

@@ -64,10 +64,15 @@ def _installed_version():
     return dist_version("deepspeed")
 
 
+def version_supported(version):
+    """True for the DeepSpeed releases this adapter was tested on."""
+    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
+
+
 def on_import(module):
     """Called by the import watcher right after ``deepspeed.monitor.monitor`` is imported."""
     version = _installed_version()
-    if version is None or not (MIN_VERSION <= _version_tuple(version) < MAX_VERSION):
+    if not version_supported(version):
         get_logger().debug("deepspeed %s is outside the tested range [%s, %s): adapter not installed",
                            version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
         return None

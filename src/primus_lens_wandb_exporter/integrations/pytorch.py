@@ -87,6 +87,9 @@ def on_import(module):
     with _lock:
         if _state.handle is None:
             _state.handle = register(_after_optimizer_step)
+            on_undo = getattr(patching, "on_undo", None)  # core request R4
+            if on_undo is not None:
+                on_undo(remove_hook)
     get_logger().debug("PyTorch adapter installed (torch %s, global optimizer step post-hook)", version)
     return _state.handle
 
