@@ -22,7 +22,7 @@ from ..core.log import get_logger
 from ..core.recorder import LOG_RECORD, get_recorder
 
 NAME = "wandb"
-MIN_VERSION = (0, 15, 0)  # oldest tested: see tox.ini (wandb-floor)
+MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
 _suppress = patching.suppress_state
 
 

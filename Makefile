@@ -1,0 +1,46 @@
+# Primus Lens WandB exporter: the two commands of the README.
+#   make demo   install, start a Lens server, train a tiny model with wandb, show what arrived
+#   make test   install (incl. Chromium and PostgreSQL from Debian), start PostgreSQL, run every test
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PG_DIR ?= /tmp/primus-lens-test-pg
+PG_PORT ?= 55432
+PYTEST_ARGS ?=
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
+
+.PHONY: install install-system demo test test-fast postgres bench lint
+
+# torch is pinned and installed first: that exact version is a local CPU wheel on our machines
+# (an unpinned torch pulls a multi-GB CUDA build).
+install:
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[server,dev,frameworks,gpu]"
+
+install-system:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  if ! [ -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null; \
+	  fi; \
+	else echo "install-system: not root or no apt-get; install chromium and postgresql yourself"; fi
+
+demo: install
+	primus-lens demo
+
+postgres:
+	@bash scripts/start-postgres.sh $(PG_DIR) $(PG_PORT) >/dev/null
+
+test: install install-system postgres
+	PRIMUS_LENS_TEST_POSTGRES_DSN=$${PRIMUS_LENS_TEST_POSTGRES_DSN:-postgresql://postgres@127.0.0.1:$(PG_PORT)/postgres} \
+	  $(PYTHON) -m pytest -n 2 --dist loadfile -ra $(PYTEST_ARGS)
+
+test-fast:
+	$(PYTHON) -m pytest -n 2 --dist loadfile -ra -m "not slow and not browser" $(PYTEST_ARGS)
+
+bench: install
+	$(PYTHON) benchmarks/bench_log_overhead.py
+	$(PYTHON) benchmarks/bench_startup.py
+	$(PYTHON) benchmarks/bench_delivery.py
+	$(PYTHON) benchmarks/bench_server_ingest.py
+	$(PYTHON) benchmarks/bench_server_query.py
+	$(PYTHON) benchmarks/bench_ui_first_paint.py
