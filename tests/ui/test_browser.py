@@ -257,3 +257,23 @@ def test_token_is_asked_once_and_kept_for_the_session(chromium, tmp_path, screen
         context.close()
     finally:
         server.stop()
+
+
+def test_big_series_is_downsampled_and_zooming_in_fetches_the_detail(ui_page, ui_server):
+    workload, n = "ui-big-workload-0005", 6000
+    t0 = int(time.time()) - n
+    ui_server.metrics(workload, [point("loss", math.sin(i / 7) + (5.0 if i == 4321 else 0.0), i, t0 + i)
+                                 for i in range(n)], run_id="big")
+    open_metrics(ui_page, ui_server, workload)
+    drawn = raw_by_rank(ui_page, "loss")[0]
+    assert drawn["n"] < n / 2                       # downsampled on the server ...
+    assert 4321 in drawn["x"]                       # ... keeping the spike
+    assert "downsampled" in ui_page.inner_text('.chart-card[data-metric="loss"] .chart-info')
+
+    ui_page.evaluate("""() => Plotly.relayout(document.querySelector('.plot[data-metric="loss"]'),
+                                              {'xaxis.range': [3000, 3100]})""")
+    ui_page.wait_for_function(
+        """() => { const x = document.querySelector('.plot[data-metric="loss"]').data.find(t => t.meta.kind === 'raw').x;
+                   return x.filter(s => s >= 3000 && s <= 3100).length === 101; }""")
+    layout = ui_page.evaluate("""() => document.querySelector('.plot[data-metric="loss"]').layout.xaxis.range""")
+    assert layout == [3000, 3100]                   # the zoom survives the redraw

@@ -401,10 +401,52 @@ export function metricsTab(el, ctx) {
       },
       height: overlay ? 420 : 280,
     });
+    card.drawing = true;
     window.Plotly.react(card.plot, data, layout, PLOT_CONFIG);
+    card.drawing = false;
+    if (!card.zoomBound) {
+      card.zoomBound = true;
+      card.plot.on('plotly_relayout', (event) => { if (!card.drawing) zoomDetail(card, event).catch(showError); });
+    }
     card.plot.dataset.points = String(total);
     card.plot.dataset.nonfinite = String(nonFinite);
     card.plot.dataset.revision = String(st.revision);
+  }
+
+  /**
+   * Zoomed in on a downsampled chart: fetch the visible window again at full detail
+   * (start/end by time, with the same max_points) and merge it in, like W&B does.
+   */
+  async function zoomDetail(card, event) {
+    const lo = event['xaxis.range[0]'] ?? (event['xaxis.range'] || [])[0];
+    const hi = event['xaxis.range[1]'] ?? (event['xaxis.range'] || [])[1];
+    if (lo === undefined || hi === undefined) return;
+    const toMs = (v) => (typeof v === 'number' ? v : Date.parse(String(v).replace(' ', 'T') + 'Z'));
+    let changed = false;
+    for (const metric of card.metrics) {
+      const series = st.store.forMetric(metric);
+      const held = series.reduce((n, s) => n + s.length, 0);
+      if (!series.length || held >= (st.counts.get(metric) || 0)) continue;   // already complete
+      let start, end;
+      if (prefs.xAxis === 'time') {
+        start = Math.floor(toMs(lo)); end = Math.ceil(toMs(hi));
+      } else {
+        // Step window -> time window, through the points we hold (time grows with step).
+        for (const s of series) {
+          const i = s.steps.findIndex((x) => x >= lo);
+          let j = s.steps.length - 1;
+          while (j >= 0 && s.steps[j] > hi) j--;
+          const a = s.times[Math.max(0, i < 0 ? s.steps.length - 1 : i - 1)];
+          const b = s.times[Math.min(s.steps.length - 1, j + 1)];
+          start = start === undefined ? a : Math.min(start, a);
+          end = end === undefined ? b : Math.max(end, b);
+        }
+      }
+      if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) continue;
+      const resp = await apiGet(`${base}/data`, { data_source: st.source, metrics: metric, start, end, max_points: maxPoints });
+      if (st.store.merge(resp.data || []).size) changed = true;
+    }
+    if (changed) drawCard(card);
   }
 
   async function downloadCsv(metrics) {
