@@ -201,3 +201,30 @@ def test_lightning_deepspeed_strategy_claims_deepspeed_as_the_base(module_server
         assert_close(metrics.get(name, {}), steps, name)
     assert {p["rank"] for p in points} == {0}
     assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "lightning", logged)
+
+
+CALLBACK_ERRORS = r'''
+import lightning.pytorch as L
+from primus_lens_wandb_exporter import LensCallback, LensLogger
+
+class Hostile:
+    """A trainer whose every attribute access fails: our code must absorb it."""
+    def __getattr__(self, name):
+        raise RuntimeError("hostile " + name)
+
+assert isinstance(LensCallback(), L.Callback) and isinstance(LensLogger(), L.loggers.Logger)
+try:
+    LensCallback().setup(Hostile(), None, "fit")
+except RuntimeError as exc:
+    print("RAISED", exc)
+else:
+    print("ABSORBED")
+'''
+
+
+@pytest.mark.parametrize("testing, outcome", [("0", "ABSORBED"), ("1", "RAISED hostile")])
+def test_lightning_callback_errors_never_reach_training_unless_testing(tmp_path, testing, outcome):
+    env = exporter_env(None, tmp_path, new_workload("pl-errors"), PRIMUS_LENS_TESTING=testing,
+                       PRIMUS_LENS_WANDB_API_REPORTING="false")
+    proc = run_python(CALLBACK_ERRORS, env)
+    assert outcome in proc.stdout, proc.stdout + proc.stderr

@@ -178,3 +178,30 @@ def test_hf_trainer_with_deepspeed_claims_deepspeed_as_the_base(module_server, t
     _assert_points_match(by_name(points), _expected(result))
     assert {p["rank"] for p in points} == {0}
     assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "transformers", logged)
+
+
+CALLBACK_ERRORS = r'''
+from primus_lens_wandb_exporter import LensTrainerCallback  # imports transformers.trainer_callback only
+
+class Hostile:
+    """Arguments whose every attribute access fails: our code must absorb it."""
+    def __getattr__(self, name):
+        raise RuntimeError("hostile " + name)
+
+callback = LensTrainerCallback()
+try:
+    callback.on_train_begin(Hostile(), Hostile(), None)
+    callback.on_log(Hostile(), Hostile(), None, logs={"loss": 1.0})
+except RuntimeError as exc:
+    print("RAISED", exc)
+else:
+    print("ABSORBED")
+'''
+
+
+@pytest.mark.parametrize("testing, outcome", [("0", "ABSORBED"), ("1", "RAISED hostile")])
+def test_hf_callback_errors_never_reach_training_unless_testing(tmp_path, testing, outcome):
+    env = exporter_env(None, tmp_path, new_workload("hf-errors"), PRIMUS_LENS_TESTING=testing,
+                       PRIMUS_LENS_WANDB_API_REPORTING="false")
+    proc = run_python(CALLBACK_ERRORS, env)
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
