@@ -66,8 +66,9 @@ def _scalars(metrics):
 _maxtext = {"claimed": False}
 
 
-def _make_write_metrics(signature):
+def _make_write_metrics(signature, module_name):
     recorder = get_recorder()
+    indicator = f"hook:{module_name}.MetricLogger.write_metrics"
 
     def make(original):
         def write_metrics(self, *args, **kwargs):
@@ -81,10 +82,13 @@ def _make_write_metrics(signature):
                 if not _maxtext["claimed"]:
                     _maxtext["claimed"] = True
                     recorder.claim("maxtext", "base", version=dist_version("maxtext"),
-                                   indicators=("hook:MaxText.metric_logger.MetricLogger.write_metrics",),
+                                   indicators=(indicator,),
                                    rank=index if index is not None else -1, step_source="step",
                                    wandb_logger="on" if wandb_on else "off", jax_version=_jax_version())
-                if metrics and not wandb_on and (index is None or index == 0):
+                # running_eval snapshots are partial eval averages keyed by the eval batch
+                # index, not a training step: Lens gets the final eval metrics instead.
+                running = values.get("metric_type") == "running_eval"
+                if metrics and not wandb_on and not running and (index is None or index == 0):
                     plan = (_scalars(metrics), int(values["step"]), index)
             except Exception as exc:
                 plan = exc
@@ -117,7 +121,7 @@ def on_maxtext_import(module):
     if not {"metrics", "step"} <= set(signature.parameters):
         get_logger().debug("maxtext: write_metrics has no metrics/step parameters; adapter not installed")
         return None
-    wrapper = patching.patch(logger_cls, "write_metrics", _make_write_metrics(signature))
+    wrapper = patching.patch(logger_cls, "write_metrics", _make_write_metrics(signature, module.__name__))
     get_logger().debug("MaxText hook installed (MetricLogger.write_metrics%s)", signature)
     return wrapper
 

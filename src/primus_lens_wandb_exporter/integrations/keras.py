@@ -1,6 +1,158 @@
-"""keras integration (placeholder until its adapter lands)."""
+"""Keras adapter (partial support, as the user guide says).
+
+- ``keras.Model.fit`` is wrapped when ``keras`` is imported.  If the call's callbacks
+  include W&B's Keras callbacks (``WandbMetricsLogger``, ``WandbCallback``), W&B is the
+  source of the metrics (``epoch/*`` / ``batch/*`` with their own step metrics) and we
+  only claim.  Otherwise a :class:`LensKerasCallback` is appended to a *copy* of the
+  callbacks list: each epoch's ``logs`` (``loss``, ``accuracy``, ``val_loss`` ...) are
+  reported under ``source="keras"`` with ``step=epoch``.
+- ``wandb.integration.keras``: ``WandbMetricsLogger.__init__`` claims Keras on
+  TensorFlow exactly (that callback is built on ``tensorflow.keras``), for programs that
+  use ``tf.keras`` without importing the ``keras`` package by name.
+
+Claims: wrapper ``keras``, base from ``keras.backend.backend()`` (``tensorflow``,
+``jax``, ``torch`` -> ``pytorch``).  Not covered: custom training loops that never call
+``fit`` (their ``wandb.log`` calls are still mirrored by the raw wandb patch).
+"""
+
+import sys
+
+from ..core import patching
+from ..core.hookspecs import hookimpl
+from ..core.log import get_logger
+from ..core.recorder import get_recorder
+
+NAME = "keras"
+#: Keras releases whose fit/callback protocol we reproduced (3.0 .. 3.x).
+MIN_VERSION = (3, 0)
+MAX_VERSION = (3, 99)
+
+_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "pytorch", "numpy": None}
+_WANDB_CALLBACKS = ("WandbMetricsLogger", "WandbCallback", "WandbModelCheckpoint")
+_claimed = set()
+_callback_class = {}
 
 
-def on_import(module):
-    """Called by the import watcher when the framework module is imported."""
+def _claim(keras_module, via, wandb_on):
+    version = getattr(keras_module, "__version__", None)
+    backend = None
+    try:
+        backend = keras_module.backend.backend()
+    except Exception:
+        pass
+    key = (via, backend, wandb_on)
+    if key in _claimed:
+        return
+    _claimed.add(key)
+    recorder = get_recorder()
+    indicator = f"hook:{via}"
+    recorder.claim(NAME, "wrapper", version=version, indicators=(indicator,), backend=str(backend),
+                   wandb_callback="on" if wandb_on else "off")
+    base = _BACKENDS.get(str(backend))
+    if base:
+        recorder.claim(base, "base", indicators=(indicator, f"keras.backend={backend}"), confidence=0.95)
+
+
+def _is_wandb_callback(callback):
+    cls = type(callback)
+    return cls.__name__ in _WANDB_CALLBACKS and (cls.__module__ or "").startswith("wandb")
+
+
+def _lens_callback(keras_module):
+    cls = _callback_class.get(id(keras_module))
+    if cls is not None:
+        return cls
+    base = keras_module.callbacks.Callback
+
+    class LensKerasCallback(base):
+        """Reports each epoch's ``logs`` to Lens (used when no W&B callback is present)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            try:
+                if logs:
+                    get_recorder().record(dict(logs), int(epoch), source=NAME)
+            except Exception as exc:
+                patching.our_error("keras.on_epoch_end", exc)
+
+    cls = _callback_class[id(keras_module)] = LensKerasCallback
+    return cls
+
+
+def _make_fit(keras_module, signature):
+    def make(original):
+        def fit(self, *args, **kwargs):
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+                callbacks = bound.arguments.get("callbacks")
+                listed = list(callbacks) if isinstance(callbacks, (list, tuple)) else None
+                wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ()))
+                _claim(keras_module, "keras.Model.fit", wandb_on)
+                if not wandb_on and (callbacks is None or listed is not None):
+                    if not any(type(cb).__name__ == "LensKerasCallback" for cb in (listed or ())):
+                        bound.arguments["callbacks"] = (listed or []) + [_lens_callback(keras_module)()]
+                        args, kwargs = bound.args[1:], bound.kwargs
+            except Exception as exc:
+                patching.our_error("keras.Model.fit", exc)
+            return original(self, *args, **kwargs)  # Keras's own errors propagate untouched
+        return fit
+    return make
+
+
+def on_import(keras_module):
+    """Called when ``keras`` has been imported: wrap ``keras.Model.fit``."""
+    import inspect
+
+    from .megatron import in_range, version_tuple
+
+    if not get_recorder().enabled:
+        return None
+    version = getattr(keras_module, "__version__", None)
+    if not in_range(version_tuple(version), MIN_VERSION, MAX_VERSION):
+        get_logger().debug("keras %s is outside the tested range %s..%s: adapter not installed",
+                           version, MIN_VERSION, MAX_VERSION)
+        return None
+    model = getattr(keras_module, "Model", None)
+    fit = getattr(model, "fit", None)
+    if fit is None or not hasattr(keras_module, "callbacks"):
+        get_logger().debug("keras: no Model.fit; adapter not installed")
+        return None
+    signature = inspect.signature(fit)
+    if "callbacks" not in signature.parameters:
+        get_logger().debug("keras: Model.fit takes no callbacks; adapter not installed")
+        return None
+    wrapper = patching.patch(model, "fit", _make_fit(keras_module, signature))
+    get_logger().debug("Keras hook installed (Model.fit)")
+    return wrapper
+
+
+def _make_wandb_logger_init(original):
+    def __init__(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)  # W&B's own errors propagate
+        try:
+            keras_module = sys.modules.get("keras") or sys.modules.get("tensorflow.keras")
+            if keras_module is not None:
+                _claim(keras_module, f"wandb.integration.keras.{type(self).__name__}", True)
+            else:
+                get_recorder().claim("tensorflow", "base", indicators=("hook:wandb.integration.keras",),
+                                     confidence=0.95)
+        except Exception as exc:
+            patching.our_error("wandb.integration.keras", exc)
+        return result
+    return __init__
+
+
+def on_wandb_keras_import(module):
+    """Called when ``wandb.integration.keras`` has been imported (needs a WATCHES entry)."""
+    if not get_recorder().enabled:
+        return None
+    for name in ("WandbMetricsLogger", "WandbCallback"):
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and "__init__" in vars(cls):
+            patching.patch(cls, "__init__", _make_wandb_logger_init)
+    return True
+
+
+@hookimpl
+def lens_detect_frameworks(context):
+    """Keras is claimed by the hooks above."""
     return None
