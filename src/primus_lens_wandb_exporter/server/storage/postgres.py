@@ -35,7 +35,7 @@ class PostgresStore(Store):
     """A Lens database in PostgreSQL."""
 
     kind = "postgresql"
-    ingest_concurrency = 3
+    ingest_concurrency = 2
     _nonfinite_sql = "(value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))"
     retry_errors = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
