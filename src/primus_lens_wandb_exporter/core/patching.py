@@ -14,6 +14,7 @@ import threading
 from .log import log_once, raise_if_testing
 
 _patches = []  # (owner, attribute name, original as found in owner.__dict__, had_own)
+_undo_actions = []  # callables run by undo_all() (registered hooks are not attributes)
 MARK = "_primus_lens_original"
 errors = {"count": 0}
 
@@ -47,8 +48,18 @@ def patch(owner, name, make_wrapper):
     return wrapper
 
 
+def on_undo(action):
+    """Run ``action()`` when every patch is undone (``uninstall()``); for registered hooks."""
+    _undo_actions.append(action)
+
+
 def undo_all():
     """Restore every patched attribute (``uninstall()``, tests)."""
+    while _undo_actions:
+        try:
+            _undo_actions.pop()()
+        except Exception:
+            pass
     while _patches:
         owner, name, own, had_own = _patches.pop()
         try:

@@ -75,6 +75,7 @@ class RunState:
         self.last_step_values = {}  # step metric -> last value logged
         self.history_keys = set()
         self.summary = {}
+        self.pending_summary = {}  # summary-only keys waiting for the row they belong to
         self.config = {}
         self.finished = False
         self.info = {}
@@ -385,6 +386,7 @@ class Recorder:
                 state.finished = True
                 state.info["status"] = "failed" if payload else "finished"
                 state.info["exit_code"] = payload
+                self._summary_points(state, max(state.local_step - 1, 0), ts)
                 self._emit_all()
                 self._report_run(state, "finished")
                 self._call("lens_run_finished", run=self._run_dict(state), status=state.info["status"])
@@ -405,6 +407,8 @@ class Recorder:
         elif kind == _FLUSH:
             deadline, done = payload, extra
             try:
+                for state in list(self._runs.values()):
+                    self._summary_points(state, max(state.local_step - 1, 0), ts)
                 self._emit_all()
                 self._report_detection()
                 self._call("lens_flush", deadline=deadline)
@@ -442,6 +446,8 @@ class Recorder:
         if (step is None and commit is None) or commit:
             state.local_step += 1
         self._add_points(data, row_step, ts, source="wandb", run_id=state.run_id, state=state)
+        if state.pending_summary:
+            self._summary_points(state, row_step, ts)
 
     def _add_points(self, data, step, ts, source, run_id, rank=None, state=None):
         points, filtered = normalize.flatten(data)
@@ -496,11 +502,20 @@ class Recorder:
         # current step; keys that did are only summaries of history and are not re-sent.
         fresh = {k: v for k, v in items.items() if k not in state.history_keys}
         if fresh:
-            step = max(state.local_step - 1, 0)
-            points, _ = normalize.flatten(fresh)
-            if points:
-                self._add_points(dict(points), step, ts, source="wandb", run_id=state.run_id)
+            # They belong to the row logged next (HF sets them right before its final
+            # wandb.log) and take that row's step metric (train/global_step ...); at
+            # finish or flush without such a row, the last row's.
+            state.pending_summary.update(fresh)
         self._report_run(state, "summary")
+
+    def _summary_points(self, state, step, ts):
+        pending, state.pending_summary = state.pending_summary, {}
+        points, _ = normalize.flatten(pending)
+        if not points:
+            return
+        if state.step_metrics:
+            step = self._custom_step(state, points, step)
+        self._add_points(dict(points), step, ts, source="wandb", run_id=state.run_id)
 
     def _current_ranks(self) -> Ranks:
         now = time.monotonic()
@@ -594,8 +609,16 @@ class Recorder:
 def _detection_key(payload):
     det = payload.get("detection", {})
     hints = payload.get("hints", {})
+    evidence = payload.get("evidence", {})
+    # A framework's method or extras can change without changing the chosen pair (pytorch
+    # claimed exactly after being listed heuristically; a ZeRO stage learnt later).
+    per_framework = tuple(sorted(
+        (layer, name, info.get("method"), info.get("confidence"),
+         tuple(sorted((k, str(v)) for k, v in info.items() if k not in ("method", "confidence", "indicators"))))
+        for layer in ("wrapper_frameworks", "base_frameworks")
+        for name, info in (evidence.get(layer) or {}).items()))
     return (det.get("wrapper"), det.get("base"), det.get("method"), round(det.get("confidence", 0), 3),
-            tuple(hints.get("wrapper_frameworks", ())), tuple(hints.get("base_frameworks", ())))
+            tuple(hints.get("wrapper_frameworks", ())), tuple(hints.get("base_frameworks", ())), per_framework)
 
 
 def _jsonable(value, depth=0):
