@@ -163,3 +163,9 @@ def test_health_reports_database(srv):
     r = srv.get("/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["database"] in ("sqlite", "postgresql")
+
+
+def test_api_index_answers_for_grafana_save_and_test(srv):
+    r = srv.get("/api/v1")
+    assert r.status_code == 200
+    assert "/api/v1/workloads/{uid}/metrics/data" in r.json()["endpoints"]

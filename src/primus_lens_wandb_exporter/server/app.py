@@ -132,7 +132,7 @@ DETECTION_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties"
         "wrapper_frameworks": {"type": "array", "items": {"type": "string"}},
         "base_frameworks": {"type": "array", "items": {"type": "string"}},
         "possible_frameworks": {"type": "array", "items": {"type": "string"}},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "confidence": {"description": "a number 0..1 or a word such as \"high\" (seed clients)"},
         "primary_indicators": {"type": "array", "items": {"type": "string"}},
         "framework_layers": {"type": "object"}}},
     "detection": {"type": "object", "properties": {
@@ -325,6 +325,13 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
             return json_response({"status": "error", "database": store.kind, "version": __version__,
                                   "message": f"database unavailable: {e}"}, 503)
         return json_response({"status": "ok", "database": store.kind, "version": __version__})
+
+    @app.get("/api/v1", tags=["query"], summary="API index (also what Grafana's 'Save & test' probes)")
+    def api_index():
+        return json_response({"name": "Primus Lens telemetry API", "version": __version__,
+                              "database": store.kind, "docs": "/api/docs",
+                              "endpoints": sorted({r.path for r in app.routes
+                                                   if getattr(r, "path", "").startswith("/api/v1/")})})
 
     def _require(uid: str) -> None:
         if not store.workload_exists(uid):
