@@ -129,3 +129,18 @@ def test_sigterm_finishes_accepted_requests(lens_server):
     assert sender.errors_5xx == 0
     lens_server.start()
     _assert_all_acked_stored(lens_server, sender)
+
+
+def test_serve_registers_on_an_argparse_subparsers_object():
+    import argparse
+
+    sys.path.insert(0, str(SRC))
+    from primus_lens_wandb_exporter.server import cli
+
+    parser = argparse.ArgumentParser(prog="primus-lens")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--port", "9999", "--db", "sqlite:///x.db", "--token", "t"])
+    assert args.func is cli.serve
+    assert (args.host, args.port, args.db, args.token, args.allow_insecure_bind, args.log_level) == \
+        ("127.0.0.1", 9999, "sqlite:///x.db", "t", False, "info")
+    assert cli.is_loopback("127.0.0.1") and cli.is_loopback("::1") and not cli.is_loopback("0.0.0.0")
