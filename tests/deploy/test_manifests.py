@@ -215,7 +215,7 @@ def dockerfile_instructions() -> list:
 
 def test_dockerfile_builds_from_files_that_exist_and_installs_the_server_extra():
     ins = dockerfile_instructions()
-    assert [w for w, _ in ins].count("FROM") == 2                          # build stage + runtime
+    assert [w for w, _ in ins].count("FROM") == 3                  # plotly (npm) + wheel build + runtime
     for word, rest in ins:
         if word == "COPY" and not rest.startswith("--from"):
             *sources, _dest = shlex.split(rest)
@@ -239,3 +239,7 @@ def test_dockerfile_runs_the_server_as_non_root_on_8080_with_a_health_check():
     assert (args.host, args.port) == ("0.0.0.0", 8080)
     env_line = next(r for w, r in dockerfile_instructions() if w == "ENV" and "PRIMUS_LENS_DB=" in r)
     assert "PRIMUS_LENS_DB=sqlite:////data/lens.db" in env_line
+    # The UI's plotly bundle comes from npm in a build stage, copied to where the env var points.
+    bundle = re.search(r"PRIMUS_LENS_UI_PLOTLY_JS=(\S+)", env_line).group(1)
+    copies = [r for w, r in dockerfile_instructions() if w == "COPY" and r.startswith("--from=plotly")]
+    assert copies and copies[0].split()[-1] == bundle

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import re
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ def test_index_is_served_at_root_and_references_plotly_by_version(make_client):
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert f'src="static/vendor/plotly.min.js?v={version("plotly")}"' in response.text
+    assert re.search(r'src="static/vendor/plotly\.min\.js\?v=[0-9a-f]+"', response.text)
     assert 'src="static/ui/js/app.js' in response.text
     assert "{{" not in response.text
 
@@ -58,6 +57,20 @@ def test_plotly_comes_from_the_installed_package_gzip_or_not(make_client):
     assert raw.headers["content-encoding"] == "gzip"
     assert int(raw.headers["content-length"]) < len(installed) / 2
     assert raw.content == installed          # the client decodes it: same bytes
+
+
+def test_an_operator_chosen_bundle_replaces_plotlys_own(make_client, tmp_path, monkeypatch):
+    # e.g. npm's plotly.js-basic-dist-min in the container image (see deploy/Dockerfile)
+    bundle = tmp_path / "plotly-basic.min.js"
+    bundle.write_text("/* plotly.js basic bundle stand-in */ window.Plotly = {};\n")
+    default_tag = re.search(r"plotly\.min\.js\?v=(\w+)", make_client().get("/").text).group(1)
+    monkeypatch.setenv("PRIMUS_LENS_UI_PLOTLY_JS", str(bundle))
+    client = make_client()
+    assert client.get("/static/vendor/plotly.min.js").content == bundle.read_bytes()
+    tag = re.search(r"plotly\.min\.js\?v=(\w+)", client.get("/").text).group(1)
+    assert tag != default_tag                   # browsers fetch the new bundle, not a cached one
+    monkeypatch.setenv("PRIMUS_LENS_UI_PLOTLY_JS", str(tmp_path / "missing.js"))
+    assert len(make_client().get("/static/vendor/plotly.min.js").content) > 1_000_000   # falls back
 
 
 def test_every_file_the_page_loads_is_served(make_client):

@@ -11,12 +11,19 @@ Routes added (none of them under ``/api`` or ``/health``):
 - ``GET /``                              the single-page app (hash routing)
 - ``GET /static/ui/{path}``              our JS/CSS
 - ``GET /static/vendor/plotly.min.js``   plotly from the installed package
+
+``PRIMUS_LENS_UI_PLOTLY_JS`` may name another plotly.js bundle installed from a
+registry, e.g. npm's ``plotly.js-basic-dist-min`` (scatter/bar/pie only: 1.2 MB
+instead of 4.8 MB, evaluated about 7x faster by the browser, which is most of a
+cold page load).  The container image does that; see docs/ui.md.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import logging
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +37,9 @@ from ..._version import __version__
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PLOTLY_ROUTE = "/static/vendor/plotly.min.js"
+PLOTLY_ENV = "PRIMUS_LENS_UI_PLOTLY_JS"
+
+log = logging.getLogger("primus_lens_wandb_exporter.server.ui")
 UI_STATIC_ROUTE = "/static/ui"
 
 __all__ = ["mount_ui", "plotly_js_path", "STATIC_DIR"]
@@ -51,13 +61,15 @@ def plotly_js_path() -> Optional[Path]:
     return None
 
 
-def _plotly_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("plotly")
-    except Exception:  # noqa: BLE001 - only used to bust browser caches
-        return "unknown"
+def chosen_plotly_js() -> Optional[Path]:
+    """The bundle to serve: ``$PRIMUS_LENS_UI_PLOTLY_JS`` if it names a file, else plotly's own."""
+    override = os.environ.get(PLOTLY_ENV, "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if path.is_file():
+            return path
+        log.warning("%s=%s is not a file; serving the plotly package's bundle instead", PLOTLY_ENV, override)
+    return plotly_js_path()
 
 
 class _PlotlyBundle:
@@ -83,12 +95,10 @@ class _PlotlyBundle:
             return self._gz
 
 
-@lru_cache(maxsize=1)
-def _index_html() -> str:
+@lru_cache(maxsize=4)
+def _index_html(bundle_tag: str) -> str:
     template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    return template.replace("{{VERSION}}", __version__).replace(
-        "{{PLOTLY_VERSION}}", _plotly_version()
-    )
+    return template.replace("{{VERSION}}", __version__).replace("{{PLOTLY_VERSION}}", bundle_tag)
 
 
 class _RevalidatedStaticFiles(StaticFiles):
@@ -109,12 +119,15 @@ def mount_ui(app: Any, settings: Any = None) -> None:
     are never shadowed, whatever order routes are registered in.
     """
     del settings
-    plotly_path = plotly_js_path()
+    plotly_path = chosen_plotly_js()
     bundle = _PlotlyBundle(plotly_path) if plotly_path else None
+    # Cache-busting tag of the bundle's URL: changes whenever the served file does.
+    stat = plotly_path.stat() if plotly_path else None
+    bundle_tag = f"{stat.st_size:x}{int(stat.st_mtime):x}" if stat else "none"
     immutable = "public, max-age=31536000, immutable"
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(_index_html(), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_index_html(bundle_tag), headers={"Cache-Control": "no-cache"})
 
     async def plotly_js(request: Request) -> Response:
         if bundle is None:
