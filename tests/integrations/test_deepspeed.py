@@ -85,7 +85,12 @@ def test_deepspeed_zero2_with_wandb_monitor_reports_each_event_once_at_samples(m
     assert_each_point_emitted_once(rows)
     assert {(r["source"], r["name"]) for r in rows} == {("wandb", LR)} and len(rows) == STEPS
 
-    _deepspeed_detection(module_server, uid, stage=2)
+    det = _deepspeed_detection(module_server, uid, stage=2)
+    # DeepSpeed's ranks form a torch process group while a W&B run is open, so the plain-PyTorch
+    # adapter claimed pytorch exactly as well; the specific base still wins.
+    assert wait_for(lambda: workload(module_server, uid)["detection"]["evidence"]["base_frameworks"]
+                    .get("pytorch", {}).get("method") == "exact"), det["evidence"]["base_frameworks"]
+    assert workload(module_server, uid)["detection"]["base"] == "deepspeed"
     runs = workload(module_server, uid)["runs"]
     assert len(runs) == 1 and runs[0]["project"] == "lens-deepspeed-example", runs  # WandbMonitor's wandb.init
 

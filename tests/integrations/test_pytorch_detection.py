@@ -95,6 +95,20 @@ def test_pytorch_training_without_a_wandb_run_sends_nothing(module_server, tmp_p
     assert response.status_code == 404, response.text[:500]
 
 
+def test_uninstall_removes_the_optimizer_hook_and_the_claim_with_it(tmp_path):
+    code = """
+import torch, wandb
+from torch.optim import optimizer as opt_mod
+import primus_lens_wandb_exporter as lens
+from primus_lens_wandb_exporter.integrations import pytorch
+before = len(opt_mod._global_optimizer_post_hooks)
+lens.uninstall()
+print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch._state.handle is None)
+"""
+    proc = run_python(code, exporter_env(None, tmp_path, "torch-uninstall", PRIMUS_LENS_WANDB_API_REPORTING="false"))
+    assert proc.stdout.split() == ["hooks", "1", "0", "True"], proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("version, supported", [
     ("2.13.0+cpu", True), ("2.0.0", True), ("2.13.1+rocm6.4", True),
     ("1.13.1", False), ("2.14.0", False), ("3.0.0a0", False), (None, False),
