@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
 import harness  # noqa: E402
+from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("numpy")
 
@@ -42,9 +43,10 @@ MAXTEXT_NAMES = {"learning/loss", "learning/grad_norm", "learning/total_weights"
                  "learning/current_learning_rate"}
 
 
-def test_maxtext_reports_scalars_from_process_0_only(tmp_path):
+def test_maxtext_reports_scalars_from_process_0_only(module_server, tmp_path):
     code = MAXTEXT_LOOP % ("from MaxText import metric_logger", "logger.buffer_and_write_train_metrics")
-    results = {index: harness.run(code, tmp_path / f"p{index}", ["jax", "maxtext_2026_01"], workload="maxtext",
+    uid = new_workload("maxtext")
+    results = {index: harness.run(code, tmp_path / f"p{index}", ["jax", "maxtext_2026_01"], workload=uid, server=module_server,
                                   JAX_PROCESS_ID=index, JAX_NUM_PROCESSES=2)
                for index in (0, 1)}
     assert results[1].points == []
@@ -58,9 +60,10 @@ def test_maxtext_reports_scalars_from_process_0_only(tmp_path):
     assert first.series("learning/current_learning_rate") == pytest.approx({0: 1e-3, 1: 2e-3, 2: 3e-3, 3: 4e-3})
     assert {p["rank"] for p in first.points} == {0}
     first.assert_each_point_once()
+    first.check_server()
 
 
-def test_maxtext_head_with_wandb_leaves_the_metrics_to_the_wandb_stream(tmp_path):
+def test_maxtext_head_with_wandb_leaves_the_metrics_to_the_wandb_stream(module_server, tmp_path):
     pytest.importorskip("wandb")
     # maxtext.common.metric_logger is watched once core/autoload.py WATCHES lists it
     # (requested); until then the program hands the module to the adapter itself.
@@ -70,13 +73,14 @@ if "maxtext.common.metric_logger" not in {m for m, _ in autoload.WATCHES.values(
     from primus_lens_wandb_exporter.integrations.jax import on_maxtext_import
     on_maxtext_import(metric_logger)"""
     code = MAXTEXT_LOOP % (hook, "logger.buffer_and_write_metrics")
-    result = harness.run(code, tmp_path, ["jax", "maxtext_head"], workload="maxtext-wb", WB=1)
+    result = harness.run(code, tmp_path, ["jax", "maxtext_head"], workload=new_workload("maxtext-wb"), server=module_server, WB=1)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("maxtext", "exact")
     assert result.sources() == {"wandb"}
     assert result.names("wandb") == MAXTEXT_NAMES
     assert sorted(result.series("learning/loss", source="wandb")) == [0, 1, 2, 3]
     result.assert_each_point_once()
+    result.check_server()
 
 
 CLU_LOOP = """
@@ -95,7 +99,7 @@ writer.flush()
 """
 
 
-def test_clu_reports_each_scalar_once_at_the_outermost_writer(tmp_path):
+def test_clu_reports_each_scalar_once_at_the_outermost_writer(module_server, tmp_path):
     # AsyncMultiWriter -> AsyncWriter (thread pool) -> LoggingWriter, and a MultiWriter of
     # two LoggingWriters: every scalar is reported once per step.  CLU's own error (a
     # non-numeric scalar LoggingWriter cannot format) reaches the program untouched.
@@ -105,7 +109,7 @@ try:
 except ValueError as exc:
     print("FRAMEWORK-ERROR", type(exc).__name__)
 """
-    result = harness.run(CLU_LOOP % tail, tmp_path, ["jax", "clu"], workload="clu")
+    result = harness.run(CLU_LOOP % tail, tmp_path, ["jax", "clu"], workload=new_workload("clu"), server=module_server)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("jax", "exact")
     assert result.detection["evidence_base"]["jax"]["library"] == "clu"
@@ -115,6 +119,7 @@ except ValueError as exc:
     assert "FRAMEWORK-ERROR ValueError" in result.stdout
     assert result.detection["our_errors"] == 0
     result.assert_each_point_once()
+    result.check_server()
 
 
 def test_clu_on_other_processes_only_claims(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
 import harness  # noqa: E402
+from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("numpy")
 
@@ -33,8 +34,8 @@ print("EPOCHS", len(history.history["loss"]))
 STANDIN_MODEL = "model = keras.Sequential()\nmodel.compile(learning_rate=0.1)"
 
 
-def test_fit_without_wandb_callback_reports_epoch_logs(tmp_path):
-    result = harness.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"], workload="keras")
+def test_fit_without_wandb_callback_reports_epoch_logs(module_server, tmp_path):
+    result = harness.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"], workload=new_workload("keras"), server=module_server)
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "tensorflow", "exact")
     assert result.detection["evidence_wrapper"]["keras"]["version"] == "3.15.1"
@@ -42,6 +43,7 @@ def test_fit_without_wandb_callback_reports_epoch_logs(tmp_path):
     assert sorted(result.series("loss")) == [0, 1, 2]
     assert "USER-CALLBACKS-UNCHANGED True" in result.stdout and "EPOCHS 3" in result.stdout
     result.assert_each_point_once()
+    result.check_server()
 
 
 WANDB_LOGGER = """
@@ -66,19 +68,20 @@ lens_keras.on_wandb_keras_import(types.SimpleNamespace(WandbMetricsLogger=WandbM
 """
 
 
-def test_fit_with_wandb_metrics_logger_leaves_the_metrics_to_wandb(tmp_path):
+def test_fit_with_wandb_metrics_logger_leaves_the_metrics_to_wandb(module_server, tmp_path):
     pytest.importorskip("wandb")
     code = FIT % (STANDIN_MODEL + WANDB_LOGGER, "[WandbMetricsLogger()]", 1) + "wandb.finish()\n"
-    result = harness.run(code, tmp_path, ["keras_3"], workload="keras-wb", KERAS_BACKEND="jax")
+    result = harness.run(code, tmp_path, ["keras_3"], workload=new_workload("keras-wb"), server=module_server, KERAS_BACKEND="jax")
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "jax", "exact")
     assert result.sources() == {"wandb"}
     assert sorted(result.series("epoch/loss", source="wandb")) == [0, 1, 2]
     assert "USER-CALLBACKS-UNCHANGED True" in result.stdout
     result.assert_each_point_once()
+    result.check_server()
 
 
-def test_real_keras_on_torch_backend(tmp_path):
+def test_real_keras_on_torch_backend(module_server, tmp_path):
     keras_path = os.environ.get("LENS_TEST_KERAS_PATH", "")
     probe = os.system(f"PYTHONPATH={keras_path} KERAS_BACKEND=torch {sys.executable} -c 'import keras' 2>/dev/null")
     if probe != 0:
@@ -86,10 +89,11 @@ def test_real_keras_on_torch_backend(tmp_path):
     model = ("model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])\n"
              "model.compile(optimizer='sgd', loss='mse', metrics=['mae'])")
     extra = {"PYTHONPATH": keras_path} if keras_path else {}
-    result = harness.run(FIT % (model, "None", 0), tmp_path, [], workload="keras-real", KERAS_BACKEND="torch",
+    result = harness.run(FIT % (model, "None", 0), tmp_path, [], workload=new_workload("keras-real"), server=module_server, KERAS_BACKEND="torch",
                          **extra)
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "pytorch", "exact")
     assert {"loss", "mae", "val_loss", "val_mae"} <= result.names("keras")
     assert sorted(result.series("loss", source="keras")) == [0, 1, 2]
     result.assert_each_point_once()
+    result.check_server()

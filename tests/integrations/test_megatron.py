@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
 import harness  # noqa: E402
+from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 pytest.importorskip("wandb")
@@ -64,13 +65,13 @@ def _detected(result, base, wrapper=None):
     return det
 
 
-def test_core_v0_15_with_wandb_gated_off_reports_core_metrics_from_the_last_rank_only(tmp_path):
+def test_core_v0_15_with_wandb_gated_off_reports_core_metrics_from_the_last_rank_only(module_server, tmp_path):
     # W&B writer exists on the last rank, but no TensorBoard writer: Megatron sends no
     # per-iteration value to W&B, so the adapter reports them itself (source "megatron").
-    results = {}
+    results, uid = {}, new_workload("mt-v015")
     for rank in (0, 1):
         results[rank] = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path / f"r{rank}", ["megatron_core_v0_15"],
-                                    workload="mt-v015", RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=2,
+                                    workload=uid, server=module_server, RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=2,
                                     WB_PROJECT="proj")
     assert results[0].points == [], "only Megatron's logging rank (world_size - 1) reports"
     last = results[1]
@@ -86,13 +87,14 @@ def test_core_v0_15_with_wandb_gated_off_reports_core_metrics_from_the_last_rank
     assert last.series("learning-rate", source="megatron") == {i: 0.1 for i in range(1, 7)}
     last.assert_each_point_once()
     assert last.detection["our_errors"] == 0
+    last.check_server()
 
 
-def test_head_with_wandb_on_reports_each_metric_exactly_once(tmp_path):
+def test_head_with_wandb_on_reports_each_metric_exactly_once(module_server, tmp_path):
     # TensorBoard + W&B on the last rank, every 2nd iteration: W&B (raw patch, source
     # "wandb") is the source of what Megatron sends it; the adapter adds only what W&B
     # never receives in this run (loss-scale: --log-loss-scale-to-tensorboard unset).
-    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload="mt-head",
+    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload=new_workload("mt-head"), server=module_server,
                          RANK=0, WORLD_SIZE=1, TB_DIR=str(tmp_path / "tb"), TB_INTERVAL=2, WB_PROJECT="proj")
     _detected(result, "megatron")
     assert result.detection["evidence_base"]["megatron"]["version"] == "0.20.0"
@@ -103,6 +105,7 @@ def test_head_with_wandb_on_reports_each_metric_exactly_once(tmp_path):
     assert sorted(result.series("lm loss", source="wandb")) == [2, 4, 6]
     assert sorted(result.series("loss-scale", source="megatron")) == [1, 2, 3, 4, 5, 6]
     result.assert_each_point_once()
+    result.check_server()
 
 
 def test_signature_drift_binds_by_name_in_both_releases(tmp_path):
@@ -177,18 +180,20 @@ pretrain(cfg, callbacks=None)
 """
 
 
-def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload="bridge")
+def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(module_server, tmp_path):
+    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload=new_workload("bridge"), server=module_server)
     _detected(result, "megatron_bridge")
     # on_train_step_end fires before train_state.step += 1; Bridge logs with the new value.
     assert sorted(result.series("lm loss", source="megatron_bridge")) == [1, 2, 3, 4, 5]
     assert sorted(result.series("grad-norm", source="megatron_bridge")) == [1, 2, 3, 4, 5]
     result.assert_each_point_once()
+    result.check_server()
 
 
-def test_bridge_with_its_wandb_logger_only_claims(tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload="bridge-wb", WB_PROJECT="proj")
+def test_bridge_with_its_wandb_logger_only_claims(module_server, tmp_path):
+    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload=new_workload("bridge-wb"), server=module_server, WB_PROJECT="proj")
     _detected(result, "megatron_bridge")
     assert "megatron_bridge" not in result.sources()
     assert sorted(result.series("lm loss", source="wandb")) == [1, 2, 3, 4, 5]
     result.assert_each_point_once()
+    result.check_server()

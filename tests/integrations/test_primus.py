@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
 import harness  # noqa: E402
+from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 
@@ -37,10 +38,10 @@ def _layers(result):
     return det["wrapper"], det["base"], det["layers"]
 
 
-def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_run(tmp_path):
+def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_run(module_server, tmp_path):
     # Normal order: the exporter wraps training_log when Megatron is imported; Primus's
     # before_train patch then wraps ours.  Both run; each metric is reported once.
-    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"], workload="primus-mt")
+    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"], workload=new_workload("primus-mt"), server=module_server)
     wrapper, base, layers = _layers(result)
     assert (wrapper, base) == ("primus", "megatron")
     assert layers["wrapper"]["version"] == "26.5"
@@ -51,9 +52,10 @@ def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_
     assert result.stdout.count(PRIMUS_ENRICHED) == 2  # log_interval 2, 4 iterations
     assert sorted(result.series("lm loss", source="megatron")) == [1, 2, 3, 4]
     result.assert_each_point_once()
+    result.check_server()
 
 
-def test_primus_wrapper_already_in_place_is_chained_when_the_exporter_installs_later(tmp_path):
+def test_primus_wrapper_already_in_place_is_chained_when_the_exporter_installs_later(module_server, tmp_path):
     # Reverse order (a notebook calling install() late): Primus's wrapper is in place
     # first, ours goes around it.  We still bind by Megatron's real signature (found
     # under Primus's ``(*args, **kwargs)``), Primus's hook still runs, metrics once.
@@ -69,22 +71,24 @@ def _install_exporter_late(ctx):
     assert getattr(mt.training_log, "_primus_training_log_print_rank_wrapper", False)
     lens.install()
 """ + RUN_PRIMUS % "megatron"
-    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"], workload="primus-late")
+    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"], workload=new_workload("primus-late"), server=module_server)
     assert result.detection["detection"]["base"] == "megatron"
     assert result.stdout.count(PRIMUS_ENRICHED) == 2
     assert sorted(result.series("lm loss", source="megatron")) == [1, 2, 3, 4]
     assert sorted(result.series("grad-norm", source="megatron")) == [1, 2, 3, 4]
     result.assert_each_point_once()
+    result.check_server()
 
 
-def test_primus_torchtitan_backend_claims_torchtitan(tmp_path):
+def test_primus_torchtitan_backend_claims_torchtitan(module_server, tmp_path):
     result = harness.run(RUN_PRIMUS % "torchtitan", tmp_path, ["primus_amd", "torchtitan_v0_2_2"],
-                         workload="primus-tt")
+                         workload=new_workload("primus-tt"), server=module_server)
     wrapper, base, layers = _layers(result)
     assert (wrapper, base) == ("primus", "torchtitan")
     assert result.detection["evidence_wrapper"]["primus"]["backend"] == "torchtitan"
     assert sorted(result.series("loss_metrics/global_avg_loss", source="torchtitan")) == [1, 2, 3]
     result.assert_each_point_once()
+    result.check_server()
 
 
 def test_pypi_primus_is_not_taken_for_amd_primus(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
 import harness  # noqa: E402
+from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 pytest.importorskip("wandb")
@@ -74,8 +75,9 @@ TORCHTITAN_NAMES = {"loss_metrics/global_avg_loss", "loss_metrics/global_max_los
                     "tflops", "mfu(%)", "n_tokens_seen", "lr", "memory/num_ooms", "time_metrics/end_to_end(s)"}
 
 
-def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipeline_stage(tmp_path):
-    results = {rank: harness.run(PROGRAM % "", tmp_path / f"r{rank}", ["torchtitan_v0_2_2"], workload="tt022",
+def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipeline_stage(module_server, tmp_path):
+    uid = new_workload("tt022")
+    results = {rank: harness.run(PROGRAM % "", tmp_path / f"r{rank}", ["torchtitan_v0_2_2"], workload=uid, server=module_server,
                                  RELEASE="v0.2.2", RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=2, PP=2, TB=1)
                for rank in (0, 1)}
     assert results[0].points == []
@@ -90,10 +92,11 @@ def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipelin
     assert last.series("lr") == {1: 1e-3, 2: 1e-3, 4: 1e-3}
     assert {p["rank"] for p in last.points} == {1}
     last.assert_each_point_once()
+    last.check_server()
 
 
-def test_v0_3_0_with_wandb_logger_leaves_the_metrics_to_the_wandb_stream(tmp_path):
-    result = harness.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"], workload="tt030wb",
+def test_v0_3_0_with_wandb_logger_leaves_the_metrics_to_the_wandb_stream(module_server, tmp_path):
+    result = harness.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"], workload=new_workload("tt030wb"), server=module_server,
                          RELEASE="0.3.0", WB=1, TB=1, WANDB_PROJECT="tt")
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("torchtitan", "exact")
@@ -102,9 +105,10 @@ def test_v0_3_0_with_wandb_logger_leaves_the_metrics_to_the_wandb_stream(tmp_pat
     assert TORCHTITAN_NAMES <= result.names("wandb")
     assert sorted(result.series("loss_metrics/global_avg_loss", source="wandb")) == [1, 2, 4]
     result.assert_each_point_once()
+    result.check_server()
 
 
-def test_v0_3_0_without_any_logger_reports_itself_and_lets_torchtitan_errors_through(tmp_path):
+def test_v0_3_0_without_any_logger_reports_itself_and_lets_torchtitan_errors_through(module_server, tmp_path):
     # ZBVZeroBubble logs from rank 0 even under PP; 0.3.0 passes the schedule to __init__ only.
     code = PROGRAM % """
 processor.num_flops_per_token = -1
@@ -113,7 +117,7 @@ try:
 except AssertionError as exc:
     print("FRAMEWORK-ERROR", exc)
 """
-    result = harness.run(code, tmp_path, ["torchtitan_v0_3_0"], workload="tt030", RELEASE="0.3.0",
+    result = harness.run(code, tmp_path, ["torchtitan_v0_3_0"], workload=new_workload("tt030"), server=module_server, RELEASE="0.3.0",
                          RANK=0, WORLD_SIZE=2, PP=2, PP_SCHEDULE="ZBVZeroBubble")
     assert "FRAMEWORK-ERROR num_flops_per_token must be set" in result.stdout
     assert result.detection["detection"]["base"] == "torchtitan"
@@ -123,3 +127,4 @@ except AssertionError as exc:
     assert {p["rank"] for p in result.points} == {0}
     assert result.detection["our_errors"] == 0
     result.assert_each_point_once()
+    result.check_server()

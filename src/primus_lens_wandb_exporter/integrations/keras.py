@@ -50,7 +50,7 @@ def _claim(keras_module, via, wandb_on):
                    wandb_callback="on" if wandb_on else "off")
     base = _BACKENDS.get(str(backend))
     if base:
-        recorder.claim(base, "base", indicators=(indicator, f"keras.backend={backend}"), confidence=0.95)
+        recorder.claim(base, "base", indicators=(indicator, f"keras.backend={backend}"))
 
 
 def _is_wandb_callback(callback):
@@ -133,8 +133,7 @@ def _make_wandb_logger_init(original):
             if keras_module is not None:
                 _claim(keras_module, f"wandb.integration.keras.{type(self).__name__}", True)
             else:
-                get_recorder().claim("tensorflow", "base", indicators=("hook:wandb.integration.keras",),
-                                     confidence=0.95)
+                get_recorder().claim("tensorflow", "base", indicators=("hook:wandb.integration.keras",))
         except Exception as exc:
             patching.our_error("wandb.integration.keras", exc)
         return result

@@ -74,9 +74,9 @@ class _Claims:
         indicator = "hook:primus.core.runtime.train_runtime.PrimusRuntime._initialize_adapter"
         recorder = get_recorder()
         recorder.claim(NAME, "wrapper", version=primus_version(), indicators=(indicator,), **extra)
-        # Confidence just under the backend's own adapter: Megatron's training_log claim
-        # (same name, 1.0) is more direct and keeps its rank/step details.
-        recorder.claim(base, "base", version=version, confidence=0.99,
+        # The backend's own adapter (Megatron's training_log, TorchTitan's MetricsProcessor)
+        # claims the same base again once training runs; the latest claim wins.
+        recorder.claim(base, "base", version=version,
                        indicators=(indicator, f"primus.ctx.framework={framework}"), **extra)
 
 

@@ -3,8 +3,12 @@ activated by its installed start-up line (as for users), and reads back what it 
 
 Each stand-in root below this folder is a directory to put on ``PYTHONPATH``; it holds
 our own minimal re-implementation of a named upstream release (see each package's
-docstring).  Points are read from the local JSONL sink (``PRIMUS_LENS_WANDB_OUTPUT_PATH``);
-the detection payload the Recorder would send is printed by the program at exit.
+docstring).  What the exporter emitted is read from the local JSONL sink
+(``PRIMUS_LENS_WANDB_OUTPUT_PATH``: every point, with its data source, so "exactly once"
+can be checked across sources); the detection the Recorder built is printed by the
+program at exit.  With ``server=`` (a real Lens server) the program reports to it too,
+and :meth:`Result.check_server` asserts that the server stored the same points and
+detection.
 """
 
 import json
@@ -51,7 +55,9 @@ def root(name):
 class Result:
     """A finished training process: its output, the points it reported, its detection."""
 
-    def __init__(self, proc, output_path):
+    def __init__(self, proc, output_path, server=None, workload=None):
+        self.server = server
+        self.workload = workload
         self.proc = proc
         self.stdout = proc.stdout
         self.stderr = proc.stderr
@@ -77,6 +83,33 @@ class Result:
     def sources(self):
         return {p["source"] for p in self.points}
 
+    def check_server(self, timeout=30):
+        """The Lens server stored exactly the emitted points and the exact detection."""
+        assert self.server is not None, "run(..., server=...) to check the server"
+        expected = {}
+        for p in self.points:
+            expected.setdefault(p["source"], set()).add((p["name"], p["step"], p["rank"]))
+
+        def stored():
+            out = {}
+            for source in expected:
+                pts = support.metric_points(self.server, self.workload, data_source=source)
+                out[source] = {(q["metric_name"], q["iteration"], q["rank"]) for q in pts}
+            return out if out == expected else None
+
+        got = support.wait_for(stored, timeout=timeout)
+        assert got == expected, f"server points differ from emitted ones: {got} != {expected}"
+        want = self.detection["detection"]
+
+        def detected():
+            det = (support.workload(self.server, self.workload) or {}).get("detection") or {}
+            same = all(det.get(k) == want.get(k) for k in ("wrapper", "base", "method"))
+            return det if same else None
+
+        det = support.wait_for(detected, timeout=timeout)
+        assert det, f"server detection {support.workload(self.server, self.workload).get('detection')} != {want}"
+        return det
+
     def assert_each_point_once(self):
         """No (name, step, rank) is reported twice, whatever the data source."""
         seen = {}
@@ -96,14 +129,17 @@ def read_points(output_path):
     return points
 
 
-def run(code, tmp_path, roots, workload="standin", check=True, footer=True, **env_extra):
-    """Run ``code`` with the stand-in ``roots`` importable; returns a :class:`Result`."""
+def run(code, tmp_path, roots, workload="standin", check=True, footer=True, server=None, **env_extra):
+    """Run ``code`` with the stand-in ``roots`` importable; returns a :class:`Result`.
+
+    ``server``: a real Lens server to report to as well (``workload`` must then be unique).
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
     output = tmp_path / "lens-jsonl"
-    env = support.exporter_env(None, tmp_path, workload, **env_extra)
+    env = support.exporter_env(server, tmp_path, workload, **env_extra)
     env.update({
         "PYTHONPATH": os.pathsep.join([root(r) for r in roots] + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "PRIMUS_LENS_WANDB_API_REPORTING": "false",
+        "PRIMUS_LENS_WANDB_API_REPORTING": "true" if server is not None else "false",
         "PRIMUS_LENS_WANDB_OUTPUT_PATH": str(output),
         "STANDIN_TMP": str(tmp_path),
     })
@@ -113,4 +149,4 @@ def run(code, tmp_path, roots, workload="standin", check=True, footer=True, **en
     script = tmp_path / f"train_{abs(hash(source)) % 10**8}.py"
     script.write_text(source)
     proc = support.run_python(str(script), env, timeout=120, check=check, cwd=str(tmp_path))
-    return Result(proc, str(output))
+    return Result(proc, str(output), server, workload)
