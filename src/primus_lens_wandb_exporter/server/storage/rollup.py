@@ -232,6 +232,7 @@ def choose_level(span_steps: int, max_points: int) -> int:
     """
     nb = max(1, max_points // 4)
     k = 0
-    while (span_steps >> k) + 1 > nb:
+    # A span of S steps touches at most (S >> k) + 2 blocks of 2**k steps.
+    while (span_steps >> k) + 2 > nb:
         k += 1
     return k

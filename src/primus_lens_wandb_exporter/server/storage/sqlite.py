@@ -55,18 +55,20 @@ class SQLiteStore(Store):
     def _migrate(self) -> None:
         with self._write_lock:
             c = self._writer
-            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
-            have = c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-            for v in range(have + 1, schema.LATEST + 1):
-                c.execute("BEGIN IMMEDIATE")
-                try:
+            # All in one IMMEDIATE transaction: a second server starting on the same
+            # file waits here and then finds the migrations applied.
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+                have = c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+                for v in range(have + 1, schema.LATEST + 1):
                     for stmt in schema.statements(v, schema.SQLITE_TYPES):
                         c.execute(stmt)
                     c.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (v, time.time()))
-                    c.execute("COMMIT")
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def write_tx(self) -> Iterator[sqlite3.Cursor]:
