@@ -1,8 +1,8 @@
 """PyTorch Lightning integration (``lightning.pytorch`` and ``pytorch_lightning``).
 
-Zero code: Lightning itself calls :func:`callbacks_factory` in every ``Trainer``
-(entry-point groups ``lightning.pytorch.callbacks_factory`` and
-``pytorch_lightning.callbacks_factory``).  The returned ``LensCallback``, at
+Zero code: Lightning itself calls our factory in every ``Trainer`` (entry-point groups
+``lightning.pytorch.callbacks_factory`` -> :func:`lightning_callbacks_factory` and
+``pytorch_lightning.callbacks_factory`` -> :func:`pytorch_lightning_callbacks_factory`).  The returned ``LensCallback``, at
 ``setup``:
 
 - claims ``lightning`` (wrapper) and the base layer from the strategy
@@ -336,7 +336,7 @@ def _calling_group():
 
 
 def callbacks_factory():
-    """Entry point of both Lightning groups: ``[LensCallback()]`` for the calling namespace."""
+    """Group-agnostic factory (older installs): ``[LensCallback()]`` for the calling namespace."""
     namespace = _calling_group() or _namespace_in_use()
     return _factory(namespace)
 
