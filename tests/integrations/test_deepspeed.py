@@ -153,6 +153,52 @@ def test_deepspeed_two_ranks_every_rank_claims_only_rank0_reports_events(module_
     assert {r["rank"] for r in rows} == {0} and {r["world_size"] for r in rows} == {2}
 
 
+MONITOR_ERRORS = r"""
+import os, sys, tempfile
+import deepspeed
+from deepspeed.monitor.config import get_monitor_config
+from deepspeed.monitor.monitor import MonitorMaster
+
+deepspeed.init_distributed(dist_backend="gloo")
+out = tempfile.mkdtemp()
+master = MonitorMaster(get_monitor_config({"csv_monitor": {"enabled": True, "output_path": out, "job_name": "j"}}))
+
+class HostileStep:
+    # A step our monitor cannot turn into an int (DeepSpeed's csv monitor just prints it).
+    def __int__(self):
+        raise RuntimeError("hostile step")
+    def __str__(self):
+        return "7"
+
+for testing in ("0", "1"):  # read at each error: one process checks both
+    os.environ["PRIMUS_LENS_TESTING"] = testing
+    try:
+        master.write_events([("Train/Samples/lr", 0.5, HostileStep())])
+        print("ABSORBED")
+    except RuntimeError as exc:
+        print("RAISED", exc)
+os.environ["PRIMUS_LENS_TESTING"] = "0"
+try:
+    master.write_events([("Train/Samples/lr", 0.5)])  # DeepSpeed's own csv monitor fails on this
+except IndexError:
+    print("DEEPSPEED ERROR PROPAGATED")
+with open(os.path.join(out, "j", "Train_Samples_lr.csv")) as fh:
+    print("CSV ROWS", len(fh.read().splitlines()) - 1)
+"""
+
+
+def test_deepspeed_monitor_errors_never_reach_training_unless_testing(tmp_path):
+    env = exporter_env(None, tmp_path, new_workload("ds-errors"), PRIMUS_LENS_WANDB_API_REPORTING="false",
+                       RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port(),
+                       TORCH_EXTENSIONS_DIR=os.path.expanduser("~/.cache/torch_extensions"))
+    proc = run_python(MONITOR_ERRORS, env, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ABSORBED", "RAISED", "DEEPSPEED", "CSV"))]
+    # Ours: absorbed (and counted) normally, raised under PRIMUS_LENS_TESTING=1; DeepSpeed's own
+    # monitors ran first both times; DeepSpeed's own error reaches the caller untouched.
+    assert lines == ["ABSORBED", "RAISED hostile step", "DEEPSPEED ERROR PROPAGATED", "CSV ROWS 2"], \
+        proc.stdout + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("version, supported", [
     ("0.19.8", True), ("0.14.0", True), ("0.16.4+abc123", True),
     ("0.13.5", False), ("0.20.0", False), ("1.0.0", False), (None, False),

@@ -109,6 +109,38 @@ print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch._state
     assert proc.stdout.split() == ["hooks", "1", "0", "True"], proc.stdout + proc.stderr
 
 
+OPTIMIZER_HOOK_ERRORS = r"""
+import os, sys, torch
+
+class HostileWandb:
+    # Stands in sys.modules for a wandb whose attributes fail: our hook must absorb that.
+    def __getattr__(self, name):
+        raise RuntimeError("hostile " + name)
+
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.5)
+sys.modules["wandb"] = HostileWandb()
+for testing in ("0", "1"):  # read at each error: one process checks both
+    os.environ["PRIMUS_LENS_TESTING"] = testing
+    before = model.weight.detach().clone()
+    model(torch.ones(1, 2)).sum().backward()
+    try:
+        opt.step()
+        print("ABSORBED")
+    except RuntimeError as exc:
+        print("RAISED", exc)
+    print("STEPPED", not torch.equal(before, model.weight.detach()))
+"""
+
+
+def test_optimizer_hook_errors_never_reach_training_unless_testing(tmp_path):
+    env = exporter_env(None, tmp_path, "torch-errors", PRIMUS_LENS_WANDB_API_REPORTING="false")
+    proc = run_python(OPTIMIZER_HOOK_ERRORS, env)
+    # The hook runs after PyTorch's step: the parameters moved either way.
+    assert proc.stdout.split("\n")[:4] == ["ABSORBED", "STEPPED True", "RAISED hostile run", "STEPPED True"], \
+        proc.stdout + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("version, supported", [
     ("2.13.0+cpu", True), ("2.0.0", True), ("2.13.1+rocm6.4", True),
     ("1.13.1", False), ("2.14.0", False), ("3.0.0a0", False), (None, False),
