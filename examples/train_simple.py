@@ -25,13 +25,13 @@ def main():
     # Two Gaussian blobs: a task the model learns within a few dozen steps.
     n = 512
     labels = torch.randint(0, 2, (n,))
-    inputs = torch.randn(n, 8) + labels.unsqueeze(1).float() * 1.5
+    inputs = torch.randn(n, 8) + labels.unsqueeze(1).float() * 0.8
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.steps, 1))
 
     run = wandb.init(project="primus-lens-examples", name="train-simple",
-                     config={"lr": 0.1, "steps": args.steps, "batch_size": 64})
+                     config={"lr": 0.02, "steps": args.steps, "batch_size": 64})
     batch = 64
     for step in range(args.steps):
         index = torch.randint(0, n, (batch,))

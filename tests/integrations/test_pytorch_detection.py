@@ -56,7 +56,7 @@ def test_train_simple_example_single_process_is_plain_pytorch_exactly(module_ser
     series = by_name(points)
     assert set(series) == {"loss", "accuracy", "learning_rate", "grad_norm", "epoch"}
     assert all(sorted(s) == list(range(steps)) for s in series.values())
-    assert series["learning_rate"][0] == pytest.approx(0.1)
+    assert series["learning_rate"][0] == pytest.approx(0.02)
     det = _detection(module_server, uid, "exact")
     assert (det["wrapper"], det["base"]) == (None, "pytorch"), det
     evidence = det["evidence"]["base_frameworks"]["pytorch"]
