@@ -68,6 +68,8 @@ loggers = {
     "explicit": lambda: [CSVLogger(out), __import__("primus_lens_wandb_exporter").LensLogger(), Probe()],
 }[opts["logger"]]()
 kwargs = dict(accelerator="cpu", devices=1)
+if opts.get("strategy") == "ddp":
+    kwargs = dict(accelerator="cpu", devices=2, strategy=DDPStrategy(process_group_backend="gloo"))
 if opts.get("strategy") == "deepspeed":
     # Lightning's DeepSpeedStrategy accepts CUDA only; this user strategy runs it on CPU (gloo).
     class CPUDeepSpeedStrategy(DeepSpeedStrategy):
@@ -82,6 +84,8 @@ trainer = L.Trainer(max_epochs=opts.get("epochs", 2), log_every_n_steps=2, logge
                     default_root_dir=out, **kwargs)
 trainer.fit(Model(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=8))
 lens = __import__("primus_lens_wandb_exporter")
+if trainer.global_rank != 0:
+    sys.exit(0)
 with open(os.path.join(out, "probe.json"), "w") as fh:
     json.dump({"seen": Probe.seen,
                "loggers": [type(lg).__name__ for lg in trainer.loggers],
@@ -103,7 +107,9 @@ def _train(tmp_path, server, logger, namespace="lightning.pytorch", **opts):
                     # DeepSpeed compiles its CPU comm op once (~20 s); later runs reuse the build.
                     "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
                     or os.path.expanduser("~/.cache/torch_extensions")})
-    run_python(TRAIN, env, args=[json.dumps({"logger": logger, "namespace": namespace, "out": str(out), **opts})],
+    script = tmp_path / "train_lightning.py"  # a file: Lightning's DDP launcher re-runs it per rank
+    script.write_text(TRAIN)
+    run_python(script, env, args=[json.dumps({"logger": logger, "namespace": namespace, "out": str(out), **opts})],
                timeout=600)
     with open(out / "probe.json") as fh:
         probe = json.load(fh)
@@ -230,3 +236,16 @@ def test_lightning_callback_errors_never_reach_training_unless_testing(tmp_path)
     proc = run_python(CALLBACK_ERRORS, env)
     lines = proc.stdout.splitlines()
     assert lines[:1] == ["ABSORBED"] and lines[1].startswith("RAISED hostile"), proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_lightning_ddp_two_processes_report_from_global_rank_zero_only(module_server, tmp_path):
+    uid, probe = _train(tmp_path, module_server, "csv", strategy="ddp", epochs=1)
+    det = detection_of(module_server, uid, "lightning")
+    assert det["base"] == "pytorch"
+    logged = _logged(probe)
+    points = points_of(module_server, uid, "lightning", len(set(logged)))
+    assert {p["rank"] for p in points} == {0}, "like every Lightning logger, rank zero reports"
+    for name, steps in _expected(probe).items():
+        assert_close(by_name(points).get(name, {}), steps, name)
+    assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "lightning", logged)
