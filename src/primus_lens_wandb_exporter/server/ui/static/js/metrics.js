@@ -9,6 +9,7 @@ const LIVE_MS = 1000;              // refresh period while a run is live
 const AVAILABLE_EVERY = 5;         // re-list metrics every N live ticks
 const FINISH_GRACE_TICKS = 5;      // ticks of catch-up after a run stops being live
 const DEFAULT_SELECTED = 24;       // metrics drawn by default
+const FETCH_GROUP = 12;            // metrics per metrics/data request on first load
 const PREFS_KEY = 'primus-lens-metric-prefs';
 const SOURCE_LABELS = { wandb: 'WandB' };
 
@@ -238,32 +239,41 @@ export function metricsTab(el, ctx) {
     await ensureData();
   }
 
-  async function fetchMetric(metric) {
-    st.loading.add(metric);
+  /** Fetch metrics (downsampled) in one request: fewer round trips than one per chart. */
+  async function fetchMetrics(metrics) {
+    for (const m of metrics) st.loading.add(m);
     drawCards();
     try {
-      const resp = await apiGet(`${base}/data`, { data_source: st.source, metrics: metric, max_points: maxPoints });
-      if (st.disposed || !st.selected.has(metric) || !st.loading.has(metric)) return;
-      st.store.dropMetric(metric);
-      st.store.merge(resp.data || []);
-      st.loaded.add(metric);
-      st.failed.delete(metric);
-      const longest = Math.max(0, ...st.store.forMetric(metric).map((s) => s.length));
-      st.refetchAt.set(metric, Math.max(4 * maxPoints, 2 * longest));
+      const resp = await apiGet(`${base}/data`, { data_source: st.source, metrics, max_points: maxPoints });
+      const current = metrics.filter((m) => !st.disposed && st.selected.has(m) && st.loading.has(m));
+      const rows = (resp.data || []).filter((r) => current.includes(r.metric_name));
+      for (const m of current) st.store.dropMetric(m);
+      st.store.merge(rows);
+      for (const m of current) {
+        st.loaded.add(m);
+        st.failed.delete(m);
+        const longest = Math.max(0, ...st.store.forMetric(m).map((s) => s.length));
+        st.refetchAt.set(m, Math.max(4 * maxPoints, 2 * longest));
+      }
     } catch (err) {
-      st.failed.set(metric, err);
+      for (const m of metrics) st.failed.set(m, err);
     } finally {
-      st.loading.delete(metric);
+      for (const m of metrics) st.loading.delete(m);
     }
+    if (st.disposed) return;
     drawRankPicker();
-    drawMetric(metric);
+    for (const m of metrics) drawMetric(m);
   }
+
+  const fetchMetric = (metric) => fetchMetrics([metric]);
 
   async function ensureData() {
     maxPoints = maxPointsFor(chartsEl);
     drawCards();
     const wanted = [...st.selected].filter((m) => st.available.includes(m) && !st.loaded.has(m) && !st.loading.has(m));
-    await Promise.all(wanted.map(fetchMetric));
+    const groups = [];
+    for (let i = 0; i < wanted.length; i += FETCH_GROUP) groups.push(wanted.slice(i, i + FETCH_GROUP));
+    await Promise.all(groups.map(fetchMetrics));
   }
 
   /** Live refresh: only points after the last step we hold (after_step), merged in place. */
