@@ -236,44 +236,80 @@ class Store:
                         f"({KEY_COLS}) DO UPDATE SET count = excluded.count, min_step = excluded.min_step, "
                         "max_step = excluded.max_step, first_ts = excluded.first_ts, last_ts = excluded.last_ts, "
                         "has_rollup = excluded.has_rollup", summary_rows)
-        rollup_rows = []
-        for key, had_rollup, pts, max_step, old_max in rollup_work:
+        if rollup_work:
+            self._maintain_rollups(cur, rollup_work)
+        return inserted_total
+
+    def _maintain_rollups(self, cur, work) -> None:
+        """Recompute the rollup blocks this batch touched, for every series at once.
+
+        Two phases so that all reads are issued together (one round trip each on
+        PostgreSQL): first the raw points of the stored base blocks and the clean
+        sibling rows, then the bottom-up rebuild and one bulk write.
+        """
+        plans = []
+        raw_requests: List[Tuple[SeriesKey, int, int]] = []
+        sibling_requests: List[Tuple[SeriesKey, Dict[int, List[int]]]] = []
+        for key, had_rollup, pts, max_step, old_max in work:
             top = rollup.top_level(max_step)
             if not had_rollup:
-                agg_iter = rollup.full_levels(self._fetch_raw(cur, key, None, None), top)
+                raw_requests.append((key, 0, rollup.MAX_STEP))
+                plans.append((key, top, None, None, None))
+                continue
+            steps = sorted(pts)
+            # A new top level has one block (0) whose children all exist already,
+            # so the touched set gains step 0 to rebuild the new levels' spine.
+            touched = steps if rollup.top_level(old_max) == top else [0] + steps
+            base_blocks = sorted({st >> rollup.BASE_LEVEL for st in touched})
+            edge = old_max >> rollup.BASE_LEVEL
+            if steps[0] > old_max:
+                # Append (the common case): only the block holding the old last
+                # step, and block 0 for a new top level, can hold stored points;
+                # every other touched block is exactly this batch's points.
+                stored = [b for b in base_blocks if b == edge or (b == 0 and touched[0] == 0 and
+                                                                  steps[0] >> rollup.BASE_LEVEL != 0)]
             else:
-                steps = sorted(pts)
-                # A new top level has one block (0) whose children all exist already,
-                # so the touched set gains step 0 to rebuild the new levels' spine.
-                touched = steps if rollup.top_level(old_max) == top else [0] + steps
-                base_blocks = sorted({st >> rollup.BASE_LEVEL for st in touched})
-                edge = old_max >> rollup.BASE_LEVEL
-                if steps[0] > old_max:
-                    # Append (the common case): only the block holding the old last
-                    # step, and block 0 for a new top level, can hold stored points;
-                    # every other touched block is exactly this batch's points.
-                    stored = [b for b in base_blocks if b == edge or (b == 0 and touched[0] == 0 and
-                                                                      steps[0] >> rollup.BASE_LEVEL != 0)]
-                else:
-                    stored = base_blocks
-                raw: List[tuple] = []
-                for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
-                    raw.extend(self._fetch_raw(cur, key, lo, hi))
-                stored_set = set(stored)
-                if len(stored) != len(base_blocks):
-                    raw.extend((st, pts[st][0], pts[st][1]) for st in steps
-                               if st >> rollup.BASE_LEVEL not in stored_set)
+                stored = base_blocks
+            for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
+                raw_requests.append((key, lo, hi))
+            needs = rollup.sibling_needs(touched, top)
+            if needs:
+                sibling_requests.append((key, needs))
+            plans.append((key, top, steps, base_blocks, set(stored)))
+        raw_by_key = self._fetch_raw_many(cur, raw_requests)
+        siblings_by_key = self._fetch_rollup_many(cur, sibling_requests)
+        pts_by_key = {w[0]: w[2] for w in work}
+        rows = []
+        for key, top, steps, base_blocks, stored_set in plans:
+            raw = raw_by_key.get(key, [])
+            if steps is None:
+                agg_iter = rollup.full_levels(raw, top)
+            else:
+                if len(stored_set) != len(base_blocks):
+                    pts = pts_by_key[key]
+                    raw = raw + [(st, pts[st][0], pts[st][1]) for st in steps
+                                 if st >> rollup.BASE_LEVEL not in stored_set]
                     raw.sort(key=lambda p: p[0])
                 wanted = set(base_blocks)
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
-                needs = rollup.sibling_needs(touched, top)
-                siblings = self._fetch_rollup_blocks(cur, key, needs)
-                agg_iter = rollup.build_levels(base, siblings, top)
+                agg_iter = rollup.build_levels(base, siblings_by_key.get(key, {}), top)
             for level, block, agg in agg_iter:
-                rollup_rows.append(key + (level, block) + tuple(agg))
-        if rollup_rows:
-            self._write_rollup(cur, rollup_rows)
-        return inserted_total
+                rows.append(key + (level, block) + tuple(agg))
+        if rows:
+            self._write_rollup(cur, rows)
+
+    def _fetch_raw_many(self, cur, requests: List[Tuple[SeriesKey, int, int]]) -> Dict[SeriesKey, list]:
+        """Raw points of several ``(series, lo_step, hi_step)`` ranges, sorted per series."""
+        out: Dict[SeriesKey, list] = {}
+        for key, lo, hi in requests:
+            out.setdefault(key, []).extend(self._fetch_raw(cur, key, lo, hi))
+        for pts in out.values():
+            pts.sort(key=lambda p: p[0])
+        return out
+
+    def _fetch_rollup_many(self, cur, requests) -> Dict[SeriesKey, dict]:
+        """Stored rollup rows for several ``(series, {level: [blocks]})`` requests."""
+        return {key: self._fetch_rollup_blocks(cur, key, needs) for key, needs in requests}
 
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
         out = {}

@@ -149,6 +149,46 @@ class PostgresStore(Store):
         cur.execute(f"INSERT INTO series_rollup ({cols}) SELECT {cols} FROM rollup_stage "
                     f"ON CONFLICT ({KEY_COLS}, level, block) DO UPDATE SET {sets}")
 
+    _UNNEST_KEYS = ("unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], "
+                    "%s::bigint[]) WITH ORDINALITY AS u(w, d, m, r, run, a, b, i)")
+    _JOIN_KEYS = ("t.workload_uid = u.w AND t.data_source = u.d AND t.metric_name = u.m AND t.rank = u.r "
+                  "AND t.run_id = u.run")
+
+    @staticmethod
+    def _columns(requests, extra_a, extra_b):
+        keys = [r[0] for r in requests]
+        return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
+                [k[4] for k in keys], extra_a, extra_b]
+
+    def _fetch_raw_many(self, cur, requests):
+        # Every series' ranges in one statement: a round trip per series would
+        # dominate a batch that touches many rolled-up series.
+        out: Dict[SeriesKey, list] = {}
+        if not requests:
+            return out
+        cur.execute(f"SELECT u.i, t.iteration, t.value, t.timestamp FROM {self._UNNEST_KEYS} "
+                    f"JOIN training_performance t ON {self._JOIN_KEYS} AND t.iteration BETWEEN u.a AND u.b "
+                    "ORDER BY u.i, t.iteration",
+                    self._columns(requests, [r[1] for r in requests], [r[2] for r in requests]))
+        for i, it, v, ts in cur.fetchall():
+            out.setdefault(requests[i - 1][0], []).append((it, v, ts))
+        for pts in out.values():
+            pts.sort(key=lambda p: p[0])
+        return out
+
+    def _fetch_rollup_many(self, cur, requests):
+        out: Dict[SeriesKey, dict] = {}
+        flat = [(key, level, b) for key, needs in requests for level, blocks in needs.items() for b in blocks]
+        if not flat:
+            return out
+        cols = ", ".join("t." + c for c in ROLLUP_COLS.split(", "))
+        cur.execute(f"SELECT u.i, t.level, t.block, {cols} FROM {self._UNNEST_KEYS} "
+                    f"JOIN series_rollup t ON {self._JOIN_KEYS} AND t.level = u.a AND t.block = u.b",
+                    self._columns(flat, [f[1] for f in flat], [f[2] for f in flat]))
+        for row in cur.fetchall():
+            out.setdefault(flat[row[0] - 1][0], {})[(row[1], row[2])] = self._rollup_agg(row[3:])
+        return out
+
     def _fetch_rollup_blocks(self, cur, key: SeriesKey, needs: Dict[int, List[int]]):
         # One round trip for every level (in-process SQLite prefers point lookups).
         out = {}

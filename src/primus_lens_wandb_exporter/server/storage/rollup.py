@@ -27,6 +27,8 @@ BASE_LEVEL = 4
 #: A series gets a rollup once it holds more points than this; smaller series
 #: are downsampled from their raw points, which is as fast and costs no writes.
 ROLLUP_MIN_POINTS = 8192
+#: Largest step the protocol accepts (the range "every step" of a series).
+MAX_STEP = 2**63 - 1
 
 # Agg tuple layout (one block):
 #   0 n, 1 nf (non-finite count),
