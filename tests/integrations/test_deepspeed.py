@@ -125,6 +125,7 @@ def test_deepspeed_wandb_monitor_with_wandb_integration_disabled_reports_through
     _deepspeed_detection(module_server, uid, stage=2)
 
 
+@pytest.mark.slow
 def test_deepspeed_two_ranks_every_rank_claims_only_rank0_reports_events(module_server, tmp_path):
     uid = new_workload("ds-2ranks")
     logs = tmp_path / "logs"
