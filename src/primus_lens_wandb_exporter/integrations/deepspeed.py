@@ -32,8 +32,10 @@ from ..core.log import get_logger
 from ..core.recorder import get_recorder
 
 NAME = "deepspeed"
-MIN_VERSION = (0, 14, 0)   # oldest release with the four-backend MonitorMaster we rely on
-MAX_VERSION = (0, 20, 0)   # exclusive: tested on 0.19.8
+# The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
+# only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
+MIN_VERSION = (0, 14, 0)
+MAX_VERSION = (0, 20, 0)   # exclusive
 SOURCE = "deepspeed"
 
 _LENS_ATTR = "_primus_lens_monitor"
