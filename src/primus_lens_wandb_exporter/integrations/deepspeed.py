@@ -67,7 +67,7 @@ def _installed_version():
 
 
 def version_supported(version):
-    """True for the DeepSpeed releases this adapter was tested on."""
+    """True inside the supported range (``MIN_VERSION`` <= version < ``MAX_VERSION``)."""
     return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
 
 
@@ -141,6 +141,7 @@ def _after_master_init(recorder, module, version, master, monitor_config):
     # The original just asked deepspeed.comm for the rank, so this cannot initialise anything.
     rank = int(module.dist.get_rank())
     stage = _zero_stage(monitor_config)
+    _patch_config_class()  # no-op when done; else the next engine of this process gets its stage
     # MonitorMaster only builds backends on rank 0; the other ranks still ran a DeepSpeed
     # engine, so they claim too.  Once per (stage) per process: engines may be many (RLHF).
     key = stage
