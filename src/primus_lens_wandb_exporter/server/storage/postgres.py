@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, Sequence
 
 import psycopg
 
@@ -187,21 +187,6 @@ class PostgresStore(Store):
                     self._columns(flat, [f[1] for f in flat], [f[2] for f in flat]))
         for row in cur.fetchall():
             out.setdefault(flat[row[0] - 1][0], {})[(row[1], row[2])] = self._rollup_agg(row[3:])
-        return out
-
-    def _fetch_rollup_blocks(self, cur, key: SeriesKey, needs: Dict[int, List[int]]):
-        # One round trip for every level (in-process SQLite prefers point lookups).
-        out = {}
-        levels = [lv for lv, blocks in needs.items() for _ in blocks]
-        blocks = [b for bl in needs.values() for b in bl]
-        if not blocks:
-            return out
-        cur.execute(f"SELECT r.level, r.block, {', '.join('r.' + c for c in ROLLUP_COLS.split(', '))} "
-                    "FROM series_rollup r JOIN unnest(%s::bigint[], %s::bigint[]) AS u(level, block) "
-                    "ON r.level = u.level AND r.block = u.block WHERE r.workload_uid = %s AND r.data_source = %s "
-                    "AND r.metric_name = %s AND r.rank = %s AND r.run_id = %s", [levels, blocks, *key])
-        for r in cur.fetchall():
-            out[(r[0], r[1])] = self._rollup_agg(r[2:])
         return out
 
     def close(self) -> None:
