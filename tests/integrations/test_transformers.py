@@ -9,6 +9,8 @@ Expected values come from ``trainer.state.log_history``: every ``Trainer.log`` c
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -39,6 +41,8 @@ if opts.get("deepspeed"):
                            "gradient_accumulation_steps": "auto", "zero_optimization": {"stage": 1},
                            "optimizer": {"type": "Adam", "params": {"lr": "auto", "torch_adam": True}}}
     kwargs["ddp_backend"] = "gloo"
+if opts.get("ddp"):
+    kwargs["ddp_backend"] = "gloo"
 args = TrainingArguments(output_dir=opts["out"], max_steps=opts.get("max_steps", 12), per_device_train_batch_size=4,
                          logging_steps=5, report_to=opts["report_to"], save_strategy="no", use_cpu=True,
                          disable_tqdm=True, **kwargs)
@@ -49,6 +53,8 @@ if opts.get("explicit"):
 trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
 trainer.train()
 trainer.evaluate(eval_dataset=data[:8])
+if not trainer.is_world_process_zero():
+    sys.exit(0)
 with open(os.path.join(opts["out"], "result.json"), "w") as fh:
     json.dump({"log_history": trainer.state.log_history, "global_step": trainer.state.global_step,
                "callbacks": [type(cb).__name__ for cb in trainer.callback_handler.callbacks]}, fh)
@@ -76,7 +82,21 @@ def _train(tmp_path, server, report_to, **opts):
                     # DeepSpeed compiles its CPU comm op once (~20 s); later runs reuse the build.
                     "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
                     or os.path.expanduser("~/.cache/torch_extensions")})
-    run_python(TRAIN, env, args=[json.dumps({"report_to": report_to, "out": str(out), **opts})], timeout=600)
+    args = [json.dumps({"report_to": report_to, "out": str(out), **opts})]
+    if opts.get("ddp"):
+        script = tmp_path / "train_hf.py"
+        script.write_text(TRAIN)
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(name, None)  # torchrun sets its own
+        env["OMP_NUM_THREADS"] = "1"
+        from fixtures_server import free_port
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+               f"--master_port={free_port()}", str(script), *args]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"torchrun exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    else:
+        run_python(TRAIN, env, args=args, timeout=600)
     with open(out / "result.json") as fh:
         return uid, json.load(fh)
 
@@ -205,3 +225,15 @@ def test_hf_callback_errors_never_reach_training_unless_testing(tmp_path):
     proc = run_python(CALLBACK_ERRORS, env)
     lines = proc.stdout.splitlines()
     assert lines[:1] == ["ABSORBED"] and lines[1].startswith("RAISED hostile"), proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_hf_trainer_ddp_two_processes_report_from_world_process_zero_only(module_server, tmp_path):
+    uid, result = _train(tmp_path, module_server, [], ddp=True, max_steps=6)
+    det = detection_of(module_server, uid, "hf_trainer")
+    assert det["base"] == "pytorch"
+    logged = _logged(result)
+    points = points_of(module_server, uid, "transformers", len(set(logged)))
+    _assert_points_match(by_name(points), _expected(result))
+    assert {p["rank"] for p in points} == {0}, "world process zero reports; rank 1 sends nothing"
+    assert_emitted_exactly(jsonl_rows(tmp_path / "jsonl"), "transformers", logged)
