@@ -90,9 +90,16 @@ def serve(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     server = _server_class()(config)
-    server.db_kind = app.state.store.kind
+    server.db_where = _redact(db_url)
     server.run()
     return 0
+
+
+def _redact(url: str) -> str:
+    """The database URL without its password, for logs."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _has(module: str) -> bool:
@@ -105,14 +112,14 @@ def _server_class():
     import uvicorn
 
     class Server(uvicorn.Server):
-        db_kind = "?"
+        db_where = "?"
 
         async def startup(self, sockets=None):
             await super().startup(sockets)
             if self.started and self.servers:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 # One line tools (and the test fixtures) can wait for and parse.
-                log.info("listening on http://%s:%d database=%s", host, port, self.db_kind)
+                log.info("listening on http://%s:%d database=%s", host, port, self.db_where)
 
     return Server
 

@@ -33,14 +33,13 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
-        # sqlite:///relative/or/absolute -> the path after the third slash; an
-        # absolute path therefore reads sqlite:////abs or sqlite:///abs (both work).
+        # sqlite:///tmp/x.db and sqlite:////tmp/x.db both mean /tmp/x.db (the
+        # second is what normalize_db_url writes for a plain absolute path); a
+        # relative file is given as a plain path (--db lens.db).
         path = url[len("sqlite://"):]
-        if path.startswith("/") and not path.startswith("//"):
-            path = path  # sqlite:///abs/path -> /abs/path
-        elif path.startswith("//"):
+        if path.startswith("//"):
             path = path[1:]
-        return SQLiteStore(path or default_sqlite_path())
+        return SQLiteStore(path if path not in ("", "/") else default_sqlite_path())
     from .postgres import PostgresStore
 
     return PostgresStore(url)
