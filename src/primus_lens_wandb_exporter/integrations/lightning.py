@@ -100,15 +100,13 @@ def _integration_enabled():
     return "*" not in disabled and NAME not in disabled and get_recorder().enabled
 
 
-def _namespace_in_use(default=None):
-    """The Lightning namespace the program imported (``lightning.pytorch`` when both or neither)."""
-    has_new = "lightning.pytorch" in sys.modules
-    has_old = "pytorch_lightning" in sys.modules
-    if has_old and not has_new:
+def _namespace_in_use():
+    """The Lightning namespace the program imported (``lightning.pytorch`` when both or neither is)."""
+    if "pytorch_lightning" in sys.modules and "lightning.pytorch" not in sys.modules:
         return "pytorch_lightning"
-    if has_new or default is None:
-        return "lightning.pytorch" if (has_new or importlib.util.find_spec("lightning") is not None) else "pytorch_lightning"
-    return default
+    if "lightning.pytorch" in sys.modules or importlib.util.find_spec("lightning") is not None:
+        return "lightning.pytorch"
+    return "pytorch_lightning"
 
 
 # --------------------------------------------------------------------------- the mixins
