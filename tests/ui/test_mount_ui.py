@@ -90,6 +90,10 @@ def test_every_file_the_page_loads_is_served(make_client):
             for module in re.findall(r"from '\./([^']+)'", response.text):
                 pending.append(f"{folder}/{module}")
     assert {"static/ui/js/metrics.js", "static/ui/js/series.js", "static/ui/style.css"} <= seen
+    # Every module is announced with modulepreload, so the browser fetches them all at once.
+    modules = {p.name for p in (ROOT / "src/primus_lens_wandb_exporter/server/ui/static/js").glob("*.js")}
+    preloaded = {u.split("?")[0].rsplit("/", 1)[1] for u in re.findall(r'rel="modulepreload" href="([^"]+)"', html)}
+    assert preloaded == modules
     assert client.get("/favicon.ico").status_code == 200
 
 
