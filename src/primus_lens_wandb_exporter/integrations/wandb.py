@@ -162,6 +162,7 @@ def _make_init(recorder):
             run = original(*args, **kwargs)
             try:
                 if run is not None:
+                    _wrap_instance_methods(recorder, run)
                     recorder.run_started(run)
                     get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
             except Exception as exc:
@@ -169,6 +170,33 @@ def _make_init(recorder):
             return run
         return init
     return make
+
+
+def _wrap_instance_methods(recorder, run):
+    """wandb < 0.20 builds its disabled-mode run with *instance* ``log``/``finish`` lambdas
+    (and binds ``wandb.log`` to them during init), which class-level patches never see."""
+    own = getattr(run, "__dict__", None) or {}
+    wandb = sys.modules.get("wandb")
+    if callable(own.get("log")) and not hasattr(own["log"], patching.MARK):
+        plain_log = own["log"]
+        wrapped = _make_log(recorder)(lambda self, data, step=None, commit=None, *a, **k: plain_log(data, step, commit, *a, **k))
+
+        def log(data, step=None, commit=None, *args, **kwargs):
+            return wrapped(run, data, step, commit, *args, **kwargs)
+
+        setattr(log, patching.MARK, plain_log)
+        run.log = log
+        if wandb is not None and getattr(wandb, "log", None) is plain_log:
+            wandb.log = log
+    if callable(own.get("finish")) and not hasattr(own["finish"], patching.MARK):
+        plain_finish = own["finish"]
+        wrapped_finish = _make_finish(recorder)(lambda self, exit_code=None, *a, **k: plain_finish(exit_code, *a, **k))
+
+        def finish(exit_code=None, *args, **kwargs):
+            return wrapped_finish(run, exit_code, *args, **kwargs)
+
+        setattr(finish, patching.MARK, plain_finish)
+        run.finish = finish
 
 
 def _make_finish(recorder):
