@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--batches", type=int, default=20, help="batches per sender")
     ap.add_argument("--metrics", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lens-bench-"))
@@ -84,7 +85,7 @@ def main() -> int:
         db_url = _pg_url(args.pg_dsn, pg_db)
     else:
         db_url = f"sqlite:///{tmp}/bench.db"
-    srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", "warning"]).start()
+    srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", "warning", "--workers", str(args.workers)]).start()
     uid = "bench-ingest"
     try:
         print(f"encoding {args.senders} x {args.batches} bodies of {args.batch} points ...", flush=True)
@@ -119,7 +120,8 @@ def main() -> int:
                 rows = c.execute("SELECT COUNT(*) FROM training_performance WHERE workload_uid = %s",
                                  (uid,)).fetchone()[0]
         ok = stored == rows == total == sum(results)
-        print(f"database={srv.db_kind} senders={args.senders} batch={args.batch} points={total}")
+        print(f"database={srv.db_kind} workers={args.workers} senders={args.senders} batch={args.batch} "
+              f"points={total}")
         print(f"elapsed={elapsed:.2f}s throughput={total / elapsed:,.0f} points/s")
         print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
               f"{'OK every point stored once' if ok else 'MISMATCH'}")

@@ -144,3 +144,33 @@ def test_serve_registers_on_an_argparse_subparsers_object():
     assert (args.host, args.port, args.db, args.token, args.allow_insecure_bind, args.log_level) == \
         ("127.0.0.1", 9999, "sqlite:///x.db", "t", False, "info")
     assert cli.is_loopback("127.0.0.1") and cli.is_loopback("::1") and not cli.is_loopback("0.0.0.0")
+
+
+def test_two_worker_processes_keep_counts_exact(lens_server_factory):
+    # Two processes writing the same series at once (with retries of each other's
+    # batches): cross-process serialisation must keep inserted counts and the
+    # summary exact.
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    results = []
+
+    def send(offset):
+        session = requests.Session()
+        for i in range(8):
+            lo = ((i + offset) % 8) * 100
+            body = metrics_body("wl-workers", [("loss", s, float(s)) for s in range(lo, lo + 100)])
+            r = session.post(srv.api + "/wandb/metrics", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            results.append(r.json()["inserted"])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == 800  # 32 requests, 800 distinct points, each inserted exactly once
+    src = srv.get("/workloads/wl-workers/metrics/sources").json()
+    assert src["data_sources"] == [{"name": "wandb", "count": 800}]
+    assert sql_scalar(srv, "SELECT COUNT(*) FROM training_performance WHERE workload_uid = ?",
+                      ("wl-workers",)) == 800
+    srv.stop()
+    assert "Application shutdown complete" in srv.log_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bearer token required on /api/v1 (default: $PRIMUS_LENS_API_TOKEN; none = open)")
     p.add_argument("--allow-insecure-bind", action="store_true",
                    help="allow binding a non-loopback address without a token")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (default 1); more parse and validate in parallel, SQLite "
+                        "still commits one batch at a time")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default info); logs are JSON lines on stderr")
 
@@ -65,6 +69,9 @@ def serve(args: argparse.Namespace) -> int:
     from .storage import normalize_db_url
 
     logs.configure(args.log_level)
+    if args.workers < 1:
+        print("primus-lens serve: --workers must be at least 1", file=sys.stderr)
+        return 2
     token = args.token if args.token is not None else (os.environ.get("PRIMUS_LENS_API_TOKEN") or None)
     if not token and not is_loopback(args.host) and not args.allow_insecure_bind:
         print(f"primus-lens serve: refusing to bind {args.host} without a token: anyone who can reach it "
@@ -77,11 +84,47 @@ def serve(args: argparse.Namespace) -> int:
         print(f"primus-lens serve: --db: {e}", file=sys.stderr)
         return 2
     settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port)
+    common = dict(host=args.host, port=args.port, log_config=None, access_log=False, backlog=4096,
+                  timeout_graceful_shutdown=30, timeout_keep_alive=30,
+                  http="httptools" if _has("httptools") else "h11",
+                  loop="uvloop" if _has("uvloop") else "asyncio")
+    if args.workers > 1:
+        from .storage import open_store
+
+        # Migrate once here, before the workers start and open the database.
+        open_store(db_url).close()
+        os.environ[_WORKER_ENV] = json.dumps({"db_url": db_url, "token": token, "host": args.host,
+                                              "port": args.port, "log_level": args.log_level})
+        log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
+                 _redact(db_url))
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **common)
+        return 0
     app = create_app(settings)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                            backlog=4096, timeout_graceful_shutdown=30, timeout_keep_alive=30,
-                            http="httptools" if _has("httptools") else "h11",
-                            loop="uvloop" if _has("uvloop") else "asyncio")
+    config = uvicorn.Config(app, **common)
+    _tune_gc()
+    server = _server_class()(config)
+    server.db_where = _redact(db_url)
+    server.run()
+    return 0
+
+
+_WORKER_ENV = "PRIMUS_LENS_SERVE_WORKER_SETTINGS"
+
+
+def worker_app():
+    """The app of one ``--workers`` process (uvicorn imports this by name)."""
+    from . import logs
+    from .app import create_app
+    from .settings import Settings
+
+    conf = json.loads(os.environ[_WORKER_ENV])
+    logs.configure(conf.pop("log_level"))
+    app = create_app(Settings(**conf))
+    _tune_gc()
+    return app
+
+
+def _tune_gc() -> None:
     # An ingest request allocates tens of thousands of small containers (parsed
     # points, row tuples); CPython's default gen-0 threshold (700) then runs the
     # collector dozens of times per request.  Nothing here builds reference cycles
@@ -89,10 +132,6 @@ def serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    server = _server_class()(config)
-    server.db_where = _redact(db_url)
-    server.run()
-    return 0
 
 
 def _redact(url: str) -> str:
