@@ -46,9 +46,9 @@ MAXTEXT_NAMES = {"learning/loss", "learning/grad_norm", "learning/total_weights"
 def test_maxtext_reports_scalars_from_process_0_only(module_server, tmp_path):
     code = MAXTEXT_LOOP % ("from MaxText import metric_logger", "logger.buffer_and_write_train_metrics")
     uid = new_workload("maxtext")
-    results = {index: harness.run(code, tmp_path / f"p{index}", ["jax", "maxtext_2026_01"], workload=uid, server=module_server,
-                                  JAX_PROCESS_ID=index, JAX_NUM_PROCESSES=2)
-               for index in (0, 1)}
+    results = harness.run_many(*[dict(code=code, tmp_path=tmp_path / f"p{index}", roots=["jax", "maxtext_2026_01"],
+                                      workload=uid, server=module_server, JAX_PROCESS_ID=index, JAX_NUM_PROCESSES=2)
+                                 for index in (0, 1)])
     assert results[1].points == []
     first = results[0]
     det = first.detection["detection"]

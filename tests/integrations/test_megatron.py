@@ -47,7 +47,8 @@ args = types.SimpleNamespace(
 global_vars.set_global_variables(args)
 torch.manual_seed(0)
 model = torch.nn.Linear(4, 1)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+from megatron.core.optimizer import FP32Optimizer
+optimizer = FP32Optimizer(model.parameters(), lr=0.1)
 batches = [(torch.randn(4, 4), torch.randn(4, 1)) for _ in range(args.train_iters)]
 %s
 if global_vars.get_wandb_writer() is not None:
@@ -68,11 +69,10 @@ def _detected(result, base, wrapper=None):
 def test_core_v0_15_with_wandb_gated_off_reports_core_metrics_from_the_last_rank_only(module_server, tmp_path):
     # W&B writer exists on the last rank, but no TensorBoard writer: Megatron sends no
     # per-iteration value to W&B, so the adapter reports them itself (source "megatron").
-    results, uid = {}, new_workload("mt-v015")
-    for rank in (0, 1):
-        results[rank] = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path / f"r{rank}", ["megatron_core_v0_15"],
-                                    workload=uid, server=module_server, RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=2,
-                                    WB_PROJECT="proj")
+    uid = new_workload("mt-v015")
+    results = harness.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / f"r{rank}",
+                                      roots=["megatron_core_v0_15"], workload=uid, server=module_server, RANK=rank,
+                                      LOCAL_RANK=rank, WORLD_SIZE=2, WB_PROJECT="proj") for rank in (0, 1)])
     assert results[0].points == [], "only Megatron's logging rank (world_size - 1) reports"
     last = results[1]
     _detected(last, "megatron")
@@ -113,8 +113,10 @@ def test_signature_drift_binds_by_name_in_both_releases(tmp_path):
     # the positional order of training_log differs (decoupled_learning_rate 4th in
     # core_v0.15; max_attention_logit 11th plus keywords at HEAD).
     outcomes = {}
-    for standin in ("megatron_core_v0_15", "megatron_head"):
-        result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path / standin, [standin], workload=standin)
+    standins = ("megatron_core_v0_15", "megatron_head")
+    runs = harness.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / s, roots=[s], workload=s)
+                              for s in standins])
+    for standin, result in zip(standins, runs):
         outcomes[standin] = {name: sorted(result.series(name, source="megatron")) for name in CORE_METRICS}
         assert result.series("learning-rate", source="megatron")[3] == 0.1
         assert result.series("loss-scale", source="megatron")[3] == 1.0

@@ -150,3 +150,13 @@ def run(code, tmp_path, roots, workload="standin", check=True, footer=True, serv
     script.write_text(source)
     proc = support.run_python(str(script), env, timeout=120, check=check, cwd=str(tmp_path))
     return Result(proc, str(output), server, workload)
+
+
+def run_many(*calls):
+    """Run several :func:`run` calls (dicts of its arguments) at once, e.g. the ranks of one
+    job; returns their results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(run, **call) for call in calls]
+        return [f.result() for f in futures]

@@ -124,7 +124,7 @@ def train(model, optimizer, batches, decoupled_learning_rate=None):
         loss_dict, skipped_iter, grad_norm, num_zeros_in_grad = train_step(model, optimizer, batches[iteration])
         iteration += 1
         args.consumed_train_samples += args.global_batch_size
-        loss_scale = 1.0
+        loss_scale = optimizer.get_loss_scale().item()
         params_norm = None
         if args.log_params_norm:
             params_norm = float(torch.norm(torch.stack([p.detach().norm() for p in model.parameters()])))

@@ -44,14 +44,16 @@ def training_log(loss_dict, grad_norm, global_state):
 def train(cfg, callback_manager):
     global_state = GlobalState(cfg)
     model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = types.SimpleNamespace(param_groups=[{"lr": 0.1}])  # Bridge's optimizer; plain SGD below
     while global_state.train_state.step < cfg.train.train_iters:
         inputs, targets = torch.randn(4, 4), torch.randn(4, 1)
-        optimizer.zero_grad()
+        model.zero_grad()
         loss = torch.nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9))
-        optimizer.step()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.grad, alpha=-0.1)
         loss_dict = {"lm loss": loss.detach()}
         if should_fire(callback_manager, "on_train_step_end"):
             callback_manager.fire("on_train_step_end", CallbackContext(

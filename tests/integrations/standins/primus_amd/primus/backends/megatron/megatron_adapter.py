@@ -55,7 +55,9 @@ class MegatronPretrainTrainer:
 
         torch.manual_seed(0)
         self.model = torch.nn.Linear(4, 1)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05)
+        from megatron.core.optimizer import FP32Optimizer
+
+        self.optimizer = FP32Optimizer(self.model.parameters(), lr=0.05)
         self.batches = [(torch.randn(4, 4), torch.randn(4, 1)) for _ in range(self.args.train_iters)]
 
     def train(self):
