@@ -277,3 +277,16 @@ def test_big_series_is_downsampled_and_zooming_in_fetches_the_detail(ui_page, ui
                    return x.filter(s => s >= 3000 && s <= 3100).length === 101; }""")
     layout = ui_page.evaluate("""() => document.querySelector('.plot[data-metric="loss"]').layout.xaxis.range""")
     assert layout == [3000, 3100]                   # the zoom survives the redraw
+
+
+def test_metrics_are_grouped_in_sections_by_prefix_like_wandb(ui_page, ui_server):
+    workload = "ui-sections-workload-0006"
+    now = int(time.time())
+    ui_server.metrics(workload, [point(name, 1.0 + i, i, now - 10 + i)
+                                 for name in ("train/loss", "eval/loss", "train/lr", "epoch") for i in range(5)])
+    open_metrics(ui_page, ui_server, workload, metric="train/loss")
+    ui_page.wait_for_selector('.plot[data-metric="epoch"][data-revision]')
+    order = ui_page.eval_on_selector_all(
+        "#charts > *", "els => els.map(e => e.dataset.section !== undefined ? '#' + e.dataset.section : e.dataset.metric)")
+    assert order == ["#eval", "eval/loss", "#train", "train/loss", "train/lr", "#other", "epoch"]
+    assert raw_by_rank(ui_page, "train/lr")[0]["n"] == 5

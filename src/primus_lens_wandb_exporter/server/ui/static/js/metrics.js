@@ -143,7 +143,7 @@ export function metricsTab(el, ctx) {
 
   function resetData() {
     st.store.clear(); st.loaded.clear(); st.loading.clear(); st.failed.clear(); st.refetchAt.clear();
-    for (const card of st.cards.values()) { if (window.Plotly) window.Plotly.purge(card.plot); card.el.remove(); }
+    for (const card of st.cards.values()) { if (window.Plotly && card.plot) window.Plotly.purge(card.plot); card.el.remove(); }
     st.cards.clear();
   }
 
@@ -307,19 +307,39 @@ export function metricsTab(el, ctx) {
   function chartKeys() {
     const selected = st.available.filter((m) => st.selected.has(m));
     if (prefs.layout === 'overlay') return selected.length ? [{ key: '\u0000overlay', metrics: selected }] : [];
-    return selected.map((m) => ({ key: m, metrics: [m] }));
+    // W&B-style sections: metrics grouped by the prefix before the first "/".
+    const sectionOf = (m) => (m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+    const sections = new Set(selected.map(sectionOf));
+    if (!selected.some((m) => sectionOf(m) !== '')) return selected.map((m) => ({ key: m, metrics: [m] }));
+    const keys = [];
+    for (const section of [...sections].sort((a, b) => (a === '') - (b === '') || a.localeCompare(b))) {
+      keys.push({ key: `\u0001${section}`, section: section || 'other', metrics: [] });
+      for (const m of selected) if (sectionOf(m) === section) keys.push({ key: m, metrics: [m] });
+    }
+    return keys;
+  }
+
+  function sectionCard(name) {
+    const el = document.createElement('h2');
+    el.className = 'chart-section';
+    el.dataset.section = name;
+    el.textContent = name;
+    return { el, plot: null, metrics: [], section: name };
   }
 
   function drawCards() {
     const keys = chartKeys();
     const wanted = new Set(keys.map((k) => k.key));
     for (const [key, card] of st.cards) {
-      if (!wanted.has(key)) { if (window.Plotly) window.Plotly.purge(card.plot); card.el.remove(); st.cards.delete(key); }
+      if (!wanted.has(key)) { if (window.Plotly && card.plot) window.Plotly.purge(card.plot); card.el.remove(); st.cards.delete(key); }
     }
     let previous = null;
-    for (const { key, metrics } of keys) {
+    for (const { key, metrics, section } of keys) {
       let card = st.cards.get(key);
-      if (!card) {
+      if (!card && section !== undefined) {
+        card = sectionCard(section);
+        st.cards.set(key, card);
+      } else if (!card) {
         const div = document.createElement('section');
         div.className = 'chart-card';
         const title = key === '\u0000overlay' ? `${metrics.length} metrics` : key;
@@ -334,7 +354,7 @@ export function metricsTab(el, ctx) {
         st.cards.set(key, card);
       }
       card.metrics = metrics;
-      card.el.querySelector('button.csv').dataset.metrics = metrics.join('\u0000');
+      if (card.plot) card.el.querySelector('button.csv').dataset.metrics = metrics.join('\u0000');
       if (key === '\u0000overlay') card.el.querySelector('h3').textContent = metrics.length === 1 ? metrics[0] : `${metrics.length} metrics`;
       // Keep DOM order equal to the metric order.
       const expectedPrev = previous ? previous.el : null;
@@ -365,6 +385,7 @@ export function metricsTab(el, ctx) {
   }
 
   function drawCard(card) {
+    if (!card.plot) return;   // a section header
     if (!window.Plotly) {
       // The bundle is still being evaluated (it loads async, in parallel with the data).
       plotlyReady().then(scheduleDraw, (err) => {
@@ -507,7 +528,7 @@ export function metricsTab(el, ctx) {
       st.disposed = true;
       clearTimeout(timer);
       ctx.listeners.delete(onDetail);
-      for (const card of st.cards.values()) if (window.Plotly) window.Plotly.purge(card.plot);
+      for (const card of st.cards.values()) if (window.Plotly && card.plot) window.Plotly.purge(card.plot);
     },
   };
 }
