@@ -108,6 +108,18 @@ def test_head_with_wandb_on_reports_each_metric_exactly_once(module_server, tmp_
     result.check_server()
 
 
+def test_wandb_on_but_raw_wandb_integration_disabled_reports_everything_itself(tmp_path):
+    # Nothing mirrors the W&B stream (PRIMUS_LENS_DISABLED_INTEGRATIONS=wandb): the adapter
+    # reports every core metric, every iteration, so nothing is lost.
+    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload="mt-nowandb",
+                         TB_DIR=str(tmp_path / "tb"), TB_INTERVAL=2, WB_PROJECT="proj",
+                         PRIMUS_LENS_DISABLED_INTEGRATIONS="wandb")
+    assert result.sources() == {"megatron"}
+    assert result.names("megatron") == CORE_METRICS
+    assert sorted(result.series("lm loss")) == [1, 2, 3, 4, 5, 6]
+    result.assert_each_point_once()
+
+
 def test_signature_drift_binds_by_name_in_both_releases(tmp_path):
     # Same program, both stand-ins, no W&B: identical metric names and steps, although
     # the positional order of training_log differs (decoupled_learning_rate 4th in

@@ -26,7 +26,7 @@ from ..core.detection import dist_version
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import version_tuple
+from .megatron import raw_wandb_active, version_tuple
 
 NAME = "jax"
 #: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07).
@@ -78,7 +78,7 @@ def _make_write_metrics(signature, module_name):
                 metrics = values.get("metrics")
                 index = process_index()
                 config = getattr(self, "config", None)
-                wandb_on = bool(getattr(config, "enable_wandb", False))
+                wandb_on = bool(getattr(config, "enable_wandb", False)) and raw_wandb_active()
                 if not _maxtext["claimed"]:
                     _maxtext["claimed"] = True
                     recorder.claim("maxtext", "base", version=dist_version("maxtext"),
@@ -161,7 +161,7 @@ def _foreign(writer, depth=0):
 
 def _wandb_run_active():
     wandb = sys.modules.get("wandb")
-    return wandb is not None and getattr(wandb, "run", None) is not None
+    return wandb is not None and getattr(wandb, "run", None) is not None and raw_wandb_active()
 
 
 def _make_write_scalars(original):

@@ -85,7 +85,9 @@ def _make_fit(keras_module, signature):
                 bound = signature.bind(self, *args, **kwargs)
                 callbacks = bound.arguments.get("callbacks")
                 listed = list(callbacks) if isinstance(callbacks, (list, tuple)) else None
-                wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ()))
+                from .megatron import raw_wandb_active
+
+                wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ())) and raw_wandb_active()
                 _claim(keras_module, "keras.Model.fit", wandb_on)
                 if not wandb_on and (callbacks is None or listed is not None):
                     if not any(type(cb).__name__ == "LensKerasCallback" for cb in (listed or ())):

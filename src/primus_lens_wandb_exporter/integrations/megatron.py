@@ -86,6 +86,17 @@ def megatron_version():
     return text or dist_version("megatron")
 
 
+def raw_wandb_active():
+    """The raw wandb patch is installed: whatever reaches a W&B run reaches Lens.
+
+    When it is not (``PRIMUS_LENS_DISABLED_INTEGRATIONS=wandb``), the adapters report what
+    the framework sends to W&B themselves, so nothing is lost.
+    """
+    run_module = sys.modules.get("wandb.sdk.wandb_run")
+    run_cls = getattr(run_module, "Run", None) if run_module is not None else None
+    return run_cls is not None and patching.is_patched(run_cls, "_log")
+
+
 def dist_ranks(args_obj=None):
     """(rank, world_size): torch.distributed when initialised, else Megatron's args, else env."""
     dist = sys.modules.get("torch.distributed")
@@ -182,7 +193,8 @@ class _MegatronState:
             self.ranks = (rank, world, final)
         rank, world, _ = self.ranks
         iteration = int(values["iteration"])
-        wandb_on = bool(self._global("get_tensorboard_writer")) and bool(self._global("get_wandb_writer"))
+        wandb_on = (bool(self._global("get_tensorboard_writer")) and bool(self._global("get_wandb_writer"))
+                    and raw_wandb_active())
         if not self.claimed:
             self.claimed = True
             get_recorder().claim(
@@ -293,7 +305,7 @@ def _make_bridge_callback(callbacks_module):
                 self._ranks = dist_ranks()
             rank, world = self._ranks
             logger_cfg = getattr(cfg, "logger", None)
-            wandb_on = bool(getattr(logger_cfg, "wandb_project", None)) and rank == world - 1
+            wandb_on = bool(getattr(logger_cfg, "wandb_project", None)) and rank == world - 1 and raw_wandb_active()
             if not self._claimed:
                 self._claimed = True
                 get_recorder().claim("megatron_bridge", "base", version=_bridge_version(),

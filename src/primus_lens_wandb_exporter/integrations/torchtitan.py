@@ -25,7 +25,7 @@ from ..core.detection import dist_version
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import in_range, version_tuple
+from .megatron import in_range, raw_wandb_active, version_tuple
 
 NAME = "torchtitan"
 #: TorchTitan releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).
@@ -123,7 +123,8 @@ def _make_processor_log(module, signature, fallback=_train_fallback, where="Metr
                 rank, world = _dist_rank()
                 config = _metrics_config(self)
                 all_ranks = bool(getattr(config, "save_for_all_ranks", False))
-                wandb_on = _has_wandb(getattr(self, "logger", None), getattr(module, "WandBLogger", None))
+                wandb_on = _has_wandb(getattr(self, "logger", None), getattr(module, "WandBLogger", None)) \
+                    and raw_wandb_active()
                 logging_rank = metrics_rank(self, world)
                 if not _claimed["done"]:
                     _claimed["done"] = True
