@@ -97,3 +97,23 @@ def test_real_keras_on_torch_backend(module_server, tmp_path):
     assert sorted(result.series("loss", source="keras")) == [0, 1, 2]
     result.assert_each_point_once()
     result.check_server()
+
+
+@pytest.mark.parametrize("version, patched", [("2.15.0", False), ("3.0.0", True), ("3.15.1", True), ("4.0.0", False)])
+def test_adapter_enables_itself_only_on_keras_3(version, patched):
+    import types
+
+    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.integrations import keras as adapter
+
+    class Model:
+        def fit(self, x=None, y=None, epochs=1, callbacks=None):
+            pass
+
+    original = Model.__dict__["fit"]
+    module = types.SimpleNamespace(__version__=version, Model=Model, callbacks=types.SimpleNamespace())
+    try:
+        adapter.on_import(module)
+        assert (Model.__dict__["fit"] is not original) is patched
+    finally:
+        patching._patches[:] = [p for p in patching._patches if p[0] is not Model]

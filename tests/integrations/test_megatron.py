@@ -211,3 +211,27 @@ def test_bridge_with_its_wandb_logger_only_claims(module_server, tmp_path):
     assert sorted(result.series("lm loss", source="wandb")) == [1, 2, 3, 4, 5]
     result.assert_each_point_once()
     result.check_server()
+
+
+@pytest.mark.parametrize("version, patched", [("0.14.0", False), ("0.15.0", True), ("0.20.0", True), ("0.21.0", False)])
+def test_adapter_enables_itself_only_on_tested_megatron_core_versions(monkeypatch, version, patched):
+    import types
+
+    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.integrations import megatron as adapter
+
+    def training_log(loss_dict, total_loss_dict, learning_rate, iteration, loss_scale, report_memory_flag,
+                     skipped_iter, grad_norm, params_norm, num_zeros_in_grad, max_attention_logit):
+        return report_memory_flag
+
+    module = types.ModuleType("megatron.training.training")
+    training_log.__module__ = module.__name__
+    module.training_log = training_log
+    monkeypatch.setitem(sys.modules, "megatron.core.package_info", types.SimpleNamespace(__version__=version))
+    try:
+        adapter.on_import(module)
+        assert (module.training_log is not training_log) is patched
+    finally:
+        if module.training_log is not training_log:  # undo only our patch of this throwaway module
+            patching._patches[:] = [p for p in patching._patches if p[0] is not module]
+            module.training_log = training_log

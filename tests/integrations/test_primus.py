@@ -96,3 +96,25 @@ def test_pypi_primus_is_not_taken_for_amd_primus(tmp_path):
                          workload="pypi-primus")
     assert result.detection["detection"]["wrapper"] is None
     assert "primus" not in result.detection["hints"]["possible_frameworks"]
+
+
+@pytest.mark.parametrize("version, patched", [("0.7.0", False), ("26.2", True), ("26.5", True), ("27.1", False)])
+def test_adapter_enables_itself_only_on_tested_primus_versions(monkeypatch, version, patched):
+    import types
+
+    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.integrations import primus as adapter
+
+    class PrimusRuntime:
+        def _initialize_adapter(self):
+            pass
+
+    original = PrimusRuntime.__dict__["_initialize_adapter"]
+    module = types.ModuleType("primus.core.runtime.train_runtime")
+    module.PrimusRuntime = PrimusRuntime
+    monkeypatch.setitem(sys.modules, "primus", types.SimpleNamespace(__version__=version))
+    try:
+        adapter.on_import(module)
+        assert (PrimusRuntime.__dict__["_initialize_adapter"] is not original) is patched
+    finally:
+        patching._patches[:] = [p for p in patching._patches if p[0] is not PrimusRuntime]

@@ -130,3 +130,26 @@ except AssertionError as exc:
     assert result.detection["our_errors"] == 0
     result.assert_each_point_once()
     result.check_server()
+
+
+@pytest.mark.parametrize("version, patched", [("0.1.0", False), ("0.2.2", True), ("0.3.0", True),
+                                              ("0.0.0+unknown", True), ("0.4.0", False)])
+def test_adapter_enables_itself_only_on_tested_torchtitan_versions(monkeypatch, version, patched):
+    import types
+
+    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.integrations import torchtitan as adapter
+
+    class MetricsProcessor:
+        def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
+            pass
+
+    original = MetricsProcessor.__dict__["log"]
+    module = types.ModuleType("torchtitan.components.metrics")
+    module.MetricsProcessor = MetricsProcessor
+    monkeypatch.setitem(sys.modules, "torchtitan", types.SimpleNamespace(__version__=version))
+    try:
+        adapter.on_import(module)
+        assert (MetricsProcessor.__dict__["log"] is not original) is patched
+    finally:
+        patching._patches[:] = [p for p in patching._patches if p[0] is not MetricsProcessor]
