@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fixtures_server import free_port
 from lens_e2e import by_name, jsonl_rows, module_server, new_workload  # noqa: F401 (fixture)
 from support import ROOT, exporter_env, get_json, metric_points, wait_for, workload
@@ -76,6 +78,7 @@ def test_torchrun_ddp_only_rank0_logs_points_carry_rank0_and_rank1_sends_nothing
     assert {r["world_size"] for r in rows} == {2}
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_every_rank_logging_its_own_run_is_kept_apart_by_rank(module_server, tmp_path):
     uid = new_workload("torchrun-all")
     _torchrun(_env(module_server, tmp_path, uid), "--all-ranks-log")
