@@ -78,7 +78,8 @@ def _ts_ms(v: Any, field: str) -> float:
     elif type(v) is not float:
         raise bad(field, "must be a number (epoch seconds)")
     if not (0.0 <= v < 1e14):
-        raise bad(field, "must be epoch seconds between 0 and 1e11")
+        raise bad(field, "must be epoch seconds (values from 1e11 up are read as milliseconds), "
+                         "at least 0 and below 1e14")
     return v if v >= _MS_THRESHOLD else v * 1000.0
 
 
