@@ -169,3 +169,13 @@ def test_api_index_answers_for_grafana_save_and_test(srv):
     r = srv.get("/api/v1")
     assert r.status_code == 200
     assert "/api/v1/workloads/{uid}/metrics/data" in r.json()["endpoints"]
+
+
+def test_overlong_name_and_rank_lists_are_400(srv, uid):
+    srv.post("/wandb/metrics", metrics_body(uid, [("loss", 1, 1.0)]))
+    r = srv.get(f"/workloads/{uid}/metrics/data", metrics=",".join(f"m{i}" for i in range(5000)))
+    assert r.status_code == 400 and r.json()["field"] == "metrics"
+    r = srv.get(f"/workloads/{uid}/metrics/data", rank=",".join(str(i) for i in range(5000)))
+    assert r.status_code == 400 and r.json()["field"] == "rank"
+    many = ",".join(f"m{i}" for i in range(999)) + ",loss"
+    assert [p["metric_name"] for p in data(srv, uid, metrics=many)["data"]] == ["loss"]

@@ -32,7 +32,8 @@ from .storage import Store, open_store
 log = logging.getLogger("primus_lens.server")
 access_log = logging.getLogger("primus_lens.server.access")
 
-_OPEN_PATHS = ("/health", "/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect")
+#: Longest comma-separated list a query parameter may hold (SQL placeholders are finite).
+MAX_LIST = 1000
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -164,6 +165,8 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
     parts = _csv(value)
     if not parts:
         return None
+    if len(parts) > MAX_LIST:
+        raise ApiError(400, "invalid_parameter", f"rank: at most {MAX_LIST} ranks per request", "rank")
     out = []
     for p in parts:
         try:
@@ -387,6 +390,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
                                                        description="only steps greater than this")):
         _require(uid)
         names = _csv(metrics) or None
+        if names and len(names) > MAX_LIST:
+            raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
         rows = store.data(uid, data_source or "wandb", names, start, end, _ranks(rank), run_id, max_points,
                           after_step)
         src = data_source or "wandb"
