@@ -490,6 +490,7 @@ export function metricsTab(el, ctx) {
   // ---- lifecycle ----------------------------------------------------------------------------
   async function tick() {
     if (st.disposed) return;
+    const started = performance.now();
     try {
       drawLiveBar();
       if (!st.sources || !st.sources.length) {
@@ -516,7 +517,8 @@ export function metricsTab(el, ctx) {
     } catch (err) {
       if (!st.disposed) showError(err);
     }
-    if (!st.disposed) timer = setTimeout(tick, LIVE_MS);
+    // Every LIVE_MS from start to start (the request time is not added to the period).
+    if (!st.disposed) timer = setTimeout(tick, Math.max(50, LIVE_MS - (performance.now() - started)));
   }
 
   const onDetail = () => { drawLiveBar(); drawRankPicker(); };
