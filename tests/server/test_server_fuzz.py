@@ -20,7 +20,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case, srv):
     case.call_and_validate(base_url=srv.url, checks=[not_a_server_error])
