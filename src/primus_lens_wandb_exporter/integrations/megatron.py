@@ -93,7 +93,14 @@ def raw_wandb_active():
     the framework sends to W&B themselves, so nothing is lost.
     """
     run_module = sys.modules.get("wandb.sdk.wandb_run")
-    run_cls = getattr(run_module, "Run", None) if run_module is not None else None
+    if run_module is None:
+        # wandb is not imported yet (Bridge creates its W&B logger lazily): it will be
+        # patched when it is, unless the wandb integration is switched off.
+        from ..core.autoload import disabled_integrations, hook_enabled
+
+        disabled = disabled_integrations()
+        return hook_enabled() and "wandb" not in disabled and "*" not in disabled
+    run_cls = getattr(run_module, "Run", None)
     return run_cls is not None and patching.is_patched(run_cls, "_log")
 
 
@@ -166,6 +173,42 @@ def real_signature(func, module_name):
     return None
 
 
+class ArgReader:
+    """Reads named arguments of one call by the function's signature, without
+    ``Signature.bind`` (which costs tens of microseconds per call on the hot path)."""
+
+    _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+    def __init__(self, signature, names):
+        params = list(signature.parameters.values())
+        positions = {p.name: i for i, p in enumerate(params) if p.kind in self._POSITIONAL}
+        self.max_positional = len(positions)
+        self.fields = []
+        for name in names:
+            param = signature.parameters.get(name)
+            if param is None:
+                continue
+            default = None if param.default is inspect.Parameter.empty else param.default
+            self.fields.append((name, positions.get(name, -1), param.default is inspect.Parameter.empty, default))
+
+    def read(self, args, kwargs):
+        """{name: value} of the wanted arguments; TypeError where Python itself would refuse the call."""
+        if len(args) > self.max_positional:
+            raise TypeError("too many positional arguments")
+        out = {}
+        n = len(args)
+        for name, index, required, default in self.fields:
+            if name in kwargs:
+                out[name] = kwargs[name]
+            elif 0 <= index < n:
+                out[name] = args[index]
+            elif required:
+                raise TypeError(f"missing argument {name!r}")
+            else:
+                out[name] = default
+        return out
+
+
 class _MegatronState:
     """What the wrapper learns once per process (rank, claim) and reads per call."""
 
@@ -175,7 +218,7 @@ class _MegatronState:
         self.version = version
         self.claimed = False
         self.ranks = None
-        self.arg_names = [a for a, _ in _SCALAR_ARGS if a in signature.parameters]
+        self.reader = ArgReader(signature, ["loss_dict", "iteration"] + [a for a, _ in _SCALAR_ARGS])
 
     def _global(self, name):
         func = self.module.__dict__.get(name)
@@ -183,15 +226,12 @@ class _MegatronState:
 
     def capture(self, args, kwargs):
         """Runs before the original: bind by name, decide what W&B will not get. Cheap."""
-        bound = self.signature.bind(*args, **kwargs)
-        values = bound.arguments
+        values = self.reader.read(args, kwargs)
         megatron_args = self._global("get_args")
-        if self.ranks is None or not self.ranks[2]:
-            rank, world = dist_ranks(megatron_args)
-            dist = sys.modules.get("torch.distributed")
-            final = bool(dist is not None and dist.is_available() and dist.is_initialized())
-            self.ranks = (rank, world, final)
-        rank, world, _ = self.ranks
+        if self.ranks is None:
+            # Megatron initialises torch.distributed before its first iteration; ranks do not change.
+            self.ranks = dist_ranks(megatron_args)
+        rank, world = self.ranks
         iteration = int(values["iteration"])
         wandb_on = (bool(self._global("get_tensorboard_writer")) and bool(self._global("get_wandb_writer"))
                     and raw_wandb_active())
