@@ -73,7 +73,8 @@ if "maxtext.common.metric_logger" not in {m for m, _ in autoload.WATCHES.values(
     from primus_lens_wandb_exporter.integrations.jax import on_maxtext_import
     on_maxtext_import(metric_logger)"""
     code = MAXTEXT_LOOP % (hook, "logger.buffer_and_write_metrics")
-    result = harness.run(code, tmp_path, ["jax", "maxtext_head"], workload=new_workload("maxtext-wb"), server=module_server, WB=1)
+    result = harness.run(code, tmp_path, ["jax", "maxtext_head"],
+                         workload=new_workload("maxtext-wb"), server=module_server, WB=1)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("maxtext", "exact")
     assert result.sources() == {"wandb"}

@@ -35,7 +35,8 @@ STANDIN_MODEL = "model = keras.Sequential()\nmodel.compile(learning_rate=0.1)"
 
 
 def test_fit_without_wandb_callback_reports_epoch_logs(module_server, tmp_path):
-    result = harness.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"], workload=new_workload("keras"), server=module_server)
+    result = harness.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"],
+                         workload=new_workload("keras"), server=module_server)
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "tensorflow", "exact")
     assert result.detection["evidence_wrapper"]["keras"]["version"] == "3.15.1"
@@ -71,7 +72,8 @@ lens_keras.on_wandb_keras_import(types.SimpleNamespace(WandbMetricsLogger=WandbM
 def test_fit_with_wandb_metrics_logger_leaves_the_metrics_to_wandb(module_server, tmp_path):
     pytest.importorskip("wandb")
     code = FIT % (STANDIN_MODEL + WANDB_LOGGER, "[WandbMetricsLogger()]", 1) + "wandb.finish()\n"
-    result = harness.run(code, tmp_path, ["keras_3"], workload=new_workload("keras-wb"), server=module_server, KERAS_BACKEND="jax")
+    result = harness.run(code, tmp_path, ["keras_3"],
+                         workload=new_workload("keras-wb"), server=module_server, KERAS_BACKEND="jax")
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "jax", "exact")
     assert result.sources() == {"wandb"}
@@ -89,7 +91,8 @@ def test_real_keras_on_torch_backend(module_server, tmp_path):
     model = ("model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])\n"
              "model.compile(optimizer='sgd', loss='mse', metrics=['mae'])")
     extra = {"PYTHONPATH": keras_path} if keras_path else {}
-    result = harness.run(FIT % (model, "None", 0), tmp_path, [], workload=new_workload("keras-real"), server=module_server, KERAS_BACKEND="torch",
+    result = harness.run(FIT % (model, "None", 0), tmp_path, [],
+                         workload=new_workload("keras-real"), server=module_server, KERAS_BACKEND="torch",
                          **extra)
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "pytorch", "exact")

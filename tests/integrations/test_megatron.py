@@ -94,7 +94,8 @@ def test_head_with_wandb_on_reports_each_metric_exactly_once(module_server, tmp_
     # TensorBoard + W&B on the last rank, every 2nd iteration: W&B (raw patch, source
     # "wandb") is the source of what Megatron sends it; the adapter adds only what W&B
     # never receives in this run (loss-scale: --log-loss-scale-to-tensorboard unset).
-    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload=new_workload("mt-head"), server=module_server,
+    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"],
+                         workload=new_workload("mt-head"), server=module_server,
                          RANK=0, WORLD_SIZE=1, TB_DIR=str(tmp_path / "tb"), TB_INTERVAL=2, WB_PROJECT="proj")
     _detected(result, "megatron")
     assert result.detection["evidence_base"]["megatron"]["version"] == "0.20.0"
@@ -195,7 +196,8 @@ pretrain(cfg, callbacks=None)
 
 
 def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(module_server, tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload=new_workload("bridge"), server=module_server)
+    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
+                         workload=new_workload("bridge"), server=module_server)
     _detected(result, "megatron_bridge")
     # on_train_step_end fires before train_state.step += 1; Bridge logs with the new value.
     assert sorted(result.series("lm loss", source="megatron_bridge")) == [1, 2, 3, 4, 5]
@@ -205,7 +207,8 @@ def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(module
 
 
 def test_bridge_with_its_wandb_logger_only_claims(module_server, tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"], workload=new_workload("bridge-wb"), server=module_server, WB_PROJECT="proj")
+    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
+                         workload=new_workload("bridge-wb"), server=module_server, WB_PROJECT="proj")
     _detected(result, "megatron_bridge")
     assert "megatron_bridge" not in result.sources()
     assert sorted(result.series("lm loss", source="wandb")) == [1, 2, 3, 4, 5]

@@ -41,7 +41,8 @@ def _layers(result):
 def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_run(module_server, tmp_path):
     # Normal order: the exporter wraps training_log when Megatron is imported; Primus's
     # before_train patch then wraps ours.  Both run; each metric is reported once.
-    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"], workload=new_workload("primus-mt"), server=module_server)
+    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"],
+                         workload=new_workload("primus-mt"), server=module_server)
     wrapper, base, layers = _layers(result)
     assert (wrapper, base) == ("primus", "megatron")
     assert layers["wrapper"]["version"] == "26.5"
@@ -71,7 +72,8 @@ def _install_exporter_late(ctx):
     assert getattr(mt.training_log, "_primus_training_log_print_rank_wrapper", False)
     lens.install()
 """ + RUN_PRIMUS % "megatron"
-    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"], workload=new_workload("primus-late"), server=module_server)
+    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"],
+                         workload=new_workload("primus-late"), server=module_server)
     assert result.detection["detection"]["base"] == "megatron"
     assert result.stdout.count(PRIMUS_ENRICHED) == 2
     assert sorted(result.series("lm loss", source="megatron")) == [1, 2, 3, 4]

@@ -98,7 +98,8 @@ def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipelin
 
 
 def test_v0_3_0_with_wandb_logger_leaves_the_metrics_to_the_wandb_stream(module_server, tmp_path):
-    result = harness.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"], workload=new_workload("tt030wb"), server=module_server,
+    result = harness.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"],
+                         workload=new_workload("tt030wb"), server=module_server,
                          RELEASE="0.3.0", WB=1, TB=1, WANDB_PROJECT="tt")
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("torchtitan", "exact")
@@ -119,7 +120,8 @@ try:
 except AssertionError as exc:
     print("FRAMEWORK-ERROR", exc)
 """
-    result = harness.run(code, tmp_path, ["torchtitan_v0_3_0"], workload=new_workload("tt030"), server=module_server, RELEASE="0.3.0",
+    result = harness.run(code, tmp_path, ["torchtitan_v0_3_0"],
+                         workload=new_workload("tt030"), server=module_server, RELEASE="0.3.0",
                          RANK=0, WORLD_SIZE=2, PP=2, PP_SCHEDULE="ZBVZeroBubble")
     assert "FRAMEWORK-ERROR num_flops_per_token must be set" in result.stdout
     assert result.detection["detection"]["base"] == "torchtitan"
