@@ -120,3 +120,21 @@ def test_adapter_enables_itself_only_on_tested_primus_versions(monkeypatch, vers
         assert (PrimusRuntime.__dict__["_initialize_adapter"] is not original) is patched
     finally:
         patching._patches[:] = [p for p in patching._patches if p[0] is not PrimusRuntime]
+
+
+def test_adapters_import_no_framework_the_program_did_not_import(tmp_path):
+    # Every adapter module is loaded as a plugin when the Recorder starts; none of them may
+    # pull in Primus, Megatron, TorchTitan, JAX, MaxText, CLU or Keras.
+    pytest.importorskip("wandb")
+    code = """
+import sys, wandb
+run = wandb.init(project="plain")
+run.log({"loss": 1.0})
+run.finish()
+from primus_lens_wandb_exporter.integrations import megatron, primus, torchtitan, jax, keras  # noqa: F401
+frameworks = {"primus", "megatron", "torchtitan", "jax", "MaxText", "maxtext", "clu", "keras", "tensorflow"}
+print("FRAMEWORKS-LOADED", sorted(m for m in sys.modules if m.split(".")[0] in frameworks))
+"""
+    result = harness.run(code, tmp_path, [], workload="plain")
+    assert "FRAMEWORKS-LOADED []" in result.stdout
+    assert result.series("loss", source="wandb") == {0: 1.0}
