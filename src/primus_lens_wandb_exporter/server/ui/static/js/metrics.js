@@ -191,7 +191,7 @@ export function metricsTab(el, ctx) {
 
   function showError(err) {
     st.error = err;
-    stateEl.innerHTML = `<div class="state error" role="alert">${esc(err.message)}${err.status === 0 ? '' : ''} — retrying.</div>`;
+    stateEl.innerHTML = `<div class="state error" role="alert">${esc(err.message)} — retrying.</div>`;
   }
 
   function clearError() {
