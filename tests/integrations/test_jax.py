@@ -148,3 +148,32 @@ def test_clu_our_error_is_swallowed_unless_testing(tmp_path, testing, expected):
     result = harness.run(CLU_LOOP % BROKEN, tmp_path, ["jax", "clu"], workload="clu-err", PRIMUS_LENS_TESTING=testing)
     assert expected in result.stdout
     assert "[6] train_loss=0.1" in result.stdout  # CLU's own write ran either way
+
+
+def test_clu_writer_classes_defined_by_the_program_are_wrapped_too(tmp_path):
+    code = """
+import numpy as np
+from clu import metric_writers
+from clu.metric_writers import interface
+
+class CsvWriter(interface.MetricWriter):  # the program's own writer, defined after the import
+    def __init__(self):
+        self.rows = []
+    def write_summaries(self, step, values, metadata=None):
+        pass
+    def write_scalars(self, step, scalars):
+        self.rows.extend((step, k, float(v)) for k, v in scalars.items())
+    def write_hparams(self, hparams):
+        pass
+    def flush(self):
+        pass
+    def close(self):
+        pass
+
+writer = metric_writers.MultiWriter([CsvWriter(), metric_writers.LoggingWriter()])
+for step in (1, 2):
+    writer.write_scalars(step, {"loss": np.float32(step)})
+CsvWriter().write_scalars(3, {"loss": np.float32(3)})
+"""
+    result = harness.run(code, tmp_path, ["jax", "clu"], workload="clu-own")
+    assert result.series("loss", source="clu") == {1: 1.0, 2: 2.0, 3: 3.0}
