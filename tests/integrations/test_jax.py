@@ -1,5 +1,5 @@
 """JAX adapters (MaxText ``MetricLogger.write_metrics``, CLU ``MetricWriter.write_scalars``),
-against stand-ins of named releases.  JAX is not installed here: ``standins/jax`` provides
+against stand-ins of named releases.  JAX is not installed here: ``standins/jax_standin`` provides
 ``jax.process_index()`` (from ``JAX_PROCESS_ID``) and ``jax.__version__`` only.
 
 - ``maxtext_2026_01``: ``src/MaxText/metric_logger.py`` of AI-Hypercomputer/maxtext at
@@ -7,7 +7,7 @@ against stand-ins of named releases.  JAX is not installed here: ``standins/jax`
 - ``maxtext_head``: ``src/maxtext/common/metric_logger.py`` at main e591f30c (2026-11):
   ``write_metrics(metrics, step, metric_type="train")``, ``wandb.log(flat, step=step)`` on
   process 0 when ``enable_wandb``;
-- ``clu``: ``clu/metric_writers`` of google/CommonLoopUtils v0.0.12-21-g04ad2f9 (2026-07).
+- ``clu_v0_0_12``: ``clu/metric_writers`` of google/CommonLoopUtils v0.0.12-21-g04ad2f9 (2026-07).
 
 Values are numpy scalars (what ``jax.device_get`` hands MaxText / CLU).
 """
@@ -17,8 +17,14 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
-import harness  # noqa: E402
+import importlib.util  # noqa: E402
+
+# The stand-ins folder is never put on this process's sys.path (it holds directories
+# named like real packages); only the programs under test see the stand-in roots.
+_spec = importlib.util.spec_from_file_location(
+    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)
 from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("numpy")
@@ -46,7 +52,7 @@ MAXTEXT_NAMES = {"learning/loss", "learning/grad_norm", "learning/total_weights"
 def test_maxtext_reports_scalars_from_process_0_only(module_server, tmp_path):
     code = MAXTEXT_LOOP % ("from MaxText import metric_logger", "logger.buffer_and_write_train_metrics")
     uid = new_workload("maxtext")
-    results = harness.run_many(*[dict(code=code, tmp_path=tmp_path / f"p{index}", roots=["jax", "maxtext_2026_01"],
+    results = harness.run_many(*[dict(code=code, tmp_path=tmp_path / f"p{index}", roots=["jax_standin", "maxtext_2026_01"],
                                       workload=uid, server=module_server, JAX_PROCESS_ID=index, JAX_NUM_PROCESSES=2)
                                  for index in (0, 1)])
     assert results[1].points == []
@@ -73,7 +79,7 @@ if "maxtext.common.metric_logger" not in {m for m, _ in autoload.WATCHES.values(
     from primus_lens_wandb_exporter.integrations.jax import on_maxtext_import
     on_maxtext_import(metric_logger)"""
     code = MAXTEXT_LOOP % (hook, "logger.buffer_and_write_metrics")
-    result = harness.run(code, tmp_path, ["jax", "maxtext_head"],
+    result = harness.run(code, tmp_path, ["jax_standin", "maxtext_head"],
                          workload=new_workload("maxtext-wb"), server=module_server, WB=1)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("maxtext", "exact")
@@ -110,7 +116,7 @@ try:
 except ValueError as exc:
     print("FRAMEWORK-ERROR", type(exc).__name__)
 """
-    result = harness.run(CLU_LOOP % tail, tmp_path, ["jax", "clu"], workload=new_workload("clu"), server=module_server)
+    result = harness.run(CLU_LOOP % tail, tmp_path, ["jax_standin", "clu_v0_0_12"], workload=new_workload("clu"), server=module_server)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("jax", "exact")
     assert result.detection["evidence_base"]["jax"]["library"] == "clu"
@@ -124,7 +130,7 @@ except ValueError as exc:
 
 
 def test_clu_on_other_processes_only_claims(tmp_path):
-    result = harness.run(CLU_LOOP % "", tmp_path, ["jax", "clu"], workload="clu-p1", JAX_PROCESS_ID=1)
+    result = harness.run(CLU_LOOP % "", tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-p1", JAX_PROCESS_ID=1)
     assert result.points == []
     assert result.detection["detection"]["base"] == "jax"
 
@@ -145,7 +151,7 @@ except ValueError as exc:
 
 @pytest.mark.parametrize("testing, expected", [("0", "TRAINING-DONE"), ("1", "OUR-ERROR-RAISED simulated exporter bug")])
 def test_clu_our_error_is_swallowed_unless_testing(tmp_path, testing, expected):
-    result = harness.run(CLU_LOOP % BROKEN, tmp_path, ["jax", "clu"], workload="clu-err", PRIMUS_LENS_TESTING=testing)
+    result = harness.run(CLU_LOOP % BROKEN, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-err", PRIMUS_LENS_TESTING=testing)
     assert expected in result.stdout
     assert "[6] train_loss=0.1" in result.stdout  # CLU's own write ran either way
 
@@ -175,5 +181,5 @@ for step in (1, 2):
     writer.write_scalars(step, {"loss": np.float32(step)})
 CsvWriter().write_scalars(3, {"loss": np.float32(3)})
 """
-    result = harness.run(code, tmp_path, ["jax", "clu"], workload="clu-own")
+    result = harness.run(code, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-own")
     assert result.series("loss", source="clu") == {1: 1.0, 2: 2.0, 3: 3.0}

@@ -21,8 +21,14 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins"))
-import harness  # noqa: E402
+import importlib.util  # noqa: E402
+
+# The stand-ins folder is never put on this process's sys.path (it holds directories
+# named like real packages); only the programs under test see the stand-in roots.
+_spec = importlib.util.spec_from_file_location(
+    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
+harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness)
 from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
