@@ -30,6 +30,7 @@ from ..core import patching
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
+from ..core.versions import version_tuple as _version_tuple
 
 NAME = "deepspeed"
 # The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
@@ -43,20 +44,6 @@ _stage_by_config = {}      # id(monitor_config) -> (monitor_config, zero stage);
 _STAGE_MEMORY = 16
 _claimed = set()
 _monitor_class = None
-
-
-def _version_tuple(text):
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        out.append(int(digits) if digits else 0)
-    while len(out) < 3:
-        out.append(0)
-    return tuple(out)
 
 
 def _installed_version():

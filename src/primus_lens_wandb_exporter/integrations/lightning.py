@@ -29,6 +29,7 @@ import weakref
 from ..core import patching
 from ..core.log import get_logger, log_once
 from ..core.recorder import get_recorder
+from ..core.versions import version_tuple as _version_tuple
 
 NAME = "lightning"
 SOURCE = "lightning"
@@ -57,20 +58,6 @@ _STRATEGIES = (
 )
 
 _classes = {}  # namespace -> (LensLogger, LensCallback)
-
-
-def _version_tuple(text):
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        out.append(int(digits) if digits else 0)
-    while len(out) < 3:
-        out.append(0)
-    return tuple(out)
 
 
 def namespace_version(namespace):

@@ -28,6 +28,7 @@ from ..core import patching
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
+from ..core.versions import version_tuple as _version_tuple
 
 NAME = "pytorch"
 MIN_VERSION = (2, 0, 0)    # register_optimizer_step_post_hook exists since 2.0
@@ -44,20 +45,6 @@ class _State:
 
 _state = _State()
 _lock = threading.Lock()
-
-
-def _version_tuple(text):
-    out = []
-    for part in str(text).split("+")[0].split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        out.append(int(digits) if digits else 0)
-    while len(out) < 3:
-        out.append(0)
-    return tuple(out)
 
 
 def _torch_version():

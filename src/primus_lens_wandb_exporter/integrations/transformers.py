@@ -28,6 +28,7 @@ import weakref
 from ..core import patching
 from ..core.log import get_logger, log_once
 from ..core.recorder import get_recorder
+from ..core.versions import version_tuple as _version_tuple
 
 NAME = "hf_trainer"
 SOURCE = "transformers"
@@ -36,20 +37,6 @@ MIN_VERSION = (4, 40, 0)  # tested: 5.24.0 (tests/integrations/test_transformers
 MAX_VERSION = (6, 0, 0)  # exclusive
 
 _class = None  # the LensTrainerCallback class (subclasses transformers.TrainerCallback)
-
-
-def _version_tuple(text):
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        out.append(int(digits) if digits else 0)
-    while len(out) < 3:
-        out.append(0)
-    return tuple(out)
 
 
 def transformers_version():

@@ -20,18 +20,11 @@ from ..core import normalize, patching, sysmetrics
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import LOG_RECORD, get_recorder
+from ..core.versions import version_tuple as _version_tuple
 
 NAME = "wandb"
 MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
 _suppress = patching.suppress_state
-
-
-def _version_tuple(text):
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
 
 
 def on_import(wandb):
