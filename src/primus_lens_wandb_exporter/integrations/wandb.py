@@ -64,7 +64,6 @@ def on_import(wandb):
 def _make_log(recorder):
     # The hot path: everything is bound to locals here, and the body only appends a
     # tuple to the Recorder's deque (see Recorder.log for the same logic, unrolled).
-    record = recorder.log
     queue = recorder._queue
     cap = recorder._cap
     counters = recorder.counters
@@ -82,14 +81,17 @@ def _make_log(recorder):
                 # The one documented change to the user's W&B data: opt-in system metrics.
                 data = {**data, **current.current}
             # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
-            result = original(self, data, step, commit, *args, **kwargs)
+            if args or kwargs:
+                result = original(self, data, step, commit, *args, **kwargs)
+            else:  # the common call, without the slower argument-unpacking call form
+                result = original(self, data, step, commit)
             if type(data) is dict and not (active[0] and _suppress.depth):
                 try:
                     if len(queue) < cap:
                         queue.append((kind, self, data.copy() if plain(map(type, data.values())) else snapshot(data),
                                       step, commit, now()))
                         if recorder._thread is None:
-                            record.__self__._start()
+                            recorder._start()
                     else:
                         counters.dropped_queue_full += 1
                 except Exception as exc:
