@@ -145,6 +145,7 @@ try:
     writer.flush()
     print("TRAINING-DONE")
 except ValueError as exc:
+    writer.flush()  # CLU's pool thread prints too: let it finish so the lines do not interleave
     print("OUR-ERROR-RAISED", exc)
 """
 

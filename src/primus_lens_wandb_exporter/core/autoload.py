@@ -25,9 +25,13 @@ WATCHES = {
     ),
     "primus": ("primus.core.runtime.train_runtime", "primus_lens_wandb_exporter.integrations.primus:on_import"),
     "torchtitan": ("torchtitan.components.metrics", "primus_lens_wandb_exporter.integrations.torchtitan:on_import"),
+    # MaxText moved its logger twice (2026-01): every location is watched.
     "maxtext": ("MaxText.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
+    "maxtext_common": ("MaxText.common.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
+    "maxtext_pkg": ("maxtext.common.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
     "clu": ("clu.metric_writers", "primus_lens_wandb_exporter.integrations.jax:on_clu_import"),
     "keras": ("keras", "primus_lens_wandb_exporter.integrations.keras:on_import"),
+    "keras_wandb": ("wandb.integration.keras", "primus_lens_wandb_exporter.integrations.keras:on_wandb_keras_import"),
     "pytorch": ("torch.optim.optimizer", "primus_lens_wandb_exporter.integrations.pytorch:on_import"),
 }
 
@@ -52,7 +56,8 @@ def _integration_allowed(name, disabled):
     if "*" in disabled or name in disabled:
         return False
     # "megatron" also switches the Megatron-Bridge hook off; "jax" the MaxText/CLU hooks.
-    family = {"megatron_bridge": "megatron", "maxtext": "jax", "clu": "jax"}.get(name)
+    family = {"megatron_bridge": "megatron", "maxtext": "jax", "maxtext_common": "jax", "maxtext_pkg": "jax",
+              "clu": "jax", "keras_wandb": "keras"}.get(name)
     return family not in disabled
 
 

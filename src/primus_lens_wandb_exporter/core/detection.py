@@ -27,6 +27,7 @@ FRAMEWORKS = {
     "primus": (WRAPPER, ("primus",)),
     "lightning": (WRAPPER, ("lightning", "pytorch-lightning")),
     "hf_trainer": (WRAPPER, ("transformers",)),
+    "keras": (WRAPPER, ("keras", "tf-keras")),
     "megatron": (BASE, ("megatron-core", "megatron-lm")),
     "megatron_bridge": (BASE, ("megatron-bridge",)),
     "deepspeed": (BASE, ("deepspeed",)),
@@ -213,9 +214,17 @@ def build_payload(claims, heuristic, identity, environ, wandb_info, modules) -> 
     confidence = min((e.confidence for e in chosen), default=0.0)
     everything = list(claims) + [h for h in heuristic if h.name not in {c.name for c in claims}]
 
+    # Per framework, the evidence shown is the claim that wins (highest confidence, latest).
+    best = {}
+    for e in reversed(everything):
+        key = (e.layer, e.name)
+        if key not in best or e.confidence > best[key].confidence:
+            best[key] = e
+
     def layer_dict(layer):
         out = {}
         for e in everything:
+            e = best[(e.layer, e.name)]
             if e.layer == layer and e.name not in out:
                 out[e.name] = {"version": e.version, "method": e.method, "confidence": e.confidence,
                                "indicators": list(e.indicators), **_safe_extra(e.extra)}

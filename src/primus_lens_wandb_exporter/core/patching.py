@@ -63,6 +63,10 @@ def undo_all():
     while _patches:
         owner, name, own, had_own = _patches.pop()
         try:
+            if not hasattr(getattr(owner, name, None), MARK):
+                # Someone wrapped our wrapper (Primus wraps Megatron's training_log after us):
+                # restoring would silently drop their wrapper too, so ours stays in the chain.
+                continue
             if had_own:
                 setattr(owner, name, own)
             else:
