@@ -34,51 +34,69 @@ def _pth_line():
 
 
 def bench_interpreter(runs):
-    paths = [p for p in sys.path if p.endswith("site-packages")] + [
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")]
-    setup = f"import sys; sys.path.extend({paths!r})"
-    variants = {"without": setup, "with": setup + "\n" + _pth_line()}
-    times = {k: [] for k in variants}
-    env = dict(os.environ)
+    """``python -c pass``: hook on vs ``PRIMUS_LENS_WANDB_HOOK=false`` (the line then only reads
+    one env var), alternating, plus ``-X importtime`` for our modules in a normal start."""
+    # pip compiles bytecode when it installs a wheel; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise recompile our modules on every start.
+    import compileall
+
+    pkg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "primus_lens_wandb_exporter")
+    compileall.compile_dir(pkg, quiet=1)
+    _pth_line()  # fails early when the package is not installed
+    times = {"off": [], "on": []}
     for _ in range(runs):
-        for name, code in variants.items():
+        for name in ("off", "on"):
+            env = dict(os.environ, PRIMUS_LENS_WANDB_HOOK="true" if name == "on" else "false")
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-S", "-c", code], env=env, check=True)
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
             times[name].append((time.perf_counter() - t0) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"python start, median of {runs}: without {med['without']:.2f} ms, with {med['with']:.2f} ms, "
-          f"added {med['with'] - med['without']:+.2f} ms")
-    # The line's own cost, measured inside the interpreter (no process noise).
-    code = setup + "\nimport time\nt=time.perf_counter()\n" + _pth_line() + "\nprint((time.perf_counter()-t)*1000)"
-    inside = [float(subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
-                                   check=True).stdout) for _ in range(30)]
-    print(f"start-up line executed in-process: median {statistics.median(inside):.3f} ms")
+    print(f"python -c pass, median of {runs}: hook off {med['off']:.2f} ms, on {med['on']:.2f} ms, "
+          f"added {med['on'] - med['off']:+.2f} ms")
+    ours = []
+    for _ in range(30):
+        err = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True,
+                             check=True).stderr
+        total = 0
+        for line in err.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[2].strip() == "primus_lens_wandb_exporter.core.autoload":
+                total = int(parts[1])  # cumulative: package, core and autoload
+        ours.append(total / 1000)
+    print(f"our modules' import in a normal start (-X importtime, cumulative): median {statistics.median(ours):.3f} ms")
 
 
 INIT = r"""
-import json, time
+import json, statistics, sys, time
 import wandb
-t0 = time.perf_counter()
-run = wandb.init(project="bench", settings=wandb.Settings(x_disable_stats=True))
-t1 = time.perf_counter()
-print(json.dumps({"init_ms": (t1 - t0) * 1000}))
-wandb.finish()
+patched = wandb.init
+original = getattr(patched, "_primus_lens_original", None)
+calls = {"patched": patched, "original": original}
+times = {"patched": [], "original": []}
+for i in range(int(sys.argv[1])):
+    for name in ("original", "patched"):
+        if calls[name] is None:
+            continue
+        t0 = time.perf_counter()
+        run = calls[name](project="bench", settings=wandb.Settings(x_disable_stats=True))
+        times[name].append((time.perf_counter() - t0) * 1000)
+        run.finish()
+print(json.dumps({k: statistics.median(v) for k, v in times.items() if v}))
 """
 
 
 def bench_init(runs):
+    """``wandb.init`` as patched vs the original it wraps, alternating in one process
+    (the first init of the process, which also starts our worker thread, is included)."""
     for mode in ("disabled", "offline"):
-        results = {True: [], False: []}
-        for _ in range(runs):
-            for hook in (False, True):
-                env = base_env(WANDB_MODE=mode, PRIMUS_LENS_WANDB_HOOK="true" if hook else "false",
-                               PRIMUS_LENS_API_BASE_URL="http://127.0.0.1:9/api/v1", PRIMUS_LENS_EXIT_TIMEOUT="1")
-                env["WANDB_DIR"] = env["PRIMUS_LENS_SPOOL_DIR"]
-                out = subprocess.run([sys.executable, "-c", INIT], env=env, capture_output=True, text=True,
-                                     check=True, timeout=300)
-                results[hook].append(json.loads(out.stdout.strip().splitlines()[-1])["init_ms"])
-        off, on = statistics.median(results[False]), statistics.median(results[True])
-        print(f"wandb.init {mode:<8} median of {runs}: hook off {off:.1f} ms, on {on:.1f} ms, added {on - off:+.1f} ms")
+        env = base_env(WANDB_MODE=mode, PRIMUS_LENS_API_BASE_URL="http://127.0.0.1:9/api/v1",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1")
+        env["WANDB_DIR"] = env["PRIMUS_LENS_SPOOL_DIR"]
+        out = subprocess.run([sys.executable, "-c", INIT, str(runs)], env=env, capture_output=True, text=True,
+                             check=True, timeout=900)
+        med = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"wandb.init {mode:<8} median of {runs}: original {med['original']:.1f} ms, patched "
+              f"{med['patched']:.1f} ms, added {med['patched'] - med['original']:+.1f} ms")
 
 
 def main():

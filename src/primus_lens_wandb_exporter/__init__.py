@@ -5,8 +5,6 @@ wheel watches for ``import wandb`` and patches it then.  This module stays cheap
 import (it runs in every interpreter of the environment); public names load lazily.
 """
 
-from ._version import __version__
-
 __all__ = [
     "__version__",
     "install",
@@ -18,7 +16,9 @@ __all__ = [
     "LensDeepSpeedMonitor",
 ]
 
+# Lazy, even __version__: this package is imported by the start-up line of every interpreter.
 _LAZY = {
+    "__version__": ("primus_lens_wandb_exporter._version", "__version__"),
     "install": ("primus_lens_wandb_exporter.core.autoload", "install"),
     "uninstall": ("primus_lens_wandb_exporter.core.autoload", "uninstall"),
     "get_recorder": ("primus_lens_wandb_exporter.core.recorder", "get_recorder"),

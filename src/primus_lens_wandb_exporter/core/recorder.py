@@ -313,6 +313,10 @@ class Recorder:
         raise_if_testing(exc)
 
     def _run(self):
+        # Plugin discovery and imports cost ~0.2 s of CPU once: let wandb.init return to the
+        # training thread first (nothing is due yet). A flush request wakes us at once.
+        self._wake.wait(0.25)
+        self._wake.clear()
         try:
             self._setup()
         except Exception as exc:
