@@ -67,7 +67,7 @@ def _make_log(recorder):
     queue = recorder._queue
     cap = recorder._cap
     counters = recorder.counters
-    plain = normalize.PLAIN_TYPES.issuperset
+    add = sum
     snapshot = normalize.snapshot
     now = time.time
     kind = LOG_RECORD
@@ -81,15 +81,21 @@ def _make_log(recorder):
                 # The one documented change to the user's W&B data: opt-in system metrics.
                 data = {**data, **current.current}
             # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
-            if args or kwargs:
+            if step is None and commit is None and not args and not kwargs:
+                result = original(self, data)  # the common call: the cheapest call form
+            else:
                 result = original(self, data, step, commit, *args, **kwargs)
-            else:  # the common call, without the slower argument-unpacking call form
-                result = original(self, data, step, commit)
             if type(data) is dict and not (active[0] and _suppress.depth):
                 try:
                     if len(queue) < cap:
-                        queue.append((kind, self, data.copy() if plain(map(type, data.values())) else snapshot(data),
-                                      step, commit, now()))
+                        try:
+                            # All floats/ints: sum() stays in C and returns a float. Anything that
+                            # could change after log() returns (tensors, arrays, nested dicts)
+                            # makes it return something else or raise: then we snapshot.
+                            frozen = type(add(data.values(), 0.0)) is float
+                        except Exception:
+                            frozen = False
+                        queue.append((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
                         if recorder._thread is None:
                             recorder._start()
                     else:
