@@ -25,7 +25,6 @@ from . import rollup
 #: (workload_uid, data_source, metric_name, rank, run_id): one series of points.
 SeriesKey = Tuple[str, str, str, int, str]
 KEY_COLS = "workload_uid, data_source, metric_name, rank, run_id"
-KEY_WHERE = "workload_uid = ? AND data_source = ? AND metric_name = ? AND rank = ? AND run_id = ?"
 ROLLUP_COLS = ("n, nf, first_step, first_value, first_ts, last_step, last_value, last_ts, "
                "min_step, min_value, min_ts, max_step, max_value, max_ts, time_min, time_max")
 LIVE_WINDOW_MS = 60_000.0
@@ -96,10 +95,10 @@ class Store:
         raise NotImplementedError
         yield
 
-    def _write_points(self, cur, new: List[Tuple[SeriesKey, list]], updates: List[tuple]) -> None:  # pragma: no cover
-        """Insert ``new`` points (per series, ``(step, value, ts)``; proven absent
+    def _write_points(self, cur, new: List[Tuple[int, dict]], updates: List[tuple]) -> None:  # pragma: no cover
+        """Insert ``new`` points (per series id, ``{step: (value, ts)}``; proven absent
         while this transaction holds the series) and upsert ``updates`` rows
-        ``(key5..., iteration, value, timestamp)``."""
+        ``(series_id, iteration, value, timestamp)``."""
         raise NotImplementedError
 
     def _lock_series(self, cur, keys: Sequence[SeriesKey]) -> None:
@@ -195,11 +194,10 @@ class Store:
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]]) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
-        rows: List[tuple] = []
-        summary_rows = []
+        update_rows: List[tuple] = []
+        new_series: List[tuple] = []
         inserted_total = 0
-        rollup_work = []
-        new_rows: List[Tuple[SeriesKey, list]] = []
+        plans = []
         for key in keys:
             pts = series[key]
             s = summaries.get(key)
@@ -210,14 +208,9 @@ class Store:
                 lo, hi = s[1], s[2]
                 amb = [st for st in pts if lo <= st <= hi]
                 if amb:
-                    existing = self._existing_steps(cur, key, amb)
+                    existing = self._existing_steps(cur, s[6], amb)
             new = len(pts) - len(existing)
             inserted_total += new
-            if existing:
-                new_rows.append((key, [(st, vt[0], vt[1]) for st, vt in pts.items() if st not in existing]))
-                rows.extend(key + (st, pts[st][0], pts[st][1]) for st in existing)
-            else:
-                new_rows.append((key, [(st, vt[0], vt[1]) for st, vt in pts.items()]))
             steps = pts.keys()
             tss = [vt[1] for vt in pts.values()]
             n_total = new + (s[0] if s else 0)
@@ -227,18 +220,42 @@ class Store:
             last_ts = max(tss) if s is None else max(s[4], max(tss))
             had_rollup = bool(s[5]) if s else False
             has_rollup = had_rollup or n_total > self._rollup_min_points
-            summary_rows.append(key + (n_total, min_step, max_step, first_ts, last_ts, 1 if has_rollup else 0))
+            summary = (n_total, min_step, max_step, first_ts, last_ts, 1 if has_rollup else 0)
+            if s is None:
+                new_series.append(key + summary)
+            else:
+                update_rows.append(summary + (s[6],))
+            plans.append((key, pts, existing, had_rollup, has_rollup, max_step, s[2] if s else max_step))
+        ids = {key: s[6] for key, s in summaries.items()}
+        if new_series:
+            # A new series' summary row is written first: its id is the points' key.
+            ids.update(self._insert_series(cur, new_series))
+        self._many(cur, "UPDATE series SET count = ?, min_step = ?, max_step = ?, first_ts = ?, last_ts = ?, "
+                        "has_rollup = ? WHERE id = ?", update_rows)
+        new_rows: List[Tuple[int, dict]] = []
+        rows: List[tuple] = []
+        rollup_work = []
+        for key, pts, existing, had_rollup, has_rollup, max_step, old_max in plans:
+            sid = ids[key]
+            if existing:
+                new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}))
+                rows.extend((sid, st, pts[st][0], pts[st][1]) for st in existing)
+            else:
+                # The backend builds its rows from the dict in one pass.
+                new_rows.append((sid, pts))
             if has_rollup:
-                rollup_work.append((key, had_rollup, pts, max_step, s[2] if s else max_step))
+                rollup_work.append((sid, had_rollup, pts, max_step, old_max))
         self._write_points(cur, new_rows, rows)
-        self._many(cur, f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
-                        f"({KEY_COLS}) DO UPDATE SET count = excluded.count, min_step = excluded.min_step, "
-                        "max_step = excluded.max_step, first_ts = excluded.first_ts, last_ts = excluded.last_ts, "
-                        "has_rollup = excluded.has_rollup", summary_rows)
         if rollup_work:
             self._maintain_rollups(cur, rollup_work)
         return inserted_total
+
+    def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
+        """Insert summary rows of series not stored yet; return their ids."""
+        self._many(cur, f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, "
+                        "has_rollup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        keys = [tuple(r[:5]) for r in rows]
+        return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
 
     def _maintain_rollups(self, cur, work) -> None:
         """Recompute the rollup blocks this batch touched, for every series at once.
@@ -248,8 +265,8 @@ class Store:
         sibling rows, then the bottom-up rebuild and one bulk write.
         """
         plans = []
-        raw_requests: List[Tuple[SeriesKey, int, int]] = []
-        sibling_requests: List[Tuple[SeriesKey, Dict[int, List[int]]]] = []
+        raw_requests: List[Tuple[int, int, int]] = []
+        sibling_requests: List[Tuple[int, Dict[int, List[int]]]] = []
         for key, had_rollup, pts, max_step, old_max in work:
             top = rollup.top_level(max_step)
             if not had_rollup:
@@ -294,24 +311,25 @@ class Store:
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
                 agg_iter = rollup.build_levels(base, siblings_by_key.get(key, {}), top)
             for level, block, agg in agg_iter:
-                rows.append(key + (level, block) + tuple(agg))
+                rows.append((key, level, block) + tuple(agg))
         if rows:
             self._write_rollup(cur, rows)
 
-    def _fetch_raw_many(self, cur, requests: List[Tuple[SeriesKey, int, int]]) -> Dict[SeriesKey, list]:
-        """Raw points of several ``(series, lo_step, hi_step)`` ranges, sorted per series."""
-        out: Dict[SeriesKey, list] = {}
-        for key, lo, hi in requests:
-            out.setdefault(key, []).extend(self._fetch_raw(cur, key, lo, hi))
+    def _fetch_raw_many(self, cur, requests: List[Tuple[int, int, int]]) -> Dict[int, list]:
+        """Raw points of several ``(series_id, lo_step, hi_step)`` ranges, sorted per series."""
+        out: Dict[int, list] = {}
+        for sid, lo, hi in requests:
+            out.setdefault(sid, []).extend(self._fetch_raw(cur, sid, lo, hi))
         for pts in out.values():
             pts.sort(key=lambda p: p[0])
         return out
 
-    def _fetch_rollup_many(self, cur, requests) -> Dict[SeriesKey, dict]:
-        """Stored rollup rows for several ``(series, {level: [blocks]})`` requests."""
+    def _fetch_rollup_many(self, cur, requests) -> Dict[int, dict]:
+        """Stored rollup rows for several ``(series_id, {level: [blocks]})`` requests."""
         return {key: self._fetch_rollup_blocks(cur, key, needs) for key, needs in requests}
 
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
+        """``key -> (count, min_step, max_step, first_ts, last_ts, has_rollup, id)`` of stored series."""
         out = {}
         by_wl: Dict[Tuple[str, str], List[SeriesKey]] = {}
         for k in keys:
@@ -320,33 +338,33 @@ class Store:
             names = sorted({k[2] for k in ks})
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
-                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup "
+                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id "
                               "FROM series WHERE workload_uid = ? AND data_source = ? AND metric_name IN "
                               f"({', '.join('?' * len(chunk))})", (uid, src, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
         return out
 
-    def _existing_steps(self, cur, key: SeriesKey, steps: List[int]) -> set:
+    def _existing_steps(self, cur, sid: int, steps: List[int]) -> set:
         lo, hi = min(steps), max(steps)
         found = set()
         if hi - lo + 1 <= 4 * len(steps):
-            self._ex(cur, f"SELECT iteration FROM training_performance WHERE {KEY_WHERE} "
-                          "AND iteration BETWEEN ? AND ?", key + (lo, hi))
+            self._ex(cur, "SELECT iteration FROM points WHERE series_id = ? AND iteration BETWEEN ? AND ?",
+                     (sid, lo, hi))
             found.update(r[0] for r in cur.fetchall())
         else:
             for i in range(0, len(steps), 500):
                 chunk = steps[i:i + 500]
-                self._ex(cur, f"SELECT iteration FROM training_performance WHERE {KEY_WHERE} "
-                              f"AND iteration IN ({', '.join('?' * len(chunk))})", key + tuple(chunk))
+                self._ex(cur, "SELECT iteration FROM points WHERE series_id = ? "
+                              f"AND iteration IN ({', '.join('?' * len(chunk))})", (sid,) + tuple(chunk))
                 found.update(r[0] for r in cur.fetchall())
         return found & set(steps)
 
-    def _fetch_raw(self, cur, key: SeriesKey, lo: Optional[int], hi: Optional[int],
+    def _fetch_raw(self, cur, sid: int, lo: Optional[int], hi: Optional[int],
                    t0: Optional[float] = None, t1: Optional[float] = None, after: Optional[int] = None,
                    nonfinite_only: bool = False) -> List[Tuple[int, float, float]]:
-        sql = f"SELECT iteration, value, timestamp FROM training_performance WHERE {KEY_WHERE}"
-        params: list = list(key)
+        sql = "SELECT iteration, value, timestamp FROM points WHERE series_id = ?"
+        params: list = [sid]
         if lo is not None:
             sql += " AND iteration BETWEEN ? AND ?"
             params += [lo, hi]
@@ -367,17 +385,17 @@ class Store:
 
     _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
 
-    def _fetch_rollup_blocks(self, cur, key: SeriesKey, needs: Dict[int, List[int]]):
+    def _fetch_rollup_blocks(self, cur, sid: int, needs: Dict[int, List[int]]):
         """Stored rollup rows for ``{level: [blocks]}``, keyed ``(level, block)``.
 
         Point lookups one by one: in-process SQLite answers each in microseconds,
         far faster than one statement with an OR or row-value list.
         """
         out = {}
-        sql = self._q(f"SELECT {ROLLUP_COLS} FROM series_rollup WHERE {KEY_WHERE} AND level = ? AND block = ?")
+        sql = self._q(f"SELECT {ROLLUP_COLS} FROM series_rollup WHERE series_id = ? AND level = ? AND block = ?")
         for level, blocks in needs.items():
             for b in blocks:
-                cur.execute(sql, key + (level, b))
+                cur.execute(sql, (sid, level, b))
                 r = cur.fetchone()
                 if r is not None:
                     out[(level, b)] = self._rollup_agg(r)
@@ -391,10 +409,10 @@ class Store:
         return tuple(r)
 
     def _write_rollup(self, cur, rows):
-        cols = f"{KEY_COLS}, level, block, {ROLLUP_COLS}"
+        cols = f"series_id, level, block, {ROLLUP_COLS}"
         sets = ", ".join(f"{c} = excluded.{c}" for c in ROLLUP_COLS.split(", "))
-        self._many(cur, f"INSERT INTO series_rollup ({cols}) VALUES ({', '.join('?' * 23)}) "
-                        f"ON CONFLICT ({KEY_COLS}, level, block) DO UPDATE SET {sets}", rows)
+        self._many(cur, f"INSERT INTO series_rollup ({cols}) VALUES ({', '.join('?' * 19)}) "
+                        f"ON CONFLICT (series_id, level, block) DO UPDATE SET {sets}", rows)
 
     def _insert_detection(self, cur, d: dict, now: float) -> None:
         det = d.get("detection") or {}
@@ -581,7 +599,7 @@ class Store:
 
         Ordered by metric, rank, run, step.  ``max_points`` bounds each series.
         """
-        sql = (f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup FROM series "
+        sql = (f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id FROM series "
                "WHERE workload_uid = ? AND data_source = ?")
         params: list = [uid, source]
         if metrics:
@@ -600,35 +618,35 @@ class Store:
             series = cur.fetchall()
             for s in series:
                 key = tuple(s[:5])
-                count, min_step, max_step, first_ts, last_ts, has_rollup = s[5:]
+                count, min_step, max_step, first_ts, last_ts, has_rollup, sid = s[5:]
                 # Whole series outside the filters: skip without touching points.
                 if (after_step is not None and max_step <= after_step) or \
                         (start is not None and last_ts < start) or (end is not None and first_ts > end):
                     continue
-                pts = self._series_points(cur, key, count, min_step, max_step, bool(has_rollup), start, end,
+                pts = self._series_points(cur, sid, count, min_step, max_step, bool(has_rollup), start, end,
                                           max_points, after_step)
                 head = (key[2], key[3], key[4])
                 out.extend(head + p for p in pts)
         return out
 
-    def _series_points(self, cur, key, count, min_step, max_step, has_rollup, t0, t1, max_points, after):
+    def _series_points(self, cur, sid, count, min_step, max_step, has_rollup, t0, t1, max_points, after):
         if max_points is None or count <= max_points:
-            return self._fetch_raw(cur, key, None, None, t0, t1, after)
+            return self._fetch_raw(cur, sid, None, None, t0, t1, after)
         lo = min_step if after is None else max(min_step, after + 1)
         hi = max_step
         if not has_rollup:
-            return rollup.downsample_raw(self._fetch_raw(cur, key, None, None, t0, t1, after), max_points)
+            return rollup.downsample_raw(self._fetch_raw(cur, sid, None, None, t0, t1, after), max_points)
         if t0 is not None or t1 is not None:
-            lo, hi = self._time_step_bounds(cur, key, lo, hi, t0, t1, max_points)
+            lo, hi = self._time_step_bounds(cur, sid, lo, hi, t0, t1, max_points)
             if lo is None:
                 return []
         level = rollup.choose_level(hi - lo, max_points)
         if level < rollup.BASE_LEVEL:
             # Narrow step range: at most about 4 * max_points raw points.
-            return rollup.downsample_raw(self._fetch_raw(cur, key, lo, hi, t0, t1, after), max_points)
+            return rollup.downsample_raw(self._fetch_raw(cur, sid, lo, hi, t0, t1, after), max_points)
         level = min(level, rollup.top_level(max_step))
-        self._ex(cur, f"SELECT block, {ROLLUP_COLS} FROM series_rollup WHERE {KEY_WHERE} AND level = ? "
-                      "AND block BETWEEN ? AND ? ORDER BY block", key + (level, lo >> level, hi >> level))
+        self._ex(cur, f"SELECT block, {ROLLUP_COLS} FROM series_rollup WHERE series_id = ? AND level = ? "
+                      "AND block BETWEEN ? AND ? ORDER BY block", (sid, level, lo >> level, hi >> level))
         blocks = cur.fetchall()
         out: List[tuple] = []
         for row in blocks:
@@ -642,24 +660,24 @@ class Store:
             if partial:
                 # An edge block cut by after_step or the time range: its own raw
                 # points decide (at most 2**level of them, and only at the edges).
-                raw = self._fetch_raw(cur, key, max(b_lo, lo), b_hi, t0, t1, after)
+                raw = self._fetch_raw(cur, sid, max(b_lo, lo), b_hi, t0, t1, after)
                 if raw:
                     out.extend(rollup._reps_with_nonfinite(raw))
                 continue
             pts = {p[0]: p for p in rollup.representatives(agg)}
             if agg[1]:
-                for p in self._fetch_raw(cur, key, b_lo, b_hi, nonfinite_only=True):
+                for p in self._fetch_raw(cur, sid, b_lo, b_hi, nonfinite_only=True):
                     pts[p[0]] = p
             out.extend(pts[s] for s in sorted(pts))
         return out
 
-    def _time_step_bounds(self, cur, key, lo, hi, t0, t1, max_points):
+    def _time_step_bounds(self, cur, sid, lo, hi, t0, t1, max_points):
         """Step range of the points inside [t0, t1], read from a rollup level
         with about 4096 blocks, so the final level fits the filtered range."""
         level = max(rollup.BASE_LEVEL, rollup.choose_level(hi - lo, 4 * 4096))
-        sql = (f"SELECT MIN(block), MAX(block) FROM series_rollup WHERE {KEY_WHERE} AND level = ? "
+        sql = ("SELECT MIN(block), MAX(block) FROM series_rollup WHERE series_id = ? AND level = ? "
                "AND block BETWEEN ? AND ?")
-        params = list(key) + [level, lo >> level, hi >> level]
+        params = [sid, level, lo >> level, hi >> level]
         if t0 is not None:
             sql += " AND time_max >= ?"
             params.append(t0)

@@ -20,15 +20,9 @@ from typing import Dict, Iterator, Sequence
 import psycopg
 
 from . import schema
-from .base import KEY_COLS, ROLLUP_COLS, SeriesKey, Store
+from .base import ROLLUP_COLS, SeriesKey, Store
 
 _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(s: str) -> str:
-    """Escape a value for COPY text format."""
-    return s.translate(_COPY_ESCAPES)
 
 
 class PostgresStore(Store):
@@ -49,7 +43,7 @@ class PostgresStore(Store):
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.dsn, autocommit=True)
         # Staging for COPY; ON COMMIT DELETE ROWS empties it after every batch.
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS tp_stage (LIKE training_performance) ON COMMIT DELETE ROWS")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS tp_stage (LIKE points) ON COMMIT DELETE ROWS")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS rollup_stage (LIKE series_rollup) ON COMMIT DELETE ROWS")
         return conn
 
@@ -120,73 +114,73 @@ class PostgresStore(Store):
         cur.fetchall()
 
     def _write_points(self, cur, new, updates) -> None:
-        cols = f"{KEY_COLS}, iteration, value, timestamp"
+        cols = "series_id, iteration, value, timestamp"
         if new:
             # Points proven absent under the series locks are COPYed straight into the
             # table, formatted here as COPY text: psycopg's write_row costs several
-            # microseconds per row, a join per series far less.
+            # microseconds per row, string formatting far less.  repr() of a float
+            # ('nan', 'inf', '-inf' included) is valid float8 input.
             buf = []
-            for key, pts in new:
-                prefix = "\t".join(_copy_text(str(f)) for f in key) + "\t"
-                buf.append("".join(f"{prefix}{st}\t{v!r}\t{ts!r}\n" for st, v, ts in pts))
-            with cur.copy(f"COPY training_performance ({cols}) FROM STDIN") as cp:
+            for sid, pts in new:
+                buf.append("".join([f"{sid}\t{st}\t{vt[0]!r}\t{vt[1]!r}\n" for st, vt in pts.items()]))
+            with cur.copy(f"COPY points ({cols}) FROM STDIN") as cp:
                 cp.write("".join(buf).encode())
         if updates:
             with cur.copy(f"COPY tp_stage ({cols}) FROM STDIN") as cp:
                 for r in updates:
                     cp.write_row(r)
-            cur.execute(f"INSERT INTO training_performance ({cols}) SELECT {cols} FROM tp_stage "
-                        f"ON CONFLICT ({KEY_COLS}, iteration) DO UPDATE SET value = excluded.value, "
+            cur.execute(f"INSERT INTO points ({cols}) SELECT {cols} FROM tp_stage "
+                        "ON CONFLICT (series_id, iteration) DO UPDATE SET value = excluded.value, "
                         "timestamp = excluded.timestamp")
+
+    def _insert_series(self, cur, rows):
+        # One statement for all new series of the batch, ids returned with their keys.
+        cur.execute("INSERT INTO series (workload_uid, data_source, metric_name, rank, run_id, count, min_step, "
+                    "max_step, first_ts, last_ts, has_rollup) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], "
+                    "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::bigint[]) "
+                    "RETURNING workload_uid, data_source, metric_name, rank, run_id, id",
+                    [list(c) for c in zip(*rows)])
+        return {tuple(r[:5]): r[5] for r in cur.fetchall()}
 
     def _write_rollup(self, cur, rows):
         # Same path as points: COPY into a staging table, one upsert statement.
-        cols = f"{KEY_COLS}, level, block, {ROLLUP_COLS}"
+        cols = f"series_id, level, block, {ROLLUP_COLS}"
         with cur.copy(f"COPY rollup_stage ({cols}) FROM STDIN") as cp:
             for r in rows:
                 cp.write_row(r)
         sets = ", ".join(f"{c} = excluded.{c}" for c in ROLLUP_COLS.split(", "))
         cur.execute(f"INSERT INTO series_rollup ({cols}) SELECT {cols} FROM rollup_stage "
-                    f"ON CONFLICT ({KEY_COLS}, level, block) DO UPDATE SET {sets}")
-
-    _UNNEST_KEYS = ("unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], "
-                    "%s::bigint[]) WITH ORDINALITY AS u(w, d, m, r, run, a, b, i)")
-    _JOIN_KEYS = ("t.workload_uid = u.w AND t.data_source = u.d AND t.metric_name = u.m AND t.rank = u.r "
-                  "AND t.run_id = u.run")
-
-    @staticmethod
-    def _columns(requests, extra_a, extra_b):
-        keys = [r[0] for r in requests]
-        return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys],
-                [k[4] for k in keys], extra_a, extra_b]
+                    f"ON CONFLICT (series_id, level, block) DO UPDATE SET {sets}")
 
     def _fetch_raw_many(self, cur, requests):
         # Every series' ranges in one statement: a round trip per series would
         # dominate a batch that touches many rolled-up series.
-        out: Dict[SeriesKey, list] = {}
+        out: Dict[int, list] = {}
         if not requests:
             return out
-        cur.execute(f"SELECT u.i, t.iteration, t.value, t.timestamp FROM {self._UNNEST_KEYS} "
-                    f"JOIN training_performance t ON {self._JOIN_KEYS} AND t.iteration BETWEEN u.a AND u.b "
-                    "ORDER BY u.i, t.iteration",
-                    self._columns(requests, [r[1] for r in requests], [r[2] for r in requests]))
-        for i, it, v, ts in cur.fetchall():
-            out.setdefault(requests[i - 1][0], []).append((it, v, ts))
+        cur.execute("SELECT t.series_id, t.iteration, t.value, t.timestamp "
+                    "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(sid, a, b) "
+                    "JOIN points t ON t.series_id = u.sid AND t.iteration BETWEEN u.a AND u.b",
+                    [[r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]])
+        for sid, it, v, ts in cur.fetchall():
+            out.setdefault(sid, []).append((it, v, ts))
         for pts in out.values():
             pts.sort(key=lambda p: p[0])
         return out
 
     def _fetch_rollup_many(self, cur, requests):
-        out: Dict[SeriesKey, dict] = {}
-        flat = [(key, level, b) for key, needs in requests for level, blocks in needs.items() for b in blocks]
+        out: Dict[int, dict] = {}
+        flat = [(sid, level, b) for sid, needs in requests for level, blocks in needs.items() for b in blocks]
         if not flat:
             return out
         cols = ", ".join("t." + c for c in ROLLUP_COLS.split(", "))
-        cur.execute(f"SELECT u.i, t.level, t.block, {cols} FROM {self._UNNEST_KEYS} "
-                    f"JOIN series_rollup t ON {self._JOIN_KEYS} AND t.level = u.a AND t.block = u.b",
-                    self._columns(flat, [f[1] for f in flat], [f[2] for f in flat]))
+        cur.execute(f"SELECT t.series_id, t.level, t.block, {cols} "
+                    "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(sid, a, b) "
+                    "JOIN series_rollup t ON t.series_id = u.sid AND t.level = u.a AND t.block = u.b",
+                    [[f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat]])
         for row in cur.fetchall():
-            out.setdefault(flat[row[0] - 1][0], {})[(row[1], row[2])] = self._rollup_agg(row[3:])
+            out.setdefault(row[0], {})[(row[1], row[2])] = self._rollup_agg(row[3:])
         return out
 
     def close(self) -> None:

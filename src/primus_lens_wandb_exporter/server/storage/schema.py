@@ -75,6 +75,77 @@ MIGRATIONS: List[List[str]] = [
             PRIMARY KEY (workload_uid, data_source, metric_name, rank, run_id, level, block)
         ){NOROWID}""",
     ],
+    # 2: compact points.  Every point row used to repeat the five text key columns;
+    # now a point is (series_id, iteration, value, timestamp) clustered on
+    # (series_id, iteration), with series_id = series.id.  series gains an integer
+    # id (its key becomes a UNIQUE constraint), series_rollup is keyed by it too,
+    # and training_performance becomes a VIEW with the old column names, so SQL
+    # written against it (user guide FAQ Q9) keeps working.  Existing data moves.
+    [
+        """CREATE TABLE series_v2 (
+            id {ID},
+            workload_uid TEXT NOT NULL, data_source TEXT NOT NULL, metric_name TEXT NOT NULL,
+            rank {BIGINT} NOT NULL, run_id TEXT NOT NULL,
+            count {BIGINT} NOT NULL, min_step {BIGINT} NOT NULL, max_step {BIGINT} NOT NULL,
+            first_ts {DOUBLE} NOT NULL, last_ts {DOUBLE} NOT NULL, has_rollup {BIGINT} NOT NULL DEFAULT 0,
+            UNIQUE (workload_uid, data_source, metric_name, rank, run_id)
+        )""",
+        """INSERT INTO series_v2 (workload_uid, data_source, metric_name, rank, run_id, count, min_step,
+                                  max_step, first_ts, last_ts, has_rollup)
+           SELECT workload_uid, data_source, metric_name, rank, run_id, count, min_step, max_step, first_ts,
+                  last_ts, has_rollup FROM series ORDER BY workload_uid, data_source, metric_name, rank, run_id""",
+        # Points whose series has no summary row (only possible when rows were
+        # written with plain SQL): give them one, so no point is lost.
+        """INSERT INTO series_v2 (workload_uid, data_source, metric_name, rank, run_id, count, min_step,
+                                  max_step, first_ts, last_ts, has_rollup)
+           SELECT t.workload_uid, t.data_source, t.metric_name, t.rank, t.run_id, COUNT(*), MIN(t.iteration),
+                  MAX(t.iteration), MIN(t.timestamp), MAX(t.timestamp), 0
+           FROM training_performance t
+           WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.workload_uid = t.workload_uid
+                             AND s.data_source = t.data_source AND s.metric_name = t.metric_name
+                             AND s.rank = t.rank AND s.run_id = t.run_id)
+           GROUP BY t.workload_uid, t.data_source, t.metric_name, t.rank, t.run_id""",
+        """CREATE TABLE points (
+            series_id {BIGINT} NOT NULL, iteration {BIGINT} NOT NULL,
+            value {DOUBLE}, timestamp {DOUBLE} NOT NULL,
+            PRIMARY KEY (series_id, iteration)
+        ){NOROWID}""",
+        """INSERT INTO points (series_id, iteration, value, timestamp)
+           SELECT s.id, t.iteration, t.value, t.timestamp
+           FROM training_performance t JOIN series_v2 s ON s.workload_uid = t.workload_uid
+                AND s.data_source = t.data_source AND s.metric_name = t.metric_name
+                AND s.rank = t.rank AND s.run_id = t.run_id
+           ORDER BY s.id, t.iteration""",
+        """CREATE TABLE series_rollup_v2 (
+            series_id {BIGINT} NOT NULL, level {BIGINT} NOT NULL, block {BIGINT} NOT NULL,
+            n {BIGINT} NOT NULL, nf {BIGINT} NOT NULL,
+            first_step {BIGINT}, first_value {DOUBLE}, first_ts {DOUBLE},
+            last_step {BIGINT}, last_value {DOUBLE}, last_ts {DOUBLE},
+            min_step {BIGINT}, min_value {DOUBLE}, min_ts {DOUBLE},
+            max_step {BIGINT}, max_value {DOUBLE}, max_ts {DOUBLE},
+            time_min {DOUBLE}, time_max {DOUBLE},
+            PRIMARY KEY (series_id, level, block)
+        ){NOROWID}""",
+        """INSERT INTO series_rollup_v2 (series_id, level, block, n, nf, first_step, first_value, first_ts,
+                                         last_step, last_value, last_ts, min_step, min_value, min_ts,
+                                         max_step, max_value, max_ts, time_min, time_max)
+           SELECT s.id, r.level, r.block, r.n, r.nf, r.first_step, r.first_value, r.first_ts,
+                  r.last_step, r.last_value, r.last_ts, r.min_step, r.min_value, r.min_ts,
+                  r.max_step, r.max_value, r.max_ts, r.time_min, r.time_max
+           FROM series_rollup r JOIN series_v2 s ON s.workload_uid = r.workload_uid
+                AND s.data_source = r.data_source AND s.metric_name = r.metric_name
+                AND s.rank = r.rank AND s.run_id = r.run_id""",
+        "DROP TABLE series_rollup",
+        "DROP TABLE training_performance",
+        "DROP TABLE series",
+        "ALTER TABLE series_v2 RENAME TO series",
+        "ALTER TABLE series_rollup_v2 RENAME TO series_rollup",
+        """CREATE VIEW training_performance AS
+           SELECT s.workload_uid AS workload_uid, s.data_source AS data_source, s.metric_name AS metric_name,
+                  s.rank AS rank, s.run_id AS run_id, p.iteration AS iteration, p.value AS value,
+                  p.timestamp AS timestamp
+           FROM points p JOIN series s ON s.id = p.series_id""",
+    ],
 ]
 
 

@@ -124,14 +124,25 @@ class SQLiteStore(Store):
             cur.execute("COMMIT")
 
     def _write_points(self, cur, new, updates) -> None:
-        cols = f"{KEY_COLS}, iteration, value, timestamp"
         # Writes are serial (one lock), so points proven absent go in with a plain
         # INSERT; re-sent points update in place.
-        self._many(cur, f"INSERT INTO training_performance ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   [key + p for key, pts in new for p in pts])
-        self._many(cur, f"INSERT INTO training_performance ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                        f"ON CONFLICT ({KEY_COLS}, iteration) DO UPDATE SET value = excluded.value, "
+        rows = []
+        for sid, pts in new:
+            rows += [(sid, st, vt[0], vt[1]) for st, vt in pts.items()]
+        self._many(cur, "INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)", rows)
+        self._many(cur, "INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (series_id, iteration) DO UPDATE SET value = excluded.value, "
                         "timestamp = excluded.timestamp", updates)
+
+    def _insert_series(self, cur, rows):
+        # One writer: each new summary row's id is its rowid.
+        sql = (f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        out = {}
+        for r in rows:
+            cur.execute(sql, r)
+            out[tuple(r[:5])] = cur.lastrowid
+        return out
 
     def close(self) -> None:
         """Close every connection (call once, at shutdown)."""
