@@ -53,35 +53,26 @@ def bulk_load_10m(store, n: int, metrics: int = 100, ranks: int = 8) -> None:
     key_rows = [("bench-10m", "wandb", f"metric_{m:03d}", r, "run") for m in range(metrics) for r in range(ranks)]
     summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0) for k in key_rows]
     cols = "workload_uid, data_source, metric_name, rank, run_id"
-    if store.kind == "sqlite":
+    ph = "?" if store.kind == "sqlite" else "%s"
+    # Schema 2: the summary rows first (their ids key the points), then the points.
+    with store.write_tx() as cur:
+        cur.execute(f"INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES ({ph}, {ph}, {ph}) "
+                    "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
+        cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
+                        f"VALUES ({', '.join([ph] * 11)})", summary)
+        cur.execute(f"SELECT id FROM series WHERE workload_uid = {ph} ORDER BY metric_name, rank", ("bench-10m",))
+        ids = [r[0] for r in cur.fetchall()]
+    for i, sid in enumerate(ids):
         with store.write_tx() as cur:
-            cur.execute("INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES (?, ?, ?) "
-                        "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
-        for i, k in enumerate(key_rows):
-            with store.write_tx() as cur:
-                cur.executemany(f"INSERT INTO training_performance ({cols}, iteration, value, timestamp) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                (k + (s, float(s), T0_MS + s * 100.0) for s in range(per_series)))
-            if i % 100 == 0:
-                print(f"  loaded {i * per_series:,} points", flush=True)
-        with store.write_tx() as cur:
-            cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", summary)
-    else:
-        with store.write_tx() as cur:
-            cur.execute("INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES (%s, %s, %s) "
-                        "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
-        for i, k in enumerate(key_rows):
-            prefix = "\t".join(map(str, k)) + "\t"
-            payload = "".join(f"{prefix}{s}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n" for s in range(per_series))
-            with store.write_tx() as cur:
-                with cur.copy(f"COPY training_performance ({cols}, iteration, value, timestamp) FROM STDIN") as cp:
+            if store.kind == "sqlite":
+                cur.executemany("INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)",
+                                ((sid, s, float(s), T0_MS + s * 100.0) for s in range(per_series)))
+            else:
+                payload = "".join(f"{sid}\t{s}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n" for s in range(per_series))
+                with cur.copy("COPY points (series_id, iteration, value, timestamp) FROM STDIN") as cp:
                     cp.write(payload.encode())
-            if i % 100 == 0:
-                print(f"  loaded {i * per_series:,} points", flush=True)
-        with store.write_tx() as cur:
-            cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", summary)
+        if i % 100 == 0:
+            print(f"  loaded {i * per_series:,} points", flush=True)
 
 
 def median_ms(port: int, path: str, runs: int) -> tuple:
