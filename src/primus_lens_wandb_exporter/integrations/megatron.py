@@ -29,6 +29,7 @@ from ..core.detection import dist_version
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
+from ..core.versions import version_tuple as _parse_version
 
 NAME = "megatron"
 #: megatron-core versions whose ``training_log`` we reproduced and tested (core_v0.15.0 .. 0.20 / HEAD 2026-08).
@@ -59,17 +60,7 @@ _NEVER_TO_WANDB = frozenset({"decoupled-learning-rate"})
 
 def version_tuple(text):
     """``"0.15.0rc2"`` -> ``(0, 15, 0)``; ``None`` for no version."""
-    if not text:
-        return None
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = ""
-        for ch in part:
-            if not ch.isdigit():
-                break
-            digits += ch
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
+    return _parse_version(text) if text else None
 
 
 def in_range(version, low, high):
