@@ -27,7 +27,6 @@ _LOG, _RECORD, _START, _FINISH, _SUMMARY, _CONFIG, _DEFINE, _CLAIM, _FLUSH = ran
 LOG_RECORD = _LOG  # used by integrations/wandb.py, which unrolls Recorder.log into its patch
 
 _time = time.time
-_PLAIN = normalize.PLAIN_TYPES
 
 
 @dataclass
@@ -161,9 +160,6 @@ class Recorder:
         self._thread = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._processed = 0
-        self._enqueued = 0
         self._stopping = False
         self._pid = os.getpid()
         self._exit_registered = False
@@ -177,11 +173,7 @@ class Recorder:
         if len(queue) >= self._cap:
             self.counters.dropped_queue_full += 1
             return
-        if _PLAIN.issuperset(map(type, data.values())):
-            data = data.copy()
-        else:
-            data = normalize.snapshot(data)
-        queue.append((_LOG, run, data, step, commit, _time()))
+        queue.append((_LOG, run, normalize.freeze(data), step, commit, _time()))
         if self._thread is None:
             self._start()
 
@@ -192,7 +184,7 @@ class Recorder:
             if len(queue) >= self._cap:
                 self.counters.dropped_queue_full += 1
                 return
-            data = metrics.copy() if _PLAIN.issuperset(map(type, metrics.values())) else normalize.snapshot(dict(metrics))
+            data = normalize.freeze(metrics if type(metrics) is dict else dict(metrics))
             queue.append((_RECORD, run, data, step, (source, rank, framework), _time()))
             if self._thread is None:
                 self._start()
