@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from fixtures_server import LensServer, _pg_url  # noqa: E402
+from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store  # noqa: E402
 
 T0_MS = 1_700_000_000_000.0
@@ -106,14 +106,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     pg_db = None
     if args.db == "postgres":
-        import psycopg
-
         if not args.pg_dsn:
             ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
-        pg_db = f"lens_bench_q_{os.getpid()}"
-        with psycopg.connect(args.pg_dsn, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{pg_db}"')
-        db_url = _pg_url(args.pg_dsn, pg_db)
+        db_url = pg_db = create_pg_database(args.pg_dsn, prefix="lens_bench_q_")
     else:
         path = args.keep or f"{tmp}/bench.db"
         db_url = f"sqlite:///{path}"
@@ -155,10 +150,7 @@ def main() -> int:
     finally:
         srv.stop()
         if pg_db:
-            import psycopg
-
-            with psycopg.connect(args.pg_dsn, autocommit=True) as c:
-                c.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+            drop_pg_database(pg_db, args.pg_dsn)
 
 
 if __name__ == "__main__":

@@ -62,23 +62,25 @@ def _pg_url(dsn: str, dbname: str) -> str:
     return f"postgresql://{auth}@{host}:{d.get('port') or 5432}/{dbname}"
 
 
-def create_pg_database() -> str:
-    """Create ``lens_test_<random>`` on the test PostgreSQL; return its URL."""
+def create_pg_database(dsn: Optional[str] = None, prefix: str = "lens_test_") -> str:
+    """Create ``<prefix><random>`` on the test PostgreSQL (``dsn``, default
+    ``PRIMUS_LENS_TEST_POSTGRES_DSN``); return its URL. The benchmarks use it too."""
     import psycopg
 
-    name = "lens_test_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(os.environ[PG_DSN_ENV], autocommit=True) as conn:
+    dsn = dsn or os.environ[PG_DSN_ENV]
+    name = prefix + uuid.uuid4().hex[:12]
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return _pg_url(os.environ[PG_DSN_ENV], name)
+    return _pg_url(dsn, name)
 
 
-def drop_pg_database(url: str) -> None:
+def drop_pg_database(url: str, dsn: Optional[str] = None) -> None:
     """Drop a database made by :func:`create_pg_database` (best effort)."""
     import psycopg
 
     name = url.rsplit("/", 1)[1].split("?", 1)[0]
     try:
-        with psycopg.connect(os.environ[PG_DSN_ENV], autocommit=True) as conn:
+        with psycopg.connect(dsn or os.environ[PG_DSN_ENV], autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     except psycopg.Error:
         pass
