@@ -1,5 +1,6 @@
 """Bad input never raises into user code and never produces invalid JSON on the wire."""
 
+import gc
 import json
 import math
 import sys
@@ -100,6 +101,29 @@ def test_a_tensor_changed_after_log_is_recorded_with_its_value_at_log_time():
     t.add_(5)
     points, _ = normalize.flatten(frozen)
     assert dict(points) == {"t": 1.0, "n.t": 1.0}
+
+
+def test_freeze_keeps_every_value_as_it_was_at_log_time():
+    t = torch.tensor(1.0)
+    inner = {"v": 1.0}
+    plain = {"a": 1.0, "b": 2}
+    mixed = {"t": t, "n": inner, "f": 0.5}
+    frozen_plain, frozen_mixed = normalize.freeze(plain), normalize.freeze(mixed)
+    plain["a"] = 9.0
+    t.add_(5)
+    inner["v"] = 9.0
+    assert frozen_plain == {"a": 1.0, "b": 2}
+    assert dict(normalize.flatten(frozen_mixed)[0]) == {"t": 1.0, "n.v": 1.0, "f": 0.5}
+
+
+def test_freeze_copies_a_dict_that_once_held_a_tensor_and_now_holds_numbers():
+    # CPython never untracks a dict: the sum() check must still take the plain-copy path.
+    data = {"t": torch.tensor(1.0)}
+    data["t"] = 2.0
+    assert gc.is_tracked(data)
+    frozen = normalize.freeze(data)
+    data["t"] = 3.0
+    assert frozen == {"t": 2.0} and type(frozen["t"]) is float
 
 
 def test_weird_values_through_real_wandb_never_raise_in_user_code(tmp_path):

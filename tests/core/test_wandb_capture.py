@@ -29,8 +29,11 @@ run.log({"np32": np.float32(0.5), "np_int": np.int64(3), "t0": torch.tensor(2.5)
 acc = torch.tensor(1.0)
 run.log({"accum": acc})                                     # step 12: value at log time is 1.0
 acc.add_(100.0)
+inner = {"v": 1.0}
+run.log({"grp": inner})                                     # step 13: nested dict changed after log
+inner["v"] = 99.0
 for i in range(3):
-    run.log({"loss": 0.5 - i * 0.1, "accuracy": 0.5 + i * 0.1})   # steps 13..15
+    run.log({"loss": 0.5 - i * 0.1, "accuracy": 0.5 + i * 0.1})   # steps 14..16
 run.summary["final_metric"] = 42.0                          # summary-only key
 run.summary["loss"] = 0.01                                  # summary of a history key: not a new point
 run.config.update({"extra": 1})
@@ -42,10 +45,10 @@ EXPECTED = {
     ("explicit", 10): 5.0, ("explicit2", 10): 6.0, ("after", 10): 7.0,
     ("np32", 11): 0.5, ("np_int", 11): 3.0, ("t0", 11): 2.5, ("nested.x", 11): 1.0, ("nested.y.z", 11): 2.0,
     ("nan", 11): "NaN", ("inf", 11): "Infinity", ("ninf", 11): "-Infinity", ("flag", 11): 1.0,
-    ("accum", 12): 1.0,
-    ("loss", 13): 0.5, ("accuracy", 13): 0.5, ("loss", 14): 0.4, ("accuracy", 14): 0.6,
-    ("loss", 15): 0.3, ("accuracy", 15): 0.7,
-    ("final_metric", 15): 42.0,
+    ("accum", 12): 1.0, ("grp.v", 13): 1.0,
+    ("loss", 14): 0.5, ("accuracy", 14): 0.5, ("loss", 15): 0.4, ("accuracy", 15): 0.6,
+    ("loss", 16): 0.3, ("accuracy", 16): 0.7,
+    ("final_metric", 16): 42.0,
 }
 
 
@@ -95,7 +98,8 @@ def test_users_wandb_run_gets_no_extra_keys(lens_server, tmp_path):
     run_python(SCENARIO, exporter_env(lens_server, tmp_path, "capture-keys"))
     history, summary = wandb_offline_records(wandb_run_dir(tmp_path))
     logged = {"loss", "accuracy", "part_a", "part_b", "explicit", "explicit2", "after", "np32", "np_int", "t0",
-              "nested.x", "nested.y.z", "nan", "inf", "ninf", "text", "lst", "flag", "none", "accum"}
+              "nested.x", "nested.y.z", "nan", "inf", "ninf", "text", "lst", "flag", "none", "accum",
+              "grp.v"}
     keys = {k for row in history for k in row if not k.startswith("_")}
     assert keys <= logged
     assert not any(k.startswith("_primus") for k in keys | set(summary))

@@ -6,6 +6,7 @@ tensors, JAX scalars, anything ``numbers.Real``; nested mappings are flattened w
 is filtered, counted, and named once in the debug log.
 """
 
+import gc
 import math
 import numbers
 from typing import Any, Dict, List, Mapping, Tuple
@@ -123,10 +124,22 @@ def _safe_name(prefix, key):
 def freeze(data: Dict) -> Dict:
     """A copy of ``data`` whose values cannot change after ``log`` returns.
 
-    All-number rows (the common case) are detected by ``sum()``, a C loop that returns a
-    float only for floats/ints/bools; anything else is snapshotted.  The wandb patch inlines
-    this same logic on its hot path (integrations/wandb.py).
+    Two C-speed checks, no Python loop over the values in the common case:
+
+    - a dict the garbage collector does not track holds only objects that cannot hold
+      references (numbers, strings, numpy scalars): a plain copy is exact.  Tensors,
+      nested dicts, lists and class instances make CPython track the dict;
+    - a tracked dict whose values still ``sum()`` to a float holds only numbers (CPython
+      never untracks a dict, so one that once held a tensor stays tracked).
+
+    Anything else is snapshotted (tensors cloned, nested dicts copied).  The one mutable
+    value an untracked dict can hold is a numpy *array* (not a GC type): a one-element
+    array logged and then changed in place within milliseconds is read with its new
+    value; numpy reductions return immutable scalars, which is what training loops log.
+    The wandb patch inlines this same logic on its hot path (integrations/wandb.py).
     """
+    if not gc.is_tracked(data):
+        return data.copy()
     try:
         if type(sum(data.values(), 0.0)) is float:
             return data.copy()

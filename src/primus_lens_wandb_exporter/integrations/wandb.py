@@ -13,6 +13,7 @@ The patched calls only append to the Recorder's queue; what W&B receives is
 unchanged (system metrics are added only when the user turns them on).
 """
 
+import gc
 import sys
 import time
 
@@ -63,11 +64,13 @@ def on_import(wandb):
 
 def _make_log(recorder):
     # The hot path: everything is bound to locals here, and the body only appends a
-    # tuple to the Recorder's deque (see Recorder.log for the same logic, unrolled).
+    # tuple to the Recorder's deque (see Recorder.log / normalize.freeze for the same
+    # logic, as functions).
     queue = recorder._queue
     cap = recorder._cap
     counters = recorder.counters
     add = sum
+    tracked = gc.is_tracked
     snapshot = normalize.snapshot
     now = time.time
     kind = LOG_RECORD
@@ -88,13 +91,16 @@ def _make_log(recorder):
             if type(data) is dict and not (active[0] and _suppress.depth):
                 try:
                     if len(queue) < cap:
-                        try:
-                            # All floats/ints: sum() stays in C and returns a float. Anything that
-                            # could change after log() returns (tensors, arrays, nested dicts)
-                            # makes it return something else or raise: then we snapshot.
-                            frozen = type(add(data.values(), 0.0)) is float
-                        except Exception:
-                            frozen = False
+                        # Values that could change after log() returns must be frozen now
+                        # (normalize.freeze explains both checks).  An untracked dict holds no
+                        # tensor, container or object: a plain copy is exact.
+                        if tracked(data):
+                            try:
+                                frozen = type(add(data.values(), 0.0)) is float
+                            except Exception:
+                                frozen = False
+                        else:
+                            frozen = True
                         queue.append((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
                         if recorder._thread is None:
                             recorder._start()
