@@ -146,10 +146,15 @@ def test_metrics_tab_draws_every_logged_point_per_rank_and_marks_nan(ui_page, tr
         assert m["rgb"] == [0xd6, 0x27, 0x28], m
     # Hovering a marker names it in the chart's legend.
     over = ui_page.query_selector('.plot[data-metric="loss"] .u-over').bounding_box()
-    ui_page.mouse.move(over["x"] + drawn[1]["left"] + 2, over["y"] + drawn[1]["top"])
+    ui_page.mouse.move(over["x"] + drawn[1]["left"], over["y"] + drawn[1]["top"])
     ui_page.wait_for_function(
         """() => [...document.querySelectorAll('.plot[data-metric="loss"] .u-legend .u-value')]
                  .some(e => e.textContent === 'Infinity at step 60')""")
+    legend = ui_page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '.plot[data-metric="loss"] .u-legend .u-series')].map(r => [r.querySelector('.u-label').textContent,
+                                                                    r.querySelector('.u-value').textContent]))""")
+    assert legend["step"] == "60" and legend["rank 0"] == "Infinity"     # the cut line says why
+    assert float(legend["rank 1"]) == pytest.approx(loss_at(60, 1), rel=1e-5)
     assert not [t for t in traces(ui_page, "accuracy") if t["kind"] == "nonfinite"]
     ui_page.screenshot(path=str(screenshot_dir / "metrics.png"), full_page=True)
 

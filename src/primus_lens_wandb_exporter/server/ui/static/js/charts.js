@@ -100,7 +100,7 @@ export function buildChart(seriesList, opts) {
     for (; pending > 0; pending--) markerY[markerY.length - pending] = opts.logY ? 1 : 0;
     const base = { metric: s.metric, rank: s.rank, runId: s.runId };
     out.push({ ...base, kind: 'raw', label: smoothing ? `${name} (raw)` : name, color, x, y, n,
-      width: smoothing ? 1 : 1.6, alpha: smoothing ? 0.3 : 1 });
+      values: s.values, width: smoothing ? 1 : 1.6, alpha: smoothing ? 0.3 : 1 });
     if (smoothing) {
       const ema = emaDebiased(s.values, opts.smoothing).map((v) => (v !== null && usable(v) ? v : undefined));
       out.push({ ...base, kind: 'smoothed', label: name, color, x, y: ema, n, width: 1.8, alpha: 1 });
@@ -120,14 +120,13 @@ export function buildChart(seriesList, opts) {
   } else {
     data = window.uPlot.join(out.map((s) => [s.x, s.y]));
   }
-  if (out.length) {
-    // Markers: where each one sits in the aligned data (for hover labels).
-    for (const s of out) {
-      if (s.kind !== 'nonfinite') continue;
-      const at = new Map();
-      s.x.forEach((xv, i) => at.set(xv, i));
-      s.indexOf = at;
-    }
+  // Hover labels look points up by x: the aligned data's index is not the series' own.
+  for (const s of out) {
+    let at = null;
+    s.pointAt = (xv) => {
+      if (!at) { at = new Map(); s.x.forEach((v, i) => at.set(v, i)); }
+      return at.get(xv);
+    };
   }
   const sig = [opts.xAxis, opts.logY ? 'log' : 'lin', opts.height,
     ...out.map((s) => `${s.kind}|${s.label}|${s.color}|${s.width}`)].join('\u0000');
@@ -233,12 +232,19 @@ export class Chart {
           value: (u, v, si, idx) => {
             if (idx == null || v == null) return '—';
             const f = chart.fig.series[si - 1];
-            const j = f.indexOf ? f.indexOf.get(u.data[0][idx]) : undefined;
+            const j = f.pointAt(u.data[0][idx]);
             return j === undefined ? '—' : `${f.labels[j]} at step ${f.steps[j]}`;
           },
         } : {
           label: s.label, stroke: s.color, width: s.width, alpha: s.alpha, spanGaps: false,
-          points: { size: 5 }, value: (u, v) => formatNumber(v),
+          points: { size: 5 },
+          value: (u, v, si, idx) => {
+            if (v != null || idx == null) return formatNumber(v);
+            // a cut in the line: say why (NaN/Inf), from the values as logged
+            const f = chart.fig.series[si - 1];
+            const j = f.kind === 'raw' ? f.pointAt(u.data[0][idx]) : undefined;
+            return j === undefined ? '—' : formatNumber(f.values[j]);
+          },
         })),
       ],
       cursor: {
