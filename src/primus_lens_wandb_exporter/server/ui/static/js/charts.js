@@ -221,7 +221,8 @@ export class Chart {
       },
       axes: [
         { label: time ? 'time' : 'step', labelSize: 18, size: 36 },
-        { size: axisSize, values: fig.logY ? undefined : (u, ticks) => ticks.map(formatNumber) },
+        // (a log axis leaves its minor ticks unlabelled: null)
+        { size: axisSize, values: (u, ticks) => ticks.map((v) => (v == null ? null : formatNumber(v))) },
       ],
       series: [
         { label: time ? 'time' : 'step', value: time ? undefined : (u, v) => (v == null ? '—' : String(v)) },
