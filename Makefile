@@ -8,13 +8,24 @@ PG_PORT ?= 55432
 PYTEST_ARGS ?=
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
-.PHONY: install install-system demo test test-fast postgres bench lint
+.PHONY: install npm install-system demo test test-fast postgres bench lint
 
 # torch is pinned and installed first: that exact version is a local CPU wheel on our machines
-# (an unpinned torch pulls a multi-GB CUDA build).
-install:
+# (an unpinned torch pulls a multi-GB CUDA build).  `npm ci` installs the web UI's charting
+# library (uPlot, pinned in package-lock.json) into node_modules/, where the server finds it;
+# without npm, root on Debian gets `nodejs npm` from apt first (as install-system does for chromium).
+install: npm
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[server,dev,frameworks,gpu]"
+
+npm:
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "make install: npm is missing; install Node.js and npm, then run make install again" >&2; exit 1; fi; \
+	fi
+	npm ci --no-audit --no-fund --loglevel=error >/dev/null
 
 install-system:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

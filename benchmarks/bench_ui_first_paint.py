@@ -2,20 +2,17 @@
 
 A workload with 10 metrics x 100,000 points (ingested through the real API in
 batches) on the real server; the page is opened at ``#/workloads/<uid>/metrics`` and
-the clock runs from navigation start until all 10 charts are drawn (every plot div
-rendered by plotly, measured in the page at an animation frame).
+the clock runs from navigation start until all 10 charts are drawn (every plot element
+drawn by uPlot, measured in the page at an animation frame).
 
-- cold:   a fresh browser context (page and plotly.min.js downloaded and compiled)
+- cold:   a fresh browser context (page, its modules and uPlot downloaded and compiled)
 - warm:   reload in the same context (HTTP cache)
-- hot:    the next reload (V8 has cached plotly's compiled code by then)
+- hot:    the next reload (V8 has cached the compiled code by then)
 - in-app: from the Workloads list to the Metrics tab (hash navigation, as a click does)
 
-Target: <= 1.5 s.
+Target: <= 1.5 s.  Needs uPlot installed (`npm ci` in the repository root).
 
     python benchmarks/bench_ui_first_paint.py [--metrics 10] [--points 100000] [--runs 5]
-    npm install --prefix /tmp/plotly plotly.js-basic-dist-min@4.1.1
-    python benchmarks/bench_ui_first_paint.py \
-        --plotly-js /tmp/plotly/node_modules/plotly.js-basic-dist-min/plotly-basic.min.js
 """
 
 from __future__ import annotations
@@ -79,9 +76,9 @@ def measure_load(page, cdp, url: str, metrics: int, reload: bool) -> dict:
     return dict(busy, **page.evaluate("""() => {
         const res = performance.getEntriesByType('resource');
         const data = res.filter(r => r.name.includes('/metrics/data'));
-        const plotly = res.find(r => r.name.includes('plotly.min.js'));
+        const lib = res.find(r => r.name.includes('/static/vendor/uPlot'));
         return {paint_ms: window.__painted,
-                plotly_ms: plotly ? plotly.responseEnd - plotly.startTime : null,
+                lib_ms: lib ? lib.responseEnd - lib.startTime : null,
                 data_requests: data.length,
                 data_last_ms: data.length ? Math.max(...data.map(r => r.responseEnd)) : null,
                 points_drawn: [...document.querySelectorAll('.plot')].reduce((n, d) => n + Number(d.dataset.points || 0), 0)};
@@ -92,7 +89,7 @@ def measure_in_app(page, base: str, metrics: int) -> float:
     """From the Workloads list (app already loaded) to all charts drawn, as a click does it."""
     page.goto(base + "/#/")
     page.wait_for_selector(f'#workloads-table tr[data-uid="{WORKLOAD}"]')
-    page.wait_for_function("() => window.Plotly !== undefined")
+    page.wait_for_function("() => window.uPlot !== undefined")
     started = page.evaluate("""(uid) => { window.__painted = undefined; const t = performance.now();
                                           location.hash = `#/workloads/${uid}/metrics`; return t; }""", WORKLOAD)
     page.wait_for_function(PAINTED, arg=metrics, polling="raf", timeout=60_000)
@@ -104,17 +101,15 @@ def main() -> int:
     parser.add_argument("--metrics", type=int, default=10)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--plotly-js", metavar="PATH",
-                        help="serve this plotly.js bundle (PRIMUS_LENS_UI_PLOTLY_JS), e.g. npm's "
-                             "plotly.js-basic-dist-min/plotly-basic.min.js; default: the plotly package's")
     args = parser.parse_args()
-    if args.plotly_js:
-        os.environ["PRIMUS_LENS_UI_PLOTLY_JS"] = str(Path(args.plotly_js).resolve())
-    else:
-        os.environ.pop("PRIMUS_LENS_UI_PLOTLY_JS", None)
     reason = server_available()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    from primus_lens_wandb_exporter.server.ui import MISSING_MESSAGE, vendor_dir
+
+    if vendor_dir() is None:
+        print(f"cannot run: {MISSING_MESSAGE}", file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
 
@@ -145,8 +140,8 @@ def main() -> int:
                         results[key].append(ms / 1000)
                     busy["cold"].append(cold["task"])
                     print(f"run {i + 1}: cold {cold['paint_ms']:.0f} ms (main thread busy {cold['task'] * 1000:.0f} ms, "
-                          f"script {cold['script'] * 1000:.0f} ms; plotly.js downloaded in "
-                          f"{cold['plotly_ms']:.0f} ms, {cold['data_requests']} data requests done at "
+                          f"script {cold['script'] * 1000:.0f} ms; uPlot downloaded in "
+                          f"{cold['lib_ms']:.0f} ms, {cold['data_requests']} data requests done at "
                           f"{cold['data_last_ms']:.0f} ms, {cold['points_drawn']:,} points drawn) | "
                           f"warm {warm['paint_ms']:.0f} ms | hot {hot['paint_ms']:.0f} ms | in-app {in_app:.0f} ms")
                     context.close()
@@ -158,7 +153,7 @@ def main() -> int:
           "(the rest of the wall time is waiting: network, and the CPU shared with other processes)")
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
-    print(f"plotly bundle: {args.plotly_js or 'plotly package (plotly.min.js)'}")
+    print(f"charts: uPlot from {vendor_dir()}")
     print(f"first meaningful paint, {args.metrics} charts x {args.points:,} points (median of {args.runs}): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items())
           + f"; target {TARGET_S} s: " + ", ".join(f"{k} {'meets' if v <= TARGET_S else 'MISSES'}"

@@ -215,7 +215,7 @@ def dockerfile_instructions() -> list:
 
 def test_dockerfile_builds_from_files_that_exist_and_installs_the_server_extra():
     ins = dockerfile_instructions()
-    assert [w for w, _ in ins].count("FROM") == 3                  # plotly (npm) + wheel build + runtime
+    assert [w for w, _ in ins].count("FROM") == 3                  # uPlot (npm) + wheel build + runtime
     for word, rest in ins:
         if word == "COPY" and not rest.startswith("--from"):
             *sources, _dest = shlex.split(rest)
@@ -223,7 +223,13 @@ def test_dockerfile_builds_from_files_that_exist_and_installs_the_server_extra()
                 assert (ROOT / s).exists(), f"COPY {s}: not in the repository"
     assert any(w == "RUN" and "[server]" in r for w, r in ins)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(d.startswith("plotly") for d in extras["server"])       # the UI's charts come from it
+    assert not any(d.startswith("plotly") for d in extras["server"])   # the UI draws with uPlot (npm)
+    # uPlot: `npm ci` from the committed lock file in a node stage, its node_modules handed to
+    # the wheel build, where hatch_build.py puts the files into the wheel.
+    assert any(w == "RUN" and r.startswith("npm ci") for w, r in ins)
+    copies = [r.split() for w, r in ins if w == "COPY" and r.startswith("--from=ui")]
+    assert copies and copies[0][1:] == ["/src/node_modules", "./node_modules"]
+    assert ins.index(("COPY", " ".join(copies[0]))) < ins.index(next(i for i in ins if i[0] == "RUN" and "build --wheel" in i[1]))
 
 
 def test_dockerfile_runs_the_server_as_non_root_on_8080_with_a_health_check():
@@ -239,7 +245,4 @@ def test_dockerfile_runs_the_server_as_non_root_on_8080_with_a_health_check():
     assert (args.host, args.port) == ("0.0.0.0", 8080)
     env_line = next(r for w, r in dockerfile_instructions() if w == "ENV" and "PRIMUS_LENS_DB=" in r)
     assert "PRIMUS_LENS_DB=sqlite:////data/lens.db" in env_line
-    # The UI's plotly bundle comes from npm in a build stage, copied to where the env var points.
-    bundle = re.search(r"PRIMUS_LENS_UI_PLOTLY_JS=(\S+)", env_line).group(1)
-    copies = [r for w, r in dockerfile_instructions() if w == "COPY" and r.startswith("--from=plotly")]
-    assert copies and copies[0].split()[-1] == bundle
+    assert "PRIMUS_LENS_UI_PLOTLY_JS" not in env_line          # gone: uPlot ships inside the wheel

@@ -1,7 +1,10 @@
 """The web UI in headless Chromium against the real Lens server fed through its ingest API.
 
-What the page draws is read back from plotly's own graph objects (``div.data``), so the
-assertions are about the points a user sees, not about our JavaScript's internals.
+Charts are drawn by uPlot on a canvas.  What a chart holds is read back from the test hook
+on its element (``.plot.__lens``, documented in charts.js: the series handed to uPlot, its
+scales, the NaN/Inf markers drawn by the last redraw, and the uPlot instance itself), and
+checked against what is on screen where it matters: marker pixels on the canvas, the
+hover legend, a real mouse drag to zoom.
 """
 
 from __future__ import annotations
@@ -55,13 +58,19 @@ def open_metrics(page, server, workload, metric="loss"):
 
 
 def traces(page, metric):
-    """[(kind, rank, n_points, x, y)] of the chart of ``metric`` as plotly holds it."""
+    """[{kind, rank, n, x, y, labels}] of the chart of ``metric``, as handed to uPlot."""
     return page.evaluate(
         """(metric) => {
-            const gd = document.querySelector(`.plot[data-metric="${metric}"]`);
-            return gd.data.map(t => ({kind: t.meta.kind, rank: t.meta.rank ?? null, n: t.x.length,
-                                      x: Array.from(t.x), y: Array.from(t.y), text: t.text || null}));
+            const lens = document.querySelector(`.plot[data-metric="${metric}"]`).__lens;
+            return lens.series.map(t => ({kind: t.kind, rank: t.rank ?? null, metric: t.metric, n: t.x.length,
+                                          x: Array.from(t.x), y: Array.from(t.y, v => v ?? null),
+                                          labels: t.labels}));
         }""", metric)
+
+
+def series_of(metric):
+    """JS expression: the series list of the chart of ``metric`` (for wait_for_function)."""
+    return f"""document.querySelector('.plot[data-metric="{metric}"]').__lens.series"""
 
 
 def raw_by_rank(page, metric):
@@ -120,12 +129,32 @@ def test_metrics_tab_draws_every_logged_point_per_rank_and_marks_nan(ui_page, tr
     assert [raw[0]["y"][s] for s in NONFINITE] == [None, None, None]
     # ... and are drawn as markers of their own, labelled with what they were.
     marks = [t for t in traces(ui_page, "loss") if t["kind"] == "nonfinite"]
-    assert len(marks) == 1 and marks[0]["x"] == sorted(NONFINITE)
-    assert [t.split(": ")[1].split(" ")[0] for t in marks[0]["text"]] == ["NaN", "Infinity", "NaN"]
+    assert len(marks) == 1 and marks[0]["rank"] == 0 and marks[0]["x"] == sorted(NONFINITE)
+    assert marks[0]["labels"] == ["NaN", "Infinity", "NaN"]
     assert ui_page.inner_text('.chart-card[data-metric="loss"] .nonfinite-badge') == "3 NaN/Inf"
-    drawn = ui_page.eval_on_selector_all('.plot[data-metric="loss"] .scatterlayer .trace:last-child path.point',
-                                         "els => els.length")
-    assert drawn == len(NONFINITE)
+    # Drawn on the canvas: each marker's centre pixel is the marker red (#d62728).
+    drawn = ui_page.evaluate("""() => {
+        const lens = document.querySelector('.plot[data-metric="loss"]').__lens;
+        const u = lens.chart, r = devicePixelRatio;
+        return lens.markers.map(m => {
+            const px = u.ctx.getImageData(Math.round(u.bbox.left + m.left * r), Math.round(u.bbox.top + m.top * r), 1, 1).data;
+            return {step: m.step, label: m.label, rgb: [px[0], px[1], px[2]], left: m.left, top: m.top};
+        });
+    }""")
+    assert [(m["step"], m["label"]) for m in drawn] == [(30, "NaN"), (60, "Infinity"), (90, "NaN")]
+    for m in drawn:
+        assert m["rgb"] == [0xd6, 0x27, 0x28], m
+    # Hovering a marker names it in the chart's legend.
+    over = ui_page.query_selector('.plot[data-metric="loss"] .u-over').bounding_box()
+    ui_page.mouse.move(over["x"] + drawn[1]["left"], over["y"] + drawn[1]["top"])
+    ui_page.wait_for_function(
+        """() => [...document.querySelectorAll('.plot[data-metric="loss"] .u-legend .u-value')]
+                 .some(e => e.textContent === 'Infinity at step 60')""")
+    legend = ui_page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        '.plot[data-metric="loss"] .u-legend .u-series')].map(r => [r.querySelector('.u-label').textContent,
+                                                                    r.querySelector('.u-value').textContent]))""")
+    assert legend["step"] == "60" and legend["rank 0"] == "Infinity"     # the cut line says why
+    assert float(legend["rank 1"]) == pytest.approx(loss_at(60, 1), rel=1e-5)
     assert not [t for t in traces(ui_page, "accuracy") if t["kind"] == "nonfinite"]
     ui_page.screenshot(path=str(screenshot_dir / "metrics.png"), full_page=True)
 
@@ -133,21 +162,18 @@ def test_metrics_tab_draws_every_logged_point_per_rank_and_marks_nan(ui_page, tr
 def test_rank_selector_hides_and_restores_a_rank(ui_page, trained):
     open_metrics(ui_page, trained, WORKLOAD)
     ui_page.uncheck('#rank-picker input[data-rank="1"]')
-    ui_page.wait_for_function(
-        """() => document.querySelector('.plot[data-metric="loss"]').data.every(t => t.meta.rank !== 1)""")
+    ui_page.wait_for_function(f"() => {series_of('loss')}.every(t => t.rank !== 1)")
     assert sorted(raw_by_rank(ui_page, "loss")) == [0]
     assert sorted(raw_by_rank(ui_page, "accuracy")) == [0]
     ui_page.check('#rank-picker input[data-rank="1"]')
-    ui_page.wait_for_function(
-        """() => document.querySelector('.plot[data-metric="loss"]').data.some(t => t.meta.rank === 1)""")
+    ui_page.wait_for_function(f"() => {series_of('loss')}.some(t => t.rank === 1)")
     assert sorted(raw_by_rank(ui_page, "loss")) == [0, 1]
 
 
 def test_smoothing_log_scale_time_axis_and_overlay(ui_page, trained):
     open_metrics(ui_page, trained, WORKLOAD)
     ui_page.fill("#smoothing", "0.9")   # a range input: fill sets the value and fires input
-    ui_page.wait_for_function(
-        """() => document.querySelector('.plot[data-metric="accuracy"]').data.some(t => t.meta.kind === 'smoothed')""")
+    ui_page.wait_for_function(f"() => {series_of('accuracy')}.some(t => t.kind === 'smoothed')")
     smoothed = [t for t in traces(ui_page, "accuracy") if t["kind"] == "smoothed" and t["rank"] == 1][0]
     # W&B's debiased EMA, computed here independently of the page.
     last, expected = 0.0, []
@@ -157,15 +183,18 @@ def test_smoothing_log_scale_time_axis_and_overlay(ui_page, trained):
     assert smoothed["y"] == pytest.approx(expected, rel=1e-9)
 
     ui_page.check("#logy")
-    ui_page.wait_for_function(
-        """() => document.querySelector('.plot[data-metric="loss"]').layout.yaxis.type === 'log'""")
+    ui_page.wait_for_function("""() => { const u = document.querySelector('.plot[data-metric="loss"]').__lens.chart;
+                                           return u.scales.y.distr === 3; }""")   # uPlot's log scale
     ui_page.select_option("#xaxis-select", "time")
-    ui_page.wait_for_function(
-        """() => document.querySelector('.plot[data-metric="loss"]').layout.xaxis.type === 'date'""")
+    ui_page.wait_for_function("""() => { const u = document.querySelector('.plot[data-metric="loss"]').__lens.chart;
+                                           return u.scales.x.time === true; }""")
+    times = [t for t in traces(ui_page, "loss") if t["kind"] == "raw" and t["rank"] == 1][0]["x"]
+    assert times[0] > 1e12 and times == sorted(times)       # epoch ms
     ui_page.select_option("#layout-select", "overlay")
     ui_page.wait_for_function("() => document.querySelectorAll('.chart-card').length === 1")
+    ui_page.wait_for_selector(".chart-card .plot[data-revision]")
     overlay = ui_page.evaluate(
-        "() => document.querySelector('.chart-card .plot').data.filter(t => t.meta.kind === 'raw').map(t => t.meta.metric)")
+        "() => document.querySelector('.chart-card .plot').__lens.series.filter(t => t.kind === 'raw').map(t => t.metric)")
     assert sorted(set(overlay)) == ["accuracy", "learning_rate", "loss"]
     # Preferences persist in localStorage: put them back for the other tests of this context.
     ui_page.evaluate("() => localStorage.clear()")
@@ -205,8 +234,8 @@ def test_live_refresh_appends_new_points_without_resending_old_ones(ui_page, ui_
         s.metrics(LIVE_WORKLOAD, [point("loss", 1.0 / (i + 1), i, time.time()) for i in range(20 + 10 * batch, 30 + 10 * batch)],
                   run_id="live-run")
     ui_page.wait_for_function(
-        """() => { const t = document.querySelector('.plot[data-metric="loss"]').data.find(t => t.meta.kind === 'raw');
-                   return t && t.x.length === 50; }""", timeout=15_000)
+        f"""() => {{ const t = {series_of('loss')}.find(t => t.kind === 'raw');
+                    return t && t.x.length === 50; }}""", timeout=15_000)
     assert raw_by_rank(ui_page, "loss")[0]["x"] == list(range(50))
     # Every poll asked only for steps after the last one held: each new point came exactly once.
     resent = sorted(p["iteration"] for batch in polled for p in batch)
@@ -269,13 +298,29 @@ def test_big_series_is_downsampled_and_zooming_in_fetches_the_detail(ui_page, ui
     assert 4321 in drawn["x"]                       # ... keeping the spike
     assert "downsampled" in ui_page.inner_text('.chart-card[data-metric="loss"] .chart-info')
 
-    ui_page.evaluate("""() => Plotly.relayout(document.querySelector('.plot[data-metric="loss"]'),
-                                              {'xaxis.range': [3000, 3100]})""")
+    # Drag-select steps 3000..3100 with the mouse, as a user zooms.
+    edges = ui_page.evaluate("""() => { const u = document.querySelector('.plot[data-metric="loss"]').__lens.chart;
+                                        return [u.valToPos(3000, 'x'), u.valToPos(3100, 'x')]; }""")
+    over = ui_page.query_selector('.plot[data-metric="loss"] .u-over').bounding_box()
+    y = over["y"] + over["height"] / 2
+    ui_page.mouse.move(over["x"] + edges[0], y)
+    ui_page.mouse.down()
+    ui_page.mouse.move(over["x"] + (edges[0] + edges[1]) / 2, y)
+    ui_page.mouse.move(over["x"] + edges[1], y)
+    ui_page.mouse.up()
+    zoom = ui_page.evaluate("""() => { const x = document.querySelector('.plot[data-metric="loss"]').__lens.chart.scales.x;
+                                       return [x.min, x.max]; }""")
+    step_px = 6000 / over["width"]
+    assert zoom[0] == pytest.approx(3000, abs=2 * step_px) and zoom[1] == pytest.approx(3100, abs=2 * step_px)
+    lo, hi = math.ceil(zoom[0]), math.floor(zoom[1])
+    # The window is fetched again at full detail: every step in it is drawn ...
     ui_page.wait_for_function(
-        """() => { const x = document.querySelector('.plot[data-metric="loss"]').data.find(t => t.meta.kind === 'raw').x;
-                   return x.filter(s => s >= 3000 && s <= 3100).length === 101; }""")
-    layout = ui_page.evaluate("""() => document.querySelector('.plot[data-metric="loss"]').layout.xaxis.range""")
-    assert layout == [3000, 3100]                   # the zoom survives the redraw
+        f"""() => {{ const x = {series_of('loss')}.find(t => t.kind === 'raw').x;
+                    return x.filter(s => s >= {lo} && s <= {hi}).length === {hi - lo + 1}; }}""")
+    # ... and the zoom survives that redraw.
+    after = ui_page.evaluate("""() => { const x = document.querySelector('.plot[data-metric="loss"]').__lens.chart.scales.x;
+                                        return [x.min, x.max]; }""")
+    assert after == zoom
 
 
 def test_metrics_are_grouped_in_sections_by_prefix_like_wandb(ui_page, ui_server):
@@ -289,3 +334,15 @@ def test_metrics_are_grouped_in_sections_by_prefix_like_wandb(ui_page, ui_server
         "#charts > *", "els => els.map(e => e.dataset.section !== undefined ? '#' + e.dataset.section : e.dataset.metric)")
     assert order == ["#eval", "eval/loss", "#train", "train/loss", "train/lr", "#other", "epoch"]
     assert raw_by_rank(ui_page, "train/lr")[0]["n"] == 5
+
+
+def test_a_missing_charting_library_is_an_error_state_that_says_what_to_run(ui_page, trained):
+    # As on a server whose checkout never ran `npm ci`: uPlot's script answers 404.
+    ui_page.route("**/static/vendor/uPlot.iife.min.js*",
+                  lambda route: route.fulfill(status=404, body="uPlot is not installed"))
+    ui_page.goto(f"{trained.url}/#/workloads/{WORKLOAD}/metrics")
+    alert = ui_page.wait_for_selector("#charts-missing")
+    assert "npm ci" in alert.inner_text() and "README" in alert.inner_text()
+    card = ui_page.wait_for_selector('.chart-card[data-metric="loss"] .charts-missing')
+    assert "npm ci" in card.inner_text()
+    assert not ui_page.query_selector(".plot[data-revision]")

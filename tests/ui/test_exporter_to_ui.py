@@ -67,8 +67,8 @@ def test_a_real_wandb_run_through_the_exporter_is_drawn_live(ui_page, ui_server,
                             stderr=subprocess.STDOUT, text=True)
 
     def drawn():
-        return ui_page.evaluate("""() => { const gd = document.querySelector('.plot[data-metric="loss"]');
-                                          const t = gd && gd.data && gd.data.find(t => t.meta.kind === 'raw');
+        return ui_page.evaluate("""() => { const el = document.querySelector('.plot[data-metric="loss"]');
+                                          const t = el && el.__lens && el.__lens.series.find(t => t.kind === 'raw');
                                           return t ? t.x.length : 0; }""")
 
     output = ""
@@ -92,11 +92,11 @@ def test_a_real_wandb_run_through_the_exporter_is_drawn_live(ui_page, ui_server,
 
     assert 0 < seen[0] <= STEPS // 2 + 1, seen
     assert seen[-1] == STEPS, (seen, output[-2000:])
-    raw = ui_page.evaluate("""() => document.querySelector('.plot[data-metric="loss"]').data
-                                 .find(t => t.meta.kind === 'raw').x""")
+    raw = ui_page.evaluate("""() => Array.from(document.querySelector('.plot[data-metric="loss"]').__lens.series
+                                 .find(t => t.kind === 'raw').x)""")
     assert raw == list(range(STEPS))
-    marks = ui_page.evaluate("""() => (document.querySelector('.plot[data-metric="loss"]').data
-                                   .find(t => t.meta.kind === 'nonfinite') || {x: []}).x""")
+    marks = ui_page.evaluate("""() => Array.from((document.querySelector('.plot[data-metric="loss"]').__lens.series
+                                   .find(t => t.kind === 'nonfinite') || {x: []}).x)""")
     assert marks == [10]
 
     # The list shows the workload with the framework the server has for it.

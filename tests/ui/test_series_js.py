@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from lens import SRC
+from lens import ROOT, SRC
 
 SERIES_JS = SRC / "primus_lens_wandb_exporter" / "server" / "ui" / "static" / "js" / "series.js"
 NODE = shutil.which("node")
@@ -77,3 +77,62 @@ def test_csv_has_one_quoted_line_per_point():
         '"eval/loss,top1",0,r,5,0,1970-01-01T00:00:00.000Z,NaN',
         "loss,1,r,6,1732680000000,2024-11-27T04:00:00.000Z,0.25",
     ]
+
+
+CHARTS_JS = SERIES_JS.parent / "charts.js"
+UPLOT_ESM = ROOT / "node_modules" / "uplot" / "dist" / "uPlot.esm.js"
+
+
+def build_chart(body: str):
+    """Run ``body`` with charts.js (C), series.js (S) and the real uPlot from npm as window.uPlot."""
+    if not UPLOT_ESM.is_file():
+        pytest.fail("uPlot is not installed: run `npm ci` in the repository root (make install does)")
+    return run_node(f"""
+        import uPlot from {json.dumps(UPLOT_ESM.as_uri())};
+        globalThis.window = {{uPlot}};
+        const C = await import({json.dumps(CHARTS_JS.as_uri())});
+    """ + textwrap.dedent(body))
+
+
+def test_chart_marks_every_non_finite_point_where_the_line_is_cut():
+    out = build_chart("""
+        const store = new S.SeriesStore();
+        const row = (r, it, v) => ({metric_name: 'loss', rank: r, run_id: 'a', iteration: it, timestamp: 1000 + it, value: v});
+        store.merge([row(0, 0, 'NaN'), row(0, 1, 2), row(0, 2, 'Infinity'), row(0, 3, 1), row(0, 4, '-Infinity'),
+                     row(1, 1, 5), row(1, 3, 6)]);
+        const fig = C.buildChart(store.forMetric('loss'), {xAxis: 'step', smoothing: 0, logY: false,
+                                                           colorIndex: s => s.rank});
+        console.log(JSON.stringify({series: fig.series.map(s => ({kind: s.kind, rank: s.rank, x: s.x, y: s.y,
+                                                                  labels: s.labels || null})),
+                                    data: fig.data.map(a => Array.from(a, v => v === undefined ? 'gap-filler' : v))}));
+    """)
+    raw0, raw1, marks = out["series"]
+    assert (raw0["kind"], raw1["kind"], marks["kind"]) == ("raw", "raw", "nonfinite")   # markers listed last
+    assert raw0["y"] == [None, 2, None, 1, None]          # the line is cut at each non-finite point
+    assert marks["x"] == [0, 2, 4] and marks["labels"] == ["NaN", "Infinity", "-Infinity"]
+    # Each marker sits at the last finite value before it (the first one: at the first finite value).
+    assert marks["y"] == [2, 2, 1]
+    # One aligned table for uPlot: rank 1 logged steps 1 and 3 only; its other steps are
+    # alignment fillers (the line goes on), not gaps.
+    assert out["data"][0] == [0, 1, 2, 3, 4]
+    assert out["data"][2] == ["gap-filler", 5, "gap-filler", 6, "gap-filler"]
+    assert out["data"][3] == [2, "gap-filler", 2, "gap-filler", 1]
+
+
+def test_chart_smooths_and_log_scale_drops_non_positive_values():
+    out = build_chart("""
+        const store = new S.SeriesStore();
+        store.merge([0, 1, 2, 3].map(i => ({metric_name: 'm', rank: 0, iteration: i, timestamp: 5000 + i,
+                                             value: [1, 0, 4, -2][i]})));
+        const fig = C.buildChart(store.forMetric('m'), {xAxis: 'time', smoothing: 0.5, logY: true, colorIndex: () => 0});
+        console.log(JSON.stringify(fig.series.map(s => ({kind: s.kind, x: s.x, y: Array.from(s.y, v => v ?? null)}))));
+    """)
+    raw, smoothed = out
+    assert raw["x"] == [5000, 5001, 5002, 5003]             # time axis: epoch ms
+    assert raw["y"] == [1, None, 4, None]                   # log scale: <= 0 is a gap
+    assert smoothed["kind"] == "smoothed"
+    last, expected = 0.0, []
+    for i, v in enumerate([1, 0, 4, -2]):                   # smoothed in linear space, then drawn
+        last = 0.5 * last + 0.5 * v
+        expected.append(last / (1 - 0.5 ** (i + 1)))
+    assert expected[3] > 0 and smoothed["y"] == pytest.approx(expected)

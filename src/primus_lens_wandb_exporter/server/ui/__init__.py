@@ -1,33 +1,40 @@
 """The Lens web UI, served by ``primus-lens serve`` at ``/``.
 
 Everything here is static: an HTML shell, vanilla ES modules and a stylesheet from
-``static/``, plus plotly's bundled JavaScript served straight from the installed
-``plotly`` Python package (never copied into this repository).  The pages talk to
-the query API under ``api/v1/`` with relative URLs, so the UI also works behind a
-reverse proxy that mounts the server under a path prefix.
+``static/``, plus the charting library uPlot (npm package ``uplot``, pinned in the
+repository's ``package.json``/``package-lock.json`` and installed by ``npm ci``; never
+copied into this repository).  The pages talk to the query API under ``api/v1/`` with
+relative URLs, so the UI also works behind a reverse proxy that mounts the server
+under a path prefix.
 
 Routes added (none of them under ``/api`` or ``/health``):
 
-- ``GET /``                              the single-page app (hash routing)
-- ``GET /static/ui/{path}``              our JS/CSS
-- ``GET /static/vendor/plotly.min.js``   plotly from the installed package
+- ``GET /``                                 the single-page app (hash routing)
+- ``GET /static/ui/{path}``                 our JS/CSS
+- ``GET /static/vendor/uPlot.iife.min.js``  uPlot's script, ``uPlot.min.css`` its
+  stylesheet, ``uPlot.LICENSE`` its licence (MIT)
 
-``PRIMUS_LENS_UI_PLOTLY_JS`` may name another plotly.js bundle installed from a
-registry, e.g. npm's ``plotly.js-basic-dist-min`` (scatter/bar/pie only: 1.2 MB
-instead of 4.8 MB, evaluated about 7x faster by the browser, which is most of a
-cold page load).  The container image does that; see docs/ui.md.
+uPlot's files are looked up, in this order, in:
+
+1. ``vendor/`` next to this module: a wheel built by ``hatch_build.py`` ships them there;
+2. ``node_modules/uplot/dist`` of the source checkout this module lives in (editable
+   installs, running from the repository after ``npm ci``).
+
+If neither has them, ``/static/vendor/...`` answers 404 with what to run, and the page
+shows the same in an error state instead of charts.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
+import hashlib
+import json
 import logging
 import os
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -35,48 +42,61 @@ from starlette.staticfiles import StaticFiles
 
 from ..._version import __version__
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-PLOTLY_ROUTE = "/static/vendor/plotly.min.js"
-PLOTLY_ENV = "PRIMUS_LENS_UI_PLOTLY_JS"
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+# A source checkout: src/primus_lens_wandb_exporter/server/ui -> the repository root.
+CHECKOUT_ROOT = HERE.parents[3]
+VENDOR_DIRS: List[Path] = [HERE / "vendor", CHECKOUT_ROOT / "node_modules" / "uplot" / "dist"]
+# URL name -> (file name in a vendor dir, media type); the LICENSE sits one level up in node_modules.
+VENDOR_FILES: Dict[str, tuple] = {
+    "uPlot.iife.min.js": ("uPlot.iife.min.js", "application/javascript"),
+    "uPlot.min.css": ("uPlot.min.css", "text/css"),
+    "uPlot.LICENSE": ("LICENSE", "text/plain"),
+}
+VENDOR_ROUTE = "/static/vendor"
+MISSING_MESSAGE = ("uPlot, the UI's charting library, is not installed: run `npm ci` in the "
+                   "repository checkout (needs Node.js/npm), or install a wheel built with npm "
+                   "available; see README")
+DEPRECATED_ENV = "PRIMUS_LENS_UI_PLOTLY_JS"
 
 log = logging.getLogger("primus_lens_wandb_exporter.server.ui")
 UI_STATIC_ROUTE = "/static/ui"
 
-__all__ = ["mount_ui", "plotly_js_path", "STATIC_DIR"]
+__all__ = ["mount_ui", "vendor_dir", "STATIC_DIR"]
 
 
-def plotly_js_path() -> Optional[Path]:
-    """Path of ``plotly.min.js`` inside the installed ``plotly`` package, or None.
+def _vendor_file(directory: Path, name: str) -> Path:
+    if name == "LICENSE" and not (directory / name).is_file():
+        return directory.parent / name          # node_modules/uplot/LICENSE next to dist/
+    return directory / name
 
-    Found through the import system without importing plotly (its import is slow
-    and the server never needs its Python side).
-    """
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "package_data" / "plotly.min.js"
-        if candidate.is_file():
-            return candidate
+
+def vendor_dir() -> Optional[Path]:
+    """The first of ``VENDOR_DIRS`` holding uPlot's script and stylesheet, or None."""
+    for directory in VENDOR_DIRS:
+        if (directory / "uPlot.iife.min.js").is_file() and (directory / "uPlot.min.css").is_file():
+            return directory
     return None
 
 
-def chosen_plotly_js() -> Optional[Path]:
-    """The bundle to serve: ``$PRIMUS_LENS_UI_PLOTLY_JS`` if it names a file, else plotly's own."""
-    override = os.environ.get(PLOTLY_ENV, "").strip()
-    if override:
-        path = Path(override).expanduser()
-        if path.is_file():
-            return path
-        log.warning("%s=%s is not a file; serving the plotly package's bundle instead", PLOTLY_ENV, override)
-    return plotly_js_path()
+def uplot_version(directory: Path) -> Optional[str]:
+    """uPlot's version from the package.json next to (or above) its files, if there is one."""
+    for candidate in (directory / "package.json", directory.parent / "package.json"):
+        try:
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if data.get("name") == "uplot":
+            return str(data.get("version"))
+    return None
 
 
-class _PlotlyBundle:
-    """plotly.min.js read once, with a gzip copy (about 4.8 MB -> 1.4 MB on the wire)."""
+class _VendorFile:
+    """One of uPlot's files read once, with a gzip copy."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, media_type: str) -> None:
         self.path = path
+        self.media_type = media_type
         self._lock = threading.Lock()
         self._raw: Optional[bytes] = None
         self._gz: Optional[bytes] = None
@@ -96,9 +116,9 @@ class _PlotlyBundle:
 
 
 @lru_cache(maxsize=4)
-def _index_html(bundle_tag: str) -> str:
+def _index_html(vendor_tag: str) -> str:
     template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    return template.replace("{{VERSION}}", __version__).replace("{{PLOTLY_VERSION}}", bundle_tag)
+    return template.replace("{{VERSION}}", __version__).replace("{{UPLOT_VERSION}}", vendor_tag)
 
 
 class _RevalidatedStaticFiles(StaticFiles):
@@ -119,29 +139,45 @@ def mount_ui(app: Any, settings: Any = None) -> None:
     are never shadowed, whatever order routes are registered in.
     """
     del settings
-    plotly_path = chosen_plotly_js()
-    bundle = _PlotlyBundle(plotly_path) if plotly_path else None
-    # Cache-busting tag of the bundle's URL: changes whenever the served file does.
-    stat = plotly_path.stat() if plotly_path else None
-    bundle_tag = f"{stat.st_size:x}{int(stat.st_mtime):x}" if stat else "none"
+    if os.environ.get(DEPRECATED_ENV, "").strip():
+        log.warning("%s is no longer used: the UI draws its charts with uPlot (npm package `uplot`), "
+                    "not plotly; unset it", DEPRECATED_ENV)
+    directory = vendor_dir()
+    files: Dict[str, _VendorFile] = {}
+    if directory is None:
+        log.warning("%s (looked in %s); the UI shows an error instead of charts",
+                    MISSING_MESSAGE, ", ".join(str(d) for d in VENDOR_DIRS))
+        vendor_tag = "none"
+    else:
+        for url_name, (file_name, media_type) in VENDOR_FILES.items():
+            path = _vendor_file(directory, file_name)
+            if path.is_file():
+                files[url_name] = _VendorFile(path, media_type)
+        # Cache-busting tag of the vendor URLs: changes whenever the served files do.
+        digest = hashlib.sha256()
+        for name in ("uPlot.iife.min.js", "uPlot.min.css"):
+            digest.update(files[name].raw())
+        version = uplot_version(directory)
+        vendor_tag = (f"{version}-" if version else "") + digest.hexdigest()[:12]
     immutable = "public, max-age=31536000, immutable"
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(_index_html(bundle_tag), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_index_html(vendor_tag), headers={"Cache-Control": "no-cache"})
 
-    async def plotly_js(request: Request) -> Response:
-        if bundle is None:
-            return PlainTextResponse(
-                "plotly is not installed: pip install 'primus-lens-wandb-exporter[server]'",
-                status_code=404,
-            )
+    async def vendor(request: Request) -> Response:
+        name = request.path_params["name"]
+        item = files.get(name)
+        if item is None:
+            if name in VENDOR_FILES:
+                return PlainTextResponse(MISSING_MESSAGE + "\n", status_code=404)
+            return PlainTextResponse(f"no such file: {name}\n", status_code=404)
         headers = {"Cache-Control": immutable, "Vary": "Accept-Encoding"}
         if "gzip" in request.headers.get("accept-encoding", ""):
             headers["Content-Encoding"] = "gzip"
-            body = bundle.gz()
+            body = item.gz()
         else:
-            body = bundle.raw()
-        return Response(body, media_type="application/javascript", headers=headers)
+            body = item.raw()
+        return Response(body, media_type=item.media_type, headers=headers)
 
     async def favicon(request: Request) -> Response:
         return Response((STATIC_DIR / "favicon.svg").read_bytes(), media_type="image/svg+xml")
@@ -149,5 +185,5 @@ def mount_ui(app: Any, settings: Any = None) -> None:
     app.add_route("/", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route("/index.html", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
-    app.add_route(PLOTLY_ROUTE, plotly_js, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_route(VENDOR_ROUTE + "/{name}", vendor, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount(UI_STATIC_ROUTE, _RevalidatedStaticFiles(directory=str(STATIC_DIR)), name="lens-ui-static")

@@ -1,7 +1,7 @@
 // Metrics tab: data source, metric picker, charts, rank selector, smoothing, live refresh.
 
 import { apiGet } from './api.js';
-import { buildFigure, plotlyReady, PLOT_CONFIG } from './charts.js';
+import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
 import { SeriesStore, rowsToCsv } from './series.js';
 import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
@@ -48,6 +48,12 @@ export function metricsTab(el, ctx) {
   }
   let timer = null;
   let maxPoints = 1000;
+  // Charts follow their card's width (window resized, controls column shown or hidden).
+  const resizer = new ResizeObserver((entries) => {
+    for (const entry of entries) {
+      for (const card of st.cards.values()) if (card.plot === entry.target && card.chart) card.chart.resize();
+    }
+  });
 
   el.innerHTML = `
     <div class="metrics-layout">
@@ -143,7 +149,7 @@ export function metricsTab(el, ctx) {
 
   function resetData() {
     st.store.clear(); st.loaded.clear(); st.loading.clear(); st.failed.clear(); st.refetchAt.clear();
-    for (const card of st.cards.values()) { if (window.Plotly && card.plot) window.Plotly.purge(card.plot); card.el.remove(); }
+    for (const card of st.cards.values()) { if (card.chart) card.chart.destroy(); card.el.remove(); }
     st.cards.clear();
   }
 
@@ -331,7 +337,10 @@ export function metricsTab(el, ctx) {
     const keys = chartKeys();
     const wanted = new Set(keys.map((k) => k.key));
     for (const [key, card] of st.cards) {
-      if (!wanted.has(key)) { if (window.Plotly && card.plot) window.Plotly.purge(card.plot); card.el.remove(); st.cards.delete(key); }
+      if (!wanted.has(key)) {
+        if (card.chart) { resizer.unobserve(card.plot); card.chart.destroy(); }
+        card.el.remove(); st.cards.delete(key);
+      }
     }
     let previous = null;
     for (const { key, metrics, section } of keys) {
@@ -386,11 +395,12 @@ export function metricsTab(el, ctx) {
 
   function drawCard(card) {
     if (!card.plot) return;   // a section header
-    if (!window.Plotly) {
-      // The bundle is still being evaluated (it loads async, in parallel with the data).
-      plotlyReady().then(scheduleDraw, (err) => {
-        card.state.innerHTML = `<div class="state error">${esc(err.message)}</div>`;
-      });
+    if (!chartsAvailable()) {
+      card.state.innerHTML = `<div class="state error small charts-missing">${esc(CHARTS_MISSING)}</div>`;
+      if (!stateEl.querySelector('#charts-missing')) {
+        stateEl.insertAdjacentHTML('beforeend', `<div class="state error" id="charts-missing" role="alert">
+          <h2>Charting library missing</h2><p>${esc(CHARTS_MISSING)}</p></div>`);
+      }
       return;
     }
     const pending = card.metrics.filter((m) => !st.loaded.has(m));
@@ -408,37 +418,37 @@ export function metricsTab(el, ctx) {
     const stored = card.metrics.reduce((n, m) => n + (st.counts.get(m) || 0), 0);
     let info = `${formatCount(total)} point${total === 1 ? '' : 's'}`;
     if (stored > total && st.hiddenRanks.size === 0) info += ` of ${formatCount(stored)} (downsampled on the server)`;
-    card.info.innerHTML = esc(info) + (nonFinite ? ` · <span class="nonfinite-badge" title="NaN/Inf values are drawn as red markers">${nonFinite} NaN/Inf</span>` : '');
+    card.info.innerHTML = esc(info) + (nonFinite ? ` · <span class="nonfinite-badge" title="NaN/Inf values are drawn as red markers (× NaN, ▲ +Inf, ▼ -Inf)">${nonFinite} NaN/Inf</span>` : '');
     if (!series.length) {
       const anyData = card.metrics.some((m) => st.store.forMetric(m).length);
       card.state.innerHTML = anyData
         ? '<div class="state empty small">All ranks of this chart are hidden: tick a rank on the left.</div>'
         : `<div class="state empty small">No points for this metric yet. ${isLive() ? 'The run is live: they appear as they are logged.' : ''}</div>`;
       card.plot.hidden = true;
+      if (card.chart) { resizer.unobserve(card.plot); card.chart.destroy(); card.chart = null; }
+      delete card.plot.dataset.revision;
       return;
     }
     card.state.innerHTML = '';
     card.plot.hidden = false;
     const overlay = card.metrics.length > 1;
     const pairIndex = new Map();
-    const { data, layout } = buildFigure(series, {
-      title: card.metrics.join(','), xAxis: prefs.xAxis, smoothing: prefs.smoothing, logY: prefs.logY,
-      withMetric: overlay, withRun: runIds.length > 1, revision: ++st.revision,
+    const fig = buildChart(series, {
+      xAxis: prefs.xAxis, smoothing: prefs.smoothing, logY: prefs.logY,
+      withMetric: overlay, withRun: runIds.length > 1,
       colorIndex: (s) => {
         if (!overlay) return ranks.indexOf(s.rank) * Math.max(1, runIds.length) + runIds.indexOf(s.runId);
         const key = `${s.metric}|${s.rank}|${s.runId}`;
         if (!pairIndex.has(key)) pairIndex.set(key, pairIndex.size);
         return pairIndex.get(key);
       },
-      height: overlay ? 420 : 280,
+      height: overlay ? 400 : 240,
     });
-    card.drawing = true;
-    window.Plotly.react(card.plot, data, layout, PLOT_CONFIG);
-    card.drawing = false;
-    if (!card.zoomBound) {
-      card.zoomBound = true;
-      card.plot.on('plotly_relayout', (event) => { if (!card.drawing) zoomDetail(card, event).catch(showError); });
+    if (!card.chart) {
+      card.chart = new Chart(card.plot, (range) => { if (range) zoomDetail(card, range).catch(showError); });
+      resizer.observe(card.plot);
     }
+    card.chart.draw(fig, ++st.revision);
     card.plot.dataset.points = String(total);
     card.plot.dataset.nonfinite = String(nonFinite);
     card.plot.dataset.revision = String(st.revision);
@@ -448,11 +458,7 @@ export function metricsTab(el, ctx) {
    * Zoomed in on a downsampled chart: fetch the visible window again at full detail
    * (start/end by time, with the same max_points) and merge it in, like W&B does.
    */
-  async function zoomDetail(card, event) {
-    const lo = event['xaxis.range[0]'] ?? (event['xaxis.range'] || [])[0];
-    const hi = event['xaxis.range[1]'] ?? (event['xaxis.range'] || [])[1];
-    if (lo === undefined || hi === undefined) return;
-    const toMs = (v) => (typeof v === 'number' ? v : Date.parse(String(v).replace(' ', 'T') + 'Z'));
+  async function zoomDetail(card, { min: lo, max: hi }) {
     let changed = false;
     for (const metric of card.metrics) {
       const series = st.store.forMetric(metric);
@@ -460,7 +466,7 @@ export function metricsTab(el, ctx) {
       if (!series.length || held >= (st.counts.get(metric) || 0)) continue;   // already complete
       let start, end;
       if (prefs.xAxis === 'time') {
-        start = Math.floor(toMs(lo)); end = Math.ceil(toMs(hi));
+        start = Math.floor(lo); end = Math.ceil(hi);
       } else {
         // Step window -> time window, through the points we hold (time grows with step).
         for (const s of series) {
@@ -530,7 +536,8 @@ export function metricsTab(el, ctx) {
       st.disposed = true;
       clearTimeout(timer);
       ctx.listeners.delete(onDetail);
-      for (const card of st.cards.values()) if (window.Plotly && card.plot) window.Plotly.purge(card.plot);
+      resizer.disconnect();
+      for (const card of st.cards.values()) if (card.chart) card.chart.destroy();
     },
   };
 }

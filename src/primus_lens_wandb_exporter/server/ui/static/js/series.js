@@ -1,4 +1,4 @@
-// Pure data handling for the Metrics tab: no DOM, no plotly (testable in isolation).
+// Pure data handling for the Metrics tab: no DOM, no charting library (testable in Node).
 
 /** Wire value (number or "NaN"/"Infinity"/"-Infinity") -> JS number. */
 export function parseValue(value) {
