@@ -22,7 +22,14 @@ from .config import Config, load_config
 from .identity import Identity, Ranks, load_identity, resolve_ranks
 from .log import configure, get_logger, log_once, raise_if_testing
 
-# Record kinds (first element of each queued tuple).
+# The queue holds records *flat*: RECORD_WIDTH fields per record, (kind, run, payload,
+# extra, commit, time), added by one ``deque.extend(tuple)`` (atomic under the GIL, so
+# records from several threads never interleave).  Flat, because a tuple per record is a
+# GC-tracked object (it holds the run) that survives in the queue and is traversed and
+# promoted by every young-generation collection in the user's process; the fields are
+# the run (old) and an untracked dict copy, which the collector never visits.
+RECORD_WIDTH = 6
+# Record kinds (first field of each record).
 _LOG, _RECORD, _START, _FINISH, _SUMMARY, _CONFIG, _DEFINE, _CLAIM, _FLUSH = range(9)
 LOG_RECORD = _LOG  # used by integrations/wandb.py, which unrolls Recorder.log into its patch
 
@@ -144,7 +151,7 @@ class Recorder:
         self.identity = identity or load_identity()
         self.counters = Counters()
         self._queue = collections.deque()
-        self._cap = self.config.queue_size
+        self._cap = self.config.queue_size * RECORD_WIDTH  # in fields
         self._pm = plugin_manager
         self._runs: Dict[int, RunState] = {}
         self._pending: Dict[tuple, List[dict]] = {}
@@ -173,7 +180,7 @@ class Recorder:
         if len(queue) >= self._cap:
             self.counters.dropped_queue_full += 1
             return
-        queue.append((_LOG, run, normalize.freeze(data), step, commit, _time()))
+        queue.extend((_LOG, run, normalize.freeze(data), step, commit, _time()))
         if self._thread is None:
             self._start()
 
@@ -185,7 +192,7 @@ class Recorder:
                 self.counters.dropped_queue_full += 1
                 return
             data = normalize.freeze(metrics if type(metrics) is dict else dict(metrics))
-            queue.append((_RECORD, run, data, step, (source, rank, framework), _time()))
+            queue.extend((_RECORD, run, data, step, (source, rank, framework), _time()))
             if self._thread is None:
                 self._start()
         except Exception as exc:
@@ -217,7 +224,7 @@ class Recorder:
 
     def _put(self, kind, run, payload=None, extra=None):
         try:
-            self._queue.append((kind, run, payload, extra, None, _time()))
+            self._queue.extend((kind, run, payload, extra, None, _time()))
             if self._thread is None:
                 self._start()
         except Exception as exc:
@@ -235,12 +242,12 @@ class Recorder:
         timeout = self.config.exit_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         done = threading.Event()
-        self._queue.append((_FLUSH, None, deadline, done, None, _time()))
+        self._queue.extend((_FLUSH, None, deadline, done, None, _time()))
         self._wake.set()
         return done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
 
     def stats(self) -> Dict[str, Any]:
-        out = {"recorder": self.counters.as_dict(), "queue_length": len(self._queue)}
+        out = {"recorder": self.counters.as_dict(), "queue_length": len(self._queue) // RECORD_WIDTH}
         if self._pm is not None:
             from .plugins import call_safely
 
@@ -314,12 +321,14 @@ class Recorder:
         except Exception as exc:
             self._error("setup", exc)
         queue = self._queue
+        pop = queue.popleft
         interval = min(0.05, self.config.flush_interval)
         while True:
             try:
                 handled = 0
                 while queue:
-                    item = queue.popleft()
+                    # Complete records only: each was added by one atomic extend().
+                    item = (pop(), pop(), pop(), pop(), pop(), pop())
                     self._handle(item)
                     handled += 1
                     if not handled & 31:

@@ -63,9 +63,9 @@ def on_import(wandb):
 
 
 def _make_log(recorder):
-    # The hot path: everything is bound to locals here, and the body only appends a
-    # tuple to the Recorder's deque (see Recorder.log / normalize.freeze for the same
-    # logic, as functions).
+    # The hot path: everything is bound to locals here, and the body only adds one record
+    # to the Recorder's deque (flat, see recorder.RECORD_WIDTH).  Recorder.log and
+    # normalize.freeze are the same logic as functions; a call costs ~0.1 us here.
     queue = recorder._queue
     cap = recorder._cap
     counters = recorder.counters
@@ -101,7 +101,7 @@ def _make_log(recorder):
                                 frozen = False
                         else:
                             frozen = True
-                        queue.append((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
+                        queue.extend((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
                         if recorder._thread is None:
                             recorder._start()
                     else:
