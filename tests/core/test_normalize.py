@@ -4,6 +4,7 @@ import gc
 import json
 import math
 import sys
+import threading
 import time
 
 import numpy as np
@@ -124,6 +125,47 @@ def test_freeze_copies_a_dict_that_once_held_a_tensor_and_now_holds_numbers():
     frozen = normalize.freeze(data)
     data["t"] = 3.0
     assert frozen == {"t": 2.0} and type(frozen["t"]) is float
+
+
+class PointSink:
+    """Keeps (rank, name, step, value) of every point it is handed."""
+
+    def __init__(self):
+        self.points = []
+
+    @hookimpl
+    def lens_report_metrics(self, batch):
+        self.points.extend((batch.rank, p["name"], p["step"], p["value"]) for p in batch.points)
+
+
+def test_records_from_many_threads_never_mix_their_fields():
+    # Each record is queued flat by one deque.extend(); were it several appends, a thread
+    # switch in between would give one thread's values another thread's rank or step.
+    sink = PointSink()
+    pm = create_plugin_manager(disabled=("*",))
+    pm.register(sink, name="points")
+    rec = Recorder(Config(api_reporting=False, batch_size=500, flush_interval=0.05),
+                   load_identity({"POD_NAME": "mix-0"}), pm)
+    threads, calls = 4, 3000
+
+    def produce(rank):
+        for i in range(calls):
+            rec.record({f"m{rank}": rank * 100_000 + i}, step=i, rank=rank)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    try:
+        workers = [threading.Thread(target=produce, args=(r,)) for r in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert rec.flush(30)
+    assert rec.counters.worker_errors == 0
+    expected = {(r, f"m{r}", i, float(r * 100_000 + i)) for r in range(threads) for i in range(calls)}
+    assert len(sink.points) == len(expected) and set(sink.points) == expected
 
 
 def test_weird_values_through_real_wandb_never_raise_in_user_code(tmp_path):
