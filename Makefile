@@ -11,8 +11,8 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 .PHONY: install npm install-system demo test test-fast postgres bench lint
 
 # torch is pinned and installed first: that exact version is a local CPU wheel on our machines
-# (an unpinned torch pulls a multi-GB CUDA build).  `npm ci` installs the web UI's charting
-# library (uPlot, pinned in package-lock.json) into node_modules/, where the server finds it;
+# (an unpinned torch pulls a multi-GB CUDA build).  `npm ci` installs the browser libraries the
+# server serves (uPlot, Swagger UI; pinned in package-lock.json) into node_modules/, where it finds them;
 # without npm, root on Debian gets `nodejs npm` from apt first (as install-system does for chromium).
 install: npm
 	$(PIP) install -q "torch==2.13.0"

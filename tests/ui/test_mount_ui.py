@@ -15,6 +15,7 @@ fastapi = pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402
 
 UPLOT_DIST = ROOT / "node_modules" / "uplot" / "dist"
+SWAGGER_DIST = ROOT / "node_modules" / "swagger-ui-dist"
 
 
 @pytest.fixture(autouse=True)
@@ -75,26 +76,28 @@ def test_uplot_comes_from_npm_gzip_or_not(make_client, name, source, media):
 
 
 def test_a_wheel_vendor_folder_comes_first_and_changes_the_version_tag(make_client, tmp_path, monkeypatch):
-    from primus_lens_wandb_exporter.server import ui
+    from primus_lens_wandb_exporter.server.ui import npm
 
     default_tag = re.search(r"uPlot\.iife\.min\.js\?v=([\w.-]+)", make_client().get("/").text).group(1)
     wheel = tmp_path / "vendor"                 # what hatch_build.py puts into a wheel
-    wheel.mkdir()
-    (wheel / "uPlot.iife.min.js").write_text("/* a different build */ var uPlot = function () {};\n")
-    (wheel / "uPlot.min.css").write_text(".uplot {}\n")
-    (wheel / "LICENSE").write_text("The MIT License (MIT)\n")
-    (wheel / "package.json").write_text('{"name": "uplot", "version": "9.9.9"}')
-    monkeypatch.setattr(ui, "VENDOR_DIRS", [wheel, UPLOT_DIST])
+    (wheel / "uplot" / "dist").mkdir(parents=True)
+    (wheel / "uplot" / "dist" / "uPlot.iife.min.js").write_text("/* a different build */ var uPlot = function () {};\n")
+    (wheel / "uplot" / "dist" / "uPlot.min.css").write_text(".uplot {}\n")
+    (wheel / "uplot" / "LICENSE").write_text("The MIT License (MIT)\n")
+    (wheel / "uplot" / "package.json").write_text('{"name": "uplot", "version": "9.9.9"}')
+    monkeypatch.setattr(npm, "VENDOR_ROOTS", [wheel, ROOT / "node_modules"])
     client = make_client()
-    assert client.get("/static/vendor/uPlot.iife.min.js").content == (wheel / "uPlot.iife.min.js").read_bytes()
+    assert client.get("/static/vendor/uPlot.iife.min.js").content == (wheel / "uplot/dist/uPlot.iife.min.js").read_bytes()
     tag = re.search(r"uPlot\.iife\.min\.js\?v=([\w.-]+)", client.get("/").text).group(1)
     assert tag.startswith("9.9.9-") and tag != default_tag   # browsers fetch the new files, not cached ones
+    # each package is looked up on its own: Swagger UI, absent from this "wheel", still comes from node_modules
+    assert client.get("/static/vendor/swagger-ui.css").content == (SWAGGER_DIST / "swagger-ui.css").read_bytes()
 
 
 def test_without_uplot_the_vendor_urls_say_what_to_run(make_client, tmp_path, monkeypatch, caplog):
-    from primus_lens_wandb_exporter.server import ui
+    from primus_lens_wandb_exporter.server.ui import npm
 
-    monkeypatch.setattr(ui, "VENDOR_DIRS", [tmp_path / "vendor", tmp_path / "node_modules/uplot/dist"])
+    monkeypatch.setattr(npm, "VENDOR_ROOTS", [tmp_path / "vendor", tmp_path / "node_modules"])
     with caplog.at_level(logging.WARNING, logger="primus_lens_wandb_exporter.server.ui"):
         client = make_client()
     assert "npm ci" in caplog.text

@@ -190,7 +190,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
         store.close()
 
-    app = FastAPI(title="Primus Lens telemetry API", version=__version__, docs_url="/api/docs",
+    # /api/docs is added by mount_ui below: FastAPI's own page loads Swagger UI from a CDN.
+    app = FastAPI(title="Primus Lens telemetry API", version=__version__, docs_url=None,
                   openapi_url="/api/openapi.json", redoc_url=None, lifespan=lifespan,
                   description="Ingest and query training metrics reported by primus-lens-wandb-exporter. "
                               "See docs/protocol.md.")
