@@ -48,6 +48,22 @@ def patch(owner, name, make_wrapper):
     return wrapper
 
 
+def then(where, report):
+    """A ``make_wrapper`` for :func:`patch`: call the original, then ``report`` with the same
+    arguments.  The original's result and exceptions pass through untouched; an error in
+    ``report`` (ours) is counted and logged by :func:`our_error`, never raised."""
+    def make(original):
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            try:
+                report(*args, **kwargs)
+            except Exception as exc:
+                our_error(where, exc)
+            return result
+        return wrapper
+    return make
+
+
 def on_undo(action):
     """Run ``action()`` when every patch is undone (``uninstall()``); for registered hooks."""
     _undo_actions.append(action)

@@ -113,54 +113,40 @@ def _make_log(recorder):
     return make
 
 
+def _report_summary(recorder, run, summary_record, *args, **kwargs):
+    items = {}
+    for item in getattr(summary_record, "update", ()) or ():
+        key = item.key if isinstance(item.key, str) else ".".join(map(str, item.key))
+        items[key] = item.value
+    if items:
+        recorder.summary_update(run, items)
+
+
+def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs):
+    if data is not None:
+        recorder.config_update(run, dict(data))
+    elif key is not None:
+        name = key if isinstance(key, str) else ".".join(map(str, key))
+        recorder.config_update(run, {name: val})
+
+
+def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, *args, **kwargs):
+    if step_metric is not None:
+        metric_name = getattr(step_metric, "name", step_metric)
+        recorder.define_metric(run, name, str(metric_name), True if step_sync is None else step_sync)
+
+
 def _make_summary(recorder):
-    def make(original):
-        def _summary_update_callback(self, summary_record, *args, **kwargs):
-            result = original(self, summary_record, *args, **kwargs)
-            try:
-                items = {}
-                for item in getattr(summary_record, "update", ()) or ():
-                    key = item.key if isinstance(item.key, str) else ".".join(map(str, item.key))
-                    items[key] = item.value
-                if items:
-                    recorder.summary_update(self, items)
-            except Exception as exc:
-                patching.our_error("wandb summary", exc)
-            return result
-        return _summary_update_callback
-    return make
+    """``Run._summary_update_callback``: summary values (HF writes its final metrics there)."""
+    return patching.then("wandb summary", lambda run, *a, **k: _report_summary(recorder, run, *a, **k))
 
 
 def _make_config(recorder):
-    def make(original):
-        def _config_callback(self, key=None, val=None, data=None, *args, **kwargs):
-            result = original(self, key, val, data, *args, **kwargs)
-            try:
-                if data is not None:
-                    recorder.config_update(self, dict(data))
-                elif key is not None:
-                    name = key if isinstance(key, str) else ".".join(map(str, key))
-                    recorder.config_update(self, {name: val})
-            except Exception as exc:
-                patching.our_error("wandb config", exc)
-            return result
-        return _config_callback
-    return make
+    return patching.then("wandb config", lambda run, *a, **k: _report_config(recorder, run, *a, **k))
 
 
 def _make_define_metric(recorder):
-    def make(original):
-        def define_metric(self, name, step_metric=None, step_sync=None, *args, **kwargs):
-            result = original(self, name, step_metric, step_sync, *args, **kwargs)
-            try:
-                if step_metric is not None:
-                    metric_name = getattr(step_metric, "name", step_metric)
-                    recorder.define_metric(self, name, str(metric_name), True if step_sync is None else step_sync)
-            except Exception as exc:
-                patching.our_error("wandb define_metric", exc)
-            return result
-        return define_metric
-    return make
+    return patching.then("wandb define_metric", lambda run, *a, **k: _report_define_metric(recorder, run, *a, **k))
 
 
 def _make_init(recorder):
