@@ -166,6 +166,23 @@ def test_best_detection_exact_beats_heuristic(srv):
     assert (d["wrapper"], d["base"], d["method"]) == ("primus", "megatron", "heuristic")
 
 
+def test_a_later_partial_detection_does_not_replace_a_complete_one(srv):
+    # Rank 0's adapter names both layers; a later report from a rank that only saw the
+    # base framework, at the same method and confidence, must not erase the wrapper.
+    def det(wrapper, base):
+        return {"source": "wandb", "type": "framework_detection_raw", "workload_uid": "wl-partial",
+                "pod_name": "pod-0", "hints": {},
+                "detection": {"wrapper": wrapper, "base": base, "method": "exact", "confidence": 1.0}}
+
+    for body in (det("lightning", "pytorch"), det(None, "pytorch")):
+        assert srv.post("/wandb/detection", body).status_code == 200
+    d = srv.get("/workloads/wl-partial").json()["detection"]
+    assert (d["wrapper"], d["base"]) == ("lightning", "pytorch")
+    assert srv.post("/wandb/detection", det("primus", "megatron")).status_code == 200  # complete and newer: wins
+    d = srv.get("/workloads/wl-partial").json()["detection"]
+    assert (d["wrapper"], d["base"]) == ("primus", "megatron")
+
+
 def test_run_events_merge_config_and_finish(srv):
     base = {"workload_uid": "wl-run", "run_id": "abc", "pod_name": "p0"}
     srv.post("/wandb/run", {**base, "event": "started", "project": "proj", "name": "exp-1",

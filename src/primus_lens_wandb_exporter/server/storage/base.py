@@ -427,12 +427,14 @@ class Store:
                   d.get("pod_name", ""), d.get("rank", 0), d.get("run_id", ""), det.get("wrapper"), det.get("base"),
                   method, conf, _json(d.get("evidence")), _json(d.get("hints")), reported))
         # Best report per workload, kept on the workload row so listings need no scan:
-        # exact beats heuristic, then higher confidence, then newer.
-        self._ex(cur, "SELECT det_method, det_confidence, det_reported_at FROM workloads WHERE workload_uid = ?",
-                 (d["workload_uid"],))
+        # exact beats heuristic, then one naming both layers (wrapper and base) beats one
+        # naming fewer, then higher confidence, then newer.
+        self._ex(cur, "SELECT det_method, det_confidence, det_reported_at, det_wrapper, det_base "
+                      "FROM workloads WHERE workload_uid = ?", (d["workload_uid"],))
         row = cur.fetchone()
-        cur_rank = (row[0] == "exact", row[1] or 0.0, row[2] or 0.0) if row and row[0] is not None else None
-        new_rank = (method == "exact", conf, reported)
+        cur_rank = ((row[0] == "exact", (row[3] is not None) + (row[4] is not None), row[1] or 0.0, row[2] or 0.0)
+                    if row and row[0] is not None else None)
+        new_rank = (method == "exact", bool(det.get("wrapper")) + bool(det.get("base")), conf, reported)
         if cur_rank is None or new_rank >= cur_rank:
             self._ex(cur, "UPDATE workloads SET det_wrapper = ?, det_base = ?, det_method = ?, det_confidence = ?, "
                           "det_reported_at = ?, det_evidence = ?, det_hints = ? WHERE workload_uid = ?",
