@@ -26,7 +26,8 @@ from ..core.detection import dist_version
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import raw_wandb_active, version_tuple
+from .megatron import version_tuple
+from .wandb import raw_wandb_active
 
 NAME = "jax"
 #: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07).

@@ -85,7 +85,7 @@ def _make_fit(keras_module, signature):
                 bound = signature.bind(self, *args, **kwargs)
                 callbacks = bound.arguments.get("callbacks")
                 listed = list(callbacks) if isinstance(callbacks, (list, tuple)) else None
-                from .megatron import raw_wandb_active
+                from .wandb import raw_wandb_active
 
                 wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ())) and raw_wandb_active()
                 _claim(keras_module, "keras.Model.fit", wandb_on)

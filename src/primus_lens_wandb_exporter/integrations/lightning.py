@@ -30,6 +30,7 @@ from ..core import patching
 from ..core.log import get_logger, log_once
 from ..core.recorder import get_recorder
 from ..core.versions import version_tuple as _version_tuple
+from .wandb import raw_wandb_active
 
 NAME = "lightning"
 SOURCE = "lightning"
@@ -101,13 +102,6 @@ def _namespace_in_use():
 
 def _is_wandb_logger(logger):
     return any(cls.__name__ == "WandbLogger" for cls in type(logger).__mro__)
-
-
-def _raw_wandb_active():
-    """The raw wandb patch is installed, so whatever reaches a W&B run reaches Lens."""
-    run_module = sys.modules.get("wandb.sdk.wandb_run")
-    run_cls = getattr(run_module, "Run", None)
-    return run_cls is not None and patching.is_patched(run_cls, "_log")
 
 
 def _strategy_info(trainer):
@@ -216,7 +210,7 @@ class _LensCallbackMixin:
         world_size = int(getattr(trainer, "world_size", 1) or 1)
         loggers = list(getattr(trainer, "loggers", ()) or ())
         wandb_logger = any(_is_wandb_logger(lg) for lg in loggers)
-        wandb_source = wandb_logger and _raw_wandb_active()
+        wandb_source = wandb_logger and raw_wandb_active()
         lens_loggers = [lg for lg in loggers if isinstance(lg, _LensLoggerMixin)]
         attached = False
         if not lens_loggers and not wandb_source and loggers:

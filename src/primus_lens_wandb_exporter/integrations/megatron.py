@@ -30,6 +30,7 @@ from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
 from ..core.versions import version_tuple as _parse_version
+from .wandb import raw_wandb_active
 
 NAME = "megatron"
 #: megatron-core versions whose ``training_log`` we reproduced and tested (core_v0.15.0 .. 0.20 / HEAD 2026-08).
@@ -75,24 +76,6 @@ def megatron_version():
     info = sys.modules.get("megatron.core.package_info")
     text = getattr(info, "__version__", None) if info is not None else None
     return text or dist_version("megatron")
-
-
-def raw_wandb_active():
-    """The raw wandb patch is installed: whatever reaches a W&B run reaches Lens.
-
-    When it is not (``PRIMUS_LENS_DISABLED_INTEGRATIONS=wandb``), the adapters report what
-    the framework sends to W&B themselves, so nothing is lost.
-    """
-    run_module = sys.modules.get("wandb.sdk.wandb_run")
-    if run_module is None:
-        # wandb is not imported yet (Bridge creates its W&B logger lazily): it will be
-        # patched when it is, unless the wandb integration is switched off.
-        from ..core.autoload import disabled_integrations, hook_enabled
-
-        disabled = disabled_integrations()
-        return hook_enabled() and "wandb" not in disabled and "*" not in disabled
-    run_cls = getattr(run_module, "Run", None)
-    return run_cls is not None and patching.is_patched(run_cls, "_log")
 
 
 def dist_ranks(args_obj=None):

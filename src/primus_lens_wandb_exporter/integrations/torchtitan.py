@@ -25,7 +25,8 @@ from ..core.detection import dist_version
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import in_range, raw_wandb_active, version_tuple
+from .megatron import in_range, version_tuple
+from .wandb import raw_wandb_active
 
 NAME = "torchtitan"
 #: TorchTitan releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).

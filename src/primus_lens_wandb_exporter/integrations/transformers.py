@@ -29,6 +29,7 @@ from ..core import patching
 from ..core.log import get_logger, log_once
 from ..core.recorder import get_recorder
 from ..core.versions import version_tuple as _version_tuple
+from .wandb import raw_wandb_active
 
 NAME = "hf_trainer"
 SOURCE = "transformers"
@@ -58,19 +59,13 @@ def version_supported():
 # --------------------------------------------------------------------------- what the run is
 
 
-def _raw_wandb_active():
-    run_module = sys.modules.get("wandb.sdk.wandb_run")
-    run_cls = getattr(run_module, "Run", None)
-    return run_cls is not None and patching.is_patched(run_cls, "_log")
-
-
 def _is_wandb_callback(cb):
     return any(cls.__name__ == "WandbCallback" for cls in type(cb).__mro__)
 
 
 def _wandb_feeds(trainer, args):
     """True when HF's WandbCallback sends this trainer's logs to a W&B run we already mirror."""
-    if not _raw_wandb_active():
+    if not raw_wandb_active():
         return False
     handler = getattr(trainer, "callback_handler", None) if trainer is not None else None
     if handler is not None:

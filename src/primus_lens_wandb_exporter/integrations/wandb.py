@@ -28,6 +28,25 @@ MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
 _suppress = patching.suppress_state
 
 
+def raw_wandb_active():
+    """This integration mirrors W&B runs: whatever reaches a W&B run reaches Lens.
+
+    Adapters ask before reporting a framework's metrics themselves, so that nothing is
+    counted twice and nothing is lost.  Before ``import wandb`` (Bridge and Lightning
+    create their W&B run lazily) the answer is whether the patch *will* be installed: it
+    is, on import, unless hooking or this integration is switched off
+    (``PRIMUS_LENS_WANDB_HOOK``, ``PRIMUS_LENS_DISABLED_INTEGRATIONS``).
+    """
+    run_module = sys.modules.get("wandb.sdk.wandb_run")
+    if run_module is None:
+        from ..core.autoload import disabled_integrations, hook_enabled
+
+        disabled = disabled_integrations()
+        return hook_enabled() and NAME not in disabled and "*" not in disabled
+    run_cls = getattr(run_module, "Run", None)
+    return run_cls is not None and patching.is_patched(run_cls, "_log")
+
+
 def on_import(wandb):
     """Called by the import watcher right after ``import wandb`` (or by ``install()``)."""
     version = getattr(wandb, "__version__", "0")
