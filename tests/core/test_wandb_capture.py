@@ -172,3 +172,31 @@ wandb.finish()
     names = {m["name"] for m in get_json(lens_server, "/api/v1/workloads/capture-nosys/metrics/available",
                                          data_source="wandb")["metrics"]}
     assert names == {"loss"}
+
+
+FORK_SCENARIO = """
+import os, wandb
+run = wandb.init(project="proj", name="parent")
+wandb.log({"parent_loss": 1.0})
+pid = os.fork()
+if pid == 0:  # a multiprocessing-style worker with its own run
+    child = wandb.init(project="proj", name="child", reinit=True)
+    for i in range(5):
+        child.log({"child_loss": float(i)})
+    child.finish()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+wandb.log({"parent_loss": 0.5})
+wandb.finish()
+"""
+
+
+def test_a_forked_child_with_its_own_run_reaches_lens(lens_server, tmp_path):
+    # The child inherits the patched wandb and the parent's Recorder object: it must get a
+    # worker of its own rather than queue into the parent's (whose thread is not there).
+    uid = "capture-fork"
+    run_python(FORK_SCENARIO, exporter_env(lens_server, tmp_path, uid, WANDB_MODE="disabled"))
+    points = _lens_points(lens_server, uid)
+    assert {k: v for k, v in points.items() if k[0] == "child_loss"} == {("child_loss", i): float(i) for i in range(5)}
+    assert points[("parent_loss", 0)] == 1.0 and points[("parent_loss", 1)] == 0.5

@@ -299,6 +299,26 @@ class Recorder:
         except (ValueError, OSError):
             pass
 
+    def _forked(self):
+        """In a forked child: the parent's queue, batches and threads are the parent's.
+
+        Reset in place (the wandb patches captured this object, its queue and counters);
+        the child's next record starts its own worker, its own HTTP session (sinks are per
+        process) and reports under the child's pid.
+        """
+        self._queue.clear()
+        self._pending = {}
+        self._pending_count = 0
+        self._pending_since = None
+        for name in vars(self.counters):
+            setattr(self.counters, name, 0)
+        self._thread = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._sysmetrics = None
+        self._pid = os.getpid()
+
     def _at_exit(self):
         if os.getpid() != self._pid:
             return
@@ -661,11 +681,18 @@ def get_recorder() -> Recorder:
 
 
 def reset_recorder(recorder: Optional[Recorder] = None):
-    """Replace the process-wide Recorder (tests, and forked children)."""
+    """Replace the process-wide Recorder (tests)."""
     global _recorder
     _recorder = recorder
 
 
+def _after_fork_in_child():
+    rec = _recorder
+    if rec is not None:
+        rec._forked()
+
+
 if hasattr(os, "register_at_fork"):
-    # A forked child (DataLoader worker ...) must not share the parent's queue or thread.
-    os.register_at_fork(after_in_child=lambda: reset_recorder(None))
+    # A forked child (a DataLoader worker, a multiprocessing worker with its own wandb.init)
+    # keeps the same Recorder object -- the wandb patches hold it -- with its own worker.
+    os.register_at_fork(after_in_child=_after_fork_in_child)
