@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -72,3 +73,10 @@ def screenshot_dir(tmp_path_factory):
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def package_logs(monkeypatch):
+    """Let caplog see our loggers: core.log turns propagation off on the package logger
+    once any test in this worker process has configured the exporter's logging."""
+    monkeypatch.setattr(logging.getLogger("primus_lens_wandb_exporter"), "propagate", True)

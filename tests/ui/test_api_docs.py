@@ -107,7 +107,7 @@ def test_spec_favicon_and_licences_answer(make_client):
 
 
 def test_without_swagger_ui_the_page_says_what_to_run_and_the_spec_still_works(make_client, tmp_path,
-                                                                                monkeypatch, caplog):
+                                                                                monkeypatch, caplog, package_logs):
     from primus_lens_wandb_exporter.server.ui import npm
 
     monkeypatch.setattr(npm, "VENDOR_ROOTS", [tmp_path / "vendor", tmp_path / "node_modules"])

@@ -94,7 +94,7 @@ def test_a_wheel_vendor_folder_comes_first_and_changes_the_version_tag(make_clie
     assert client.get("/static/vendor/swagger-ui.css").content == (SWAGGER_DIST / "swagger-ui.css").read_bytes()
 
 
-def test_without_uplot_the_vendor_urls_say_what_to_run(make_client, tmp_path, monkeypatch, caplog):
+def test_without_uplot_the_vendor_urls_say_what_to_run(make_client, tmp_path, monkeypatch, caplog, package_logs):
     from primus_lens_wandb_exporter.server.ui import npm
 
     monkeypatch.setattr(npm, "VENDOR_ROOTS", [tmp_path / "vendor", tmp_path / "node_modules"])
@@ -109,7 +109,7 @@ def test_without_uplot_the_vendor_urls_say_what_to_run(make_client, tmp_path, mo
     assert client.get("/static/vendor/other.js").status_code == 404
 
 
-def test_the_old_plotly_variable_is_ignored_with_a_warning(make_client, monkeypatch, caplog):
+def test_the_old_plotly_variable_is_ignored_with_a_warning(make_client, monkeypatch, caplog, package_logs):
     monkeypatch.setenv("PRIMUS_LENS_UI_PLOTLY_JS", "/opt/primus-lens/plotly-basic.min.js")
     with caplog.at_level(logging.WARNING, logger="primus_lens_wandb_exporter.server.ui"):
         client = make_client()
