@@ -50,6 +50,7 @@ test-fast:
 
 bench: install
 	$(PYTHON) benchmarks/bench_log_overhead.py
+	$(PYTHON) benchmarks/bench_log_instructions.py
 	$(PYTHON) benchmarks/bench_startup.py
 	$(PYTHON) benchmarks/bench_delivery.py
 	$(PYTHON) benchmarks/bench_server_ingest.py
