@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import chain
 from typing import Iterator
 
 try:
@@ -22,7 +23,7 @@ except ImportError:  # Windows: one process only
     fcntl = None
 
 from . import schema
-from .base import KEY_COLS, Store
+from .base import KEY_COLS, Store, point_rows
 
 
 class SQLiteStore(Store):
@@ -126,10 +127,9 @@ class SQLiteStore(Store):
     def _write_points(self, cur, new, updates) -> None:
         # Writes are serial (one lock), so points proven absent go in with a plain
         # INSERT; re-sent points update in place.
-        rows = []
-        for sid, pts in new:
-            rows += [(sid, st, vt[0], vt[1]) for st, vt in pts.items()]
-        self._many(cur, "INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)", rows)
+        if new:
+            cur.executemany("INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)",
+                            chain.from_iterable(point_rows(sid, pts) for sid, pts in new))
         self._many(cur, "INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (series_id, iteration) DO UPDATE SET value = excluded.value, "
                         "timestamp = excluded.timestamp", updates)
