@@ -109,6 +109,19 @@ def test_extreme_steps_values_and_timestamps_round_trip_exactly(srv):
     assert got == want  # exact float equality (SQLite stores -0.0 as 0.0, which compares equal)
 
 
+@pytest.mark.parametrize("sizes", [(1,), (24, 1), (250,), (251, 25, 1), (1, 24, 25, 251, 277)])
+def test_every_point_of_odd_sized_batches_is_stored(srv, sizes):
+    # SQLite inserts in multi-row statements of 250, 25 and 1 rows: every split
+    # of a batch into those (and series boundaries inside a statement) must store
+    # each point once, with its own value.
+    uid = f"wl-sizes-{'-'.join(map(str, sizes))}"
+    pts = [(f"s{i}", st, st + i / 1000) for i, n in enumerate(sizes) for st in range(n)]
+    r = srv.post("/wandb/metrics", metrics_body(uid, pts)).json()
+    assert r["count"] == r["inserted"] == sum(sizes)
+    got = {(p["metric_name"], p["iteration"]): p["value"] for p in data(srv, uid)["data"]}
+    assert got == {(name, st): v for name, st, v in pts}
+
+
 def test_concurrent_duplicate_batches_insert_each_point_once(srv):
     # 8 senders post overlapping batches of the same 4 series at once (each point
     # is sent by 4 of them): the summed "inserted" must equal the distinct points,
