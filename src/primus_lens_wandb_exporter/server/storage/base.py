@@ -320,7 +320,7 @@ class Store:
                     pts = pts_by_key[key]
                     raw = raw + [(st, pts[st][0], pts[st][1]) for st in steps
                                  if st >> rollup.BASE_LEVEL not in stored_set]
-                    raw.sort(key=lambda p: p[0])
+                    raw.sort(key=_first)
                 wanted = set(base_blocks)
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
                 agg_iter = rollup.build_levels(base, siblings_by_key.get(key, {}), top)
@@ -335,7 +335,7 @@ class Store:
         for sid, lo, hi in requests:
             out.setdefault(sid, []).extend(self._fetch_raw(cur, sid, lo, hi))
         for pts in out.values():
-            pts.sort(key=lambda p: p[0])
+            pts.sort(key=_first)
         return out
 
     def _fetch_rollup_many(self, cur, requests) -> Dict[int, dict]:
@@ -395,7 +395,10 @@ class Store:
             sql += " AND " + self._nonfinite_sql
         sql += " ORDER BY iteration"
         self._ex(cur, sql, params)
-        return [(r[0], _nan(r[1]), r[2]) for r in cur.fetchall()]
+        rows = cur.fetchall()
+        if None in map(_second, rows):  # a NULL value is a NaN stored by SQLite
+            return [(r[0], _nan(r[1]), r[2]) for r in rows]
+        return rows  # already (step, value, ts) tuples: no per-row Python work
 
     _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
 

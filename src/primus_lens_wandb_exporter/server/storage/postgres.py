@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Dict, Iterator, Sequence
 
 import psycopg
@@ -176,7 +177,7 @@ class PostgresStore(Store):
         for sid, it, v, ts in cur.fetchall():
             out.setdefault(sid, []).append((it, v, ts))
         for pts in out.values():
-            pts.sort(key=lambda p: p[0])
+            pts.sort(key=itemgetter(0))
         return out
 
     def _fetch_rollup_many(self, cur, requests):
