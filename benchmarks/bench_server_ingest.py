@@ -4,7 +4,9 @@ Starts the real server (``python -m primus_lens_wandb_exporter.server``) on a fr
 database, then 16 sender threads each POST batches of 5,000 points (10 metrics x
 500 steps, one rank per sender) over keep-alive connections.  Bodies are encoded
 before the clock starts so the numbers measure the server, not the client's JSON.
-Prints points/s and verifies that every point is stored exactly once.
+Prints points/s and the server's CPU time (points per server CPU-second varies
+less than points/s on a shared machine), and verifies that every point is stored
+exactly once.
 
     python benchmarks/bench_server_ingest.py                       # SQLite
     python benchmarks/bench_server_ingest.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
@@ -43,6 +45,32 @@ def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid:
         out.append(orjson.dumps({"source": "wandb", "workload_uid": uid, "pod_name": f"pod-{sender}",
                                  "run_id": "bench", "rank": sender, "timestamp": now, "metrics": pts}))
     return out
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server process and its children (``--workers``),
+    from /proc (Linux); 0.0 where unavailable.  On a shared machine points per
+    server CPU-second varies far less than points per wall-clock second."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        pids = [pid] + [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
+    except OSError:
+        return 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def sender(port: int, bodies, results, idx, errors):
@@ -89,12 +117,14 @@ def main() -> int:
         errors: list = []
         threads = [threading.Thread(target=sender, args=(srv.port, bodies[i], results, i, errors))
                    for i in range(args.senders)]
+        cpu0 = server_cpu_seconds(srv.proc.pid)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
+        cpu = server_cpu_seconds(srv.proc.pid) - cpu0
         if errors:
             print("errors:", errors[:3])
             return 1
@@ -117,6 +147,9 @@ def main() -> int:
         print(f"database={srv.db_kind} workers={args.workers} senders={args.senders} batch={args.batch} "
               f"points={total}")
         print(f"elapsed={elapsed:.2f}s throughput={total / elapsed:,.0f} points/s")
+        if cpu > 0:
+            print(f"server_cpu={cpu:.2f}s ({total / cpu:,.0f} points per server CPU-second; the database "
+                  f"server's own CPU not included) load_average={os.getloadavg()[0]:.2f}")
         print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
               f"{'OK every point stored once' if ok else 'MISMATCH'}")
         return 0 if ok else 1

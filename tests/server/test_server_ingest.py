@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import math
+import threading
 
 import pytest
+import requests
 from server_helpers import data, metrics_body, sql_scalar
 
 
@@ -92,6 +94,63 @@ def test_duplicate_key_in_one_request_last_wins(srv):
     assert r["count"] == 1 and r["inserted"] == 1
     pts = data(srv, "wl-dup", metrics="loss")["data"]
     assert [(p["iteration"], p["value"]) for p in pts] == [(5, 3.0)]
+
+
+def test_extreme_steps_values_and_timestamps_round_trip_exactly(srv):
+    # Points proven new take the bulk path (binary COPY on PostgreSQL, an
+    # executemany fed by iterators on SQLite); every field must come back bit-exact.
+    pts = [("x", 0, -0.0, 0.0), ("x", 1, 5e-324, 1.0), ("x", 2, 1.7976931348623157e308, 99999999999.999),
+           ("x", 3, -1.7976931348623157e308, 1e11), ("x", 4, 0.1 + 0.2, 1.7e12 + 0.5), ("x", 5, "NaN", 2.5),
+           ("x", 2**62, "-Infinity", 3.0), ("x", 2**63 - 1, 123456789.123456789, 99999999999999.98)]
+    r = srv.post("/wandb/metrics", metrics_body("wl-extreme", pts)).json()
+    assert r["count"] == r["inserted"] == len(pts)
+    got = [(p["iteration"], p["value"], p["timestamp"]) for p in data(srv, "wl-extreme", metrics="x")["data"]]
+    want = [(st, v, ts if ts >= 1e11 else ts * 1000.0) for _, st, v, ts in pts]
+    assert got == want  # exact float equality (SQLite stores -0.0 as 0.0, which compares equal)
+
+
+@pytest.mark.parametrize("sizes", [(1,), (24, 1), (250,), (251, 25, 1), (1, 24, 25, 251, 277)])
+def test_every_point_of_odd_sized_batches_is_stored(srv, sizes):
+    # SQLite inserts in multi-row statements of 250, 25 and 1 rows: every split
+    # of a batch into those (and series boundaries inside a statement) must store
+    # each point once, with its own value.
+    uid = f"wl-sizes-{'-'.join(map(str, sizes))}"
+    pts = [(f"s{i}", st, st + i / 1000) for i, n in enumerate(sizes) for st in range(n)]
+    r = srv.post("/wandb/metrics", metrics_body(uid, pts)).json()
+    assert r["count"] == r["inserted"] == sum(sizes)
+    got = {(p["metric_name"], p["iteration"]): p["value"] for p in data(srv, uid)["data"]}
+    assert got == {(name, st): v for name, st, v in pts}
+
+
+def test_concurrent_duplicate_batches_insert_each_point_once(srv):
+    # 8 senders post overlapping batches of the same 4 series at once (each point
+    # is sent by 4 of them): the summed "inserted" must equal the distinct points,
+    # and the summary and the rows must agree.
+    uid = "wl-concurrent-dups"
+    results, errors = [], []
+
+    def send(k):
+        session = requests.Session()
+        for i in range(6):
+            lo = ((k // 2 + i) % 6) * 250
+            pts = [(f"m{j}", s, float(s * j)) for s in range(lo, lo + 250) for j in range(4)]
+            r = session.post(srv.api + "/wandb/metrics", json=metrics_body(uid, pts), timeout=120)
+            if r.status_code != 200:
+                errors.append(r.text)
+                return
+            results.append(r.json()["inserted"])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 48 and sum(results) == 6 * 250 * 4
+    assert srv.get(f"/workloads/{uid}/metrics/sources").json()["data_sources"] == [{"name": "wandb", "count": 6000}]
+    assert sql_scalar(srv, "SELECT COUNT(*) FROM training_performance WHERE workload_uid = ?", (uid,)) == 6000
+    m3 = data(srv, uid, metrics="m3")["data"]
+    assert [p["iteration"] for p in m3] == list(range(1500)) and all(p["value"] == p["iteration"] * 3.0 for p in m3)
 
 
 def test_ranks_and_runs_are_separate_series(srv):

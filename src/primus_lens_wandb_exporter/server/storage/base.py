@@ -16,6 +16,8 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
@@ -56,6 +58,17 @@ class IngestResult:
     inserted: int = 0
     detections: int = 0
     runs: int = 0
+
+
+_first = itemgetter(0)
+_second = itemgetter(1)
+
+
+def point_rows(sid: int, pts: Dict[int, Tuple[float, float]]) -> Iterator[tuple]:
+    """``(sid, step, value, ts)`` rows of one series' ``{step: (value, ts)}``, built
+    by C-level iterators (no Python frame per row)."""
+    vts = pts.values()
+    return zip(repeat(sid), pts.keys(), map(_first, vts), map(_second, vts))
 
 
 def _nan(v):
@@ -202,20 +215,21 @@ class Store:
             pts = series[key]
             s = summaries.get(key)
             existing: set = set()
-            if s is not None:
+            steps = pts.keys()
+            b_min, b_max = min(steps), max(steps)
+            if s is not None and b_min <= s[2] and b_max >= s[1]:
                 # Only steps inside the series' known range can already exist, so the
-                # common append path never reads back points.
+                # common append path never reads back points (nor loops over them).
                 lo, hi = s[1], s[2]
                 amb = [st for st in pts if lo <= st <= hi]
                 if amb:
                     existing = self._existing_steps(cur, s[6], amb)
             new = len(pts) - len(existing)
             inserted_total += new
-            steps = pts.keys()
-            tss = [vt[1] for vt in pts.values()]
+            tss = list(map(_second, pts.values()))
             n_total = new + (s[0] if s else 0)
-            min_step = min(steps) if s is None else min(s[1], min(steps))
-            max_step = max(steps) if s is None else max(s[2], max(steps))
+            min_step = b_min if s is None else min(s[1], b_min)
+            max_step = b_max if s is None else max(s[2], b_max)
             first_ts = min(tss) if s is None else min(s[3], min(tss))
             last_ts = max(tss) if s is None else max(s[4], max(tss))
             had_rollup = bool(s[5]) if s else False
@@ -306,7 +320,7 @@ class Store:
                     pts = pts_by_key[key]
                     raw = raw + [(st, pts[st][0], pts[st][1]) for st in steps
                                  if st >> rollup.BASE_LEVEL not in stored_set]
-                    raw.sort(key=lambda p: p[0])
+                    raw.sort(key=_first)
                 wanted = set(base_blocks)
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
                 agg_iter = rollup.build_levels(base, siblings_by_key.get(key, {}), top)
@@ -321,7 +335,7 @@ class Store:
         for sid, lo, hi in requests:
             out.setdefault(sid, []).extend(self._fetch_raw(cur, sid, lo, hi))
         for pts in out.values():
-            pts.sort(key=lambda p: p[0])
+            pts.sort(key=_first)
         return out
 
     def _fetch_rollup_many(self, cur, requests) -> Dict[int, dict]:
@@ -381,7 +395,10 @@ class Store:
             sql += " AND " + self._nonfinite_sql
         sql += " ORDER BY iteration"
         self._ex(cur, sql, params)
-        return [(r[0], _nan(r[1]), r[2]) for r in cur.fetchall()]
+        rows = cur.fetchall()
+        if None in map(_second, rows):  # a NULL value is a NaN stored by SQLite
+            return [(r[0], _nan(r[1]), r[2]) for r in rows]
+        return rows  # already (step, value, ts) tuples: no per-row Python work
 
     _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
 
