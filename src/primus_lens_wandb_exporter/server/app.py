@@ -249,16 +249,16 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     # work overlaps the database server's.
     slots = threading.BoundedSemaphore(store.ingest_concurrency)
 
-    def ingest_job(handler):
+    def ingest_job(handler, parsed=True):
         def run(raw: bytes):
             with slots:
-                return handler(parse(raw))
+                return handler(parse(raw) if parsed else raw)
         return run
 
     # -- ingest -----------------------------------------------------------------
 
-    def _ingest_metrics(body):
-        batch = validate.metrics_batch(body)
+    def _ingest_metrics(raw):
+        batch = validate.metrics_batch_bytes(raw, parse)
         res = store.ingest(metrics=[batch])
         return {"message": "metrics reported successfully", "count": res.count, "inserted": res.inserted}
 
@@ -298,7 +298,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
         raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_metrics), raw))
+        return json_response(await run_in_threadpool(ingest_job(_ingest_metrics, parsed=False), raw))
 
     @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
               responses=responses, summary="Report a framework detection")

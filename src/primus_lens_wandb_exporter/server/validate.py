@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, List, Optional
+from typing import Annotated, Any, Callable, List, Optional, Union
+
+import msgspec
+from msgspec import Meta
 
 from .errors import ApiError
 from .storage.base import MetricsBatch
@@ -168,6 +171,97 @@ def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
             pts = by_name[name] = {}
         pts[step] = (v, ts)
     return batch
+
+
+# -- the fast path of /wandb/metrics ------------------------------------------------
+# msgspec decodes a well-formed body straight into these structs, checking types and
+# ranges in C (about half the time of orjson + the loop above).  It only ever accepts:
+# anything it rejects, and anything the checks after it doubt, goes to metrics_batch()
+# on the orjson parse, which names the offending field.  test_server_validate_fast.py
+# checks that both paths agree on what they accept and store.
+
+_Uid = Annotated[str, Meta(min_length=1, max_length=MAX_UID_LEN)]
+_Id = Annotated[str, Meta(max_length=MAX_UID_LEN)]
+_Rank = Annotated[int, Meta(ge=0, le=MAX_RANK)]
+
+
+class _Point(msgspec.Struct):
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
+    value: Union[float, str]
+    step: Annotated[int, Meta(ge=0, le=MAX_STEP)] = 0
+    timestamp: Optional[float] = None
+
+
+class _Body(msgspec.Struct):
+    workload_uid: _Uid
+    source: Optional[Annotated[str, Meta(max_length=MAX_NAME_LEN)]] = None
+    run_id: Optional[_Id] = None
+    rank: Optional[_Rank] = None
+    local_rank: Optional[_Rank] = None
+    node_rank: Optional[_Rank] = None
+    world_size: Optional[_Rank] = None
+    batch_id: Optional[_Id] = None
+    timestamp: Optional[float] = None
+    pod_name: Optional[_Id] = None
+    pod_uid: Optional[_Id] = None
+    namespace: Optional[_Id] = None
+    metrics: Optional[List[_Point]] = None
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+
+
+def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
+    """The batch of a well-formed ``/wandb/metrics`` body, or None to take the full path."""
+    if b"\\u0000" in raw:  # a NUL escape somewhere: let the full path find and name it
+        return None
+    try:
+        body = _decode_body(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    req_ts = body.timestamp
+    if req_ts is None:
+        default_ts = time.time() * 1000.0
+    elif 0.0 <= req_ts < _MS_THRESHOLD:
+        default_ts = req_ts * 1000.0
+    elif _MS_THRESHOLD <= req_ts < 1e14:
+        default_ts = req_ts
+    else:
+        return None
+    batch = MetricsBatch(body.workload_uid, body.source or "wandb", body.run_id or "", body.rank or 0,
+                         body.pod_name or "", body.pod_uid or "", body.namespace or "")
+    metrics = body.metrics
+    if not metrics:
+        return batch
+    if len(metrics) > MAX_POINTS_PER_REQUEST:
+        return None
+    by_name = batch.series
+    nonfinite = _NONFINITE
+    str_t = str
+    for p in metrics:
+        v = p.value
+        if v.__class__ is str_t:
+            v = nonfinite.get(v)
+            if v is None:
+                return None
+        ts = p.timestamp
+        if ts is None:
+            ts = default_ts
+        elif 0.0 <= ts < _MS_THRESHOLD:
+            ts = ts * 1000.0
+        elif not _MS_THRESHOLD <= ts < 1e14:
+            return None
+        pts = by_name.get(p.name)
+        if pts is None:
+            pts = by_name[p.name] = {}
+        pts[p.step] = (v, ts)
+    return batch
+
+
+def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> MetricsBatch:
+    """``metrics_batch(parse(raw))``, with the msgspec fast path for well-formed bodies."""
+    batch = _fast_metrics_batch(raw)
+    return batch if batch is not None else metrics_batch(parse(raw))
 
 
 def _step(step: Any, field: str) -> int:
