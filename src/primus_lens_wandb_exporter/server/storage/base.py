@@ -303,7 +303,7 @@ class Store:
                 stored = base_blocks
             for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
                 raw_requests.append((key, lo, hi))
-            needs = rollup.sibling_needs(touched, top)
+            needs = rollup.sibling_needs_of_blocks(base_blocks, top)
             if needs:
                 sibling_requests.append((key, needs))
             plans.append((key, top, steps, base_blocks, set(stored)))
@@ -318,8 +318,9 @@ class Store:
             else:
                 if len(stored_set) != len(base_blocks):
                     pts = pts_by_key[key]
-                    raw = raw + [(st, pts[st][0], pts[st][1]) for st in steps
-                                 if st >> rollup.BASE_LEVEL not in stored_set]
+                    bl = rollup.BASE_LEVEL
+                    raw = raw + [(st, v[0], v[1]) for st, v in zip(steps, map(pts.__getitem__, steps))
+                                 if st >> bl not in stored_set]
                     raw.sort(key=_first)
                 wanted = set(base_blocks)
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}

@@ -158,7 +158,12 @@ def sibling_needs(touched_steps: Iterable[int], top: int) -> Dict[int, List[int]
     dirty parent at level k+1 needs both its children, so the clean sibling of
     a dirty child is read from the database.
     """
-    base = {s >> BASE_LEVEL for s in touched_steps}
+    return sibling_needs_of_blocks({s >> BASE_LEVEL for s in touched_steps}, top)
+
+
+def sibling_needs_of_blocks(base: Iterable[int], top: int) -> Dict[int, List[int]]:
+    """:func:`sibling_needs` for the touched base-level blocks."""
+    base = set(base)
     needs: Dict[int, List[int]] = {}
     dirty = base
     for k in range(BASE_LEVEL, top):
