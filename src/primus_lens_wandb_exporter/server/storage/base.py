@@ -182,6 +182,13 @@ class Store:
         result = IngestResult()
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
+            if series:
+                result.inserted = self._ingest_points(cur, series)
+                result.count = sum(len(v) for v in series.values())
+            # The workload and pod rows come after the points: every batch of a
+            # workload updates its one workloads row, and PostgreSQL holds that row
+            # lock until commit, so taking it first serialised all the ranks of a
+            # workload over their whole transactions (rollup maintenance included).
             self._many(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at) "
                             "VALUES (?, ?, ?, ?) ON CONFLICT (workload_uid) DO UPDATE SET "
                             "last_update = excluded.last_update, "
@@ -193,9 +200,6 @@ class Store:
                             "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
                             "ELSE excluded.namespace END, last_seen = excluded.last_seen",
                        [pods[k] for k in sorted(pods)])
-            if series:
-                result.inserted = self._ingest_points(cur, series)
-                result.count = sum(len(v) for v in series.values())
             for d in detections:
                 self._insert_detection(cur, d, now)
             result.detections = len(detections)
