@@ -193,9 +193,14 @@ class PostgresStore(Store):
         out: Dict[int, list] = {}
         if not requests:
             return out
-        cur.execute("SELECT t.series_id, t.iteration, t.value, t.timestamp "
+        # LATERAL: one index range scan per range.  As a plain join the planner
+        # (which cannot see the ranges) picked a hash join over a parallel
+        # sequential scan of all points: 220 ms a batch at 2.4 million points,
+        # growing with the table (the collapse of sustained ingest).
+        cur.execute("SELECT u.sid, t.iteration, t.value, t.timestamp "
                     "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(sid, a, b) "
-                    "JOIN points t ON t.series_id = u.sid AND t.iteration BETWEEN u.a AND u.b",
+                    "CROSS JOIN LATERAL (SELECT iteration, value, timestamp FROM points "
+                    "WHERE series_id = u.sid AND iteration BETWEEN u.a AND u.b) t",
                     [[r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]])
         for sid, it, v, ts in cur.fetchall():
             out.setdefault(sid, []).append((it, v, ts))
