@@ -182,6 +182,13 @@ class Store:
         result = IngestResult()
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
+            if series:
+                result.inserted = self._ingest_points(cur, series)
+                result.count = sum(len(v) for v in series.values())
+            # The workload and pod rows come after the points: every batch of a
+            # workload updates its one workloads row, and PostgreSQL holds that row
+            # lock until commit, so taking it first serialised all the ranks of a
+            # workload over their whole transactions (rollup maintenance included).
             self._many(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at) "
                             "VALUES (?, ?, ?, ?) ON CONFLICT (workload_uid) DO UPDATE SET "
                             "last_update = excluded.last_update, "
@@ -193,9 +200,6 @@ class Store:
                             "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
                             "ELSE excluded.namespace END, last_seen = excluded.last_seen",
                        [pods[k] for k in sorted(pods)])
-            if series:
-                result.inserted = self._ingest_points(cur, series)
-                result.count = sum(len(v) for v in series.values())
             for d in detections:
                 self._insert_detection(cur, d, now)
             result.detections = len(detections)
@@ -303,7 +307,7 @@ class Store:
                 stored = base_blocks
             for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
                 raw_requests.append((key, lo, hi))
-            needs = rollup.sibling_needs(touched, top)
+            needs = rollup.sibling_needs_of_blocks(base_blocks, top)
             if needs:
                 sibling_requests.append((key, needs))
             plans.append((key, top, steps, base_blocks, set(stored)))
@@ -318,8 +322,9 @@ class Store:
             else:
                 if len(stored_set) != len(base_blocks):
                     pts = pts_by_key[key]
-                    raw = raw + [(st, pts[st][0], pts[st][1]) for st in steps
-                                 if st >> rollup.BASE_LEVEL not in stored_set]
+                    bl = rollup.BASE_LEVEL
+                    raw = raw + [(st, v[0], v[1]) for st, v in zip(steps, map(pts.__getitem__, steps))
+                                 if st >> bl not in stored_set]
                     raw.sort(key=_first)
                 wanted = set(base_blocks)
                 base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}

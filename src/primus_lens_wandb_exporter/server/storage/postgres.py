@@ -32,6 +32,18 @@ _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _ROW = struct.Struct(">hiqiqidid")
+# A series_rollup row: series_id, level, block, then ROLLUP_COLS (q = bigint, d = float8).
+_ROLLUP_TYPES = "qqqqqqddqddqddqdddd"
+_ROLLUP_ROW = struct.Struct(">h" + "".join("i" + t for t in _ROLLUP_TYPES))
+
+
+def _rollup_row_with_nulls(r) -> bytes:
+    """One binary COPY row of series_rollup where some fields are NULL (a block
+    without finite values has no min/max point)."""
+    parts = [struct.pack(">h", len(r))]
+    for v, t in zip(r, _ROLLUP_TYPES):
+        parts.append(struct.pack(">i", -1) if v is None else struct.pack(">i" + t, 8, v))
+    return b"".join(parts)
 
 
 class PostgresStore(Store):
@@ -156,10 +168,21 @@ class PostgresStore(Store):
 
     def _write_rollup(self, cur, rows):
         # Same path as points: COPY into a staging table, one upsert statement.
+        # Binary COPY like the points: write_row formatted every value as text
+        # (~12 us a row, ~700 rows per batch of 10 rolled-up series).
         cols = f"series_id, level, block, {ROLLUP_COLS}"
-        with cur.copy(f"COPY rollup_stage ({cols}) FROM STDIN") as cp:
-            for r in rows:
-                cp.write_row(r)
+        buf = [_COPY_HEADER]
+        full = _ROLLUP_ROW.pack
+        args = [8] * 38
+        for r in rows:
+            if None in r:
+                buf.append(_rollup_row_with_nulls(r))
+            else:
+                args[1::2] = r
+                buf.append(full(19, *args))
+        buf.append(_COPY_TRAILER)
+        with cur.copy(f"COPY rollup_stage ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(b"".join(buf))
         sets = ", ".join(f"{c} = excluded.{c}" for c in ROLLUP_COLS.split(", "))
         cur.execute(f"INSERT INTO series_rollup ({cols}) SELECT {cols} FROM rollup_stage "
                     f"ON CONFLICT (series_id, level, block) DO UPDATE SET {sets}")
@@ -170,9 +193,15 @@ class PostgresStore(Store):
         out: Dict[int, list] = {}
         if not requests:
             return out
-        cur.execute("SELECT t.series_id, t.iteration, t.value, t.timestamp "
+        # LATERAL with OFFSET 0 (which keeps the planner from flattening it back
+        # into a join): one index range scan per range.  As a plain join the
+        # planner, which cannot see how narrow the ranges are, switched to a hash
+        # join over a parallel sequential scan of all points once the table grew:
+        # 220 ms a batch at 2.4 million points (the collapse of sustained ingest).
+        cur.execute("SELECT u.sid, t.iteration, t.value, t.timestamp "
                     "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(sid, a, b) "
-                    "JOIN points t ON t.series_id = u.sid AND t.iteration BETWEEN u.a AND u.b",
+                    "CROSS JOIN LATERAL (SELECT iteration, value, timestamp FROM points "
+                    "WHERE series_id = u.sid AND iteration BETWEEN u.a AND u.b OFFSET 0) t",
                     [[r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]])
         for sid, it, v, ts in cur.fetchall():
             out.setdefault(sid, []).append((it, v, ts))

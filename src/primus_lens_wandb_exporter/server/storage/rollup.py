@@ -19,7 +19,12 @@ Everything here is plain Python shared by both storage backends.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from operator import itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+_second = itemgetter(1)
+_third = itemgetter(2)
 
 #: Finest rollup level: blocks of 16 steps.  Finer levels would cost more rows
 #: at ingest than the raw points they replace at query time.
@@ -50,6 +55,19 @@ def top_level(max_step: int) -> int:
 
 def aggregate(points: Sequence[Tuple[int, float, float]]) -> Agg:
     """Aggregate ``(step, value, ts)`` points sorted by step into one block."""
+    vals = list(map(_second, points))
+    tss = list(map(_third, points))
+    # Fast path, the same result as the loop below: a finite sum means every
+    # value (timestamp) is finite (a NaN or infinity makes the sum non-finite;
+    # an overflowing sum merely takes the loop), and min()/max() then return the
+    # first point of the smallest/largest value, as the loop's strict < and > do.
+    if math.isfinite(sum(vals)) and math.isfinite(sum(tss)):
+        mn = min(points, key=_second)
+        mx = max(points, key=_second)
+        f = points[0]
+        last = points[-1]
+        return (len(points), 0, f[0], f[1], f[2], last[0], last[1], last[2],
+                mn[0], mn[1], mn[2], mx[0], mx[1], mx[2], min(tss), max(tss))
     n = len(points)
     nf = 0
     mn = mx = None
@@ -119,20 +137,17 @@ def block_runs(blocks: Sequence[int], level: int, max_gap: int = 64) -> List[Tup
 
 def base_blocks(points_by_step: Iterable[Tuple[int, float, float]]) -> Dict[int, Agg]:
     """Aggregate raw ``(step, value, ts)`` points (sorted) into base-level blocks."""
+    points = points_by_step if isinstance(points_by_step, list) else list(points_by_step)
+    steps = [p[0] for p in points]
     out: Dict[int, Agg] = {}
-    cur_block = None
-    buf: List[Tuple[int, float, float]] = []
-    for p in points_by_step:
-        b = p[0] >> BASE_LEVEL
-        if b != cur_block:
-            if buf:
-                out[cur_block] = aggregate(buf)
-            cur_block = b
-            buf = [p]
-        else:
-            buf.append(p)
-    if buf:
-        out[cur_block] = aggregate(buf)
+    i = 0
+    n = len(points)
+    while i < n:
+        # One slice per block: find where the next block starts by bisection.
+        b = steps[i] >> BASE_LEVEL
+        j = bisect_left(steps, (b + 1) << BASE_LEVEL, i)
+        out[b] = aggregate(points[i:j])
+        i = j
     return out
 
 
@@ -143,7 +158,12 @@ def sibling_needs(touched_steps: Iterable[int], top: int) -> Dict[int, List[int]
     dirty parent at level k+1 needs both its children, so the clean sibling of
     a dirty child is read from the database.
     """
-    base = {s >> BASE_LEVEL for s in touched_steps}
+    return sibling_needs_of_blocks({s >> BASE_LEVEL for s in touched_steps}, top)
+
+
+def sibling_needs_of_blocks(base: Iterable[int], top: int) -> Dict[int, List[int]]:
+    """:func:`sibling_needs` for the touched base-level blocks."""
+    base = set(base)
     needs: Dict[int, List[int]] = {}
     dirty = base
     for k in range(BASE_LEVEL, top):
