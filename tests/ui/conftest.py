@@ -76,6 +76,30 @@ def screenshot_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def make_client(tmp_path):
+    """``make(token=None)``: a TestClient on the real app over a fresh SQLite file (in-process)."""
+    reason = server_available()
+    if reason:
+        pytest.skip(reason)
+    from starlette.testclient import TestClient
+
+    from primus_lens_wandb_exporter.server.app import create_app
+    from primus_lens_wandb_exporter.server.settings import Settings
+
+    clients = []
+
+    def make(token=None):
+        app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/app-{len(clients)}.db", token=token))
+        client = TestClient(app)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
 def package_logs(monkeypatch):
     """Let caplog see our loggers: core.log turns propagation off on the package logger
     once any test in this worker process has configured the exporter's logging."""

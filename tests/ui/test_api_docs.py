@@ -16,10 +16,9 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from lens import ROOT, server_available
+from lens import ROOT
 
-fastapi = pytest.importorskip("fastapi")
-from starlette.testclient import TestClient  # noqa: E402
+pytest.importorskip("fastapi")
 
 SWAGGER = ROOT / "node_modules" / "swagger-ui-dist"
 DOCS = "http://testserver/api/docs"
@@ -29,27 +28,6 @@ DOCS = "http://testserver/api/docs"
 def _swagger_installed():
     if not (SWAGGER / "swagger-ui-bundle.js").is_file():
         pytest.fail("swagger-ui-dist is not installed: run `npm ci` in the repository root (make install does)")
-
-
-@pytest.fixture
-def make_client(tmp_path):
-    reason = server_available()
-    if reason:
-        pytest.skip(reason)
-    from primus_lens_wandb_exporter.server.app import create_app
-    from primus_lens_wandb_exporter.server.settings import Settings
-
-    clients = []
-
-    def make(token=None):
-        app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/docs-{len(clients)}.db", token=token))
-        client = TestClient(app)
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.close()
 
 
 def page_urls(html):

@@ -9,10 +9,9 @@ import subprocess
 
 import pytest
 
-from lens import ROOT, server_available
+from lens import ROOT
 
-fastapi = pytest.importorskip("fastapi")
-from starlette.testclient import TestClient  # noqa: E402
+pytest.importorskip("fastapi")
 
 UPLOT_DIST = ROOT / "node_modules" / "uplot" / "dist"
 SWAGGER_DIST = ROOT / "node_modules" / "swagger-ui-dist"
@@ -22,27 +21,6 @@ SWAGGER_DIST = ROOT / "node_modules" / "swagger-ui-dist"
 def _uplot_installed():
     if not (UPLOT_DIST / "uPlot.iife.min.js").is_file():
         pytest.fail("uPlot is not installed: run `npm ci` in the repository root (make install does)")
-
-
-@pytest.fixture
-def make_client(tmp_path):
-    reason = server_available()
-    if reason:
-        pytest.skip(reason)
-    from primus_lens_wandb_exporter.server.app import create_app
-    from primus_lens_wandb_exporter.server.settings import Settings
-
-    clients = []
-
-    def make(token=None):
-        app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/ui-{len(clients)}.db", token=token))
-        client = TestClient(app)
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.close()
 
 
 def test_index_is_served_at_root_and_references_uplot_by_version(make_client):

@@ -13,6 +13,7 @@ The patched calls only append to the Recorder's queue; what W&B receives is
 unchanged (system metrics are added only when the user turns them on).
 """
 
+import functools
 import gc
 import sys
 import time
@@ -157,15 +158,15 @@ def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None,
 
 def _make_summary(recorder):
     """``Run._summary_update_callback``: summary values (HF writes its final metrics there)."""
-    return patching.then("wandb summary", lambda run, *a, **k: _report_summary(recorder, run, *a, **k))
+    return patching.then("wandb summary", functools.partial(_report_summary, recorder))
 
 
 def _make_config(recorder):
-    return patching.then("wandb config", lambda run, *a, **k: _report_config(recorder, run, *a, **k))
+    return patching.then("wandb config", functools.partial(_report_config, recorder))
 
 
 def _make_define_metric(recorder):
-    return patching.then("wandb define_metric", lambda run, *a, **k: _report_define_metric(recorder, run, *a, **k))
+    return patching.then("wandb define_metric", functools.partial(_report_define_metric, recorder))
 
 
 def _make_init(recorder):
