@@ -133,7 +133,11 @@ def main() -> int:
               "/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000", 100),
              ("metrics/data 1M points, max_points=2000, start/end = middle 10%",
               f"/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000"
-              f"&start={T0_MS + args.points * 45:.0f}&end={T0_MS + args.points * 55:.0f}", 100)]
+              f"&start={T0_MS + args.points * 45:.0f}&end={T0_MS + args.points * 55:.0f}", 100),
+             # A span shorter than max_points / 4 base blocks: downsampled from the raw points.
+             ("metrics/data 1M points, max_points=2000, start/end = middle 2% (raw-point path)",
+              f"/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000"
+              f"&start={T0_MS + args.points * 49:.0f}&end={T0_MS + args.points * 51:.0f}", 100)]
         if args.points_10m:
             q += [("metrics/available on 10M-point workload",
                    "/api/v1/workloads/bench-10m/metrics/available?data_source=wandb", 50),

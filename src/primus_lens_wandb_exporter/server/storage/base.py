@@ -71,6 +71,14 @@ def point_rows(sid: int, pts: Dict[int, Tuple[float, float]]) -> Iterator[tuple]
     return zip(repeat(sid), pts.keys(), map(_first, vts), map(_second, vts))
 
 
+def _by_block(points: Sequence[Tuple[int, float, float]], level: int) -> Dict[int, tuple]:
+    """Sorted ``(step, value, ts)`` points as ``{block: (steps, values, timestamps)}``."""
+    if not points:
+        return {}
+    steps, vals, tss = (list(c) for c in zip(*points))
+    return {b: (steps[i:j], vals[i:j], tss[i:j]) for b, i, j in rollup.block_slices(steps, level)}
+
+
 def _nan(v):
     """SQLite returns NULL for a stored NaN."""
     return math.nan if v is None else v
@@ -93,6 +101,9 @@ class Store:
     #: exceptions after which a whole ingest transaction is retried
     retry_errors: tuple = ()
     _rollup_min_points = rollup.ROLLUP_MIN_POINTS
+
+    def __init__(self) -> None:
+        self._tails = rollup.TailCache()
 
     # -- to be provided by backends -------------------------------------------------
 
@@ -167,9 +178,12 @@ class Store:
             if r.get("pod_name"):
                 pods[(r["workload_uid"], r["pod_name"])] = (r["workload_uid"], r["pod_name"], r.get("pod_uid", ""),
                                                            "", now)
+        # Sorted columns and per-block aggregates of every series, computed before
+        # the write transaction (see rollup.Columns).
+        columns = {key: rollup.Columns(pts) for key, pts in series.items()}
         for attempt in range(5):
             try:
-                return self._ingest_tx(now, series, workloads, pods, detections, runs)
+                return self._ingest_tx(now, series, columns, workloads, pods, detections, runs)
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.
@@ -178,12 +192,13 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _ingest_tx(self, now, series, workloads, pods, detections, runs) -> IngestResult:
+    def _ingest_tx(self, now, series, columns, workloads, pods, detections, runs) -> IngestResult:
         result = IngestResult()
+        tails: list = []
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
-                result.inserted = self._ingest_points(cur, series)
+                result.inserted = self._ingest_points(cur, series, columns, tails)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -206,9 +221,12 @@ class Store:
             for r in runs:
                 self._upsert_run(cur, r, now)
             result.runs = len(runs)
+        # Committed: only now may the next batch of these series trust the tails.
+        self._tails.put(tails)
         return result
 
-    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]]) -> int:
+    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]],
+                       columns: Dict[SeriesKey, rollup.Columns], tails: list) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
         update_rows: List[tuple] = []
@@ -218,9 +236,9 @@ class Store:
         for key in keys:
             pts = series[key]
             s = summaries.get(key)
+            col = columns[key]
             existing: set = set()
-            steps = pts.keys()
-            b_min, b_max = min(steps), max(steps)
+            b_min, b_max = col.steps[0], col.steps[-1]
             if s is not None and b_min <= s[2] and b_max >= s[1]:
                 # Only steps inside the series' known range can already exist, so the
                 # common append path never reads back points (nor loops over them).
@@ -230,7 +248,7 @@ class Store:
                     existing = self._existing_steps(cur, s[6], amb)
             new = len(pts) - len(existing)
             inserted_total += new
-            tss = list(map(_second, pts.values()))
+            tss = col.tss
             n_total = new + (s[0] if s else 0)
             min_step = b_min if s is None else min(s[1], b_min)
             max_step = b_max if s is None else max(s[2], b_max)
@@ -243,17 +261,19 @@ class Store:
                 new_series.append(key + summary)
             else:
                 update_rows.append(summary + (s[6],))
-            plans.append((key, pts, existing, had_rollup, has_rollup, max_step, s[2] if s else max_step))
+            # rev: the series' write count, which the summary UPDATE below bumps.
+            rev = s[7] if s else 0
+            plans.append((key, pts, existing, had_rollup, has_rollup, max_step, s[2] if s else max_step, rev))
         ids = {key: s[6] for key, s in summaries.items()}
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
         self._many(cur, "UPDATE series SET count = ?, min_step = ?, max_step = ?, first_ts = ?, last_ts = ?, "
-                        "has_rollup = ? WHERE id = ?", update_rows)
+                        "has_rollup = ?, rev = rev + 1 WHERE id = ?", update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
         rollup_work = []
-        for key, pts, existing, had_rollup, has_rollup, max_step, old_max in plans:
+        for key, pts, existing, had_rollup, has_rollup, max_step, old_max, rev in plans:
             sid = ids[key]
             if existing:
                 new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}))
@@ -262,10 +282,13 @@ class Store:
                 # The backend builds its rows from the dict in one pass.
                 new_rows.append((sid, pts))
             if has_rollup:
-                rollup_work.append((sid, had_rollup, pts, max_step, old_max))
+                # A new series keeps rev 0; an updated one now has rev + 1.
+                stored = key in summaries
+                state = "update" if had_rollup else ("rebuild" if stored else "new")
+                rollup_work.append((sid, state, columns[key], max_step, old_max, rev, rev + 1 if stored else 0))
         self._write_points(cur, new_rows, rows)
         if rollup_work:
-            self._maintain_rollups(cur, rollup_work)
+            self._maintain_rollups(cur, rollup_work, tails)
         return inserted_total
 
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
@@ -275,62 +298,97 @@ class Store:
         keys = [tuple(r[:5]) for r in rows]
         return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
 
-    def _maintain_rollups(self, cur, work) -> None:
+    def _maintain_rollups(self, cur, work, tails: list) -> None:
         """Recompute the rollup blocks this batch touched, for every series at once.
 
         Two phases so that all reads are issued together (one round trip each on
-        PostgreSQL): first the raw points of the stored base blocks and the clean
-        sibling rows, then the bottom-up rebuild and one bulk write.
+        PostgreSQL): first the stored points of the touched base blocks and the
+        clean sibling rows, then the bottom-up rebuild and one bulk write.
+
+        An append to a series this process wrote last (the common case) reads
+        nothing: its :class:`rollup.Tail` (the stored points of the last base
+        block and the rightmost blocks of every level, cached after the previous
+        commit and valid while the series' ``rev`` is unchanged) holds all of it.
         """
+        bl = rollup.BASE_LEVEL
         plans = []
         raw_requests: List[Tuple[int, int, int]] = []
         sibling_requests: List[Tuple[int, Dict[int, List[int]]]] = []
-        for key, had_rollup, pts, max_step, old_max in work:
+        for sid, state, col, max_step, old_max, rev_before, rev_after in work:
             top = rollup.top_level(max_step)
-            if not had_rollup:
-                raw_requests.append((key, 0, rollup.MAX_STEP))
-                plans.append((key, top, None, None, None))
+            if state == "rebuild":
+                # A stored series just crossed the threshold: build every block from its points.
+                raw_requests.append((sid, 0, rollup.MAX_STEP))
+                plans.append((sid, top, top, max_step, None, (), None, rev_after))
                 continue
-            steps = sorted(pts)
-            # A new top level has one block (0) whose children all exist already,
-            # so the touched set gains step 0 to rebuild the new levels' spine.
-            touched = steps if rollup.top_level(old_max) == top else [0] + steps
-            base_blocks = sorted({st >> rollup.BASE_LEVEL for st in touched})
-            edge = old_max >> rollup.BASE_LEVEL
-            if steps[0] > old_max:
-                # Append (the common case): only the block holding the old last
-                # step, and block 0 for a new top level, can hold stored points;
-                # every other touched block is exactly this batch's points.
-                stored = [b for b in base_blocks if b == edge or (b == 0 and touched[0] == 0 and
-                                                                  steps[0] >> rollup.BASE_LEVEL != 0)]
+            if state == "new":
+                # Born with a rollup: this batch is every point, nothing to read.
+                plans.append((sid, top, top, max_step, col, (), None, rev_after))
+                continue
+            blocks = [b for b, _, _ in col.slices]
+            old_top = rollup.top_level(old_max)
+            if col.steps[0] > old_max:
+                # Append: only the base block holding the old last step can hold
+                # stored points too; every other touched block is this batch's.
+                edge = old_max >> bl
+                stored = [edge] if blocks[0] == edge else []
             else:
-                stored = base_blocks
-            for lo, hi in rollup.block_runs(stored, rollup.BASE_LEVEL):
-                raw_requests.append((key, lo, hi))
-            needs = rollup.sibling_needs_of_blocks(base_blocks, top)
-            if needs:
-                sibling_requests.append((key, needs))
-            plans.append((key, top, steps, base_blocks, set(stored)))
-        raw_by_key = self._fetch_raw_many(cur, raw_requests)
-        siblings_by_key = self._fetch_rollup_many(cur, sibling_requests)
-        pts_by_key = {w[0]: w[2] for w in work}
+                stored = blocks
+            needs = rollup.sibling_needs_of_blocks(blocks, top, old_top)
+            tail = self._tails.usable(sid, rev_before, old_max, stored, needs)
+            if tail is None:
+                for lo, hi in rollup.block_runs(stored, bl):
+                    raw_requests.append((sid, lo, hi))
+                if needs:
+                    sibling_requests.append((sid, needs))
+            plans.append((sid, top, old_top, max_step, col, stored, tail, rev_after))
+        raw_by_sid = self._fetch_raw_many(cur, raw_requests)
+        siblings_by_sid = self._fetch_rollup_many(cur, sibling_requests)
         rows = []
-        for key, top, steps, base_blocks, stored_set in plans:
-            raw = raw_by_key.get(key, [])
-            if steps is None:
-                agg_iter = rollup.full_levels(raw, top)
+        for sid, top, old_top, max_step, col, stored, tail, rev_after in plans:
+            last_block = max_step >> bl
+            if col is None:
+                raw = raw_by_sid.get(sid, [])
+                steps, vals, tss = (list(c) for c in zip(*raw)) if raw else ([], [], [])
+                slices = rollup.block_slices(steps)
+                base = {b: rollup.agg_slice(steps, vals, tss, i, j) for b, i, j in slices}
+                siblings: dict = {}
+                last_pts = None
+                if slices and slices[-1][0] == last_block:
+                    _, i, j = slices[-1]
+                    last_pts = (steps[i:j], vals[i:j], tss[i:j])
             else:
-                if len(stored_set) != len(base_blocks):
-                    pts = pts_by_key[key]
-                    bl = rollup.BASE_LEVEL
-                    raw = raw + [(st, v[0], v[1]) for st, v in zip(steps, map(pts.__getitem__, steps))
-                                 if st >> bl not in stored_set]
-                    raw.sort(key=_first)
-                wanted = set(base_blocks)
-                base = {b: a for b, a in rollup.base_blocks(raw).items() if b in wanted}
-                agg_iter = rollup.build_levels(base, siblings_by_key.get(key, {}), top)
-            for level, block, agg in agg_iter:
-                rows.append((key, level, block) + tuple(agg))
+                steps, vals, tss = col.steps, col.vals, col.tss
+                if tail is not None:
+                    siblings = tail.blocks
+                    stored_pts = {tail.block: tail.points} if stored else {}
+                else:
+                    siblings = siblings_by_sid.get(sid, {})
+                    stored_pts = _by_block(raw_by_sid.get(sid, ()), bl) if stored else {}
+                base = dict(col.aggs)  # a retried transaction starts from the batch's own again
+                last_pts = None
+                stored_set = set(stored)
+                for b, i, j in col.slices:
+                    if b in stored_set:
+                        # Stored and new points of one block; a new value of a step wins.
+                        s_steps, s_vals, s_tss = stored_pts.get(b, ((), (), ()))
+                        merged = dict(zip(s_steps, zip(s_vals, s_tss)))
+                        merged.update(zip(steps[i:j], zip(vals[i:j], tss[i:j])))
+                        m_steps, m_vals, m_tss = rollup.arrays(merged)
+                        base[b] = rollup.agg_slice(m_steps, m_vals, m_tss, 0, len(m_steps))
+                        if b == last_block:
+                            last_pts = (m_steps, m_vals, m_tss)
+                    elif b == last_block:
+                        last_pts = (steps[i:j], vals[i:j], tss[i:j])
+            built = {}
+            for level, block, agg in rollup.build_levels(base, siblings, top, old_top):
+                built[(level, block)] = agg
+                rows.append((sid, level, block) + agg)
+            if last_pts is not None:
+                # This batch holds the series' last step, so every level's rightmost
+                # block (and its left neighbour, the other input of its parent) is
+                # known now: what the next append needs.
+                tails.append(rollup.Tail.after(sid, rev_after, max_step, last_pts, built, siblings, top))
         if rows:
             self._write_rollup(cur, rows)
 
@@ -348,7 +406,7 @@ class Store:
         return {key: self._fetch_rollup_blocks(cur, key, needs) for key, needs in requests}
 
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
-        """``key -> (count, min_step, max_step, first_ts, last_ts, has_rollup, id)`` of stored series."""
+        """``key -> (count, min_step, max_step, first_ts, last_ts, has_rollup, id, rev)`` of stored series."""
         out = {}
         by_wl: Dict[Tuple[str, str], List[SeriesKey]] = {}
         for k in keys:
@@ -357,8 +415,8 @@ class Store:
             names = sorted({k[2] for k in ks})
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
-                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id "
-                              "FROM series WHERE workload_uid = ? AND data_source = ? AND metric_name IN "
+                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id, "
+                              "rev FROM series WHERE workload_uid = ? AND data_source = ? AND metric_name IN "
                               f"({', '.join('?' * len(chunk))})", (uid, src, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])

@@ -55,6 +55,7 @@ class PostgresStore(Store):
     retry_errors = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
     def __init__(self, dsn: str, pool_size: int = 24):
+        super().__init__()
         self.dsn = dsn
         self._pool: "queue.LifoQueue[psycopg.Connection]" = queue.LifoQueue()
         self._sem = threading.BoundedSemaphore(pool_size)

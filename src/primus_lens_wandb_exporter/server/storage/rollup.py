@@ -19,19 +19,26 @@ Everything here is plain Python shared by both storage backends.
 from __future__ import annotations
 
 import math
+import threading
 from bisect import bisect_left
 from operator import itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+_first = itemgetter(0)
 _second = itemgetter(1)
 _third = itemgetter(2)
 
-#: Finest rollup level: blocks of 16 steps.  Finer levels would cost more rows
-#: at ingest than the raw points they replace at query time.
-BASE_LEVEL = 4
-#: A series gets a rollup once it holds more points than this; smaller series
-#: are downsampled from their raw points, which is as fast and costs no writes.
-ROLLUP_MIN_POINTS = 8192
+#: Finest rollup level: blocks of 64 steps.  Every batch writes one row per base
+#: block it touches (and about as many above); finer levels cost more rows at
+#: ingest than the raw points they save at query time, where a span too short
+#: for this level (under ``max_points / 4 * 64`` steps) is downsampled from its
+#: raw points.
+BASE_LEVEL = 6
+#: A series gets a rollup once it holds more points than this (four base
+#: blocks); smaller series are downsampled from their raw points.  Kept low: a
+#: series that crosses it later has its rollup built from all its stored points,
+#: which for thousands of points costs more than maintaining it all along.
+ROLLUP_MIN_POINTS = 4 << BASE_LEVEL
 #: Largest step the protocol accepts (the range "every step" of a series).
 MAX_STEP = 2**63 - 1
 
@@ -135,39 +142,104 @@ def block_runs(blocks: Sequence[int], level: int, max_gap: int = 64) -> List[Tup
     return runs
 
 
-def base_blocks(points_by_step: Iterable[Tuple[int, float, float]]) -> Dict[int, Agg]:
-    """Aggregate raw ``(step, value, ts)`` points (sorted) into base-level blocks."""
-    points = points_by_step if isinstance(points_by_step, list) else list(points_by_step)
-    steps = [p[0] for p in points]
-    out: Dict[int, Agg] = {}
+def arrays(pts: Dict[int, Tuple[float, float]]) -> Tuple[List[int], List[float], List[float]]:
+    """``{step: (value, ts)}`` as three lists sorted by step (C-level work only)."""
+    steps = list(pts)
+    vts = list(pts.values())
+    srt = sorted(steps)
+    if srt != steps:  # clients send steps in order; a sorted list costs one pass
+        vts = list(map(pts.__getitem__, srt))
+        steps = srt
+    return steps, list(map(_first, vts)), list(map(_second, vts))
+
+
+def block_slices(steps: Sequence[int], level: int = None) -> List[Tuple[int, int, int]]:
+    """``(block, i, j)`` for each block of ``2**level`` steps (default: the base
+    level) holding ``steps[i:j]``; ``steps`` sorted."""
+    level = BASE_LEVEL if level is None else level
+    out = []
     i = 0
-    n = len(points)
+    n = len(steps)
     while i < n:
-        # One slice per block: find where the next block starts by bisection.
-        b = steps[i] >> BASE_LEVEL
-        j = bisect_left(steps, (b + 1) << BASE_LEVEL, i)
-        out[b] = aggregate(points[i:j])
+        b = steps[i] >> level
+        j = bisect_left(steps, (b + 1) << level, i)
+        out.append((b, i, j))
         i = j
     return out
 
 
-def sibling_needs(touched_steps: Iterable[int], top: int) -> Dict[int, List[int]]:
+def agg_slice(steps: Sequence[int], vals: Sequence[float], tss: Sequence[float], i: int, j: int) -> Agg:
+    """:func:`aggregate` of the points ``i:j`` of parallel sorted lists.
+
+    Finite blocks (the rule) take a handful of C calls instead of a Python step
+    per point: ``min``/``max`` of the slice and ``index`` for its first position,
+    the same point :func:`aggregate` picks.
+    """
+    vs = vals[i:j]
+    ts = tss[i:j]
+    if math.isfinite(sum(vs)) and math.isfinite(sum(ts)):
+        mn = min(vs)
+        a = vs.index(mn) + i
+        mx = max(vs)
+        b = vs.index(mx) + i
+        k = j - 1
+        return (j - i, 0, steps[i], vals[i], tss[i], steps[k], vals[k], tss[k],
+                steps[a], mn, tss[a], steps[b], mx, tss[b], min(ts), max(ts))
+    return aggregate(list(zip(steps[i:j], vs, ts)))
+
+
+class Columns:
+    """One series' points of a batch as step-sorted columns, with the aggregate
+    of each base block over these points alone.
+
+    Built before the write transaction: the aggregates of blocks that hold no
+    stored point (every block but the edge one of an append) are final, so the
+    Python work of a rollup mostly happens outside the database's write lock.
+    """
+
+    __slots__ = ("steps", "vals", "tss", "slices", "aggs")
+
+    def __init__(self, pts: Dict[int, Tuple[float, float]]):
+        steps, vals, tss = self.steps, self.vals, self.tss = arrays(pts)
+        self.slices = block_slices(steps)
+        self.aggs = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in self.slices}
+
+
+def base_blocks(points_by_step: Iterable[Tuple[int, float, float]]) -> Dict[int, Agg]:
+    """Aggregate raw ``(step, value, ts)`` points (sorted) into base-level blocks."""
+    points = points_by_step if isinstance(points_by_step, list) else list(points_by_step)
+    if not points:
+        return {}
+    steps, vals, tss = (list(c) for c in zip(*points))
+    return {b: agg_slice(steps, vals, tss, i, j) for b, i, j in block_slices(steps)}
+
+
+def _parents(dirty: Iterable[int], level: int, old_top: int) -> set:
+    """Blocks at ``level`` to recompute given the dirty blocks one level down.
+
+    A level above the series' old top level did not exist: its block 0 (the
+    left spine, covering the old points) is built as well, from the old top
+    block and whatever this batch added beside it.
+    """
+    parents = {b >> 1 for b in dirty}
+    if level > old_top:
+        parents.add(0)
+    return parents
+
+
+def sibling_needs_of_blocks(base: Iterable[int], top: int, old_top: Optional[int] = None) -> Dict[int, List[int]]:
     """For each level, the child blocks that are not recomputed but must be read.
 
-    Dirty blocks at level k are the ancestors of the touched steps; building a
-    dirty parent at level k+1 needs both its children, so the clean sibling of
-    a dirty child is read from the database.
+    Dirty blocks at level k are the ancestors of the touched base blocks (plus
+    the left spine of levels new to the series, see :func:`_parents`); building
+    a dirty parent at level k+1 needs both its children, so a clean sibling of a
+    dirty child is read from the database.
     """
-    return sibling_needs_of_blocks({s >> BASE_LEVEL for s in touched_steps}, top)
-
-
-def sibling_needs_of_blocks(base: Iterable[int], top: int) -> Dict[int, List[int]]:
-    """:func:`sibling_needs` for the touched base-level blocks."""
-    base = set(base)
+    old_top = top if old_top is None else old_top
+    dirty = set(base)
     needs: Dict[int, List[int]] = {}
-    dirty = base
     for k in range(BASE_LEVEL, top):
-        parents = {b >> 1 for b in dirty}
+        parents = _parents(dirty, k + 1, old_top)
         missing = sorted({c for p in parents for c in (2 * p, 2 * p + 1)} - dirty)
         if missing:
             needs[k] = missing
@@ -175,20 +247,22 @@ def sibling_needs_of_blocks(base: Iterable[int], top: int) -> Dict[int, List[int
     return needs
 
 
-def build_levels(base: Dict[int, Agg], siblings: Dict[Tuple[int, int], Agg], top: int):
+def build_levels(base: Dict[int, Agg], siblings: Dict[Tuple[int, int], Agg], top: int,
+                 old_top: Optional[int] = None):
     """Recompute every dirty block from the base level up to ``top``.
 
-    ``base`` maps dirty base-level blocks to their aggregate (a block missing
-    from it while touched means it became empty, which cannot happen: points
-    are never deleted).  ``siblings`` maps ``(level, block)`` to stored rows.
+    ``base`` maps dirty base-level blocks to their aggregate; ``siblings`` maps
+    ``(level, block)`` to stored rows (a block absent from both is empty).
+    ``old_top`` is the series' top level before this batch (default ``top``).
     Yields ``(level, block, agg)``.
     """
+    old_top = top if old_top is None else old_top
     cur = base
     for b, agg in cur.items():
         yield BASE_LEVEL, b, agg
     for k in range(BASE_LEVEL + 1, top + 1):
         nxt: Dict[int, Agg] = {}
-        for p in {b >> 1 for b in cur}:
+        for p in _parents(cur, k, old_top):
             left = cur.get(2 * p) or siblings.get((k - 1, 2 * p))
             right = cur.get(2 * p + 1) or siblings.get((k - 1, 2 * p + 1))
             nxt[p] = combine(left, right)
@@ -258,3 +332,87 @@ def choose_level(span_steps: int, max_points: int) -> int:
     while (span_steps >> k) + 2 > nb:
         k += 1
     return k
+
+
+class Tail:
+    """What the next append to a series needs from the database, kept in memory.
+
+    ``points`` are the stored points ``(steps, values, timestamps)`` of the base
+    block holding ``max_step``; ``blocks`` maps ``(level, block)`` to the stored
+    row (``None``: known to be empty) of the rightmost block of every level and
+    of its left neighbour.  An append touches at most that base block among the
+    stored ones, and the clean siblings it needs are among those blocks or lie
+    past ``max_step`` (empty), so it reads nothing.  Valid while the series'
+    ``rev`` in the database is still ``rev``: any other writer bumps it.
+    """
+
+    __slots__ = ("sid", "rev", "max_step", "block", "points", "blocks")
+
+    def __init__(self, sid, rev, max_step, points, blocks):
+        self.sid = sid
+        self.rev = rev
+        self.max_step = max_step
+        self.block = max_step >> BASE_LEVEL
+        self.points = points
+        self.blocks = blocks
+
+    @classmethod
+    def after(cls, sid: int, rev: int, max_step: int, points, built: Dict[Tuple[int, int], Agg],
+              siblings: Dict[Tuple[int, int], Optional[Agg]], top: int) -> "Tail":
+        """The tail after a batch that held the series' last step ``max_step``.
+
+        Every level's rightmost block was rebuilt (it holds that step); its left
+        neighbour was rebuilt too or was a sibling the rebuild needed, so one
+        found in neither is empty.
+        """
+        blocks: Dict[Tuple[int, int], Optional[Agg]] = {}
+        for k in range(BASE_LEVEL, top + 1):
+            r = max_step >> k
+            for b in (r & ~1, r):
+                key = (k, b)
+                blocks[key] = built.get(key) or siblings.get(key)
+        return cls(sid, rev, max_step, points, blocks)
+
+    def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
+        """True when this tail answers every read of an append at ``rev``."""
+        if rev != self.rev or max_step != self.max_step:
+            return False
+        if stored and (len(stored) != 1 or stored[0] != self.block):
+            return False
+        blocks = self.blocks
+        for k, bs in needs.items():
+            for b in bs:
+                if (k, b) not in blocks and (b << k) <= max_step:
+                    return False
+        return True
+
+
+class TailCache:
+    """:class:`Tail` per series id, least recently written dropped first."""
+
+    def __init__(self, capacity: int = 20_000):
+        self.capacity = capacity
+        self._tails: Dict[int, Tail] = {}
+        self._lock = threading.Lock()
+
+    def usable(self, sid: int, rev: int, max_step: int, stored: Sequence[int],
+               needs: Dict[int, List[int]]) -> Optional[Tail]:
+        """The tail of ``sid`` when it answers the reads of this batch, else None."""
+        t = self._tails.get(sid)
+        return t if t is not None and t.covers(rev, max_step, stored, needs) else None
+
+    def put(self, tails: Sequence[Tail]) -> None:
+        """Keep tails of committed batches (never replacing a newer one)."""
+        if not tails:
+            return
+        with self._lock:
+            d = self._tails
+            for t in tails:
+                old = d.pop(t.sid, None)
+                d[t.sid] = t if old is None or old.rev <= t.rev else old
+            while len(d) > self.capacity:
+                del d[next(iter(d))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tails.clear()

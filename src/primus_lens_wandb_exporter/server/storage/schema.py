@@ -146,6 +146,14 @@ MIGRATIONS: List[List[str]] = [
                   p.timestamp AS timestamp
            FROM points p JOIN series s ON s.id = p.series_id""",
     ],
+    # 3: series.rev counts the writes of a series, so a server can tell whether
+    # the rollup tail it cached after its last write is still current (another
+    # worker or server may have written since).  The rollup base level went from
+    # blocks of 16 steps to 64: the finer rows are no longer read or maintained.
+    [
+        "ALTER TABLE series ADD COLUMN rev {BIGINT} NOT NULL DEFAULT 0",
+        "DELETE FROM series_rollup WHERE level < 6",
+    ],
 ]
 
 

@@ -40,6 +40,7 @@ class SQLiteStore(Store):
     kind = "sqlite"
 
     def __init__(self, path: str, synchronous: str = "NORMAL"):
+        super().__init__()
         self.path = path
         self._synchronous = synchronous
         if path != ":memory:":
