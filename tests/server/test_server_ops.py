@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -174,3 +175,74 @@ def test_two_worker_processes_keep_counts_exact(lens_server_factory):
                       ("wl-workers",)) == 800
     srv.stop()
     assert "Application shutdown complete" in srv.log_text()
+
+
+def _all_workers_serving(srv, timeout=60.0):
+    # /health answers once the first worker serves; the supervisor logs when all do.
+    deadline = time.monotonic() + timeout
+    while "workers=2" not in srv.log_text():
+        assert time.monotonic() < deadline, srv.log_text()[-2000:]
+        time.sleep(0.1)
+
+
+def _workers_of(srv):
+    import psutil
+
+    # The live children of the supervisor, less multiprocessing's resource tracker.
+    out = []
+    for p in psutil.Process(srv.proc.pid).children():
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # exited (a zombie until the supervisor reaps it)
+            pass
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing is Linux's")
+def test_workers_share_a_burst_of_connections(lens_server_factory):
+    # A job's ranks connect at once and keep their connections: each worker
+    # process must get its share (with one shared socket, the first process to
+    # wake up accepted nearly all of them and the other sat idle).
+    import http.client
+
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(srv)
+    workers = _workers_of(srv)
+    assert len(workers) == 2
+    conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30) for _ in range(32)]
+    for c in conns:
+        c.connect()
+    for c in conns:  # a request on each, so every connection is accepted by now
+        c.request("GET", "/health")
+        assert c.getresponse().read()
+    per_worker = [sum(1 for k in w.net_connections(kind="tcp") if k.laddr.port == srv.port and k.raddr)
+                  for w in workers]
+    for c in conns:
+        c.close()
+    assert sum(per_worker) == 32
+    assert min(per_worker) >= 4, per_worker  # 16 +- 12 by chance fails about once in 10**6 runs
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux's")
+def test_worker_restarted_and_workers_die_with_the_supervisor(lens_server_factory):
+    import psutil
+
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(srv)
+    first = _workers_of(srv)
+    first[0].kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = [p for p in _workers_of(srv) if p.pid != first[0].pid]
+        if len(now) == 2:
+            break
+        time.sleep(0.2)
+    assert len(now) == 2, "the supervisor did not start a new worker"
+    assert "restarting it" in srv.log_text()
+    r = srv.post("/wandb/metrics", metrics_body("wl-restart", [("loss", 1, 0.5)]))
+    assert r.status_code == 200
+    # A crashed supervisor (kill -9) must not leave workers holding the port.
+    srv.kill()
+    gone, alive = psutil.wait_procs(now, timeout=30)
+    assert not alive, [p.pid for p in alive]

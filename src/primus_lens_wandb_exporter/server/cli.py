@@ -63,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; in-flight requests finish first."""
     import uvicorn
 
-    from . import logs
+    from . import logs, workers
     from .app import create_app
     from .settings import Settings
     from .storage import normalize_db_url
@@ -93,10 +93,14 @@ def serve(args: argparse.Namespace) -> int:
 
         # Migrate once here, before the workers start and open the database.
         open_store(db_url).close()
-        os.environ[_WORKER_ENV] = json.dumps({"db_url": db_url, "token": token, "host": args.host,
-                                              "port": args.port, "log_level": args.log_level})
+        conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
+                "log_level": args.log_level}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
+        if workers.supported():
+            return workers.run(args.workers, conf, common, _redact(db_url))
+        # Elsewhere uvicorn's supervisor: one shared socket (connections less evenly spread).
+        os.environ[_WORKER_ENV] = json.dumps(conf)
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **common)
         return 0
     app = create_app(settings)
