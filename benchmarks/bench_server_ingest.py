@@ -118,6 +118,7 @@ def main() -> int:
         threads = [threading.Thread(target=sender, args=(srv.port, bodies[i], results, i, errors))
                    for i in range(args.senders)]
         cpu0 = server_cpu_seconds(srv.proc.pid)
+        client0 = time.process_time()
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -125,6 +126,7 @@ def main() -> int:
             t.join()
         elapsed = time.perf_counter() - t0
         cpu = server_cpu_seconds(srv.proc.pid) - cpu0
+        client_cpu = time.process_time() - client0
         if errors:
             print("errors:", errors[:3])
             return 1
@@ -149,7 +151,8 @@ def main() -> int:
         print(f"elapsed={elapsed:.2f}s throughput={total / elapsed:,.0f} points/s")
         if cpu > 0:
             print(f"server_cpu={cpu:.2f}s ({total / cpu:,.0f} points per server CPU-second; the database "
-                  f"server's own CPU not included) load_average={os.getloadavg()[0]:.2f}")
+                  f"server's own CPU not included) client_cpu={client_cpu:.2f}s "
+                  f"load_average={os.getloadavg()[0]:.2f}")
         print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
               f"{'OK every point stored once' if ok else 'MISMATCH'}")
         return 0 if ok else 1

@@ -328,7 +328,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
             log.warning("health check failed: %s", e)
             return json_response({"status": "error", "database": store.kind, "version": __version__,
                                   "message": f"database unavailable: {e}"}, 503)
-        return json_response({"status": "ok", "database": store.kind, "version": __version__})
+        return json_response({"status": "ok", "database": store.kind, "version": __version__,
+                              "storage": store.stats()})
 
     @app.get("/api/v1", tags=["query"], summary="API index (also what Grafana's 'Save & test' probes)")
     def api_index():

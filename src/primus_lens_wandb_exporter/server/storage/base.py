@@ -104,6 +104,12 @@ class Store:
 
     def __init__(self) -> None:
         self._tails = rollup.TailCache()
+        #: what /health reports under "storage": retries and background work
+        self.counters: Dict[str, int] = {"ingest_retries": 0}
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters of this process's store (retries, background maintenance)."""
+        return dict(self.counters)
 
     # -- to be provided by backends -------------------------------------------------
 
@@ -187,6 +193,7 @@ class Store:
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.
+                self.counters["ingest_retries"] += 1
                 if attempt == 4:
                     raise
                 time.sleep(0.01 * (attempt + 1))

@@ -9,6 +9,7 @@ only an OS crash or power loss can drop the last transactions.  Pass
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -25,6 +26,14 @@ except ImportError:  # Windows: one process only
 from . import schema
 from .base import KEY_COLS, Store, point_rows
 
+log = logging.getLogger("primus_lens.server")
+
+#: The background checkpoint looks at the WAL this often (seconds) ...
+CHECKPOINT_INTERVAL = 0.5
+#: ... and copies it into the database once it is this large.
+CHECKPOINT_BYTES = 16 << 20
+#: Past this WAL size the writer checkpoints itself after its commit.
+WAL_HARD_LIMIT = 512 << 20
 
 #: Rows per multi-row INSERT, largest first; the last (1) takes whatever is left.
 _CHUNKS = (250, 25, 1)
@@ -54,6 +63,13 @@ class SQLiteStore(Store):
         self._all_conns = [self._writer]
         self._conns_lock = threading.Lock()
         self._migrate()
+        self._stop = threading.Event()
+        self.counters.update(checkpoints=0, checkpoints_busy=0, checkpoints_inline=0, checkpoint_errors=0)
+        self._checkpointer = None
+        if path != ":memory:":
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="lens-sqlite-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is
@@ -65,10 +81,47 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
         conn.execute("PRAGMA temp_store=MEMORY")
-        # Checkpoint the WAL every ~80 MiB instead of every 4 MiB: far fewer
-        # checkpoints stall the single writer during sustained ingest.
-        conn.execute("PRAGMA wal_autocheckpoint=20000")
+        # No checkpoint in the commit that happens to cross the threshold: it
+        # copied tens of MiB of WAL into the database while holding the write
+        # lock, stalling every writer.  A background thread checkpoints instead.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database off the write path.
+
+        PASSIVE checkpoints run beside readers and writers (SQLite serialises a
+        checkpoint with other checkpoints only), so a writer never waits for one;
+        the next writer after a complete checkpoint starts the WAL over.
+        """
+        conn = None
+        while not self._stop.wait(CHECKPOINT_INTERVAL):
+            if self._wal_bytes() < CHECKPOINT_BYTES:
+                continue
+            try:
+                if conn is None:
+                    conn = self._connect()
+                busy = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+                self.counters["checkpoints"] += 1
+                self.counters["checkpoints_busy"] += bool(busy)  # another process's checkpoint ran
+            except sqlite3.Error as e:
+                self.counters["checkpoint_errors"] += 1
+                log.warning("WAL checkpoint failed (will retry): %s", e)
+        if conn is not None:
+            conn.close()
+
+    def _checkpoint_if_wal_huge(self, cur) -> None:
+        # Should the background checkpoint fall behind (it competes for the same
+        # CPUs), the writer checkpoints itself past this size: the WAL stays bounded.
+        if self._wal_bytes() > WAL_HARD_LIMIT:
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.counters["checkpoints_inline"] += 1
 
     def _migrate(self) -> None:
         with self._write_lock:
@@ -100,6 +153,7 @@ class SQLiteStore(Store):
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+            self._checkpoint_if_wal_huge(cur)
 
     @contextmanager
     def _file_lock(self):
@@ -165,6 +219,9 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         """Close every connection (call once, at shutdown)."""
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(30)
         with self._conns_lock:
             for c in self._all_conns:
                 try:

@@ -1,0 +1,57 @@
+"""SQLite specifics: the write-ahead log is checkpointed in the background."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from primus_lens_wandb_exporter.server.storage import MetricsBatch, sqlite
+from primus_lens_wandb_exporter.server.storage.sqlite import SQLiteStore
+
+
+def _batch(lo, n=2000):
+    return MetricsBatch("wl-wal", "wandb", "run", 0, "", "", "",
+                        {f"m{k}": {s: (s * 0.5 + k, 1.7e12 + s) for s in range(lo, lo + n)} for k in range(5)})
+
+
+def test_wal_is_checkpointed_off_the_write_path(tmp_path, monkeypatch):
+    # Commits never checkpoint (wal_autocheckpoint=0, a checkpoint used to stall
+    # every writer for tens of ms); the background thread copies the WAL into
+    # the database file once it passes CHECKPOINT_BYTES.
+    monkeypatch.setattr(sqlite, "CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_INTERVAL", 0.05)
+    path = str(tmp_path / "lens.db")
+    store = SQLiteStore(path)
+    try:
+        with store.read_cursor() as cur:
+            assert cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size0 = os.path.getsize(path)
+        for i in range(10):
+            store.ingest([_batch(i * 2000)])
+        assert store._wal_bytes() > sqlite.CHECKPOINT_BYTES
+        deadline = time.monotonic() + 30
+        while store.stats()["checkpoints"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = store.stats()
+        assert stats["checkpoints"] >= 1 and stats["checkpoint_errors"] == 0, stats
+        assert stats["checkpoints_inline"] == 0
+        assert os.path.getsize(path) > size0 + (1 << 20)  # the points are in the database file now
+        # After a checkpoint that saw every commit, the next commit starts the WAL
+        # over instead of growing it.
+        done = store.stats()["checkpoints"]
+        while store.stats()["checkpoints"] == done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        wal = store._wal_bytes()
+        store.ingest([_batch(100_000)])
+        assert store._wal_bytes() <= wal
+    finally:
+        store.close()
+    assert not store._checkpointer.is_alive()
+
+
+def test_health_reports_storage_counters(lens_server):
+    h = lens_server.get("/health").json()
+    assert h["status"] == "ok"
+    assert h["storage"]["ingest_retries"] == 0
+    if lens_server.db_kind == "sqlite":
+        assert h["storage"]["checkpoint_errors"] == 0 and "checkpoints" in h["storage"]
