@@ -104,6 +104,7 @@ class Store:
 
     def __init__(self) -> None:
         self._tails = rollup.TailCache()
+        self._sids = rollup.IdCache()  # series key -> id (never changes once assigned)
         #: what /health reports under "storage": retries and background work
         self.counters: Dict[str, int] = {"ingest_retries": 0}
 
@@ -187,9 +188,10 @@ class Store:
         # Sorted columns and per-block aggregates of every series, computed before
         # the write transaction (see rollup.Columns).
         columns = {key: rollup.Columns(pts) for key, pts in series.items()}
+        pre = self._precompute_rollups(columns)
         for attempt in range(5):
             try:
-                return self._ingest_tx(now, series, columns, workloads, pods, detections, runs)
+                return self._ingest_tx(now, series, columns, pre, workloads, pods, detections, runs)
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.
@@ -199,13 +201,13 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _ingest_tx(self, now, series, columns, workloads, pods, detections, runs) -> IngestResult:
+    def _ingest_tx(self, now, series, columns, pre, workloads, pods, detections, runs) -> IngestResult:
         result = IngestResult()
         tails: list = []
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
-                result.inserted = self._ingest_points(cur, series, columns, tails)
+                result.inserted = self._ingest_points(cur, series, columns, pre, tails)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -233,7 +235,7 @@ class Store:
         return result
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]],
-                       columns: Dict[SeriesKey, rollup.Columns], tails: list) -> int:
+                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, tails: list) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
         update_rows: List[tuple] = []
@@ -275,11 +277,13 @@ class Store:
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
+        self._sids.put(ids)
         self._many(cur, "UPDATE series SET count = ?, min_step = ?, max_step = ?, first_ts = ?, last_ts = ?, "
                         "has_rollup = ?, rev = rev + 1 WHERE id = ?", update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
         rollup_work = []
+        ready: list = []
         for key, pts, existing, had_rollup, has_rollup, max_step, old_max, rev in plans:
             sid = ids[key]
             if existing:
@@ -289,13 +293,18 @@ class Store:
                 # The backend builds its rows from the dict in one pass.
                 new_rows.append((sid, pts))
             if has_rollup:
+                p = pre.get(key)
+                if p is not None and had_rollup and p[0] == rev and p[1] == old_max:
+                    # Computed before the transaction from the tail this state matches.
+                    ready.append(p[2:])
+                    continue
                 # A new series keeps rev 0; an updated one now has rev + 1.
                 stored = key in summaries
                 state = "update" if had_rollup else ("rebuild" if stored else "new")
                 rollup_work.append((sid, state, columns[key], max_step, old_max, rev, rev + 1 if stored else 0))
         self._write_points(cur, new_rows, rows)
-        if rollup_work:
-            self._maintain_rollups(cur, rollup_work, tails)
+        if rollup_work or ready:
+            self._maintain_rollups(cur, rollup_work, ready, tails)
         return inserted_total
 
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
@@ -305,7 +314,35 @@ class Store:
         keys = [tuple(r[:5]) for r in rows]
         return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
 
-    def _maintain_rollups(self, cur, work, tails: list) -> None:
+    def _precompute_rollups(self, columns: Dict[SeriesKey, "rollup.Columns"]) -> dict:
+        """Rollup rows of appends, computed before the write transaction.
+
+        For a series whose tail this process holds, assume the database still
+        has the state the tail was cut from (no other writer since): the rows
+        and next tail then follow from the tail and the batch alone.  Inside the
+        transaction the series' summary confirms the assumption (same ``rev``
+        and last step) or the work is redone there.  Keeps the Python work of
+        the common case off SQLite's single write lock.
+        """
+        out = {}
+        bl = rollup.BASE_LEVEL
+        for key, col in columns.items():
+            sid = self._sids.get(key)
+            tail = self._tails.get(sid) if sid is not None else None
+            if tail is None or col.steps[0] <= tail.max_step:
+                continue
+            old_max, max_step = tail.max_step, col.steps[-1]
+            top, old_top = rollup.top_level(max_step), rollup.top_level(old_max)
+            blocks = [b for b, _, _ in col.slices]
+            stored = [old_max >> bl] if blocks[0] == old_max >> bl else []
+            if not tail.covers(tail.rev, old_max, stored, rollup.sibling_needs_of_blocks(blocks, top, old_top)):
+                continue
+            rows, nxt = rollup.update(sid, col, top, old_top, max_step, stored,
+                                      {tail.block: tail.points} if stored else {}, tail.blocks, tail.rev + 1)
+            out[key] = (tail.rev, old_max, rows, nxt)
+        return out
+
+    def _maintain_rollups(self, cur, work, ready, tails: list) -> None:
         """Recompute the rollup blocks this batch touched, for every series at once.
 
         Two phases so that all reads are issued together (one round trip each on
@@ -316,6 +353,8 @@ class Store:
         nothing: its :class:`rollup.Tail` (the stored points of the last base
         block and the rightmost blocks of every level, cached after the previous
         commit and valid while the series' ``rev`` is unchanged) holds all of it.
+        ``ready`` holds ``(rows, tail)`` of such appends already computed before
+        the transaction (see :meth:`_precompute_rollups`).
         """
         bl = rollup.BASE_LEVEL
         plans = []
@@ -353,49 +392,21 @@ class Store:
         siblings_by_sid = self._fetch_rollup_many(cur, sibling_requests)
         rows = []
         for sid, top, old_top, max_step, col, stored, tail, rev_after in plans:
-            last_block = max_step >> bl
             if col is None:
-                raw = raw_by_sid.get(sid, [])
-                steps, vals, tss = (list(c) for c in zip(*raw)) if raw else ([], [], [])
-                slices = rollup.block_slices(steps)
-                base = {b: rollup.agg_slice(steps, vals, tss, i, j) for b, i, j in slices}
-                siblings: dict = {}
-                last_pts = None
-                if slices and slices[-1][0] == last_block:
-                    _, i, j = slices[-1]
-                    last_pts = (steps[i:j], vals[i:j], tss[i:j])
+                r, t = rollup.full(sid, raw_by_sid.get(sid, []), top, max_step, rev_after)
+            elif tail is not None:
+                r, t = rollup.update(sid, col, top, old_top, max_step, stored,
+                                     {tail.block: tail.points} if stored else {}, tail.blocks, rev_after)
             else:
-                steps, vals, tss = col.steps, col.vals, col.tss
-                if tail is not None:
-                    siblings = tail.blocks
-                    stored_pts = {tail.block: tail.points} if stored else {}
-                else:
-                    siblings = siblings_by_sid.get(sid, {})
-                    stored_pts = _by_block(raw_by_sid.get(sid, ()), bl) if stored else {}
-                base = dict(col.aggs)  # a retried transaction starts from the batch's own again
-                last_pts = None
-                stored_set = set(stored)
-                for b, i, j in col.slices:
-                    if b in stored_set:
-                        # Stored and new points of one block; a new value of a step wins.
-                        s_steps, s_vals, s_tss = stored_pts.get(b, ((), (), ()))
-                        merged = dict(zip(s_steps, zip(s_vals, s_tss)))
-                        merged.update(zip(steps[i:j], zip(vals[i:j], tss[i:j])))
-                        m_steps, m_vals, m_tss = rollup.arrays(merged)
-                        base[b] = rollup.agg_slice(m_steps, m_vals, m_tss, 0, len(m_steps))
-                        if b == last_block:
-                            last_pts = (m_steps, m_vals, m_tss)
-                    elif b == last_block:
-                        last_pts = (steps[i:j], vals[i:j], tss[i:j])
-            built = {}
-            for level, block, agg in rollup.build_levels(base, siblings, top, old_top):
-                built[(level, block)] = agg
-                rows.append((sid, level, block) + agg)
-            if last_pts is not None:
-                # This batch holds the series' last step, so every level's rightmost
-                # block (and its left neighbour, the other input of its parent) is
-                # known now: what the next append needs.
-                tails.append(rollup.Tail.after(sid, rev_after, max_step, last_pts, built, siblings, top))
+                r, t = rollup.update(sid, col, top, old_top, max_step, stored,
+                                     _by_block(raw_by_sid.get(sid, ()), rollup.BASE_LEVEL) if stored else {},
+                                     siblings_by_sid.get(sid, {}), rev_after)
+            rows.extend(r)
+            if t is not None:
+                tails.append(t)
+        for r, t in ready:
+            rows.extend(r)
+            tails.append(t)
         if rows:
             self._write_rollup(cur, rows)
 

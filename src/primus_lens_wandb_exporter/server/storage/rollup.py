@@ -271,6 +271,63 @@ def build_levels(base: Dict[int, Agg], siblings: Dict[Tuple[int, int], Agg], top
         cur = nxt
 
 
+def update(sid: int, col: "Columns", top: int, old_top: int, max_step: int, stored: Sequence[int],
+           stored_pts: Dict[int, tuple], siblings: Dict[Tuple[int, int], Optional[Agg]], rev_after: int):
+    """Rows ``(sid, level, block, *agg)`` of every block a batch touched, and the
+    series' next :class:`Tail` (None when the batch does not hold its last step).
+
+    ``stored`` are the touched base blocks that also hold stored points, given
+    in ``stored_pts`` as ``{block: (steps, values, timestamps)}``; ``siblings``
+    the stored rows the rebuild needs; ``top``/``old_top`` the series' top level
+    after and before the batch.
+    """
+    steps, vals, tss = col.steps, col.vals, col.tss
+    last_block = max_step >> BASE_LEVEL
+    base = dict(col.aggs)
+    last_pts = None
+    stored_set = set(stored)
+    for b, i, j in col.slices:
+        if b in stored_set:
+            # Stored and new points of one block; a new value of a step wins.
+            s_steps, s_vals, s_tss = stored_pts.get(b, ((), (), ()))
+            merged = dict(zip(s_steps, zip(s_vals, s_tss)))
+            merged.update(zip(steps[i:j], zip(vals[i:j], tss[i:j])))
+            m_steps, m_vals, m_tss = arrays(merged)
+            base[b] = agg_slice(m_steps, m_vals, m_tss, 0, len(m_steps))
+            if b == last_block:
+                last_pts = (m_steps, m_vals, m_tss)
+        elif b == last_block:
+            last_pts = (steps[i:j], vals[i:j], tss[i:j])
+    return _rows_and_tail(sid, base, siblings, top, old_top, max_step, last_pts, rev_after)
+
+
+def full(sid: int, points: Sequence[Tuple[int, float, float]], top: int, max_step: int, rev_after: int):
+    """:func:`update` for a series whose rollup is built from all its (sorted) points."""
+    steps, vals, tss = (list(c) for c in zip(*points)) if points else ([], [], [])
+    slices = block_slices(steps)
+    base = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in slices}
+    last_pts = None
+    if slices and slices[-1][0] == max_step >> BASE_LEVEL:
+        _, i, j = slices[-1]
+        last_pts = (steps[i:j], vals[i:j], tss[i:j])
+    return _rows_and_tail(sid, base, {}, top, top, max_step, last_pts, rev_after)
+
+
+def _rows_and_tail(sid, base, siblings, top, old_top, max_step, last_pts, rev_after):
+    rows = []
+    built = {}
+    for level, block, agg in build_levels(base, siblings, top, old_top):
+        built[(level, block)] = agg
+        rows.append((sid, level, block) + agg)
+    tail = None
+    if last_pts is not None:
+        # The batch holds the series' last step, so every level's rightmost block
+        # (and its left neighbour, the other input of its parent) is known now:
+        # what the next append needs.
+        tail = Tail.after(sid, rev_after, max_step, last_pts, built, siblings, top)
+    return rows, tail
+
+
 def full_levels(points: Sequence[Tuple[int, float, float]], top: int):
     """Every rollup row of a series from all its points (sorted by step)."""
     return build_levels(base_blocks(points), {}, top)
@@ -395,6 +452,10 @@ class TailCache:
         self._tails: Dict[int, Tail] = {}
         self._lock = threading.Lock()
 
+    def get(self, sid: int) -> Optional[Tail]:
+        """The tail last kept for ``sid`` (current or not)."""
+        return self._tails.get(sid)
+
     def usable(self, sid: int, rev: int, max_step: int, stored: Sequence[int],
                needs: Dict[int, List[int]]) -> Optional[Tail]:
         """The tail of ``sid`` when it answers the reads of this batch, else None."""
@@ -416,3 +477,19 @@ class TailCache:
     def clear(self) -> None:
         with self._lock:
             self._tails.clear()
+
+
+class IdCache:
+    """Series key -> series id, as assigned by the database (ids never change)."""
+
+    def __init__(self, capacity: int = 200_000):
+        self.capacity = capacity
+        self._ids: dict = {}
+
+    def get(self, key) -> Optional[int]:
+        return self._ids.get(key)
+
+    def put(self, ids: dict) -> None:
+        if len(self._ids) + len(ids) > self.capacity:
+            self._ids = {}  # rare: a server with this many live series just re-learns them
+        self._ids.update(ids)
