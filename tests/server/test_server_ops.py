@@ -246,3 +246,22 @@ def test_worker_restarted_and_workers_die_with_the_supervisor(lens_server_factor
     srv.kill()
     gone, alive = psutil.wait_procs(now, timeout=30)
     assert not alive, [p.pid for p in alive]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux's")
+def test_workers_on_a_taken_port_exit_with_a_clear_message(tmp_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(port),
+                               "--db", str(tmp_path / "lens.db"), "--workers", "2"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(SRC)})
+    finally:
+        taken.close()
+    assert proc.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr

@@ -86,7 +86,11 @@ def _worker(index: int, conf: dict, common: dict, ready) -> None:
 
 def run(n: int, conf: dict, common: dict, db_where: str) -> int:
     """Run ``n`` workers until SIGTERM/SIGINT; return the exit status."""
-    holder = _bind(conf["host"], conf["port"])  # reserves the port (never listens)
+    try:
+        holder = _bind(conf["host"], conf["port"])  # reserves the port (never listens)
+    except OSError as e:
+        log.error("cannot bind %s:%d: %s", conf["host"], conf["port"], e)
+        return 1
     conf = dict(conf, port=holder.getsockname()[1])
     ctx = multiprocessing.get_context("spawn")
     stopping = []
