@@ -204,10 +204,11 @@ class Store:
     def _ingest_tx(self, now, series, columns, pre, workloads, pods, detections, runs) -> IngestResult:
         result = IngestResult()
         tails: list = []
+        sids: dict = {}
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
-                result.inserted = self._ingest_points(cur, series, columns, pre, tails)
+                result.inserted = self._ingest_points(cur, series, columns, pre, tails, sids)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -230,12 +231,15 @@ class Store:
             for r in runs:
                 self._upsert_run(cur, r, now)
             result.runs = len(runs)
-        # Committed: only now may the next batch of these series trust the tails.
+        # Committed: only now may the next batch of these series trust the tails
+        # (and the ids of series this transaction created exist).
         self._tails.put(tails)
+        self._sids.put(sids)
         return result
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]],
-                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, tails: list) -> int:
+                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, tails: list,
+                       sids: dict) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
         update_rows: List[tuple] = []
@@ -277,7 +281,7 @@ class Store:
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
-        self._sids.put(ids)
+        sids.update(ids)
         self._many(cur, "UPDATE series SET count = ?, min_step = ?, max_step = ?, first_ts = ?, last_ts = ?, "
                         "has_rollup = ?, rev = rev + 1 WHERE id = ?", update_rows)
         new_rows: List[Tuple[int, dict]] = []
@@ -406,7 +410,8 @@ class Store:
                 tails.append(t)
         for r, t in ready:
             rows.extend(r)
-            tails.append(t)
+            if t is not None:
+                tails.append(t)
         if rows:
             self._write_rollup(cur, rows)
 
