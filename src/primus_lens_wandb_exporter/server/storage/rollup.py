@@ -445,9 +445,14 @@ class Tail:
 
 
 class TailCache:
-    """:class:`Tail` per series id, least recently written dropped first."""
+    """:class:`Tail` per series id, least recently written dropped first.
 
-    def __init__(self, capacity: int = 20_000):
+    A tail takes ~2–10 KiB (up to 64 points and two blocks per level), so the
+    default bounds it at ~16–80 MiB per server process; a series whose tail was
+    dropped is read back from the database at its next write, as without a cache.
+    """
+
+    def __init__(self, capacity: int = 8192):
         self.capacity = capacity
         self._tails: Dict[int, Tail] = {}
         self._lock = threading.Lock()
