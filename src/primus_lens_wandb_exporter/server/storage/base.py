@@ -329,21 +329,15 @@ class Store:
         the common case off SQLite's single write lock.
         """
         out = {}
-        bl = rollup.BASE_LEVEL
         for key, col in columns.items():
             sid = self._sids.get(key)
             tail = self._tails.get(sid) if sid is not None else None
             if tail is None or col.steps[0] <= tail.max_step:
                 continue
-            old_max, max_step = tail.max_step, col.steps[-1]
-            top, old_top = rollup.top_level(max_step), rollup.top_level(old_max)
-            blocks = [b for b, _, _ in col.slices]
-            stored = [old_max >> bl] if blocks[0] == old_max >> bl else []
-            if not tail.covers(tail.rev, old_max, stored, rollup.sibling_needs_of_blocks(blocks, top, old_top)):
-                continue
-            rows, nxt = rollup.update(sid, col, top, old_top, max_step, stored,
-                                      {tail.block: tail.points} if stored else {}, tail.blocks, tail.rev + 1)
-            out[key] = (tail.rev, old_max, rows, nxt)
+            top, old_top, stored, needs = col.touch(tail.max_step)
+            if tail.covers(tail.rev, tail.max_step, stored, needs):
+                rows, nxt = tail.update(col, top, old_top, col.steps[-1], stored, tail.rev + 1)
+                out[key] = (tail.rev, tail.max_step, rows, nxt)
         return out
 
     def _maintain_rollups(self, cur, work, ready, tails: list) -> None:
@@ -375,16 +369,7 @@ class Store:
                 # Born with a rollup: this batch is every point, nothing to read.
                 plans.append((sid, top, top, max_step, col, (), None, rev_after))
                 continue
-            blocks = [b for b, _, _ in col.slices]
-            old_top = rollup.top_level(old_max)
-            if col.steps[0] > old_max:
-                # Append: only the base block holding the old last step can hold
-                # stored points too; every other touched block is this batch's.
-                edge = old_max >> bl
-                stored = [edge] if blocks[0] == edge else []
-            else:
-                stored = blocks
-            needs = rollup.sibling_needs_of_blocks(blocks, top, old_top)
+            top, old_top, stored, needs = col.touch(old_max)
             tail = self._tails.usable(sid, rev_before, old_max, stored, needs)
             if tail is None:
                 for lo, hi in rollup.block_runs(stored, bl):
@@ -399,8 +384,7 @@ class Store:
             if col is None:
                 r, t = rollup.full(sid, raw_by_sid.get(sid, []), top, max_step, rev_after)
             elif tail is not None:
-                r, t = rollup.update(sid, col, top, old_top, max_step, stored,
-                                     {tail.block: tail.points} if stored else {}, tail.blocks, rev_after)
+                r, t = tail.update(col, top, old_top, max_step, stored, rev_after)
             else:
                 r, t = rollup.update(sid, col, top, old_top, max_step, stored,
                                      _by_block(raw_by_sid.get(sid, ()), rollup.BASE_LEVEL) if stored else {},

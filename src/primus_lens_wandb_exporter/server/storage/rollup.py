@@ -204,6 +204,22 @@ class Columns:
         self.slices = block_slices(steps)
         self.aggs = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in self.slices}
 
+    def touch(self, old_max: int) -> Tuple[int, int, List[int], Dict[int, List[int]]]:
+        """``(top, old_top, stored, needs)`` of this batch on a series whose last
+        step was ``old_max``: its top level after and before, the touched base
+        blocks that may also hold stored points, and the clean sibling rows the
+        rebuild needs (:func:`sibling_needs_of_blocks`)."""
+        top, old_top = top_level(max(old_max, self.steps[-1])), top_level(old_max)
+        blocks = [b for b, _, _ in self.slices]
+        if self.steps[0] > old_max:
+            # Append: only the base block holding the old last step can hold
+            # stored points too; every other touched block is this batch's.
+            edge = old_max >> BASE_LEVEL
+            stored = [edge] if blocks[0] == edge else []
+        else:
+            stored = blocks
+        return top, old_top, stored, sibling_needs_of_blocks(blocks, top, old_top)
+
 
 def base_blocks(points_by_step: Iterable[Tuple[int, float, float]]) -> Dict[int, Agg]:
     """Aggregate raw ``(step, value, ts)`` points (sorted) into base-level blocks."""
@@ -430,6 +446,11 @@ class Tail:
                 blocks[key] = built.get(key) or siblings.get(key)
         return cls(sid, rev, max_step, points, blocks)
 
+    def update(self, col: Columns, top: int, old_top: int, max_step: int, stored: Sequence[int], rev_after: int):
+        """:func:`update` with the stored points and rows this tail holds."""
+        return update(self.sid, col, top, old_top, max_step, stored, {self.block: self.points} if stored else {},
+                      self.blocks, rev_after)
+
     def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
         """True when this tail answers every read of an append at ``rev``."""
         if rev != self.rev or max_step != self.max_step:
@@ -478,10 +499,6 @@ class TailCache:
                 d[t.sid] = t if old is None or old.rev <= t.rev else old
             while len(d) > self.capacity:
                 del d[next(iter(d))]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tails.clear()
 
 
 class IdCache:
