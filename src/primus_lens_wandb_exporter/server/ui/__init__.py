@@ -43,9 +43,6 @@ from .npm import NpmPackage, Vendored
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
-MISSING_MESSAGE = ("uPlot, the UI's charting library, is not installed: run `npm ci` in the "
-                   "repository checkout (needs Node.js/npm), or install a wheel built with npm "
-                   "available; see README")
 UPLOT = NpmPackage(
     name="uplot",
     files={
@@ -54,7 +51,7 @@ UPLOT = NpmPackage(
         "uPlot.LICENSE": ("LICENSE", "text/plain"),
     },
     required=("uPlot.iife.min.js", "uPlot.min.css"),
-    missing_message=MISSING_MESSAGE,
+    what="uPlot, the UI's charting library",
 )
 #: Every npm package the server serves (hatch_build.py's NPM_FILES ships the same files in wheels).
 NPM_PACKAGES = (UPLOT, SWAGGER_UI)
@@ -103,7 +100,7 @@ def mount_ui(app: Any, settings: Any = None) -> None:
     uplot, swagger = vendored[UPLOT.name], vendored[SWAGGER_UI.name]
     if not uplot.available:
         log.warning("%s (looked in %s); the UI shows an error instead of charts",
-                    MISSING_MESSAGE, UPLOT.looked_in())
+                    UPLOT.missing_message, UPLOT.looked_in())
     vendor_tag = uplot.tag
 
     async def index(request: Request) -> Response:

@@ -33,9 +33,7 @@ SWAGGER_UI = NpmPackage(
         "swagger-ui.NOTICE": ("NOTICE", "text/plain"),
     },
     required=("swagger-ui-bundle.js", "swagger-ui.css"),
-    missing_message=("Swagger UI, the /api/docs page's library, is not installed: run `npm ci` in the "
-                     "repository checkout (needs Node.js/npm), or install a wheel built with npm "
-                     "available; see README"),
+    what="Swagger UI, the /api/docs page's library",
 )
 
 # Swagger UI's default validatorUrl makes the page fetch a badge from validator.swagger.io.

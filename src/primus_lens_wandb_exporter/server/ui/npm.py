@@ -47,7 +47,13 @@ class NpmPackage:
     name: str                                   # npm package name: node_modules/<name>
     files: Mapping[str, Tuple[str, str]]        # URL name -> (path inside the package, media type)
     required: Tuple[str, ...]                   # URL names without which the package is "missing"
-    missing_message: str                        # what to do when it is (logged, and shown by pages)
+    what: str                                   # what it is to the server, for missing_message
+
+    @property
+    def missing_message(self) -> str:
+        """What to do when the package is missing (logged, and shown by pages)."""
+        return (f"{self.what} is not installed: run `npm ci` in the repository checkout (needs "
+                "Node.js/npm), or install a wheel built with npm available; see README")
 
     def root(self) -> Optional[Path]:
         """The first ``VENDOR_ROOTS/<name>`` holding every required file, or None."""
