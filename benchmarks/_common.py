@@ -11,6 +11,20 @@ import time
 import requests
 
 
+#: Start of a benchmark worker script (``python -c``): a wandb run and the logged dict,
+#: ``n = int(sys.argv[1])`` measured calls to follow, after 2,000 warm-up calls of ``log(data)``.
+WANDB_WORKER_SETUP = r"""
+import collections, gc, itertools, json, sys, time
+import wandb
+n = int(sys.argv[1])
+run = wandb.init(project="bench", settings=wandb.Settings(x_disable_stats=True))
+data = {f"metric_{i}": 0.1 * i for i in range(10)}
+log = wandb.log
+for i in range(2000):   # warm-up, not measured
+    log(data)
+"""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,17 +21,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import base_env  # noqa: E402
+from _common import WANDB_WORKER_SETUP, base_env  # noqa: E402
 
-WORKER = r"""
-import collections, itertools, sys
-import wandb
-n = int(sys.argv[1])
-run = wandb.init(project="bench", settings=wandb.Settings(x_disable_stats=True))
-data = {f"metric_{i}": 0.1 * i for i in range(10)}
-log = wandb.log
-for i in range(2000):   # warm-up, not counted
-    log(data)
+WORKER = WANDB_WORKER_SETUP + r"""
 collections.deque(itertools.starmap(log, itertools.repeat((data,), n)), maxlen=0)
 wandb.finish()
 """

@@ -17,18 +17,10 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import Server, base_env, blackhole, median  # noqa: E402
+from _common import WANDB_WORKER_SETUP, Server, base_env, blackhole, median  # noqa: E402
 
-WORKER = r"""
-import json, sys, time, gc
-import wandb
-n = int(sys.argv[1])
-run = wandb.init(project="bench", settings=wandb.Settings(x_disable_stats=True))
-data = {f"metric_{i}": 0.1 * i for i in range(10)}
-log = wandb.log
+WORKER = WANDB_WORKER_SETUP + r"""
 clock = time.perf_counter_ns
-for i in range(2000):   # warm-up
-    log(data)
 samples = []
 append = samples.append
 for i in range(n):
