@@ -133,11 +133,15 @@ def _make_log(recorder):
     return make
 
 
+def _key_name(key):
+    """A W&B summary/config key (a string or a nested path) as one dotted name."""
+    return key if isinstance(key, str) else ".".join(map(str, key))
+
+
 def _report_summary(recorder, run, summary_record, *args, **kwargs):
     items = {}
     for item in getattr(summary_record, "update", ()) or ():
-        key = item.key if isinstance(item.key, str) else ".".join(map(str, item.key))
-        items[key] = item.value
+        items[_key_name(item.key)] = item.value
     if items:
         recorder.summary_update(run, items)
 
@@ -146,8 +150,7 @@ def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs
     if data is not None:
         recorder.config_update(run, dict(data))
     elif key is not None:
-        name = key if isinstance(key, str) else ".".join(map(str, key))
-        recorder.config_update(run, {name: val})
+        recorder.config_update(run, {_key_name(key): val})
 
 
 def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, *args, **kwargs):
