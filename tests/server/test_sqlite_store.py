@@ -36,14 +36,21 @@ def test_wal_is_checkpointed_off_the_write_path(tmp_path, monkeypatch):
         assert stats["checkpoints"] >= 1 and stats["checkpoint_errors"] == 0, stats
         assert stats["checkpoints_inline"] == 0
         assert os.path.getsize(path) > size0 + (1 << 20)  # the points are in the database file now
-        # After a checkpoint that saw every commit, the next commit starts the WAL
-        # over instead of growing it.
-        done = store.stats()["checkpoints"]
-        while store.stats()["checkpoints"] == done and time.monotonic() < deadline:
+        # Once a checkpoint has copied the whole log it is not run again until a
+        # commit changes the WAL, and that next commit starts the log over
+        # instead of growing the file.
+        while store.checkpointed != store._wal_state() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert store.checkpointed == store._wal_state()
+        done = store.stats()["checkpoints"]
+        time.sleep(10 * sqlite.CHECKPOINT_INTERVAL)
+        assert store.stats()["checkpoints"] == done
         wal = store._wal_bytes()
         store.ingest([_batch(100_000)])
         assert store._wal_bytes() <= wal
+        while store.stats()["checkpoints"] == done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.stats()["checkpoints"] > done  # the new commit is checkpointed in turn
     finally:
         store.close()
     assert not store._checkpointer.is_alive()

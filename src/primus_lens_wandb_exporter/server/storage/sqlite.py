@@ -66,6 +66,8 @@ class SQLiteStore(Store):
         self._stop = threading.Event()
         self.counters.update(checkpoints=0, checkpoints_busy=0, checkpoints_inline=0, checkpoint_errors=0)
         self._checkpointer = None
+        #: The WAL's ``_wal_state()`` when a checkpoint last copied all of it.
+        self.checkpointed = (0, 0)
         if path != ":memory:":
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="lens-sqlite-checkpoint",
                                                   daemon=True)
@@ -88,10 +90,15 @@ class SQLiteStore(Store):
         return conn
 
     def _wal_bytes(self) -> int:
+        return self._wal_state()[1]
+
+    def _wal_state(self) -> tuple[int, int]:
+        """(modification time in ns, size) of the WAL file; (0, 0) when there is none."""
         try:
-            return os.path.getsize(self.path + "-wal")
+            st = os.stat(self.path + "-wal")
         except OSError:
-            return 0
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database off the write path.
@@ -102,14 +109,20 @@ class SQLiteStore(Store):
         """
         conn = None
         while not self._stop.wait(CHECKPOINT_INTERVAL):
-            if self._wal_bytes() < CHECKPOINT_BYTES:
+            wal = self._wal_state()
+            # The WAL file keeps its size after the log restarts, so its size alone
+            # would checkpoint an already copied log every interval, and a checkpoint
+            # running when a writer begins keeps that writer from restarting the log.
+            if wal[1] < CHECKPOINT_BYTES or wal == self.checkpointed:
                 continue
             try:
                 if conn is None:
                     conn = self._connect()
-                busy = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.counters["checkpoints"] += 1
                 self.counters["checkpoints_busy"] += bool(busy)  # another process's checkpoint ran
+                if not busy and frames == copied and self._wal_state() == wal:
+                    self.checkpointed = wal
             except sqlite3.Error as e:
                 self.counters["checkpoint_errors"] += 1
                 log.warning("WAL checkpoint failed (will retry): %s", e)
