@@ -1,6 +1,5 @@
 """Every env var parsed once; malformed values warn and fall back, never crash."""
 
-import logging
 
 import pytest
 

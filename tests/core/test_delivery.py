@@ -5,8 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
-import threading
 import time
 
 import pytest

@@ -1,6 +1,5 @@
 """The plugin core: built-ins and third parties through one entry-point group."""
 
-import os
 import textwrap
 
 from support import exporter_env, run_python

@@ -13,7 +13,6 @@ Values are numpy scalars (what ``jax.device_get`` hands MaxText / CLU).
 """
 
 import os
-import sys
 
 import pytest
 
