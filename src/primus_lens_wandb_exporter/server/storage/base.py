@@ -415,16 +415,20 @@ class Store:
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
         """``key -> (count, min_step, max_step, first_ts, last_ts, has_rollup, id, rev)`` of stored series."""
         out = {}
-        by_wl: Dict[Tuple[str, str], List[SeriesKey]] = {}
+        # Grouped by everything but the metric name (a batch is usually one rank of
+        # one run): the lookups then use the whole unique key, and a workload's
+        # other ranks' series are not read.
+        groups: Dict[Tuple[str, str, int, str], List[str]] = {}
         for k in keys:
-            by_wl.setdefault((k[0], k[1]), []).append(k)
-        for (uid, src), ks in by_wl.items():
-            names = sorted({k[2] for k in ks})
+            groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
+        for (uid, src, rank, run_id), names in groups.items():
+            names = sorted(set(names))
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
                 self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id, "
-                              "rev FROM series WHERE workload_uid = ? AND data_source = ? AND metric_name IN "
-                              f"({', '.join('?' * len(chunk))})", (uid, src, *chunk))
+                              "rev FROM series WHERE workload_uid = ? AND data_source = ? AND rank = ? "
+                              f"AND run_id = ? AND metric_name IN ({', '.join('?' * len(chunk))})",
+                         (uid, src, rank, run_id, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
         return out
