@@ -126,11 +126,17 @@ class Store:
         raise NotImplementedError
         yield
 
-    def _write_points(self, cur, new: List[Tuple[int, dict]], updates: List[tuple]) -> None:  # pragma: no cover
-        """Insert ``new`` points (per series id, ``{step: (value, ts)}``; proven absent
-        while this transaction holds the series) and upsert ``updates`` rows
+    def _write_points(self, cur, new: List[Tuple[int, dict, Any]], updates: List[tuple]) -> None:  # pragma: no cover
+        """Insert ``new`` points (per series: ``(id, {step: (value, ts)}, encoded)``,
+        proven absent while this transaction holds the series; ``encoded`` is
+        :meth:`_encode_points` of the two, or None) and upsert ``updates`` rows
         ``(series_id, iteration, value, timestamp)``."""
         raise NotImplementedError
+
+    def _encode_points(self, sid: int, pts: Dict[int, Tuple[float, float]]) -> Any:
+        """A series' points in the form :meth:`_write_points` inserts, built before
+        the write transaction so that the work is not done under its locks."""
+        return None
 
     def _lock_series(self, cur, keys: Sequence[SeriesKey]) -> None:
         """Serialise writers of the same series (no-op where writes are serial)."""
@@ -189,9 +195,16 @@ class Store:
         # the write transaction (see rollup.Columns).
         columns = {key: rollup.Columns(pts) for key, pts in series.items()}
         pre = self._precompute_rollups(columns)
+        # Insert rows of series whose id is known, on the likely assumption that
+        # every point is new (an append); the transaction uses them only then.
+        encoded = {}
+        for key, pts in series.items():
+            sid = self._sids.get(key)
+            if sid is not None:
+                encoded[key] = (sid, self._encode_points(sid, pts))
         for attempt in range(5):
             try:
-                return self._ingest_tx(now, series, columns, pre, workloads, pods, detections, runs)
+                return self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs)
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.
@@ -201,14 +214,14 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _ingest_tx(self, now, series, columns, pre, workloads, pods, detections, runs) -> IngestResult:
+    def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs) -> IngestResult:
         result = IngestResult()
         tails: list = []
         sids: dict = {}
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
-                result.inserted = self._ingest_points(cur, series, columns, pre, tails, sids)
+                result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -238,7 +251,7 @@ class Store:
         return result
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]],
-                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, tails: list,
+                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
                        sids: dict) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
@@ -291,11 +304,11 @@ class Store:
         for key, pts, existing, had_rollup, has_rollup, max_step, old_max, rev in plans:
             sid = ids[key]
             if existing:
-                new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}))
+                new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}, None))
                 rows.extend((sid, st, pts[st][0], pts[st][1]) for st in existing)
             else:
-                # The backend builds its rows from the dict in one pass.
-                new_rows.append((sid, pts))
+                enc = encoded.get(key)
+                new_rows.append((sid, pts, enc[1] if enc is not None and enc[0] == sid else None))
             if has_rollup:
                 p = pre.get(key)
                 if p is not None and had_rollup and p[0] == rev and p[1] == old_max:
