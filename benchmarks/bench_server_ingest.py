@@ -10,6 +10,9 @@ exactly once.
 
     python benchmarks/bench_server_ingest.py                       # SQLite
     python benchmarks/bench_server_ingest.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
+
+``--repeat N`` runs N times (fresh database and server each) and prints the median:
+this machine's speed can swing by half within minutes, so one run says little.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import argparse
 import http.client
 import os
 import sys
+import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -97,21 +102,38 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=20, help="batches per sender")
     ap.add_argument("--metrics", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs, each on a fresh database and server; prints every run and the median")
     args = ap.parse_args()
+    if args.db == "postgres" and not args.pg_dsn:
+        ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
+    uid = "bench-ingest"
+    print(f"encoding {args.senders} x {args.batches} bodies of {args.batch} points ...", flush=True)
+    bodies = [make_bodies(i, args.batches, args.batch, args.metrics, uid) for i in range(args.senders)]
+    rates = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- run {i + 1} of {args.repeat}", flush=True)
+        rate = run_once(args, bodies, uid)
+        if rate is None:
+            return 1
+        rates.append(rate)
+    if args.repeat > 1:
+        print(f"runs: {' '.join(f'{r:,.0f}' for r in rates)} points/s; median={statistics.median(rates):,.0f} "
+              f"min={min(rates):,.0f} max={max(rates):,.0f}")
+    return 0
 
+
+def run_once(args, bodies, uid: str):
+    """One run on a fresh database: points/s, or None when a point was lost or doubled."""
     tmp = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     pg_db = None
     if args.db == "postgres":
-        if not args.pg_dsn:
-            ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
         db_url = pg_db = create_pg_database(args.pg_dsn, prefix="lens_bench_")
     else:
         db_url = f"sqlite:///{tmp}/bench.db"
     srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", "warning", "--workers", str(args.workers)]).start()
-    uid = "bench-ingest"
     try:
-        print(f"encoding {args.senders} x {args.batches} bodies of {args.batch} points ...", flush=True)
-        bodies = [make_bodies(i, args.batches, args.batch, args.metrics, uid) for i in range(args.senders)]
         total = args.senders * args.batches * args.batch
         results = [0] * args.senders
         errors: list = []
@@ -129,7 +151,7 @@ def main() -> int:
         client_cpu = time.process_time() - client0
         if errors:
             print("errors:", errors[:3])
-            return 1
+            return None
         import requests
 
         src = requests.get(f"{srv.api}/workloads/{uid}/metrics/sources", timeout=60).json()
@@ -155,9 +177,10 @@ def main() -> int:
                   f"load_average={os.getloadavg()[0]:.2f}")
         print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
               f"{'OK every point stored once' if ok else 'MISMATCH'}")
-        return 0 if ok else 1
+        return total / elapsed if ok else None
     finally:
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         if pg_db:
             drop_pg_database(pg_db, args.pg_dsn)
 
