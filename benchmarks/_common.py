@@ -1,6 +1,7 @@
 """Shared bits of the exporter benchmarks: start a real Lens server, a blackhole, stats."""
 
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -59,6 +60,7 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self.start()

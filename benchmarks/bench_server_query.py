@@ -21,6 +21,7 @@ import argparse
 import http.client
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -153,6 +154,7 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # a --keep database lives elsewhere
         if pg_db:
             drop_pg_database(pg_db, args.pg_dsn)
 
