@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -222,6 +223,42 @@ def test_workers_share_a_burst_of_connections(lens_server_factory):
         c.close()
     assert sum(per_worker) == 32
     assert min(per_worker) >= 4, per_worker  # 16 +- 12 by chance fails about once in 10**6 runs
+
+
+def _closes_on_one_connection(srv, requests_n):
+    """Send ``requests_n`` requests over one kept-alive connection (reopened when the
+    server closes it); return the 1-based numbers of the answers that closed it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    closed = []
+    for i in range(1, requests_n + 1):
+        conn.request("POST", "/api/v1/wandb/metrics", body=json.dumps(metrics_body("wl-rebalance", [("loss", i, 0.5)])),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        resp.read()
+        if (resp.getheader("connection") or "").lower() == "close":
+            closed.append(i)
+    conn.close()
+    return closed
+
+
+def test_workers_close_each_connection_now_and_then_so_the_kernel_spreads_it_anew(lens_server_factory):
+    # Which worker serves a connection is fixed when it is accepted (a hash), so a
+    # job's 16 ranks can land 11/5; after every REBALANCE_EVERY requests a worker
+    # closes the connection and the client's next one is spread afresh.
+    from primus_lens_wandb_exporter.server.workers import REBALANCE_EVERY
+
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(srv)
+    n = 3 * REBALANCE_EVERY
+    assert _closes_on_one_connection(srv, n) == [REBALANCE_EVERY, 2 * REBALANCE_EVERY, 3 * REBALANCE_EVERY]
+    assert srv.get("/workloads/wl-rebalance").json()["points"] == n  # nothing lost across reconnects
+
+
+def test_a_single_process_server_keeps_connections_open(lens_server):
+    assert _closes_on_one_connection(lens_server, 20) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux's")
