@@ -71,6 +71,24 @@ def server_cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_times() -> list:
+    """The machine's CPU time counters (/proc/stat ``cpu`` line: user, nice, system,
+    idle, iowait, irq, softirq, steal, ...); [] where unavailable."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def steal_share(before: list, after: list) -> float:
+    """Share of the machine's CPU time the hypervisor gave to other guests between two
+    ``cpu_times()``: the usual reason the same run is twice as slow minutes later."""
+    if not before or not after:
+        return float("nan")
+    delta = [b - a for a, b in zip(before, after)]
+    return delta[7] / max(1, sum(delta))
+
+
 def _ppid(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -140,6 +158,7 @@ def run_once(args, bodies, uid: str):
         threads = [threading.Thread(target=sender, args=(srv.port, bodies[i], results, i, errors))
                    for i in range(args.senders)]
         cpu0 = server_cpu_seconds(srv.proc.pid)
+        machine0 = cpu_times()
         client0 = time.process_time()
         t0 = time.perf_counter()
         for t in threads:
@@ -148,6 +167,7 @@ def run_once(args, bodies, uid: str):
             t.join()
         elapsed = time.perf_counter() - t0
         cpu = server_cpu_seconds(srv.proc.pid) - cpu0
+        steal = steal_share(machine0, cpu_times())
         client_cpu = time.process_time() - client0
         if errors:
             print("errors:", errors[:3])
@@ -174,7 +194,7 @@ def run_once(args, bodies, uid: str):
         if cpu > 0:
             print(f"server_cpu={cpu:.2f}s ({total / cpu:,.0f} points per server CPU-second; the database "
                   f"server's own CPU not included) client_cpu={client_cpu:.2f}s "
-                  f"load_average={os.getloadavg()[0]:.2f}")
+                  f"load_average={os.getloadavg()[0]:.2f} cpu_steal={steal:.0%}")
         print(f"verify: acknowledged-new={sum(results)} summary={stored} rows={rows} -> "
               f"{'OK every point stored once' if ok else 'MISMATCH'}")
         return total / elapsed if ok else None
