@@ -5,9 +5,9 @@ and every process's event loop races to accept each connection.  Exporters keep
 their connection open, so whichever process won the race at start-up serves
 that rank for good: in a burst (a job's ranks all start at once) one process
 took 14 of 16 connections and the other sat idle.  Here every process binds the
-port itself with ``SO_REUSEPORT``, so the kernel spreads connections evenly
-over the processes' sockets, and a process busy with a batch never loses or
-wins connections by it.  The kernel spreads by a hash of each connection's
+port itself with ``SO_REUSEPORT``, so the kernel spreads connections over the
+processes' sockets, and a process busy with a batch never loses or wins
+connections by it.  The kernel spreads by a hash of each connection's
 addresses, evenly only on average: 16 connections split 11/5 or worse about
 one time in five, and once the lighter process has sent its last answer the
 other works alone (a 16-sender benchmark ran at ~240k instead of ~420k
