@@ -257,6 +257,34 @@ def test_workers_close_each_connection_now_and_then_so_the_kernel_spreads_it_ane
     assert srv.get("/workloads/wl-rebalance").json()["points"] == n  # nothing lost across reconnects
 
 
+def test_workers_health_adds_up_every_workers_counters(lens_server_factory):
+    # Each worker has its own store and counters; /health answers from one of them
+    # and must still count what every worker did.
+    import http.client
+
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(srv)
+    workers = {p.pid for p in _workers_of(srv)}
+    conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30) for _ in range(16)]
+    for i, c in enumerate(conns):  # 16 connections: both workers get some (all on one: ~1 in 30,000)
+        c.request("POST", "/api/v1/wandb/metrics", headers={"Content-Type": "application/json"},
+                  body=json.dumps(metrics_body("wl-shared", [("loss", i, 0.5), ("acc", i, 0.9)], rank=i)))
+        assert c.getresponse().read()
+        c.close()
+    deadline = time.monotonic() + 30
+    while True:  # each worker shares its counters once a second
+        answers = [srv.get("/health").json() for _ in range(8)]
+        if all(h["storage"]["ingest_transactions"] == 16 for h in answers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for h in answers:
+        assert h["storage"]["ingest_transactions"] == 16 and h["storage"]["points_inserted"] == 32, h
+        per = {w["pid"]: w for w in h["workers"]}
+        assert set(per) == workers and all(w["alive"] for w in per.values()), h
+        assert sum(w["storage"]["ingest_transactions"] for w in per.values()) == 16
+        assert all(w["storage"]["ingest_transactions"] > 0 for w in per.values()), "both workers took connections"
+
+
 def test_a_single_process_server_keeps_connections_open(lens_server):
     assert _closes_on_one_connection(lens_server, 20) == []
 

@@ -183,11 +183,20 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
 def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     """Build the Lens API on ``settings.db_url`` (or an already opened ``store``)."""
     store = store or open_store(settings.db_url)
+    shared = None
+    if settings.stats_dir:
+        from .shared_stats import SharedStats
+
+        shared = SharedStats(settings.stats_dir, store.stats)
 
     @asynccontextmanager
     async def lifespan(app):
+        if shared is not None:
+            shared.start()
         yield
         # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
+        if shared is not None:
+            shared.stop()
         store.close()
 
     # /api/docs is added by mount_ui below: FastAPI's own page loads Swagger UI from a CDN.
@@ -328,8 +337,10 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
             log.warning("health check failed: %s", e)
             return json_response({"status": "error", "database": store.kind, "version": __version__,
                                   "message": f"database unavailable: {e}"}, 503)
-        return json_response({"status": "ok", "database": store.kind, "version": __version__,
-                              "storage": store.stats()})
+        body = {"status": "ok", "database": store.kind, "version": __version__, "storage": store.stats()}
+        if shared is not None:  # serve --workers N: every process's counters, added up
+            body["storage"], body["workers"] = shared.snapshot()
+        return json_response(body)
 
     @app.get("/api/v1", tags=["query"], summary="API index (also what Grafana's 'Save & test' probes)")
     def api_index():

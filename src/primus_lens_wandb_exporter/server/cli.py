@@ -12,8 +12,10 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Optional, Sequence
 
 log = logging.getLogger("primus_lens.server")
@@ -93,16 +95,21 @@ def serve(args: argparse.Namespace) -> int:
 
         # Migrate once here, before the workers start and open the database.
         open_store(db_url).close()
+        # The workers add up their counters for /health through files here.
+        stats_dir = tempfile.mkdtemp(prefix="primus-lens-workers-")
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
-                "log_level": args.log_level}
+                "log_level": args.log_level, "stats_dir": stats_dir}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
-        if workers.supported():
-            return workers.run(args.workers, conf, common, _redact(db_url))
-        # Elsewhere uvicorn's supervisor: one shared socket (connections less evenly spread).
-        os.environ[_WORKER_ENV] = json.dumps(conf)
-        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **common)
-        return 0
+        try:
+            if workers.supported():
+                return workers.run(args.workers, conf, common, _redact(db_url))
+            # Elsewhere uvicorn's supervisor: one shared socket (connections less evenly spread).
+            os.environ[_WORKER_ENV] = json.dumps(conf)
+            uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **common)
+            return 0
+        finally:
+            shutil.rmtree(stats_dir, ignore_errors=True)
     app = create_app(settings)
     config = uvicorn.Config(app, **common)
     _tune_gc()

@@ -15,3 +15,5 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     host: str = "127.0.0.1"
     port: int = 8080
+    #: where the processes of ``serve --workers N`` share their counters (set by ``serve``)
+    stats_dir: Optional[str] = None

@@ -105,8 +105,8 @@ class Store:
     def __init__(self) -> None:
         self._tails = rollup.TailCache()
         self._sids = rollup.IdCache()  # series key -> id (never changes once assigned)
-        #: what /health reports under "storage": retries and background work
-        self.counters: Dict[str, int] = {"ingest_retries": 0}
+        #: what /health reports under "storage": work done, retries and background work
+        self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 
     def stats(self) -> Dict[str, Any]:
         """Counters of this process's store (retries, background maintenance)."""
@@ -204,7 +204,10 @@ class Store:
                 encoded[key] = (sid, self._encode_points(sid, pts))
         for attempt in range(5):
             try:
-                return self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs)
+                result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs)
+                self.counters["ingest_transactions"] += 1
+                self.counters["points_inserted"] += result.inserted
+                return result
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.

@@ -1,0 +1,99 @@
+"""The counters of ``serve --workers N`` processes, added up for ``/health``.
+
+Each process has its own store and so its own counters (ingest transactions,
+retries, checkpoints ...).  A ``/health`` request reaches one process, which
+would report only its share.  So every process writes its counters to a
+file in a directory ``serve`` creates for the run (``PID.json``, replaced
+atomically once a second and at shutdown), and ``/health`` adds up all of
+them, its own taken live.  The files of workers that died stay: what they
+counted happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Callable, Dict, List, Tuple
+
+log = logging.getLogger("primus_lens.server")
+
+
+class SharedStats:
+    """One process's view of the counters of all the processes of one ``serve``."""
+
+    #: seconds between two writes of this process's counters
+    INTERVAL = 1.0
+
+    def __init__(self, directory: str, own: Callable[[], Dict[str, int]]):
+        self.dir = directory
+        self.own = own
+        self.pid = os.getpid()
+        self.path = os.path.join(directory, f"{self.pid}.json")
+        self.write_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lens-shared-stats", daemon=True)
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"pid": self.pid, "storage": self.own()}, f)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                log.warning("cannot share this worker's counters in %s (%d failures): %s",
+                            self.dir, self.write_errors, e)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self.write()
+
+    def snapshot(self) -> Tuple[Dict[str, int], List[dict]]:
+        """(counters added up over every process, ``[{"pid", "alive", "storage"}]`` per process)."""
+        processes: Dict[int, dict] = {}
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            names = []
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.dir, name)) as f:
+                    p = json.load(f)
+                processes[int(p["pid"])] = p["storage"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being replaced, or not ours: the next request sees it
+        processes[self.pid] = self.own()
+        totals: Dict[str, int] = {}
+        for storage in processes.values():
+            for k, v in storage.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    totals[k] = totals.get(k, 0) + v
+        if self.write_errors:
+            totals["shared_stats_write_errors"] = self.write_errors
+        workers = [{"pid": pid, "alive": _alive(pid), "storage": processes[pid]} for pid in sorted(processes)]
+        return totals, workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
