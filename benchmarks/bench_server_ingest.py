@@ -82,7 +82,9 @@ def cpu_times() -> list:
 
 def steal_share(before: list, after: list) -> float:
     """Share of the machine's CPU time the hypervisor gave to other guests between two
-    ``cpu_times()``: the usual reason the same run is twice as slow minutes later."""
+    ``cpu_times()``.  One reason a run can be slower than the same run minutes before;
+    on the development VM it stayed at 0 % while the machine ran at half speed, so the
+    points per server CPU-second are the better gauge there."""
     if not before or not after:
         return float("nan")
     delta = [b - a for a, b in zip(before, after)]
