@@ -257,27 +257,41 @@ def test_workers_close_each_connection_now_and_then_so_the_kernel_spreads_it_ane
     assert srv.get("/workloads/wl-rebalance").json()["points"] == n  # nothing lost across reconnects
 
 
+def _post_on_fresh_connections(srv, uid, n):
+    """``n`` two-point batches, each on a new connection (so both workers get some:
+    all 16 on one worker happens about once in 30,000 runs)."""
+    import http.client
+
+    for i in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        c.request("POST", "/api/v1/wandb/metrics", headers={"Content-Type": "application/json"},
+                  body=json.dumps(metrics_body(uid, [("loss", i, 0.5), ("acc", i, 0.9)], rank=i)))
+        resp = c.getresponse()
+        assert resp.status == 200, resp.read()
+        resp.read()
+        c.close()
+
+
+def _wait_for_transactions(srv, n, timeout=30.0):
+    """The /health answer once every worker's shared counters add up to ``n`` ingest
+    transactions (each worker shares its counters once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = [srv.get("/health").json() for _ in range(4)]
+        if all(h["storage"]["ingest_transactions"] == n for h in answers) or time.monotonic() > deadline:
+            return answers[-1]
+        time.sleep(0.2)
+
+
 def test_workers_health_adds_up_every_workers_counters(lens_server_factory):
     # Each worker has its own store and counters; /health answers from one of them
     # and must still count what every worker did.
-    import http.client
-
     srv = lens_server_factory(extra_args=["--workers", "2"])
     _all_workers_serving(srv)
     workers = {p.pid for p in _workers_of(srv)}
-    conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30) for _ in range(16)]
-    for i, c in enumerate(conns):  # 16 connections: both workers get some (all on one: ~1 in 30,000)
-        c.request("POST", "/api/v1/wandb/metrics", headers={"Content-Type": "application/json"},
-                  body=json.dumps(metrics_body("wl-shared", [("loss", i, 0.5), ("acc", i, 0.9)], rank=i)))
-        assert c.getresponse().read()
-        c.close()
-    deadline = time.monotonic() + 30
-    while True:  # each worker shares its counters once a second
-        answers = [srv.get("/health").json() for _ in range(8)]
-        if all(h["storage"]["ingest_transactions"] == 16 for h in answers) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    for h in answers:
+    _post_on_fresh_connections(srv, "wl-shared", 16)
+    _wait_for_transactions(srv, 16)
+    for h in [srv.get("/health").json() for _ in range(8)]:
         assert h["storage"]["ingest_transactions"] == 16 and h["storage"]["points_inserted"] == 32, h
         per = {w["pid"]: w for w in h["workers"]}
         assert set(per) == workers and all(w["alive"] for w in per.values()), h
@@ -296,6 +310,8 @@ def test_worker_restarted_and_workers_die_with_the_supervisor(lens_server_factor
     srv = lens_server_factory(extra_args=["--workers", "2"])
     _all_workers_serving(srv)
     first = _workers_of(srv)
+    _post_on_fresh_connections(srv, "wl-restart", 16)
+    _wait_for_transactions(srv, 16)
     first[0].kill()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -305,8 +321,20 @@ def test_worker_restarted_and_workers_die_with_the_supervisor(lens_server_factor
         time.sleep(0.2)
     assert len(now) == 2, "the supervisor did not start a new worker"
     assert "restarting it" in srv.log_text()
-    r = srv.post("/wandb/metrics", metrics_body("wl-restart", [("loss", 1, 0.5)]))
+    r = srv.post("/wandb/metrics", metrics_body("wl-restart", [("loss", 100, 0.5)]))
     assert r.status_code == 200
+    # What the dead worker counted still counts; it is listed as not alive.
+    _wait_for_transactions(srv, 17)
+    deadline = time.monotonic() + 30
+    while True:  # the new worker is listed once it has started serving
+        h = srv.get("/health").json()
+        alive = sorted(w["pid"] for w in h["workers"] if w["alive"])
+        if alive == sorted(p.pid for p in now) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert alive == sorted(p.pid for p in now), h
+    assert h["storage"]["ingest_transactions"] == 17, h
+    assert {w["pid"]: w["alive"] for w in h["workers"]}[first[0].pid] is False
     # A crashed supervisor (kill -9) must not leave workers holding the port.
     srv.kill()
     gone, alive = psutil.wait_procs(now, timeout=30)

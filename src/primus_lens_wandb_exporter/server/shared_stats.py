@@ -3,8 +3,9 @@
 Each process has its own store and so its own counters (ingest transactions,
 retries, checkpoints ...).  A ``/health`` request reaches one process, which
 would report only its share.  So every process writes its counters to a
-file in a directory ``serve`` creates for the run (``PID.json``, replaced
-atomically once a second and at shutdown), and ``/health`` adds up all of
+file in a directory ``serve`` creates for the run (``PID-STARTNS.json``, so a
+reused process id never overwrites a dead worker's file; replaced atomically
+once a second and at shutdown), and ``/health`` adds up all of
 them, its own taken live.  The files of workers that died stay: what they
 counted happened.
 """
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Callable, Dict, List, Tuple
 
 log = logging.getLogger("primus_lens.server")
@@ -30,7 +32,8 @@ class SharedStats:
         self.dir = directory
         self.own = own
         self.pid = os.getpid()
-        self.path = os.path.join(directory, f"{self.pid}.json")
+        self.name = f"{self.pid}-{time.time_ns()}.json"
+        self.path = os.path.join(directory, self.name)
         self.write_errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lens-shared-stats", daemon=True)
@@ -63,29 +66,30 @@ class SharedStats:
 
     def snapshot(self) -> Tuple[Dict[str, int], List[dict]]:
         """(counters added up over every process, ``[{"pid", "alive", "storage"}]`` per process)."""
-        processes: Dict[int, dict] = {}
+        processes: Dict[str, Tuple[int, dict]] = {}
         try:
             names = os.listdir(self.dir)
         except OSError:
             names = []
         for name in names:
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or name == self.name:
                 continue
             try:
                 with open(os.path.join(self.dir, name)) as f:
                     p = json.load(f)
-                processes[int(p["pid"])] = p["storage"]
+                processes[name] = (int(p["pid"]), dict(p["storage"]))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being replaced, or not ours: the next request sees it
-        processes[self.pid] = self.own()
+        processes[self.name] = (self.pid, self.own())
         totals: Dict[str, int] = {}
-        for storage in processes.values():
+        for _, storage in processes.values():
             for k, v in storage.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     totals[k] = totals.get(k, 0) + v
         if self.write_errors:
             totals["shared_stats_write_errors"] = self.write_errors
-        workers = [{"pid": pid, "alive": _alive(pid), "storage": processes[pid]} for pid in sorted(processes)]
+        workers = [{"pid": pid, "alive": name == self.name or _alive(pid), "storage": storage}
+                   for name, (pid, storage) in sorted(processes.items())]
         return totals, workers
 
 
