@@ -292,7 +292,8 @@ def test_workers_health_adds_up_every_workers_counters(lens_server_factory):
     _post_on_fresh_connections(srv, "wl-shared", 16)
     _wait_for_transactions(srv, 16)
     for h in [srv.get("/health").json() for _ in range(8)]:
-        assert h["storage"]["ingest_transactions"] == 16 and h["storage"]["points_inserted"] == 32, h
+        assert h["storage"]["ingest_transactions"] == 16 and h["storage"]["points_inserted"] == 32, \
+            json.dumps(h) + srv.log_text()[-3000:]
         per = {w["pid"]: w for w in h["workers"]}
         assert set(per) == workers and all(w["alive"] for w in per.values()), h
         assert sum(w["storage"]["ingest_transactions"] for w in per.values()) == 16
@@ -333,7 +334,7 @@ def test_worker_restarted_and_workers_die_with_the_supervisor(lens_server_factor
             break
         time.sleep(0.2)
     assert alive == sorted(p.pid for p in now), h
-    assert h["storage"]["ingest_transactions"] == 17, h
+    assert h["storage"]["ingest_transactions"] == 17, f"{json.dumps(h)} killed={first[0].pid} {srv.log_text()[-3000:]}"
     assert {w["pid"]: w["alive"] for w in h["workers"]}[first[0].pid] is False
     # A crashed supervisor (kill -9) must not leave workers holding the port.
     srv.kill()
@@ -358,3 +359,19 @@ def test_workers_on_a_taken_port_exit_with_a_clear_message(tmp_path):
         taken.close()
     assert proc.returncode == 1
     assert f"cannot bind 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_workers_counters_directory_of_a_killed_supervisor_is_removed_by_the_next(tmp_path):
+    # serve removes its counters directory at shutdown; after kill -9 the next
+    # --workers server removes the directories of supervisors no longer running.
+    from primus_lens_wandb_exporter.server import shared_stats
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"primus-lens-workers-{int(done.stdout)}-abc"
+    live = tmp_path / f"primus-lens-workers-{os.getpid()}-def"
+    other = tmp_path / "unrelated"
+    for d in (dead, live, other):
+        d.mkdir()
+    new = shared_stats.new_dir(str(tmp_path))
+    assert not dead.exists() and live.exists() and other.exists()
+    assert os.path.basename(new).startswith(f"primus-lens-workers-{os.getpid()}-")

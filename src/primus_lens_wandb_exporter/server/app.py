@@ -260,8 +260,14 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     def ingest_job(handler, parsed=True):
         def run(raw: bytes):
-            with slots:
-                return handler(parse(raw) if parsed else raw)
+            try:
+                with slots:
+                    return handler(parse(raw) if parsed else raw)
+            finally:
+                if shared is not None:
+                    # Before the answer goes out: the other workers' /health counts
+                    # this request even if this process is killed right after.
+                    shared.write()
         return run
 
     # -- ingest -----------------------------------------------------------------

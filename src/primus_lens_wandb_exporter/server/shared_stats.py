@@ -4,9 +4,10 @@ Each process has its own store and so its own counters (ingest transactions,
 retries, checkpoints ...).  A ``/health`` request reaches one process, which
 would report only its share.  So every process writes its counters to a
 file in a directory ``serve`` creates for the run (``PID-STARTNS.json``, so a
-reused process id never overwrites a dead worker's file; replaced atomically
-once a second and at shutdown), and ``/health`` adds up all of
-them, its own taken live.  The files of workers that died stay: what they
+reused process id never overwrites a dead worker's file), replaced atomically
+after every ingest request (before its answer is sent), once a second for the
+background counters, and at shutdown; ``/health`` adds up all of them, its own
+taken live.  The files of workers that died stay: what they
 counted happened.
 """
 
@@ -15,11 +16,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger("primus_lens.server")
+
+_PREFIX = "primus-lens-workers-"
+
+
+def new_dir(parent: Optional[str] = None) -> str:
+    """A new directory for one ``serve --workers``'s counters, named after this process.
+
+    ``serve`` removes it at shutdown; a supervisor that was killed cannot, so the
+    directories of supervisors no longer running are removed here first.
+    """
+    parent = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        names = []
+    for name in names:
+        pid = name[len(_PREFIX):].split("-", 1)[0]
+        if name.startswith(_PREFIX) and pid.isdigit() and not running(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
 
 
 class SharedStats:
@@ -35,6 +58,7 @@ class SharedStats:
         self.name = f"{self.pid}-{time.time_ns()}.json"
         self.path = os.path.join(directory, self.name)
         self.write_errors = 0
+        self._lock = threading.Lock()  # request threads and the timer write the same file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lens-shared-stats", daemon=True)
 
@@ -51,9 +75,10 @@ class SharedStats:
     def write(self) -> None:
         tmp = self.path + ".tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump({"pid": self.pid, "storage": self.own()}, f)
-            os.replace(tmp, self.path)
+            with self._lock:
+                with open(tmp, "w") as f:
+                    json.dump({"pid": self.pid, "storage": self.own()}, f)
+                os.replace(tmp, self.path)
         except OSError as e:
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 100 == 0:
@@ -88,12 +113,13 @@ class SharedStats:
                     totals[k] = totals.get(k, 0) + v
         if self.write_errors:
             totals["shared_stats_write_errors"] = self.write_errors
-        workers = [{"pid": pid, "alive": name == self.name or _alive(pid), "storage": storage}
+        workers = [{"pid": pid, "alive": name == self.name or running(pid), "storage": storage}
                    for name, (pid, storage) in sorted(processes.items())]
         return totals, workers
 
 
-def _alive(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (anyone's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
