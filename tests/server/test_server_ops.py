@@ -375,3 +375,17 @@ def test_workers_counters_directory_of_a_killed_supervisor_is_removed_by_the_nex
     new = shared_stats.new_dir(str(tmp_path))
     assert not dead.exists() and live.exists() and other.exists()
     assert os.path.basename(new).startswith(f"primus-lens-workers-{os.getpid()}-")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the supervisor is Linux's")
+def test_workers_on_the_port_of_another_workers_server_exit_instead_of_sharing_it(lens_server_factory, tmp_path):
+    # Every worker binds with SO_REUSEPORT; without the supervisor's exclusive
+    # first bind, a second server would join the port and take half of the
+    # first one's connections into its own database.
+    first = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(first)
+    proc = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(first.port),
+                           "--db", str(tmp_path / "other.db"), "--workers", "2"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"cannot bind 127.0.0.1:{first.port}" in proc.stderr

@@ -80,12 +80,25 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, exclusive: bool = False) -> socket.socket:
+    """A socket bound to ``host:port`` that workers' sockets may join (``SO_REUSEPORT``).
+
+    ``exclusive``: bind before allowing that, so the bind fails if anything holds
+    the port -- another Lens server's workers included, which would otherwise
+    silently share it (and their database) with ours.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    if not exclusive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    if exclusive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return sock
 
 
@@ -130,7 +143,7 @@ def _worker(index: int, conf: dict, common: dict, ready) -> None:
 def run(n: int, conf: dict, common: dict, db_where: str) -> int:
     """Run ``n`` workers until SIGTERM/SIGINT; return the exit status."""
     try:
-        holder = _bind(conf["host"], conf["port"])  # reserves the port (never listens)
+        holder = _bind(conf["host"], conf["port"], exclusive=True)  # reserves the port (never listens)
     except OSError as e:
         log.error("cannot bind %s:%d: %s", conf["host"], conf["port"], e)
         return 1
