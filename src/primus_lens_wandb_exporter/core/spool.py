@@ -127,7 +127,7 @@ class Spool:
             if ".claimed-" not in name:
                 continue
             pid = name.rsplit(".claimed-", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 self.release(os.path.join(self.directory, name))
 
     def _enforce_bound(self):
@@ -172,7 +172,8 @@ def _points_of(path: str) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (anyone's: no permission to signal it still means alive)."""
     try:
         os.kill(pid, 0)
         return True

@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..core.spool import process_alive
+
 log = logging.getLogger("primus_lens.server")
 
 _PREFIX = "primus-lens-workers-"
@@ -30,17 +32,21 @@ _PREFIX = "primus-lens-workers-"
 def new_dir(parent: Optional[str] = None) -> str:
     """A new directory for one ``serve --workers``'s counters, named after this process.
 
-    ``serve`` removes it at shutdown; a supervisor that was killed cannot, so the
+    By default in ``/dev/shm`` where it is writable: one write per ingest request
+    costs ~50 us on tmpfs against ~370 us on the VM's disk-backed /tmp.  ``serve``
+    removes it at shutdown; a supervisor that was killed cannot, so the
     directories of supervisors no longer running are removed here first.
     """
-    parent = parent or tempfile.gettempdir()
+    if parent is None:
+        shm = "/dev/shm"
+        parent = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
     try:
         names = os.listdir(parent)
     except OSError:
         names = []
     for name in names:
         pid = name[len(_PREFIX):].split("-", 1)[0]
-        if name.startswith(_PREFIX) and pid.isdigit() and not running(int(pid)):
+        if name.startswith(_PREFIX) and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
 
@@ -113,17 +119,7 @@ class SharedStats:
                     totals[k] = totals.get(k, 0) + v
         if self.write_errors:
             totals["shared_stats_write_errors"] = self.write_errors
-        workers = [{"pid": pid, "alive": name == self.name or running(pid), "storage": storage}
+        workers = [{"pid": pid, "alive": name == self.name or process_alive(pid), "storage": storage}
                    for name, (pid, storage) in sorted(processes.items())]
         return totals, workers
 
-
-def running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (anyone's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
