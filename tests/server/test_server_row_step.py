@@ -127,3 +127,12 @@ def test_a_downsampled_answer_shows_a_step_changed_after_the_rollup_was_built(sr
     _post(srv, uid, [{"name": "m", "value": -99.0, "step": 123.25, "row": 500}])  # the minimum: kept
     got = {p["row"]: p["iteration"] for p in data(srv, uid, max_points=40, x="row")["data"]}
     assert got[500] == 123.25 and got[0] == 0 and got[999] == 999
+
+
+def test_steps_at_the_limits_are_stored_as_doubles(srv, uid):
+    # |step| <= 2**63 - 1, which as a double is 2**63: both ends and the int 2**63 itself.
+    steps = [2**63, -(2**63), 2**63 - 1, 1e-300]
+    pts = [{"name": "m", "value": float(r + 1), "step": st, "row": r} for r, st in enumerate(steps)]
+    ans = _post(srv, uid, pts)
+    assert ans["inserted"] == 4 and ans["rejected_count"] == 0
+    assert _pts(srv, uid, x="row") == [(0, 2**63, 1.0), (1, -(2**63), 2.0), (2, 2**63, 3.0), (3, 1e-300, 4.0)]

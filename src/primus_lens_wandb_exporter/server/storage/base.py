@@ -485,7 +485,8 @@ class Store:
                 chunk = names[i:i + 500]
                 self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
                               "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
-                              f"AND data_source = ? AND rank = ? AND run_id = ? AND metric_name IN ({', '.join('?' * len(chunk))})",
+                              "AND data_source = ? AND rank = ? AND run_id = ? "
+                              f"AND metric_name IN ({', '.join('?' * len(chunk))})",
                          (uid, src, rank, run_id, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])

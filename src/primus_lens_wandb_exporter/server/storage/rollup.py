@@ -208,7 +208,7 @@ class Columns:
         steps, vals, tss = self.steps, self.vals, self.tss = arrays(pts)
         # (lowest, highest) chart step of the batch's points, for the series summary.
         charted = list(map(_third, pts.values()))
-        self.step_range = (min(charted), max(charted))
+        self.step_range = (float(min(charted)), float(max(charted)))  # steps may come as ints
         self.step_is_row = all(map(eq, pts.keys(), charted))
         self.slices = block_slices(steps)
         self.aggs = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in self.slices}
