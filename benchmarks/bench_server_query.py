@@ -3,7 +3,8 @@
 1. ``metrics/data`` for one metric with 1,000,000 stored points and
    ``max_points=2000`` (target: median <= 100 ms).  The points go in through the
    storage layer's normal ingest (so the rollups are the ones real ingest builds),
-   in batches of 50,000.
+   in batches of 50,000; a second such metric whose steps differ from its rows
+   (a define_metric step) measures the step lookup of downsampled answers.
 2. ``metrics/available`` and ``metrics/sources`` on a workload with 10,000,000
    points (target: <= 50 ms).  Those points are bulk-loaded with plain SQL
    (INSERT / COPY plus the per-series summary rows ingest would write) to save
@@ -40,12 +41,15 @@ T0_MS = 1_700_000_000_000.0
 
 
 def load_million(store, n: int) -> None:
-    """One metric, ``n`` rows (step = row), through Store.ingest (points, summary and rollups)."""
+    """Two metrics of ``n`` rows each through Store.ingest (points, summary and rollups): ``loss``
+    charted at its rows (step = row), ``eval/loss`` at a define_metric step of its own (step =
+    row / 4: its downsampled answers look up the kept points' steps)."""
     chunk = 50_000
     for lo in range(0, n, chunk):
         b = MetricsBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
-        b.series["loss"] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0,
-                                float(s)) for s in range(lo, min(n, lo + chunk))}
+        for name, div in (("loss", 1.0), ("eval/loss", 4.0)):
+            b.series[name] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0,
+                                  s / div) for s in range(lo, min(n, lo + chunk))}
         store.ingest(metrics=[b])
 
 
@@ -121,7 +125,8 @@ def main() -> int:
         store = open_store(db_url)
         t = time.perf_counter()
         load_million(store, args.points)
-        print(f"loaded {args.points:,} points of one metric through Store.ingest in {time.perf_counter() - t:.1f}s")
+        print(f"loaded 2 x {args.points:,} points (two metrics) through Store.ingest in "
+              f"{time.perf_counter() - t:.1f}s")
         if args.points_10m:
             t = time.perf_counter()
             bulk_load_10m(store, args.points_10m)
@@ -141,7 +146,9 @@ def main() -> int:
              # A span shorter than max_points / 4 base blocks: downsampled from the raw points.
              ("metrics/data 1M points, max_points=2000, start/end = middle 2% (raw-point path)",
               f"/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000"
-              f"&start={T0_MS + args.points * 49:.0f}&end={T0_MS + args.points * 51:.0f}", 100)]
+              f"&start={T0_MS + args.points * 49:.0f}&end={T0_MS + args.points * 51:.0f}", 100),
+             ("metrics/data 1M points with steps != rows (step lookups), max_points=2000",
+              "/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=eval/loss&max_points=2000", 100)]
         if args.points_10m:
             q += [("metrics/available on 10M-point workload",
                    "/api/v1/workloads/bench-10m/metrics/available?data_source=wandb", 50),
