@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Meta
 
 from ..limits import (MAX_ABS_STEP, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST, MAX_RANK, MAX_ROW, MAX_TEXT_LEN,
-                      MAX_UID_LEN, metric_name_problem)
+                      MAX_UID_LEN, metric_name_problem, text_problem)
 from .errors import ApiError
 from .storage.base import MAX_REJECTED_LISTED, MetricsBatch
 
@@ -45,13 +45,9 @@ def _str(body: dict, key: str, prefix: str, default: str = "", max_len: int = MA
         if required:
             raise bad(prefix + key, "is required")
         return default
-    if type(v) is not str:
-        raise bad(prefix + key, "must be a string")
-    if len(v) > max_len:
-        raise bad(prefix + key, f"must be at most {max_len} characters")
-    if "\x00" in v:
-        # PostgreSQL text cannot hold NUL; reject on both databases alike.
-        raise bad(prefix + key, "must not contain NUL characters")
+    why = text_problem(v, max_len)
+    if why:
+        raise bad(prefix + key, why)
     return v
 
 
