@@ -20,7 +20,8 @@ Why this is independent of the product code:
   (Go map order); the oracle takes the longest prefix, the one reading a user expects.
 
 Then ``step`` = the value of that step metric in the same row (W&B has put it there when
-``step_sync``), else the row; a key is never charted against itself. Values follow what
+``step_sync``), else the row (a step metric no rule covers is charted by row; one its own
+glob covers, by its own value, as W&B's chart of it does). Values follow what
 the exporter accepts (``core/normalize.py``): numbers, bools as 0/1, NaN/±Inf as the wire
 strings "NaN"/"Infinity"/"-Infinity"; strings, media, lists are not points. W&B-internal
 keys (a top-level name starting with ``_``: ``_step``, ``_runtime``, ``_timestamp``,
@@ -148,7 +149,7 @@ def wandb_expected_points(run_dir) -> Points:
                 continue
             step_name = metrics.step_metric(name)
             step = index
-            if step_name and step_name != name:
+            if step_name:
                 step_value = _number(row.get(step_name))
                 if step_value is not None and math.isfinite(step_value):
                     step = step_value

@@ -50,7 +50,7 @@ run.log({"val/acc": 0.7, "epoch": 3.5})
 run.log({"val/acc": 0.8, "epoch": 3.0})                         # charted at 3.0, its own row
 run.log({"val/acc": 0.9, "epoch": 3.0})                         # a second row at 3.0
 """,
-    # A partial glob covers only its keys; the step metric is not charted against itself.
+    # A partial glob covers only its keys; the step metric (not covered) is charted by row.
     "partial_glob": """
 run.define_metric("val/*", step_metric="epoch")
 for e in range(3):
@@ -100,7 +100,7 @@ for i in range(3):
     run.log({"loss": 1.0 / (i + 1), "step": 100 * (i + 1)})
     run.log({"loss": 0.5 / (i + 1)})               # "step" filled by W&B
 run.define_metric("g*", step_metric="gstep")       # the glob covers its own step metric
-run.log({"gstep": 5, "gnorm": 1.0})                # gnorm at 5; gstep by row, not against itself
+run.log({"gstep": 5, "gnorm": 1.0})                # gnorm at 5; gstep covered by g*: at its own value
 run.log({"gnorm": 2.0})                            # gstep filled
 """,
     # commit=False accumulates one row; a later value of a key in the open row replaces
@@ -164,8 +164,8 @@ EXPECT = {
                        ("val/acc", 11): (3.5, 0.30000000000000004)},
     "filled_step_values": {("val/loss", 0): (0.0, 3.0), ("epoch", 0): (0, 0.0), ("val/loss", 2): (1.0, 2.0),
                            ("nosync/a", 2): (1.0, 2.0), ("nosync/a", 3): (3, 3.0), ("loss", 4): (100, 1.0),
-                           ("loss", 5): (100, 0.5), ("gnorm", 10): (5, 1.0), ("gstep", 10): (10, 5.0),
-                           ("gnorm", 11): (5, 2.0), ("gstep", 11): (11, 5.0)},
+                           ("loss", 5): (100, 0.5), ("gnorm", 10): (5, 1.0), ("gstep", 10): (5.0, 5.0),
+                           ("gnorm", 11): (5, 2.0), ("gstep", 11): (5.0, 5.0)},
     "commit_false": {("x", 0): (0, 2.0), ("val/a", 0): (7.5, 1.0), ("val/b", 0): (7.5, 2.0),
                      ("val/a", 1): (7.5, 4.0), ("epoch", 1): (1, 7.5), ("y", 2): (2, 1.0),
                      ("z", 5): (5, 1.0), ("w", 5): (5, 1.0), ("tail", 6): (6, 1.0)},

@@ -115,7 +115,7 @@ class StepRules:
     def chart_step(self, name: str, values: Dict[str, Optional[float]], row: int, bind: bool = True):
         """The x value of ``name`` in a row whose values are ``values``."""
         metric = self.step_metric(name, bind) if (self.defined or self.globs) else ""
-        if metric and metric != name:  # a key is never charted against itself
+        if metric:  # covered by its own glob: charted by its own value, as W&B does
             value = values.get(metric)
             if value is not None and math.isfinite(value):
                 return value
@@ -227,7 +227,7 @@ class StepRules:
             spec = specs.get(name)
             if spec is not None:
                 metric = spec[0]
-                if metric and metric != name:  # a key is never charted against itself
+                if metric:
                     x = values.get(metric)
                     if x is None:
                         x = others.get(metric)
