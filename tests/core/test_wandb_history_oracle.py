@@ -15,6 +15,7 @@ with): two rows at one step, fractional steps, filled step values, dropped stale
 
 import pytest
 
+from fixtures_server import LENS_DB_KINDS
 from support import exporter_env, run_python, wandb_run_dir
 from wandb_oracle import (assert_same_points, jsonl_points, lens_points, summary_only_values,
                           wandb_expected_points)
@@ -191,6 +192,17 @@ def _run(code, env):
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_lens_holds_exactly_wandbs_history(scenario, lens_server, tmp_path):
+    _check(scenario, lens_server, tmp_path, disabled_too=True)
+
+
+# PostgreSQL: the storage edges (several rows at one step, float steps).
+@pytest.mark.parametrize("lens_db_kind", [LENS_DB_KINDS[1]], indirect=True)
+@pytest.mark.parametrize("scenario", ["two_rows_one_step", "fractional_epoch"])
+def test_lens_on_postgres_holds_exactly_wandbs_history(scenario, lens_db_kind, lens_server, tmp_path):
+    _check(scenario, lens_server, tmp_path, disabled_too=False)
+
+
+def _check(scenario, lens_server, tmp_path, disabled_too):
     uid = f"oracle-{scenario.replace('_', '-')}"
     jsonl = tmp_path / "jsonl"
     _run(SCENARIOS[scenario], exporter_env(lens_server, tmp_path, uid, PRIMUS_LENS_WANDB_OUTPUT_PATH=jsonl,
@@ -208,6 +220,8 @@ def test_lens_holds_exactly_wandbs_history(scenario, lens_server, tmp_path):
     assert_same_points(expected, jsonl_points(jsonl), f"{scenario}: JSONL sink vs W&B", summary_only=summary)
     assert_same_points(expected, lens_points(lens_server, uid), f"{scenario}: Lens vs W&B", summary_only=summary)
 
+    if not disabled_too:
+        return
     # Disabled mode: no wandb-core, no .wandb; the exporter's rules alone give the same
     # points (and no summary-only ones: a disabled run's summary is a plain dict).
     disabled = tmp_path / "disabled"
