@@ -231,3 +231,22 @@ def _check(scenario, lens_server, tmp_path, disabled_too):
                                            PRIMUS_LENS_WANDB_OUTPUT_PATH=disabled,
                                            PRIMUS_LENS_WANDB_SAVE_LOCAL="true"))
     assert_same_points(expected, jsonl_points(disabled), f"{scenario}: disabled mode vs W&B offline")
+
+
+def test_an_open_row_is_sent_by_a_flush_as_it_stands(tmp_path):
+    # A process that ends without finish (os._exit after the exporter's bounded flush, as on
+    # SIGTERM) still delivers the row wandb had not written yet, by the rules as they stand.
+    code = HEAD + """
+import os
+from primus_lens_wandb_exporter.core.recorder import get_recorder
+run.define_metric("val/*", step_metric="epoch")
+run.log({"epoch": 1.5})
+run.log({"val/a": 1.0}, commit=False)
+assert get_recorder().flush(10)
+os._exit(0)
+"""
+    out = tmp_path / "jsonl"
+    run_python(code, exporter_env(None, tmp_path, "oracle-open-row", WANDB_MODE="disabled",
+                                  PRIMUS_LENS_WANDB_API_REPORTING="false", PRIMUS_LENS_WANDB_OUTPUT_PATH=out,
+                                  PRIMUS_LENS_WANDB_SAVE_LOCAL="true"))
+    assert dict(jsonl_points(out)) == {("epoch", 0): (0, 1.5), ("val/a", 1): (1.5, 1.0), ("epoch", 1): (1, 1.5)}
