@@ -1,0 +1,674 @@
+"""``primus-lens import-wandb PATH``: backfill W&B runs already on disk into Lens.
+
+A run's ``run-<id>.wandb`` file is W&B's own transaction log: a LevelDB-style log (32 KiB
+blocks of CRC-checked chunks) of protobuf ``Record`` messages, everything the W&B client
+recorded for the run: the run (project, name, tags, config), ``define_metric`` records,
+history rows (with ``_step``, the row index, and the step_sync values W&B filled in),
+summary updates and the exit code.  wandb 0.31 ships no Python reader of that log (its
+reader lives in the Go ``wandb-core``), so :func:`read_records` reads the log format here
+and parses each record with wandb's own ``wandb_internal_pb2.Record``.
+
+What Lens receives is what the live exporter would have sent for the same run: every
+numeric history key as a point (``row`` = ``_step``, ``step`` = the key's define_metric step
+metric in that row, else the row), values normalised by ``core/normalize.py``, the run
+record and a detection report saying the data came from an import.  Requests go through
+the exporter's own ``HttpSink`` (retries, backoff, token).  Point identity includes the
+row, so importing twice replaces instead of duplicating.
+
+wandb is needed only by this command (it is not a dependency of the exporter).
+"""
+
+import fnmatch
+import glob
+import json
+import math
+import os
+import struct
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from . import limits
+from .core import normalize
+
+# ------------------------------------------------------------------ the .wandb log format
+
+_HEADER = struct.Struct("<4sHB")  # ident ":W&B", magic 0xBEE1, version 0
+_CHUNK = struct.Struct("<IHB")  # crc32 of (type byte + data), length, type
+_BLOCK = 32768
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+# W&B seeds each chunk's CRC-32 with the CRC of its type byte.
+_TYPE_CRC = [zlib.crc32(bytes([t])) & 0xFFFFFFFF for t in range(_LAST + 1)]
+
+
+class WandbFileError(Exception):
+    """The file is not a readable W&B transaction log (message names file and offset)."""
+
+
+def read_records(path: str, progress=None) -> Iterator[Any]:
+    """Yield the protobuf ``Record`` messages of a ``.wandb`` file, in order.
+
+    Raises :class:`WandbFileError` at the first corrupt chunk (records before it have been
+    yielded).  A file that ends inside a record (the run is still being written, or its
+    process was killed mid-write) simply ends: what was complete is yielded.
+    ``progress(n)`` is called with the bytes consumed.
+    """
+    pb = _wandb_proto()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < _HEADER.size:
+        raise WandbFileError(f"{path}: {len(data)} bytes, too short for a W&B run file")
+    ident, magic, version = _HEADER.unpack_from(data, 0)
+    if ident != b":W&B" or magic != 0xBEE1 or version != 0:
+        raise WandbFileError(f"{path}: not a W&B run file (header {data[:7]!r})")
+    pos, parts, start, reported = _HEADER.size, [], None, 0
+    end = len(data)
+    while pos < end:
+        left = _BLOCK - pos % _BLOCK
+        if left < _CHUNK.size:  # block trailer: zero padding
+            pos += left
+            continue
+        if pos + _CHUNK.size > end:
+            break  # partial chunk header at the end: an unfinished write
+        crc, length, kind = _CHUNK.unpack_from(data, pos)
+        if kind == 0 and length == 0 and crc == 0:
+            # Zeroes up to the end of the block: a preallocated / unfinished tail.
+            pos += left
+            continue
+        body_end = pos + _CHUNK.size + length
+        if body_end > end:
+            break  # unfinished write
+        chunk = data[pos + _CHUNK.size:body_end]
+        if kind > _LAST or zlib.crc32(chunk, _TYPE_CRC[kind]) & 0xFFFFFFFF != crc:
+            raise WandbFileError(f"{path}: corrupt record at byte {pos} (checksum mismatch)")
+        if kind == _FULL or kind == _FIRST:
+            if parts:
+                raise WandbFileError(f"{path}: corrupt record at byte {pos} (record fragment without its end)")
+            start = pos
+        elif not parts:
+            raise WandbFileError(f"{path}: corrupt record at byte {pos} (record fragment without its start)")
+        parts.append(chunk)
+        pos = body_end
+        if kind == _FULL or kind == _LAST:
+            record = pb.Record()
+            try:
+                record.ParseFromString(b"".join(parts))
+            except Exception as exc:  # protobuf's DecodeError
+                raise WandbFileError(f"{path}: record at byte {start} is not a W&B record ({exc})") from None
+            parts, start = [], None
+            if progress is not None:
+                progress(pos - reported)
+                reported = pos
+            yield record
+    if progress is not None:
+        progress(end - reported)
+
+
+def _wandb_proto():
+    try:
+        from wandb.proto import wandb_internal_pb2
+    except ImportError as exc:
+        raise MissingWandb(str(exc)) from None
+    return wandb_internal_pb2
+
+
+class MissingWandb(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------- finding runs
+
+
+def find_run_files(path: str) -> List[str]:
+    """The ``.wandb`` files PATH stands for: a file, a run directory, or a ``wandb/`` directory.
+
+    Raises ``FileNotFoundError`` / ``WandbFileError`` with a message for the user.
+    """
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    own = sorted(glob.glob(os.path.join(path, "run-*.wandb")))
+    if own:
+        return own
+    runs = []
+    for root in (path, os.path.join(path, "wandb")):
+        for run_dir in sorted(glob.glob(os.path.join(root, "*run-*"))):
+            # latest-run is a symlink to one of the others: skip it, the run is there once.
+            if os.path.islink(run_dir) or not os.path.isdir(run_dir):
+                continue
+            runs.extend(sorted(glob.glob(os.path.join(run_dir, "run-*.wandb"))))
+        if runs:
+            return runs
+    raise WandbFileError(f"{path}: no W&B run here (expected run-*.wandb, a wandb/offline-run-* or "
+                         "wandb/run-* directory, or a wandb/ directory holding them)")
+
+
+# ------------------------------------------------------------------------ step rules
+
+
+class ImportStepRules:
+    """Which ``define_metric`` step metric covers a key, and the key's step in a row.
+
+    Minimal stand-in for the exporter's shared step-rule module (core/steps.py, being
+    written in parallel): swap this class for it at merge.  An exact ``define_metric``
+    of a name wins over globs (as in W&B); the step is the step metric's value *in that
+    row* -- W&B has already written the step_sync values it fills into the row -- else
+    the row.
+    """
+
+    def __init__(self):
+        self.exact: Dict[str, Optional[str]] = {}
+        self.globs: Dict[str, Optional[str]] = {}
+
+    def define(self, name: str, glob_name: str, step_metric: str):
+        if glob_name:
+            self.globs[glob_name] = step_metric or None
+        elif name:
+            self.exact[name] = step_metric or None
+
+    def step_metric(self, key: str) -> Optional[str]:
+        if key in self.exact:
+            return self.exact[key]
+        for pattern, metric in self.globs.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return metric
+        return None
+
+    def step(self, key: str, row_values: Dict[str, float], row: int):
+        metric = self.step_metric(key)
+        if metric is not None:
+            value = row_values.get(metric)
+            if value is not None and math.isfinite(value):
+                return value
+        return row
+
+
+# ------------------------------------------------------------------------- one run
+
+
+@dataclass
+class RunResult:
+    """What importing one file did (the ``--json`` output lists these)."""
+
+    file: str
+    run_id: str = ""
+    project: Optional[str] = None
+    name: Optional[str] = None
+    workload_uid: str = ""
+    rows: int = 0
+    points: int = 0
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    filtered: int = 0
+    failed: int = 0
+    error: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.rejected and not self.failed
+
+
+def _value(item) -> Any:
+    return json.loads(item.value_json)
+
+
+def _item_path(item) -> Tuple[str, ...]:
+    return tuple(item.nested_key) if len(item.nested_key) else (item.key,)
+
+
+def _nest(out: Dict, path: Tuple[str, ...], value):
+    for part in path[:-1]:
+        nxt = out.get(part)
+        if not isinstance(nxt, dict):
+            nxt = out[part] = {}
+        out = nxt
+    out[path[-1]] = value
+
+
+def _is_wandb_object(value) -> bool:
+    # Media, histograms, tables ... are stored as JSON objects with a "_type"; the live
+    # exporter sees the wandb object itself and filters it as non-numeric.
+    return isinstance(value, dict) and "_type" in value
+
+
+def _row_dict(record) -> Dict[str, Any]:
+    """A history row as the nested dict the user logged (W&B stores nested keys as paths)."""
+    out: Dict[str, Any] = {}
+    for item in record.history.item:
+        value = _value(item)
+        _nest(out, _item_path(item), None if _is_wandb_object(value) else value)
+    return out
+
+
+def default_workload_uid(project: Optional[str], run_id: str) -> str:
+    """``wandb-<project>-<run id>``: stable, so a re-import lands in the same workload."""
+    uid = f"wandb-{project or 'unknown'}-{run_id or 'unknown'}"
+    return uid[:limits.MAX_UID_LEN]
+
+
+def _point_problem(name: str, step, row: int) -> str:
+    problem = limits.metric_name_problem(name)
+    if problem:
+        return f"name {problem}"
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and abs(step) <= limits.MAX_ABS_STEP):
+        return "step out of range"
+    if not 0 <= row <= limits.MAX_ROW:
+        return "row out of range"
+    return ""
+
+
+class RunImporter:
+    """Reads one ``.wandb`` file and sends it to Lens (or only counts, with ``sender=None``)."""
+
+    def __init__(self, path: str, sender, workload_uid: Optional[str], rank: int, batch_size: int,
+                 pod_name: Optional[str] = None, progress=None):
+        self.path = path
+        self.sender = sender
+        self.rank = rank
+        self.batch_size = max(1, min(batch_size, limits.MAX_POINTS_PER_REQUEST))
+        self.forced_uid = workload_uid
+        self.pod_name = pod_name
+        self.progress = progress
+        self.result = RunResult(file=path)
+        self.rules = ImportStepRules()
+        self.run_info: Dict[str, Any] = {}
+        self.config: Dict[str, Any] = {}
+        self.summary: Dict[str, Any] = {}
+        self.telemetry_imports: set = set()
+        self.cli_version: Optional[str] = None
+        self.exit_code: Optional[int] = None
+        self.host: Optional[str] = None
+        self.history_keys: set = set()
+        self.pending_summary: Dict[str, Any] = {}
+        self.last_row: Optional[Tuple[int, Dict[str, float], float]] = None
+        self.batch: List[Dict[str, Any]] = []
+        self.filtered_reasons: Dict[str, int] = {}
+
+    # ------------------------------------------------------------------ reading
+    def run(self) -> RunResult:
+        res = self.result
+        try:
+            for record in read_records(self.path, self.progress):
+                self._on_record(record)
+        except WandbFileError as exc:
+            res.error = str(exc)
+        except OSError as exc:
+            res.error = f"{self.path}: cannot read ({exc.strerror or exc})"
+        if not self.run_info and res.error is None:
+            res.error = f"{self.path}: no run record in the file (not a complete W&B run)"
+        if not self.run_info:
+            return res
+        try:
+            if self.pending_summary and self.last_row is not None:
+                row, values, ts = self.last_row
+                self._summary_points(row, values, ts)
+            self._flush_points()
+            self._send_run()
+        except DeliveryError as exc:
+            res.error = str(exc)
+        if res.error and self.run_info and res.rows:
+            res.notes.append(f"{res.rows} rows before the problem were imported")
+        return res
+
+    def _on_record(self, record):
+        which = record.WhichOneof("record_type")
+        if which == "history":
+            self._on_history(record)
+        elif which == "run":
+            self._on_run(record.run)
+        elif which == "metric":
+            m = record.metric
+            self.rules.define(m.name, m.glob_name, m.step_metric)
+        elif which == "summary":
+            self._on_summary(record.summary)
+        elif which == "config":
+            for item in record.config.update:
+                if _item_path(item)[0] != "_wandb":
+                    _nest(self.config, _item_path(item), _value(item))
+        elif which == "telemetry":
+            tel = record.telemetry
+            for imports in (tel.imports_init, tel.imports_finish):
+                self.telemetry_imports.update(f.name for f, v in imports.ListFields() if v is True)
+            self.cli_version = tel.cli_version or self.cli_version
+        elif which == "exit":
+            self.exit_code = record.exit.exit_code
+        elif which == "environment":
+            self.host = record.environment.host or self.host
+
+    def _on_run(self, run):
+        self.result.run_id = run.run_id
+        self.host = run.host or self.host
+        self.run_info = {"project": run.project or None, "name": run.display_name or None,
+                         "entity": run.entity or None, "group": run.run_group or None,
+                         "tags": list(run.tags)}
+        self.result.project, self.result.name = self.run_info["project"], self.run_info["name"]
+        for item in run.config.update:
+            if _item_path(item)[0] != "_wandb":
+                _nest(self.config, _item_path(item), _value(item))
+        self.result.workload_uid = self.forced_uid or default_workload_uid(run.project, run.run_id)
+
+    def _on_summary(self, summary):
+        for item in summary.update:
+            path = _item_path(item)
+            value = _value(item)
+            _nest(self.summary, path, value)
+            key = path[0]
+            # A key the run never logged to history (HF's train_runtime ...) is a point of
+            # the row logged next, as the live exporter sends it (recorder._on_summary).
+            if key not in self.history_keys and not normalize.name_problem(key) and not _is_wandb_object(value):
+                _nest(self.pending_summary, path, value)
+        for item in summary.remove:
+            self.summary.pop(_item_path(item)[0], None)
+
+    def _on_history(self, record):
+        data = _row_dict(record)
+        row = data.get("_step", record.history.step.num)
+        if not isinstance(row, int):
+            row = int(record.history.step.num)
+        ts = data.get("_timestamp")
+        ts = float(ts) if isinstance(ts, (int, float)) else time.time()
+        self.result.rows += 1
+        self.history_keys.update(data.keys())
+        points, filtered = normalize.flatten(data)
+        self._count_filtered(filtered)
+        values = dict(points)
+        self._add(points, values, row, ts)
+        if self.pending_summary:
+            # wandb-core writes the summary of a row's own keys just before the row: those
+            # are history, not summary-only keys.
+            for key in data:
+                self.pending_summary.pop(key, None)
+            self._summary_points(row, values, ts)
+        self.last_row = (row, values, ts)
+
+    def _summary_points(self, row, values, ts):
+        pending, self.pending_summary = self.pending_summary, {}
+        points, filtered = normalize.flatten(pending)
+        self._count_filtered(filtered)
+        merged = dict(values)
+        merged.update(points)
+        self._add(points, merged, row, ts)
+
+    def _count_filtered(self, filtered):
+        for name, reason in filtered:
+            # W&B's own underscore keys (_step, _runtime, _timestamp) are bookkeeping, not user data.
+            if reason == "wandb internal key":
+                continue
+            self.result.filtered += 1
+            self.filtered_reasons[reason] = self.filtered_reasons.get(reason, 0) + 1
+
+    def _add(self, points, values, row, ts):
+        wire = normalize.wire_value
+        for name, value in points:
+            step = self.rules.step(name, values, row)
+            if isinstance(step, float) and step.is_integer():
+                step = int(step)
+            problem = _point_problem(name, step, row)
+            if problem:
+                self.result.filtered += 1
+                self.filtered_reasons[problem] = self.filtered_reasons.get(problem, 0) + 1
+                continue
+            self.batch.append({"name": name, "value": value if value - value == 0 else wire(value),
+                               "step": step, "row": row, "timestamp": ts})
+            self.result.points += 1
+            if len(self.batch) >= self.batch_size:
+                self._flush_points()
+
+    # ------------------------------------------------------------------ sending
+    def _identity(self):
+        from .core.identity import Identity
+
+        pod = self.pod_name or f"wandb-import-{self.host or 'unknown'}"
+        return Identity(pod_name=pod[:limits.MAX_UID_LEN], pod_uid="", namespace="default",
+                        workload_uid=self.result.workload_uid, pod_name_from_env=bool(self.pod_name),
+                        workload_from_env=bool(self.forced_uid))
+
+    def _flush_points(self):
+        if not self.batch:
+            return
+        points, self.batch = self.batch, []
+        if self.sender is None:
+            return
+        if not self.result.workload_uid:
+            raise DeliveryError(f"{self.path}: history rows before the run record; cannot tell the run")
+        from .core.recorder import MetricBatch
+
+        batch = MetricBatch(source="wandb", run_id=self.result.run_id, rank=self.rank, local_rank=0,
+                            node_rank=0, world_size=1, points=points, identity=self._identity())
+        accepted, rejected = self.sender.send_metrics(batch.to_payload(), len(points))
+        self.result.sent += len(points)
+        self.result.accepted += accepted
+        self.result.rejected += rejected
+
+    def _send_run(self):
+        if self.sender is None:
+            return
+        ident = self._identity()
+        run = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
+               "pod_uid": "", "run_id": self.result.run_id, "rank": self.rank, "timestamp": time.time(),
+               "config": _jsonable(self.config),
+               "summary": _jsonable({k: v for k, v in self.summary.items() if not k.startswith("_")}),
+               "mode": "import", "event": "finished", "exit_code": self.exit_code}
+        run.update(self.run_info)
+        run["status"] = "failed" if self.exit_code else "finished"
+        self.sender.send("/wandb/detection", self._detection(ident))
+        self.sender.send("/wandb/run", run)
+
+    def _detection(self, ident) -> Dict[str, Any]:
+        """The live exporter's detection shape, from what the file tells: config keys and the
+        frameworks W&B saw imported (its telemetry); marked as an import."""
+        import dataclasses
+
+        from .core.detection import DetectionContext, Evidence, FRAMEWORKS, build_payload, lens_detect_frameworks
+
+        context = DetectionContext(modules=frozenset(), environ={}, wandb_config=self.config)
+        # Versions installed here say nothing about the imported run's environment.
+        found = {e.name: dataclasses.replace(e, version=None) for e in lens_detect_frameworks(context)}
+        for module, name in _TELEMETRY_FRAMEWORKS:
+            if module in self.telemetry_imports and name in FRAMEWORKS:
+                old = found.get(name)
+                indicators = (old.indicators if old else ()) + (f"wandb_telemetry:{module}",)
+                found[name] = Evidence(name=name, layer=FRAMEWORKS[name][0], method="heuristic",
+                                       confidence=max(0.5, old.confidence if old else 0.0), indicators=indicators)
+        wandb_info = {"project": self.run_info.get("project"), "name": self.run_info.get("name"),
+                      "id": self.result.run_id, "mode": "import"}
+        payload = build_payload([], list(found.values()), ident, {}, wandb_info, frozenset())
+        payload["rank"] = self.rank
+        evidence = payload["evidence"]
+        evidence.pop("pytorch", None)  # that of the importing process, not of the run
+        evidence["system"] = {"hostname": self.host}
+        evidence.pop("hardware", None)
+        evidence["import"] = {"tool": "primus-lens import-wandb", "file": os.path.abspath(self.path),
+                              "wandb_version": self.cli_version, "imported_at": time.time()}
+        payload["hints"]["primary_indicators"] = (["import:wandb-file"] + payload["hints"]["primary_indicators"])[:20]
+        return payload
+
+
+# wandb telemetry import flags -> our framework names (core/detection.py FRAMEWORKS).
+_TELEMETRY_FRAMEWORKS = (("torch", "pytorch"), ("pytorch_lightning", "lightning"), ("lightning", "lightning"),
+                         ("transformers", "transformers"), ("jax", "jax"), ("tensorflow", "tensorflow"),
+                         ("keras", "keras"))
+
+
+def _jsonable(value):
+    from .core.recorder import _jsonable as jsonable
+
+    return jsonable(value)
+
+
+class DeliveryError(Exception):
+    pass
+
+
+class Sender:
+    """Synchronous requests through the exporter's ``HttpSink`` (retries, backoff, token).
+
+    Accepted / rejected come from the sink's own counters, so whatever the sink learns
+    from the server's answer (whole-batch or per-point refusals) is what is reported.
+    """
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def send_metrics(self, payload: Dict[str, Any], points: int) -> Tuple[int, int]:
+        from .core.transport import ENDPOINT_METRICS, _encode
+
+        before = self.sink.counters["rejected_points"]
+        body = _encode(payload)
+        if len(body) > limits.MAX_BODY_BYTES and len(payload["metrics"]) > 1:
+            half = len(payload["metrics"]) // 2
+            a = self.send_metrics(dict(payload, metrics=payload["metrics"][:half]), half)
+            b = self.send_metrics(dict(payload, metrics=payload["metrics"][half:]), points - half)
+            return a[0] + b[0], a[1] + b[1]
+        if not self.sink._send(ENDPOINT_METRICS, body, points):
+            raise DeliveryError(f"Lens API {self.sink.base_url} unreachable ({self.sink.last_error}); "
+                                "nothing is lost: run the import again (it is idempotent)")
+        rejected = self.sink.counters["rejected_points"] - before
+        return points - rejected, rejected
+
+    def send(self, endpoint: str, payload: Dict[str, Any]):
+        from .core.transport import _encode
+
+        before = self.sink.counters["rejected_batches"]
+        if not self.sink._send(endpoint, _encode(payload), 0):
+            raise DeliveryError(f"Lens API {self.sink.base_url} unreachable ({self.sink.last_error})")
+        if self.sink.counters["rejected_batches"] != before:
+            raise DeliveryError(f"Lens refused the {endpoint} report: {self.sink.last_error}")
+
+
+# ------------------------------------------------------------------------ the command
+
+
+def _progress_factory(stream):
+    """A per-file byte progress bar: tqdm on a terminal, nothing otherwise (the per-run
+    summary line is printed either way)."""
+    if not stream.isatty():
+        return lambda total, desc: (lambda n: None, lambda: None)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        def plain(total, desc):
+            state = {"n": 0}
+
+            def update(n):
+                state["n"] += n
+                print(f"\r{desc}: {state['n'] * 100 // max(total, 1)}%", end="", file=stream, flush=True)
+            return update, lambda: print("\r\033[K", end="", file=stream, flush=True)
+        return plain
+
+    def bar(total, desc):
+        b = tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=stream, leave=False)
+        return b.update, b.close
+    return bar
+
+
+def cmd_import_wandb(args) -> int:
+    """Entry point of ``primus-lens import-wandb`` (registered in cli.py)."""
+    out = sys.stdout
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    try:
+        _wandb_proto()
+    except MissingWandb as exc:
+        print(f"import-wandb reads W&B's run files with wandb itself: pip install wandb ({exc})", file=sys.stderr)
+        return 2
+    try:
+        files = find_run_files(args.path)
+    except (OSError, WandbFileError) as exc:
+        print(f"import-wandb: {exc}", file=sys.stderr)
+        return 1
+    from .core.config import load_config
+
+    config = load_config()
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sender = None
+    if not args.dry_run:
+        from .core.spool import Spool
+        from .core.transport import HttpSink
+
+        spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
+        sender = Sender(HttpSink(config.api_base_url, config.api_token, max(config.http_timeout, 30.0),
+                                 config.max_retries, spool))
+    uid = args.workload_uid or os.environ.get("WORKLOAD_UID", "").strip() or None
+    progress = _progress_factory(sys.stderr)
+    results: List[RunResult] = []
+    stop = None
+    for path in files:
+        if stop is not None:
+            results.append(RunResult(file=path, error=f"not imported: {stop}"))
+            continue
+        update, close = progress(_size(path), os.path.basename(path))
+        importer = RunImporter(path, sender, uid, args.rank, config.batch_size,
+                               pod_name=os.environ.get("POD_NAME", "").strip() or None, progress=update)
+        try:
+            res = importer.run()
+        finally:
+            close()
+        results.append(res)
+        if res.error and sender is not None and sender.sink.down:
+            stop = "Lens unreachable"
+        line = (f"{'would import' if args.dry_run else 'imported'} {res.file}: run {res.run_id or '?'} "
+                f"({res.project}/{res.name}) -> workload {res.workload_uid or '?'}: {res.rows} rows, "
+                f"{res.points} points" + ("" if args.dry_run else
+                                          f", {res.accepted} accepted, {res.rejected} rejected")
+                + (f", {res.filtered} filtered ({_reasons(importer.filtered_reasons)})" if res.filtered else ""))
+        if res.error:
+            print(f"import-wandb: {res.error}" + "".join(f"; {n}" for n in res.notes), file=sys.stderr)
+        if res.run_id or not res.error:
+            say(line)
+    totals = {k: sum(getattr(r, k) for r in results)
+              for k in ("rows", "points", "sent", "accepted", "rejected", "filtered")}
+    failed_runs = sum(1 for r in results if not r.ok)
+    say(f"{len(results)} runs ({failed_runs} with problems), {totals['rows']} rows, "
+        f"{totals['points']} points" + (" (dry run: nothing sent)" if args.dry_run else
+                                        f" sent, {totals['accepted']} accepted, {totals['rejected']} rejected")
+        + (f", {totals['filtered']} filtered" if totals["filtered"] else "")
+        + ("" if args.dry_run else f" -> {config.api_base_url}"))
+    if args.json:
+        body = {"runs": [dict(vars(r), ok=r.ok) for r in results], "totals": totals,
+                "failed_runs": failed_runs, "dry_run": bool(args.dry_run),
+                "api_base_url": None if args.dry_run else config.api_base_url}
+        out.write(json.dumps(body, indent=2) + "\n")
+    return 1 if failed_runs else 0
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _reasons(reasons: Dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+
+
+def _rank(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= limits.MAX_RANK:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {limits.MAX_RANK}")
+    return value
+
+
+def register(sub):
+    """Add ``import-wandb`` to the ``primus-lens`` sub-commands."""
+    p = sub.add_parser("import-wandb", help="backfill W&B runs already on disk (offline or online run "
+                                            "directories, .wandb files) into Lens (idempotent)")
+    p.add_argument("path", help="a wandb/offline-run-*/run-* directory, a run-*.wandb file, "
+                                "or a wandb/ directory (every run in it)")
+    p.add_argument("--workload-uid", help="workload to import into (default: WORKLOAD_UID, else "
+                                          "wandb-<project>-<run id> per run)")
+    p.add_argument("--rank", type=_rank, default=0, help="rank the points are stored under (default 0)")
+    p.add_argument("--dry-run", action="store_true", help="read and count, send nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    p.set_defaults(func=cmd_import_wandb)
