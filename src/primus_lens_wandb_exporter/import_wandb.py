@@ -47,13 +47,14 @@ class WandbFileError(Exception):
     """The file is not a readable W&B transaction log (message names file and offset)."""
 
 
-def read_records(path: str, progress=None) -> Iterator[Any]:
+def read_records(path: str, progress=None, stats: Optional[Dict[str, int]] = None) -> Iterator[Any]:
     """Yield the protobuf ``Record`` messages of a ``.wandb`` file, in order.
 
     Raises :class:`WandbFileError` at the first corrupt chunk (records before it have been
     yielded).  A file that ends inside a record (the run is still being written, or its
     process was killed mid-write) simply ends: what was complete is yielded.
-    ``progress(n)`` is called with the bytes consumed.
+    ``progress(n)`` is called with the bytes consumed; ``stats["unfinished_bytes"]`` is set
+    to the size of such an unfinished tail (0 when the file ends on a record boundary).
     """
     pb = _wandb_proto()
     with open(path, "rb") as fh:
@@ -65,6 +66,7 @@ def read_records(path: str, progress=None) -> Iterator[Any]:
         raise WandbFileError(f"{path}: not a W&B run file (header {data[:7]!r})")
     pos, parts, start, reported = _HEADER.size, [], None, 0
     end = len(data)
+    last_record_end = pos
     while pos < end:
         left = _BLOCK - pos % _BLOCK
         if left < _CHUNK.size:  # block trailer: zero padding
@@ -98,12 +100,16 @@ def read_records(path: str, progress=None) -> Iterator[Any]:
             except Exception as exc:  # protobuf's DecodeError
                 raise WandbFileError(f"{path}: record at byte {start} is not a W&B record ({exc})") from None
             parts, start = [], None
+            last_record_end = pos
             if progress is not None:
                 progress(pos - reported)
                 reported = pos
             yield record
     if progress is not None:
         progress(end - reported)
+    if stats is not None:
+        # Zero padding after the last record is no unfinished data.
+        stats["unfinished_bytes"] = len(data[last_record_end:].rstrip(b"\0"))
 
 
 def _wandb_proto():
@@ -293,8 +299,12 @@ class RunImporter:
     def run(self) -> RunResult:
         res = self.result
         try:
-            for record in read_records(self.path, self.progress):
+            stats: Dict[str, int] = {}
+            for record in read_records(self.path, self.progress, stats):
                 self._on_record(record)
+            if stats.get("unfinished_bytes"):
+                res.notes.append(f"the file ends inside a record ({stats['unfinished_bytes']} bytes: the run is "
+                                 "still being written, or its process was killed); its complete records were imported")
         except WandbFileError as exc:
             res.error = str(exc)
         except OSError as exc:
@@ -619,6 +629,9 @@ def cmd_import_wandb(args) -> int:
                 + (f", {res.filtered} filtered ({_reasons(importer.filtered_reasons)})" if res.filtered else ""))
         if res.error:
             print(f"import-wandb: {res.error}" + "".join(f"; {n}" for n in res.notes), file=sys.stderr)
+        else:
+            for note in res.notes:
+                print(f"import-wandb: {path}: note: {note}", file=sys.stderr)
         if res.run_id or not res.error:
             say(line)
     totals = {k: sum(getattr(r, k) for r in results)

@@ -206,6 +206,7 @@ def test_a_run_still_being_written_imports_its_complete_rows(lens_server, tmp_pa
                              _env(lens_server, tmp_path)).stdout)
     (run,) = out["runs"]
     assert run["ok"] and run["rows"] == 5 and run["accepted"] == 10
+    assert "the file ends inside a record" in run["notes"][0]
 
 
 def test_without_lens_it_says_so_and_exits_1(tmp_path, two_runs):
