@@ -101,19 +101,38 @@ def dumps(obj):
 
 def wandb_offline_records(run_dir):
     """History rows and summary updates W&B itself recorded, read from an offline run's
-    ``.wandb`` file (with the reader of ``primus-lens import-wandb``).
+    ``.wandb`` file (wandb's LevelDB-style log of protobuf ``Record`` messages).
 
     Lets tests compare what the user's W&B run received with what Lens stored.
     Returns ``(history, summary)``: ``history`` a list of ``{key: value}`` rows (with
     ``_step``), ``summary`` a dict of summary keys set by the program.
     """
     import glob
+    import struct
 
-    from primus_lens_wandb_exporter.import_wandb import read_records
+    from wandb.proto import wandb_internal_pb2 as pb
 
     path = glob.glob(os.path.join(run_dir, "run-*.wandb"))[0]
+    data = open(path, "rb").read()
+    block, pos, chunks, records = 32768, 7, [], []
+    while pos + 7 <= len(data):
+        if block - (pos % block) < 7:  # block trailer padding
+            pos += block - (pos % block)
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pos += 7
+        if length == 0 and kind == 0:
+            pos += block - (pos % block)
+            continue
+        chunks.append(data[pos:pos + length])
+        pos += length
+        if kind in (1, 4):  # FULL or LAST
+            records.append(b"".join(chunks))
+            chunks = []
     history, summary = [], {}
-    for rec in read_records(path):
+    for raw in records:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
         which = rec.WhichOneof("record_type")
         if which == "history":
             history.append({(i.key or ".".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})

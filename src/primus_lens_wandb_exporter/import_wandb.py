@@ -18,7 +18,6 @@ row, so importing twice replaces instead of duplicating.
 wandb is needed only by this command (it is not a dependency of the exporter).
 """
 
-import fnmatch
 import glob
 import json
 import math
@@ -156,37 +155,46 @@ def find_run_files(path: str) -> List[str]:
 
 
 class ImportStepRules:
-    """Which ``define_metric`` step metric covers a key, and the key's step in a row.
+    """Which ``define_metric`` step metric covers a key, and the key's chart step in a row.
 
-    Minimal stand-in for the exporter's shared step-rule module (core/steps.py, being
-    written in parallel): swap this class for it at merge.  An exact ``define_metric``
-    of a name wins over globs (as in W&B); the step is the step metric's value *in that
-    row* -- W&B has already written the step_sync values it fills into the row -- else
-    the row.
+    Stand-in with the API and the rules of the exporter's ``core.steps.StepRules``
+    (``define`` / ``chart_step``; written in parallel): swap it for that class at merge.
+    wandb-core's rules: an explicit name wins; ``prefix*`` globs only, a key is bound to the
+    longest matching glob the first time it appears in a row and stays bound; repeated
+    definitions merge unless ``overwrite``.  The step is the step metric's value *in that
+    row* -- W&B has already written the step_sync values it fills into the row -- else the
+    row; a key is never charted against itself.
     """
 
     def __init__(self):
-        self.exact: Dict[str, Optional[str]] = {}
-        self.globs: Dict[str, Optional[str]] = {}
+        self.defined: Dict[str, list] = {}
+        self.globs: Dict[str, list] = {}
 
-    def define(self, name: str, glob_name: str, step_metric: str):
-        if glob_name:
-            self.globs[glob_name] = step_metric or None
-        elif name:
-            self.exact[name] = step_metric or None
+    def define(self, name: str, step_metric: Optional[str] = None, step_sync: Optional[bool] = None,
+               overwrite: bool = False):
+        if not name:
+            return
+        table = self.globs if name.endswith("*") else self.defined
+        spec = ["", False] if overwrite or name not in table else table[name]
+        if step_metric:
+            spec[0] = str(step_metric)
+        spec[1] = spec[1] or bool(step_metric if step_sync is None else step_sync)
+        table[name] = spec
 
-    def step_metric(self, key: str) -> Optional[str]:
-        if key in self.exact:
-            return self.exact[key]
-        for pattern, metric in self.globs.items():
-            if fnmatch.fnmatchcase(key, pattern):
-                return metric
-        return None
+    def step_metric(self, name: str, bind: bool = True) -> str:
+        spec = self.defined.get(name)
+        if spec is None and self.globs and not name.startswith("_"):
+            best = max((g for g in self.globs if name.startswith(g[:-1])), key=len, default=None)
+            if best is not None:
+                spec = list(self.globs[best])
+                if bind:
+                    self.defined[name] = spec
+        return spec[0] if spec else ""
 
-    def step(self, key: str, row_values: Dict[str, float], row: int):
-        metric = self.step_metric(key)
-        if metric is not None:
-            value = row_values.get(metric)
+    def chart_step(self, name: str, values: Dict[str, Optional[float]], row: int, bind: bool = True):
+        metric = self.step_metric(name, bind) if (self.defined or self.globs) else ""
+        if metric and metric != name:
+            value = values.get(metric)
             if value is not None and math.isfinite(value):
                 return value
         return row
@@ -333,7 +341,8 @@ class RunImporter:
             self._on_run(record.run)
         elif which == "metric":
             m = record.metric
-            self.rules.define(m.name, m.glob_name, m.step_metric)
+            self.rules.define(m.glob_name or m.name, m.step_metric or None, m.options.step_sync,
+                              m._control.overwrite)
         elif which == "summary":
             self._on_summary(record.summary)
         elif which == "config":
@@ -415,7 +424,7 @@ class RunImporter:
     def _add(self, points, values, row, ts):
         wire = normalize.wire_value
         for name, value in points:
-            step = self.rules.step(name, values, row)
+            step = self.rules.chart_step(name, values, row)
             if isinstance(step, float) and step.is_integer():
                 step = int(step)
             problem = _point_problem(name, step, row)
