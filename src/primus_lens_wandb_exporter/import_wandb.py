@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import limits
 from .core import normalize
+from .core.steps import StepRules
 
 # ------------------------------------------------------------------ the .wandb log format
 
@@ -151,55 +152,6 @@ def find_run_files(path: str) -> List[str]:
                          "wandb/run-* directory, or a wandb/ directory holding them)")
 
 
-# ------------------------------------------------------------------------ step rules
-
-
-class ImportStepRules:
-    """Which ``define_metric`` step metric covers a key, and the key's chart step in a row.
-
-    Stand-in with the API and the rules of the exporter's ``core.steps.StepRules``
-    (``define`` / ``chart_step``; written in parallel): swap it for that class at merge.
-    wandb-core's rules: an explicit name wins; ``prefix*`` globs only, a key is bound to the
-    longest matching glob the first time it appears in a row and stays bound; repeated
-    definitions merge unless ``overwrite``.  The step is the step metric's value *in that
-    row* -- W&B has already written the step_sync values it fills into the row -- else the
-    row; a key is never charted against itself.
-    """
-
-    def __init__(self):
-        self.defined: Dict[str, list] = {}
-        self.globs: Dict[str, list] = {}
-
-    def define(self, name: str, step_metric: Optional[str] = None, step_sync: Optional[bool] = None,
-               overwrite: bool = False):
-        if not name:
-            return
-        table = self.globs if name.endswith("*") else self.defined
-        spec = ["", False] if overwrite or name not in table else table[name]
-        if step_metric:
-            spec[0] = str(step_metric)
-        spec[1] = spec[1] or bool(step_metric if step_sync is None else step_sync)
-        table[name] = spec
-
-    def step_metric(self, name: str, bind: bool = True) -> str:
-        spec = self.defined.get(name)
-        if spec is None and self.globs and not name.startswith("_"):
-            best = max((g for g in self.globs if name.startswith(g[:-1])), key=len, default=None)
-            if best is not None:
-                spec = list(self.globs[best])
-                if bind:
-                    self.defined[name] = spec
-        return spec[0] if spec else ""
-
-    def chart_step(self, name: str, values: Dict[str, Optional[float]], row: int, bind: bool = True):
-        metric = self.step_metric(name, bind) if (self.defined or self.globs) else ""
-        if metric and metric != name:
-            value = values.get(metric)
-            if value is not None and math.isfinite(value):
-                return value
-        return row
-
-
 # ------------------------------------------------------------------------- one run
 
 
@@ -289,7 +241,8 @@ class RunImporter:
         self.pod_name = pod_name
         self.progress = progress
         self.result = RunResult(file=path)
-        self.rules = ImportStepRules()
+        # wandb-core's define_metric rules; the rows themselves are already W&B's in the file.
+        self.rules = StepRules()
         self.run_info: Dict[str, Any] = {}
         self.config: Dict[str, Any] = {}
         self.summary: Dict[str, Any] = {}

@@ -51,11 +51,12 @@ for name in ("first", "second"):
 def _key(point):
     value = point["value"]
     value = round(value, 12) if isinstance(value, float) else value
-    return (point["metric_name"], point.get("row"), point["iteration"], value)
+    return (point["metric_name"], point["row"], point["iteration"], value)
 
 
 def _points(server, uid):
-    return sorted(_key(p) for p in metric_points(server, uid))
+    """(name, row, step, value) of every point of a workload, in history order."""
+    return sorted(_key(p) for p in metric_points(server, uid, x="row"))
 
 
 def _env(server, tmp_path, **extra):
@@ -104,6 +105,18 @@ def test_import_of_the_capture_scenario_equals_live_capture(lens_server, tmp_pat
     live = _points(lens_server, "scenario-live")
     assert len(live) == 26
     assert _points(lens_server, "scenario-import") == live
+
+
+def test_imported_run_is_what_wandbs_own_record_holds(lens_server, tmp_path):
+    # The oracle reads the same file independently of the product (tests/wandb_oracle.py):
+    # rows, W&B-filled step metrics, wandb-core's glob binding.
+    from wandb_oracle import assert_same_points, lens_points, summary_only_values, wandb_expected_points
+
+    run_python(PARITY, _quiet_wandb_env(tmp_path))
+    run_dir = wandb_run_dir(tmp_path)
+    run_cli(["import-wandb", run_dir, "--workload-uid", "oracle"], _env(lens_server, tmp_path))
+    assert_same_points(wandb_expected_points(run_dir), lens_points(lens_server, "oracle"), "import",
+                       summary_only=summary_only_values(run_dir))
 
 
 def test_run_record_and_detection_say_it_was_imported(lens_server, tmp_path):
