@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from . import limits
 from .core import normalize
 from .core.steps import StepRules
+from .core.transport import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 
 # ------------------------------------------------------------------ the .wandb log format
 
@@ -217,17 +218,6 @@ def default_workload_uid(project: Optional[str], run_id: str) -> str:
     return uid[:limits.MAX_UID_LEN]
 
 
-def _point_problem(name: str, step, row: int) -> str:
-    problem = limits.metric_name_problem(name)
-    if problem:
-        return f"name {problem}"
-    if not (isinstance(step, (int, float)) and math.isfinite(step) and abs(step) <= limits.MAX_ABS_STEP):
-        return "step out of range"
-    if not 0 <= row <= limits.MAX_ROW:
-        return "row out of range"
-    return ""
-
-
 class RunImporter:
     """Reads one ``.wandb`` file and sends it to Lens (or only counts, with ``sender=None``)."""
 
@@ -259,6 +249,8 @@ class RunImporter:
     # ------------------------------------------------------------------ reading
     def run(self) -> RunResult:
         res = self.result
+        if self.sender is not None:
+            self.sender.begin()
         try:
             stats: Dict[str, int] = {}
             for record in read_records(self.path, self.progress, stats):
@@ -266,7 +258,7 @@ class RunImporter:
             if stats.get("unfinished_bytes"):
                 res.notes.append(f"the file ends inside a record ({stats['unfinished_bytes']} bytes: the run is "
                                  "still being written, or its process was killed); its complete records were imported")
-        except WandbFileError as exc:
+        except (WandbFileError, DeliveryError) as exc:
             res.error = str(exc)
         except OSError as exc:
             res.error = f"{self.path}: cannot read ({exc.strerror or exc})"
@@ -280,10 +272,13 @@ class RunImporter:
                 self._summary_points(row, values, ts)
             self._flush_points()
             self._send_run()
+            if self.sender is not None:
+                self.sender.end(res)
         except DeliveryError as exc:
-            res.error = str(exc)
-        if res.error and self.run_info and res.rows:
-            res.notes.append(f"{res.rows} rows before the problem were imported")
+            res.error = f"{res.error}; {exc}" if res.error else str(exc)
+            return res
+        if res.error and res.rows:
+            res.notes.append(f"the {res.rows} rows before the problem were {'read' if self.sender is None else 'imported'}")
         return res
 
     def _on_record(self, record):
@@ -380,11 +375,6 @@ class RunImporter:
             step = self.rules.chart_step(name, values, row)
             if isinstance(step, float) and step.is_integer():
                 step = int(step)
-            problem = _point_problem(name, step, row)
-            if problem:
-                self.result.filtered += 1
-                self.filtered_reasons[problem] = self.filtered_reasons.get(problem, 0) + 1
-                continue
             self.batch.append({"name": name, "value": value if value - value == 0 else wire(value),
                                "step": step, "row": row, "timestamp": ts})
             self.result.points += 1
@@ -412,10 +402,8 @@ class RunImporter:
 
         batch = MetricBatch(source="wandb", run_id=self.result.run_id, rank=self.rank, local_rank=0,
                             node_rank=0, world_size=1, points=points, identity=self._identity())
-        accepted, rejected = self.sender.send_metrics(batch.to_payload(), len(points))
+        self.sender.submit(ENDPOINT_METRICS, batch.to_payload(), len(points))
         self.result.sent += len(points)
-        self.result.accepted += accepted
-        self.result.rejected += rejected
 
     def _send_run(self):
         if self.sender is None:
@@ -428,8 +416,8 @@ class RunImporter:
                "mode": "import", "event": "finished", "exit_code": self.exit_code}
         run.update(self.run_info)
         run["status"] = "failed" if self.exit_code else "finished"
-        self.sender.send("/wandb/detection", self._detection(ident))
-        self.sender.send("/wandb/run", run)
+        self.sender.submit(ENDPOINT_DETECTION, self._detection(ident))
+        self.sender.submit(ENDPOINT_RUN, run)
 
     def _detection(self, ident) -> Dict[str, Any]:
         """The live exporter's detection shape, from what the file tells: config keys and the
@@ -478,39 +466,81 @@ class DeliveryError(Exception):
 
 
 class Sender:
-    """Synchronous requests through the exporter's ``HttpSink`` (retries, backoff, token).
+    """Delivery through the exporter's own ``HttpSink`` (its checks against limits.py,
+    retries with backoff, ``Retry-After``, token), waited for run by run.
 
-    Accepted / rejected come from the sink's own counters, so whatever the sink learns
-    from the server's answer (whole-batch or per-point refusals) is what is reported.
+    The sink spools what it cannot deliver; here that spool is a private directory, so an
+    import never leaves work for another process: whatever is still in it after a wait was
+    not delivered, the run is reported as failed, and importing again is the remedy (the
+    source file is still there; points are upserted).  Accepted / rejected / filtered are
+    the sink's own counters, so they count exactly what the sink learnt from Lens.
     """
 
-    def __init__(self, sink):
-        self.sink = sink
+    def __init__(self, config):
+        import tempfile
 
-    def send_metrics(self, payload: Dict[str, Any], points: int) -> Tuple[int, int]:
-        from .core.transport import ENDPOINT_METRICS, _encode
+        from .core.spool import Spool
+        from .core.transport import HttpSink
 
-        before = self.sink.counters["rejected_points"]
-        body = _encode(payload)
-        if len(body) > limits.MAX_BODY_BYTES and len(payload["metrics"]) > 1:
-            half = len(payload["metrics"]) // 2
-            a = self.send_metrics(dict(payload, metrics=payload["metrics"][:half]), half)
-            b = self.send_metrics(dict(payload, metrics=payload["metrics"][half:]), points - half)
-            return a[0] + b[0], a[1] + b[1]
-        if not self.sink._send(ENDPOINT_METRICS, body, points):
+        self.directory = tempfile.mkdtemp(prefix="primus-lens-import-")
+        timeout = max(config.http_timeout, 30.0)  # an import's requests are full batches
+        self.sink = HttpSink(config.api_base_url, config.api_token, timeout, config.max_retries,
+                             Spool(self.directory, 1 << 40))
+        # Long enough for every retry of one request; a down server ends the wait sooner.
+        self.wait = max(60.0, config.max_retries * (timeout + 5.0))
+        self.unsettled = 0
+        self.base: Dict[str, int] = {}
+        self.submitted = 0
+
+    def begin(self):
+        self.base = dict(self.sink.counters)
+        self.submitted = 0
+
+    def submit(self, endpoint: str, payload: Dict[str, Any], points: int = 0):
+        self.sink.submit(endpoint, payload, points)
+        self.submitted += points
+        self.unsettled += 1
+        if self.unsettled >= 16:  # bounded memory and spool: let the sender catch up
+            self.settle()
+
+    def settle(self):
+        self.sink.flush(time.monotonic() + self.wait)
+        self.unsettled = 0
+
+    def undelivered(self) -> int:
+        """Requests still in the private spool (queued, written ahead or kept)."""
+        try:
+            return sum(1 for e in os.scandir(self.directory) if e.is_file() and ".json" in e.name
+                       and not e.name.startswith("."))
+        except OSError:
+            return 0
+
+    def end(self, res: "RunResult"):
+        """Wait for the run's requests and put what Lens did with them into ``res``."""
+        self.settle()
+        c = self.sink.counters
+        delta = {k: c.get(k, 0) - self.base.get(k, 0) for k in c}
+        filtered, ok, rejected = (delta.get("filtered_points", 0), delta.get("sent_points", 0),
+                                  delta.get("rejected_points", 0))
+        left = self.undelivered()
+        # Points in answered requests (ok) include those Lens refused one by one; the rest
+        # of the rejected points were in requests refused as a whole.
+        whole = max(0, self.submitted - filtered - ok) if not left else 0
+        res.filtered += filtered
+        res.rejected += rejected
+        res.accepted += max(0, ok - max(0, rejected - whole))
+        res.sent -= filtered
+        if left:
+            res.failed = max(0, self.submitted - filtered - ok - rejected)
             raise DeliveryError(f"Lens API {self.sink.base_url} unreachable ({self.sink.last_error}); "
-                                "nothing is lost: run the import again (it is idempotent)")
-        rejected = self.sink.counters["rejected_points"] - before
-        return points - rejected, rejected
+                                f"{left} requests not delivered: run the import again (it is idempotent)")
+        if delta.get("rejected_batches", 0) and not rejected:
+            raise DeliveryError(f"Lens refused the run/detection report ({self.sink.last_error})")
 
-    def send(self, endpoint: str, payload: Dict[str, Any]):
-        from .core.transport import _encode
+    def close(self):
+        import shutil
 
-        before = self.sink.counters["rejected_batches"]
-        if not self.sink._send(endpoint, _encode(payload), 0):
-            raise DeliveryError(f"Lens API {self.sink.base_url} unreachable ({self.sink.last_error})")
-        if self.sink.counters["rejected_batches"] != before:
-            raise DeliveryError(f"Lens refused the {endpoint} report: {self.sink.last_error}")
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------ the command
@@ -541,8 +571,6 @@ def _progress_factory(stream):
 
 def cmd_import_wandb(args) -> int:
     """Entry point of ``primus-lens import-wandb`` (registered in cli.py)."""
-    out = sys.stdout
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     try:
         _wandb_proto()
     except MissingWandb as exc:
@@ -558,14 +586,17 @@ def cmd_import_wandb(args) -> int:
     config = load_config()
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sender = None
-    if not args.dry_run:
-        from .core.spool import Spool
-        from .core.transport import HttpSink
+    sender = None if args.dry_run else Sender(config)
+    try:
+        return _import_all(args, files, config, sender)
+    finally:
+        if sender is not None:
+            sender.close()
 
-        spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
-        sender = Sender(HttpSink(config.api_base_url, config.api_token, max(config.http_timeout, 30.0),
-                                 config.max_retries, spool))
+
+def _import_all(args, files, config, sender) -> int:
+    out = sys.stdout
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     uid = args.workload_uid or os.environ.get("WORKLOAD_UID", "").strip() or None
     progress = _progress_factory(sys.stderr)
     results: List[RunResult] = []
@@ -584,10 +615,12 @@ def cmd_import_wandb(args) -> int:
         results.append(res)
         if res.error and sender is not None and sender.sink.down:
             stop = "Lens unreachable"
-        line = (f"{'would import' if args.dry_run else 'imported'} {res.file}: run {res.run_id or '?'} "
+        verb = "would import" if args.dry_run else ("imported" if res.ok else "import incomplete:")
+        line = (f"{verb} {res.file}: run {res.run_id or '?'} "
                 f"({res.project}/{res.name}) -> workload {res.workload_uid or '?'}: {res.rows} rows, "
                 f"{res.points} points" + ("" if args.dry_run else
-                                          f", {res.accepted} accepted, {res.rejected} rejected")
+                                          f", {res.accepted} accepted, {res.rejected} rejected"
+                                          + (f", {res.failed} not delivered" if res.failed else ""))
                 + (f", {res.filtered} filtered ({_reasons(importer.filtered_reasons)})" if res.filtered else ""))
         if res.error:
             print(f"import-wandb: {res.error}" + "".join(f"; {n}" for n in res.notes), file=sys.stderr)
@@ -597,12 +630,13 @@ def cmd_import_wandb(args) -> int:
         if res.run_id or not res.error:
             say(line)
     totals = {k: sum(getattr(r, k) for r in results)
-              for k in ("rows", "points", "sent", "accepted", "rejected", "filtered")}
+              for k in ("rows", "points", "sent", "accepted", "rejected", "filtered", "failed")}
     failed_runs = sum(1 for r in results if not r.ok)
     say(f"{len(results)} runs ({failed_runs} with problems), {totals['rows']} rows, "
         f"{totals['points']} points" + (" (dry run: nothing sent)" if args.dry_run else
                                         f" sent, {totals['accepted']} accepted, {totals['rejected']} rejected")
         + (f", {totals['filtered']} filtered" if totals["filtered"] else "")
+        + (f", {totals['failed']} not delivered" if totals["failed"] else "")
         + ("" if args.dry_run else f" -> {config.api_base_url}"))
     if args.json:
         body = {"runs": [dict(vars(r), ok=r.ok) for r in results], "totals": totals,
