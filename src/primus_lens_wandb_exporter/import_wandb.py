@@ -49,7 +49,8 @@ class WandbFileError(Exception):
 
 
 def read_records(path: str, progress=None, stats: Optional[Dict[str, int]] = None) -> Iterator[Any]:
-    """Yield the protobuf ``Record`` messages of a ``.wandb`` file, in order.
+    """Yield the protobuf ``Record`` messages of a ``.wandb`` file, in order, block by block
+    (memory stays flat whatever the file's size).
 
     Raises :class:`WandbFileError` at the first corrupt chunk (records before it have been
     yielded).  A file that ends inside a record (the run is still being written, or its
@@ -58,59 +59,63 @@ def read_records(path: str, progress=None, stats: Optional[Dict[str, int]] = Non
     to the size of such an unfinished tail (0 when the file ends on a record boundary).
     """
     pb = _wandb_proto()
+    size = os.path.getsize(path)
     with open(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < _HEADER.size:
-        raise WandbFileError(f"{path}: {len(data)} bytes, too short for a W&B run file")
-    ident, magic, version = _HEADER.unpack_from(data, 0)
-    if ident != b":W&B" or magic != 0xBEE1 or version != 0:
-        raise WandbFileError(f"{path}: not a W&B run file (header {data[:7]!r})")
-    pos, parts, start, reported = _HEADER.size, [], None, 0
-    end = len(data)
-    last_record_end = pos
-    while pos < end:
-        left = _BLOCK - pos % _BLOCK
-        if left < _CHUNK.size:  # block trailer: zero padding
-            pos += left
-            continue
-        if pos + _CHUNK.size > end:
-            break  # partial chunk header at the end: an unfinished write
-        crc, length, kind = _CHUNK.unpack_from(data, pos)
-        if kind == 0 and length == 0 and crc == 0:
-            # Zeroes up to the end of the block: a preallocated / unfinished tail.
-            pos += left
-            continue
-        body_end = pos + _CHUNK.size + length
-        if body_end > end:
-            break  # unfinished write
-        chunk = data[pos + _CHUNK.size:body_end]
-        if kind > _LAST or zlib.crc32(chunk, _TYPE_CRC[kind]) & 0xFFFFFFFF != crc:
-            raise WandbFileError(f"{path}: corrupt record at byte {pos} (checksum mismatch)")
-        if kind == _FULL or kind == _FIRST:
-            if parts:
-                raise WandbFileError(f"{path}: corrupt record at byte {pos} (record fragment without its end)")
-            start = pos
-        elif not parts:
-            raise WandbFileError(f"{path}: corrupt record at byte {pos} (record fragment without its start)")
-        parts.append(chunk)
-        pos = body_end
-        if kind == _FULL or kind == _LAST:
-            record = pb.Record()
-            try:
-                record.ParseFromString(b"".join(parts))
-            except Exception as exc:  # protobuf's DecodeError
-                raise WandbFileError(f"{path}: record at byte {start} is not a W&B record ({exc})") from None
-            parts, start = [], None
-            last_record_end = pos
+        head = fh.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            raise WandbFileError(f"{path}: {size} bytes, too short for a W&B run file")
+        ident, magic, version = _HEADER.unpack(head)
+        if ident != b":W&B" or magic != 0xBEE1 or version != 0:
+            raise WandbFileError(f"{path}: not a W&B run file (header {head!r})")
+        base = _HEADER.size  # file offset of ``block``'s first byte
+        block = fh.read(_BLOCK - base)
+        parts: List[bytes] = []
+        start = done = reported = base
+        unfinished = False
+        while block:
+            full = base % _BLOCK + len(block) == _BLOCK  # a complete block, not the file's tail
+            pos, n = 0, len(block)
+            while pos + _CHUNK.size <= n:
+                crc, length, kind = _CHUNK.unpack_from(block, pos)
+                if kind == 0 and length == 0 and crc == 0:
+                    break  # zeroes to the end of the block
+                end = pos + _CHUNK.size + length
+                if end > n:
+                    if full:
+                        raise WandbFileError(f"{path}: corrupt record at byte {base + pos} (length past its block)")
+                    unfinished = True  # the tail of an unfinished write
+                    break
+                chunk = block[pos + _CHUNK.size:end]
+                if kind > _LAST or zlib.crc32(chunk, _TYPE_CRC[kind]) & 0xFFFFFFFF != crc:
+                    raise WandbFileError(f"{path}: corrupt record at byte {base + pos} (checksum mismatch)")
+                if kind == _FULL or kind == _FIRST:
+                    if parts:
+                        raise WandbFileError(f"{path}: corrupt record at byte {base + pos} (a record's end is missing)")
+                    start = base + pos
+                elif not parts:
+                    raise WandbFileError(f"{path}: corrupt record at byte {base + pos} (a record's start is missing)")
+                parts.append(chunk)
+                pos = end
+                if kind == _FULL or kind == _LAST:
+                    record = pb.Record()
+                    try:
+                        record.ParseFromString(b"".join(parts))
+                    except Exception as exc:  # protobuf's DecodeError
+                        raise WandbFileError(f"{path}: record at byte {start} is not a W&B record ({exc})") from None
+                    parts = []
+                    done = base + pos
+                    yield record
+            if not full and pos < n and any(block[pos:]):
+                unfinished = True  # a chunk header cut short
             if progress is not None:
-                progress(pos - reported)
-                reported = pos
-            yield record
-    if progress is not None:
-        progress(end - reported)
+                progress(base + len(block) - reported)
+                reported = base + len(block)
+            base += len(block)
+            block = fh.read(_BLOCK)
+    if parts:
+        unfinished = True
     if stats is not None:
-        # Zero padding after the last record is no unfinished data.
-        stats["unfinished_bytes"] = len(data[last_record_end:].rstrip(b"\0"))
+        stats["unfinished_bytes"] = size - done if unfinished else 0
 
 
 def _wandb_proto():
@@ -181,7 +186,20 @@ class RunResult:
 
 
 def _value(item) -> Any:
-    return json.loads(item.value_json)
+    return _loads(item.value_json)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return _fast_loads(text)
+    except ValueError:  # NaN / Infinity, which W&B writes and orjson refuses
+        return json.loads(text)
+
+
+try:  # several times faster than the stdlib for the many tiny documents of a history
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _fast_loads = json.loads
 
 
 def _item_path(item) -> Tuple[str, ...]:
@@ -235,7 +253,7 @@ class RunImporter:
         self.rules = StepRules()
         self.run_info: Dict[str, Any] = {}
         self.config: Dict[str, Any] = {}
-        self.summary: Dict[str, Any] = {}
+        self.summary: Dict[Tuple[str, ...], str] = {}  # path -> value_json
         self.telemetry_imports: set = set()
         self.cli_version: Optional[str] = None
         self.exit_code: Optional[int] = None
@@ -320,17 +338,30 @@ class RunImporter:
         self.result.workload_uid = self.forced_uid or default_workload_uid(run.project, run.run_id)
 
     def _on_summary(self, summary):
+        # wandb-core writes a summary update before every row: kept as text, parsed once at the end.
+        raw = self.summary
         for item in summary.update:
             path = _item_path(item)
-            value = _value(item)
-            _nest(self.summary, path, value)
+            raw.pop(path, None)  # the latest update goes last (nested paths are applied in order)
+            raw[path] = item.value_json
             key = path[0]
             # A key the run never logged to history (HF's train_runtime ...) is a point of
             # the row logged next, as the live exporter sends it (recorder._on_summary).
-            if key not in self.history_keys and not normalize.name_problem(key) and not _is_wandb_object(value):
-                _nest(self.pending_summary, path, value)
+            if key not in self.history_keys and not normalize.name_problem(key):
+                value = _loads(item.value_json)
+                if not _is_wandb_object(value):
+                    _nest(self.pending_summary, path, value)
         for item in summary.remove:
-            self.summary.pop(_item_path(item)[0], None)
+            gone = _item_path(item)
+            for path in [p for p in raw if p[:len(gone)] == gone]:
+                del raw[path]
+
+    def _final_summary(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for path, text in self.summary.items():
+            if not path[0].startswith("_"):  # W&B's own _step, _runtime, _timestamp, _wandb
+                _nest(out, path, _loads(text))
+        return out
 
     def _on_history(self, record):
         data = _row_dict(record)
@@ -412,7 +443,7 @@ class RunImporter:
         run = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
                "pod_uid": "", "run_id": self.result.run_id, "rank": self.rank, "timestamp": time.time(),
                "config": _jsonable(self.config),
-               "summary": _jsonable({k: v for k, v in self.summary.items() if not k.startswith("_")}),
+               "summary": _jsonable(self._final_summary()),
                "mode": "import", "event": "finished", "exit_code": self.exit_code}
         run.update(self.run_info)
         run["status"] = "failed" if self.exit_code else "finished"
