@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from fixtures_server import LENS_DB_KINDS
 from support import exporter_env, get_json, metric_points, run_cli, run_python, wandb_run_dir, workload
 
 # define_metric with a custom step metric (fractional values, step_sync filled by W&B), a NaN,
@@ -134,6 +135,7 @@ def test_run_record_and_detection_say_it_was_imported(lens_server, tmp_path):
     assert {p["rank"] for p in metric_points(lens_server, "imported")} == {3}
 
 
+@pytest.mark.parametrize("lens_db_kind", LENS_DB_KINDS, indirect=True)
 def test_import_twice_changes_nothing(lens_server, tmp_path):
     run_python(PARITY, _quiet_wandb_env(tmp_path))
     env = _env(lens_server, tmp_path)
