@@ -236,6 +236,9 @@ def default_workload_uid(project: Optional[str], run_id: str) -> str:
     return uid[:limits.MAX_UID_LEN]
 
 
+_EXACT_INT = 2.0 ** 53
+
+
 class RunImporter:
     """Reads one ``.wandb`` file and sends it to Lens (or only counts, with ``sender=None``)."""
 
@@ -404,8 +407,8 @@ class RunImporter:
         wire = normalize.wire_value
         for name, value in points:
             step = self.rules.chart_step(name, values, row)
-            if isinstance(step, float) and step.is_integer():
-                step = int(step)
+            if isinstance(step, float) and step.is_integer() and abs(step) <= _EXACT_INT:
+                step = int(step)  # 3.0 travels as 3; beyond 2**53 a float stays a float
             self.batch.append({"name": name, "value": value if value - value == 0 else wire(value),
                                "step": step, "row": row, "timestamp": ts})
             self.result.points += 1
@@ -641,6 +644,9 @@ def _import_all(args, files, config, sender) -> int:
                                pod_name=os.environ.get("POD_NAME", "").strip() or None, progress=update)
         try:
             res = importer.run()
+        except Exception as exc:  # a bug of ours: this run is reported, the others still imported
+            res = importer.result
+            res.error = f"{path}: internal error while importing ({exc!r}); please report it"
         finally:
             close()
         results.append(res)

@@ -199,6 +199,28 @@ def test_a_corrupt_file_is_one_clear_line_and_the_other_runs_are_imported(lens_s
     assert len(second) == 10
 
 
+def test_a_point_lens_cannot_take_is_counted_and_the_rest_stored(lens_server, tmp_path):
+    # A step metric value beyond what Lens stores (|step| <= limits.MAX_ABS_STEP): that one
+    # point is filtered by the sink or refused by the server; either way it is counted.
+    code = """
+import wandb
+run = wandb.init(project="imp", name="huge-step")
+run.define_metric("val/*", step_metric="epoch")
+run.log({"epoch": 1.0, "val/x": 1.0})
+run.log({"epoch": 1e300, "val/x": 2.0})
+run.log({"epoch": 3.0, "val/x": 3.0})
+run.finish()
+"""
+    run_python(code, _quiet_wandb_env(tmp_path))
+    proc = run_cli(["import-wandb", wandb_run_dir(tmp_path), "--workload-uid", "huge", "--json"],
+                   _env(lens_server, tmp_path), check=False)
+    (run,) = json.loads(proc.stdout)["runs"]
+    assert run["points"] == 6 and run["rejected"] + run["filtered"] == 1 and run["accepted"] == 5
+    assert proc.returncode == (1 if run["rejected"] else 0)
+    stored = _points(lens_server, "huge")
+    assert [(n, r, s) for n, r, s, _ in stored if n == "val/x"] == [("val/x", 0, 1), ("val/x", 2, 3)]
+
+
 def test_bad_paths_and_non_wandb_files_are_one_line_each(lens_server, tmp_path):
     env = _env(lens_server, tmp_path)
     for path, expected in ((tmp_path / "missing", "no such file or directory"),
