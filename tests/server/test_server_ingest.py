@@ -285,3 +285,53 @@ def test_run_events_merge_config_and_finish(srv):
     assert wl["status"] == "finished"
     r = srv.post("/wandb/run", {**base, "event": "exploded"})
     assert r.status_code == 400 and r.json()["field"] == "event"
+
+
+def _mixed_points():
+    # One 600-character name and one name with NUL among good points: the two are
+    # refused, every good point is stored.
+    return [{"name": "loss", "value": 1.0, "step": 1}, {"name": "x" * 600, "value": 2.0, "step": 1},
+            {"name": "loss", "value": 3.0, "step": 2}, {"name": "bad\x00name", "value": 4.0, "step": 2},
+            {"name": "acc", "value": 0.5, "step": 2.5, "row": 2}]
+
+
+def test_bad_points_of_a_metrics_request_are_refused_alone(srv, uid):
+    r = srv.post("/wandb/metrics", {"workload_uid": uid, "run_id": "r", "metrics": _mixed_points()})
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    assert (ans["count"], ans["inserted"], ans["rejected_count"]) == (3, 3, 2)
+    assert [(x["index"], x["field"]) for x in ans["rejected"]] == [(1, "metrics[1].name"), (3, "metrics[3].name")]
+    assert "at most 512 characters" in ans["rejected"][0]["message"]
+    assert "NUL" in ans["rejected"][1]["message"]
+    got = sorted((p["metric_name"], p["row"], p["value"]) for p in data(srv, uid)["data"])
+    assert got == [("acc", 2, 0.5), ("loss", 1, 1.0), ("loss", 2, 3.0)]
+
+
+def test_bad_points_of_a_batch_part_are_refused_alone(srv, uid):
+    good = metrics_body(uid, [("lr", 0, 0.1)])
+    mixed = {"workload_uid": uid, "run_id": "r", "metrics": _mixed_points()}
+    r = srv.post("/wandb/batch", {"metrics": [good, mixed]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]["metrics"]
+    assert (res["count"], res["inserted"], res["rejected_count"]) == (4, 4, 2)
+    assert [(x["index"], x["field"]) for x in res["rejected"]] == [
+        (1, "metrics[1].metrics[1].name"), (3, "metrics[1].metrics[3].name")]
+    assert sorted(p["metric_name"] for p in data(srv, uid)["data"]) == ["acc", "loss", "loss", "lr"]
+
+
+def test_only_the_first_100_refused_points_are_listed_but_all_are_counted(srv, uid):
+    pts = [{"name": "", "value": 1.0, "step": s} for s in range(150)] + [{"name": "ok", "value": 1.0}]
+    ans = srv.post("/wandb/metrics", {"workload_uid": uid, "metrics": pts}).json()
+    assert ans["count"] == 1 and ans["rejected_count"] == 150 and len(ans["rejected"]) == 100
+    assert ans["rejected"][-1]["index"] == 99
+
+
+def test_batch_obeys_the_point_limit_over_all_its_metrics_parts(srv, uid):
+    from primus_lens_wandb_exporter.limits import MAX_POINTS_PER_REQUEST
+
+    half = MAX_POINTS_PER_REQUEST // 2 + 1  # each part is under the limit, the request is over it
+    parts = [metrics_body(uid, [("m", i, 1.0) for i in range(half)], rank=k) for k in range(2)]
+    r = srv.post("/wandb/batch", {"metrics": parts})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "too_many_points" and r.json()["field"] == "metrics"
+    assert srv.get(f"/workloads/{uid}").status_code == 404
