@@ -260,6 +260,8 @@ class RunImporter:
         self.telemetry_imports: set = set()
         self.cli_version: Optional[str] = None
         self.exit_code: Optional[int] = None
+        self.started_at: Optional[float] = None  # the run's own clock (seconds)
+        self.runtime: Optional[float] = None
         self.host: Optional[str] = None
         self.history_keys: set = set()
         self.pending_summary: Dict[str, Any] = {}
@@ -325,12 +327,15 @@ class RunImporter:
             self.cli_version = tel.cli_version or self.cli_version
         elif which == "exit":
             self.exit_code = record.exit.exit_code
+            self.runtime = float(record.exit.runtime) if record.exit.runtime else None
         elif which == "environment":
             self.host = record.environment.host or self.host
 
     def _on_run(self, run):
         self.result.run_id = run.run_id
         self.host = run.host or self.host
+        if run.start_time.seconds:
+            self.started_at = run.start_time.seconds + run.start_time.nanos / 1e9
         self.run_info = {"project": run.project or None, "name": run.display_name or None,
                          "entity": run.entity or None, "group": run.run_group or None,
                          "tags": list(run.tags)}
@@ -444,14 +449,21 @@ class RunImporter:
             return
         ident = self._identity()
         run = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
-               "pod_uid": "", "run_id": self.result.run_id, "rank": self.rank, "timestamp": time.time(),
-               "config": _jsonable(self.config),
-               "summary": _jsonable(self._final_summary()),
-               "mode": "import", "event": "finished", "exit_code": self.exit_code}
+               "pod_uid": "", "run_id": self.result.run_id, "rank": self.rank,
+               "config": _jsonable(self.config), "summary": _jsonable(self._final_summary()), "mode": "import"}
         run.update(self.run_info)
-        run["status"] = "failed" if self.exit_code else "finished"
+        # Two events, as the live exporter reports them, at the run's own times (Lens keeps
+        # the first as the start and the last as the end).
+        last_row_ts = self.last_row[2] if self.last_row else None
+        started = self.started_at or last_row_ts or time.time()
+        if self.runtime is not None:
+            ended = started + self.runtime
+        else:
+            ended = max(started, last_row_ts or started)
         self.sender.submit(ENDPOINT_DETECTION, self._detection(ident))
-        self.sender.submit(ENDPOINT_RUN, run)
+        self.sender.submit(ENDPOINT_RUN, dict(run, event="started", status="running", timestamp=started))
+        self.sender.submit(ENDPOINT_RUN, dict(run, event="finished", timestamp=ended, exit_code=self.exit_code,
+                                              status="failed" if self.exit_code else "finished"))
 
     def _detection(self, ident) -> Dict[str, Any]:
         """The live exporter's detection shape, from what the file tells: config keys and the

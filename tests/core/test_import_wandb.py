@@ -132,7 +132,13 @@ def test_run_record_and_detection_say_it_was_imported(lens_server, tmp_path):
     assert run["summary"]["final_metric"] == 42.0 and run["summary"]["train/loss"] == 0.01
     det = body["detection"]
     assert det["base"] == "deepspeed" and det["method"] == "heuristic"  # from the config key
-    assert {p["rank"] for p in metric_points(lens_server, "imported")} == {3}
+    assert det["evidence"]["import"]["tool"] == "primus-lens import-wandb"
+    assert "import:wandb-file" in det["hints"]["primary_indicators"]
+    points = metric_points(lens_server, "imported")
+    assert {p["rank"] for p in points} == {3}
+    # The run's own times, not the import's: it started before its first row and ended after its last.
+    first, last = min(p["timestamp"] for p in points), max(p["timestamp"] for p in points)
+    assert run["started_at"] <= first <= last <= run["finished_at"] < (first + 600_000)
 
 
 @pytest.mark.parametrize("lens_db_kind", LENS_DB_KINDS, indirect=True)
