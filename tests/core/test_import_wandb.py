@@ -38,9 +38,9 @@ run.summary["train/loss"] = 0.01        # summary of a history key: no new point
 wandb.finish()
 """
 
-# Integral steps only: runs where the Lens server's step is the row.
+# Two runs in one wandb/ directory; torch imported (W&B's telemetry records it).
 TWO_RUNS = """
-import wandb
+import torch, wandb
 for name in ("first", "second"):
     run = wandb.init(project="imp2", name=name, config={"which": name}, reinit="create_new")
     for i in range(5):
@@ -177,6 +177,9 @@ def test_a_wandb_directory_imports_every_run(lens_server, tmp_path, two_runs):
     assert len(points) == 2 * 5 * 2
     assert {p["run_id"] for p in points} == {r["run_id"] for r in runs}
     assert "2 runs (0 with problems), 10 rows, 20 points sent, 20 accepted, 0 rejected" in proc.stdout
+    det = workload(lens_server, "both")["detection"]
+    assert det["base"] == "pytorch" and det["method"] == "heuristic"
+    assert "wandb_telemetry:torch" in det["evidence"]["base_frameworks"]["pytorch"]["indicators"]
 
 
 def test_dry_run_sends_nothing(lens_server, tmp_path, two_runs):
