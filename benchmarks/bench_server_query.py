@@ -34,17 +34,18 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store  # noqa: E402
+from primus_lens_wandb_exporter.server.storage.base import POINT_COLS, SERIES_SUMMARY_COLS  # noqa: E402
 
 T0_MS = 1_700_000_000_000.0
 
 
 def load_million(store, n: int) -> None:
-    """One metric, ``n`` steps, through Store.ingest (points, summary and rollups)."""
+    """One metric, ``n`` rows (step = row), through Store.ingest (points, summary and rollups)."""
     chunk = 50_000
     for lo in range(0, n, chunk):
         b = MetricsBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
-        b.series["loss"] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0)
-                            for s in range(lo, min(n, lo + chunk))}
+        b.series["loss"] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0,
+                                float(s)) for s in range(lo, min(n, lo + chunk))}
         store.ingest(metrics=[b])
 
 
@@ -52,25 +53,27 @@ def bulk_load_10m(store, n: int, metrics: int = 100, ranks: int = 8) -> None:
     """``n`` points for workload bench-10m (metrics x ranks series), straight into the tables."""
     per_series = n // (metrics * ranks)
     key_rows = [("bench-10m", "wandb", f"metric_{m:03d}", r, "run") for m in range(metrics) for r in range(ranks)]
-    summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0) for k in key_rows]
+    summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0, 0.0,
+                    float(per_series - 1), 1) for k in key_rows]
     cols = "workload_uid, data_source, metric_name, rank, run_id"
     ph = "?" if store.kind == "sqlite" else "%s"
-    # Schema 2: the summary rows first (their ids key the points), then the points.
+    # Schema 4: the summary rows first (their ids key the points), then the points (row = step).
     with store.write_tx() as cur:
         cur.execute(f"INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES ({ph}, {ph}, {ph}) "
                     "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
-        cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-                        f"VALUES ({', '.join([ph] * 11)})", summary)
+        cur.executemany(f"INSERT INTO series ({cols}, {SERIES_SUMMARY_COLS}) "
+                        f"VALUES ({', '.join([ph] * 14)})", summary)
         cur.execute(f"SELECT id FROM series WHERE workload_uid = {ph} ORDER BY metric_name, rank", ("bench-10m",))
         ids = [r[0] for r in cur.fetchall()]
     for i, sid in enumerate(ids):
         with store.write_tx() as cur:
             if store.kind == "sqlite":
-                cur.executemany("INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)",
-                                ((sid, s, float(s), T0_MS + s * 100.0) for s in range(per_series)))
+                cur.executemany(f"INSERT INTO points ({POINT_COLS}) VALUES (?, ?, ?, ?, ?)",
+                                ((sid, s, float(s), float(s), T0_MS + s * 100.0) for s in range(per_series)))
             else:
-                payload = "".join(f"{sid}\t{s}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n" for s in range(per_series))
-                with cur.copy("COPY points (series_id, iteration, value, timestamp) FROM STDIN") as cp:
+                payload = "".join(f"{sid}\t{s}\t{float(s)!r}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n"
+                                  for s in range(per_series))
+                with cur.copy(f"COPY points ({POINT_COLS}) FROM STDIN") as cp:
                     cp.write(payload.encode())
         if i % 100 == 0:
             print(f"  loaded {i * per_series:,} points", flush=True)

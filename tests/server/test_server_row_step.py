@@ -118,3 +118,12 @@ def test_points_without_row_keep_working_for_old_clients(srv, uid):
     srv.post("/wandb/metrics", metrics_body(uid, [("loss", s, s / 10) for s in (0, 1, 2, 5)]))
     assert _pts(srv, uid) == [(0, 0, 0.0), (1, 1, 0.1), (2, 2, 0.2), (5, 5, 0.5)]
     assert [p["iteration"] for p in data(srv, uid, after_step=1)["data"]] == [2, 5]
+
+
+def test_a_downsampled_answer_shows_a_step_changed_after_the_rollup_was_built(srv, uid):
+    # Rows charted at their row (no step lookup needed) until one row is re-sent
+    # with another step: the downsampled answer must show that step.
+    _post(srv, uid, [{"name": "m", "value": 1.0 + r % 5, "row": r} for r in range(1000)])
+    _post(srv, uid, [{"name": "m", "value": -99.0, "step": 123.25, "row": 500}])  # the minimum: kept
+    got = {p["row"]: p["iteration"] for p in data(srv, uid, max_points=40, x="row")["data"]}
+    assert got[500] == 123.25 and got[0] == 0 and got[999] == 999

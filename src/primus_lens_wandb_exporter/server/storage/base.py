@@ -34,7 +34,7 @@ from . import rollup
 SeriesKey = Tuple[str, str, str, int, str]
 KEY_COLS = "workload_uid, data_source, metric_name, rank, run_id"
 #: The summary columns of a new series row, after KEY_COLS (rows go 0.. max_row, steps min_step.. max_step).
-SERIES_SUMMARY_COLS = "count, min_row, max_row, first_ts, last_ts, has_rollup, min_step, max_step"
+SERIES_SUMMARY_COLS = "count, min_row, max_row, first_ts, last_ts, has_rollup, min_step, max_step, step_is_row"
 ROLLUP_COLS = ("n, nf, first_row, first_value, first_ts, last_row, last_value, last_ts, "
                "min_row, min_value, min_ts, max_row, max_value, max_ts, time_min, time_max")
 #: Columns of a point row, in the order every backend writes them.
@@ -325,7 +325,7 @@ class Store:
             s_lo, s_hi = col.step_range
             if s is not None:
                 s_lo, s_hi = min(s_lo, s[8]), max(s_hi, s[9])
-            summary += (s_lo, s_hi)
+            summary += (s_lo, s_hi, 1 if col.step_is_row and (s is None or s[10]) else 0)
             if s is None:
                 new_series.append(key + summary)
             else:
@@ -339,7 +339,8 @@ class Store:
             ids.update(self._insert_series(cur, new_series))
         sids.update(ids)
         self._many(cur, "UPDATE series SET count = ?, min_row = ?, max_row = ?, first_ts = ?, last_ts = ?, "
-                        "has_rollup = ?, min_step = ?, max_step = ?, rev = rev + 1 WHERE id = ?", update_rows)
+                        "has_rollup = ?, min_step = ?, max_step = ?, step_is_row = ?, rev = rev + 1 WHERE id = ?",
+                   update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
         rollup_work = []
@@ -370,7 +371,7 @@ class Store:
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
         """Insert summary rows of series not stored yet; return their ids."""
         self._many(cur, f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         keys = [tuple(r[:5]) for r in rows]
         return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
 
@@ -469,8 +470,8 @@ class Store:
         return {key: self._fetch_rollup_blocks(cur, key, needs) for key, needs in requests}
 
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
-        """``key -> (count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step)``
-        of stored series."""
+        """``key -> (count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step,
+        step_is_row)`` of stored series."""
         out = {}
         # Grouped by everything but the metric name (a batch is usually one rank of
         # one run): the lookups then use the whole unique key, and a workload's
@@ -483,8 +484,8 @@ class Store:
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
                 self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
-                              "rev, min_step, max_step FROM series WHERE workload_uid = ? AND data_source = ? "
-                              f"AND rank = ? AND run_id = ? AND metric_name IN ({', '.join('?' * len(chunk))})",
+                              "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                              f"AND data_source = ? AND rank = ? AND run_id = ? AND metric_name IN ({', '.join('?' * len(chunk))})",
                          (uid, src, rank, run_id, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
@@ -773,7 +774,7 @@ class Store:
         (step, row), ``row`` or ``time`` (timestamp, row).  ``max_points`` bounds
         each series, bucketing over rows (history order).
         """
-        sql = (f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, max_step "
+        sql = (f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, max_step, step_is_row "
                "FROM series WHERE workload_uid = ? AND data_source = ?")
         params: list = [uid, source]
         if metrics:
@@ -793,14 +794,14 @@ class Store:
             series = cur.fetchall()
             for s in series:
                 key = tuple(s[:5])
-                count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step = s[5:]
+                count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s[5:]
                 # Whole series outside the filters: skip without touching points.
                 if (after_row is not None and max_row <= after_row) or \
                         (after_step is not None and max_step <= after_step) or \
                         (start is not None and last_ts < start) or (end is not None and first_ts > end):
                     continue
                 pts = self._series_points(cur, sid, count, min_row, max_row, bool(has_rollup), start, end,
-                                          max_points, after_row, after_step)
+                                          max_points, after_row, after_step, bool(step_is_row))
                 if order is not None:
                     pts.sort(key=order)
                 head = (key[2], key[3], key[4])
@@ -808,7 +809,7 @@ class Store:
         return out
 
     def _series_points(self, cur, sid, count, min_row, max_row, has_rollup, t0, t1, max_points, after,
-                       after_step) -> List[tuple]:
+                       after_step, step_is_row) -> List[tuple]:
         """``(step, value, ts, row)`` of one series, in row order, downsampled to about ``max_points``."""
         if max_points is None or count <= max_points or not has_rollup or after_step is not None:
             # The raw points (with their steps); a step filter cannot use the
@@ -819,6 +820,8 @@ class Store:
             steps = {p[0]: p[3] for p in raw}
             return [(steps[p[0]], p[1], p[2], p[0]) for p in rollup.downsample_raw(raw, max_points)]
         reps = self._rollup_points(cur, sid, min_row, max_row, t0, t1, max_points, after)
+        if step_is_row:
+            return [(float(p[0]), p[1], p[2], p[0]) for p in reps]
         # The rollup knows rows, not steps: the kept points' steps are looked up.
         steps = self._steps_of(cur, sid, [p[0] for p in reps])
         return [(steps[p[0]], p[1], p[2], p[0]) for p in reps]

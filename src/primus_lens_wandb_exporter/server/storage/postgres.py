@@ -164,7 +164,7 @@ class PostgresStore(Store):
         cur.execute(f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], "
                     "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::bigint[], "
-                    "%s::float8[], %s::float8[]) "
+                    "%s::float8[], %s::float8[], %s::bigint[]) "
                     "RETURNING workload_uid, data_source, metric_name, rank, run_id, id",
                     [list(c) for c in zip(*rows)])
         return {tuple(r[:5]): r[5] for r in cur.fetchall()}

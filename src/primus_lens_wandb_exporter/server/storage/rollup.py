@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 _first = itemgetter(0)
@@ -202,13 +202,14 @@ class Columns:
     Python work of a rollup mostly happens outside the database's write lock.
     """
 
-    __slots__ = ("steps", "vals", "tss", "slices", "aggs", "step_range")
+    __slots__ = ("steps", "vals", "tss", "slices", "aggs", "step_range", "step_is_row")
 
     def __init__(self, pts: Dict[int, tuple]):
         steps, vals, tss = self.steps, self.vals, self.tss = arrays(pts)
         # (lowest, highest) chart step of the batch's points, for the series summary.
         charted = list(map(_third, pts.values()))
         self.step_range = (min(charted), max(charted))
+        self.step_is_row = all(map(eq, pts.keys(), charted))
         self.slices = block_slices(steps)
         self.aggs = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in self.slices}
 

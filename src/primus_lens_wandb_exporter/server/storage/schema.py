@@ -179,6 +179,9 @@ MIGRATIONS: List[List[str]] = [
         "ALTER TABLE series ADD COLUMN min_step {DOUBLE} NOT NULL DEFAULT 0",
         "ALTER TABLE series ADD COLUMN max_step {DOUBLE} NOT NULL DEFAULT 0",
         "UPDATE series SET min_step = min_row, max_step = max_row",
+        # 1 while every point's step is its row (no define_metric step): a downsampled
+        # answer then needs no step lookup.  Never set back to 1.
+        "ALTER TABLE series ADD COLUMN step_is_row {BIGINT} NOT NULL DEFAULT 1",
         "ALTER TABLE series_rollup RENAME COLUMN first_step TO first_row",
         "ALTER TABLE series_rollup RENAME COLUMN last_step TO last_row",
         "ALTER TABLE series_rollup RENAME COLUMN min_step TO min_row",

@@ -230,7 +230,7 @@ class SQLiteStore(Store):
     def _insert_series(self, cur, rows):
         # One writer: each new summary row's id is its rowid.
         sql = (f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         out = {}
         for r in rows:
             cur.execute(sql, r)
