@@ -9,6 +9,7 @@ batch to the reporter hooks (HTTP sink, JSONL sink, third-party sinks).
 import atexit
 import collections
 import logging
+import operator
 import os
 import threading
 import time
@@ -106,6 +107,9 @@ class RunState:
                 self.config.update({k: v for k, v in data.items() if k != "_wandb"})
         except Exception:
             pass
+
+
+_first = operator.itemgetter(0)
 
 
 def _is_point_name(name):
@@ -456,8 +460,9 @@ class Recorder:
                      "wandb drops data logged at step %s < current step %s; Lens does too",
                      step, state.rules.row)
             return
-        state.history_keys.update(name for name, _ in points)
-        state.history_keys.update(others)
+        state.history_keys.update(map(_first, points))
+        if others:
+            state.history_keys.update(others)
         for row, row_points in closed:
             self._emit_row(state, row, row_points, ts)
 

@@ -51,20 +51,27 @@ class StepRules:
 
     ``emittable(name)`` says whether a step-metric value W&B fills into a row is a point
     (the exporter's name rules); a key the caller does not emit still counts as logged.
+    Runs in the exporter's worker thread, once per ``wandb.log``: the common call (a
+    plain ``log(dict)`` without rules) takes a short path.
     """
 
-    __slots__ = ("row", "last_row", "last_values", "defined", "globs", "latest", "emittable", "_open", "_ts")
+    __slots__ = ("row", "last_row", "last_values", "defined", "globs", "latest", "emittable",
+                 "_unmatched", "_open", "_others", "_times", "_ts")
 
     def __init__(self, starting_row: int = 0, emittable=None):
         self.row = int(starting_row)  # the open row's index (wandb-core's partialHistoryStep)
         self.last_row: Optional[int] = None  # the last row closed
-        self.last_values: Dict[str, Optional[float]] = {}  # its values (summary-only keys' steps)
+        self.last_values: Dict[str, float] = {}  # its points' values (summary-only keys' steps)
         self.defined: Dict[str, list] = {}  # key -> [step metric or "", step_sync]
         self.globs: Dict[str, list] = {}  # "prefix*" -> [step metric or "", step_sync]
         self.latest: Dict[str, float] = {}  # step metric -> latest value (filled into rows)
         self.emittable = emittable or (lambda name: True)
-        # The open row: name -> (number or None, timestamp, is a point)
-        self._open: Dict[str, Tuple[Optional[float], float, bool]] = {}
+        self._unmatched = set()  # keys no glob matches (until the next glob is defined)
+        # The open row: its points {name: number}, its other keys {name: number or None},
+        # and the time each point was logged when the row spans several calls.
+        self._open: Dict[str, float] = {}
+        self._others: Dict[str, Optional[float]] = {}
+        self._times: Dict[str, float] = {}
         self._ts = 0.0
 
     # ------------------------------------------------------------ define_metric
@@ -75,20 +82,26 @@ class StepRules:
             return
         if step_sync is None:
             step_sync = bool(step_metric)
-        table = self.globs if name.endswith("*") else self.defined
+        is_glob = name.endswith("*")
+        table = self.globs if is_glob else self.defined
         spec = ["", False] if overwrite or name not in table else table[name]
         if step_metric:
             spec[0] = str(step_metric)
             self.latest.setdefault(spec[0], 0.0)
         spec[1] = spec[1] or bool(step_sync)
         table[name] = spec
+        if is_glob:
+            self._unmatched.clear()
 
-    def _spec(self, name: str, bind: bool):
+    def _spec(self, name: str, bind: bool = True):
         """``name``'s definition, binding it to the longest matching glob when ``bind``."""
         spec = self.defined.get(name)
-        if spec is None and self.globs and not name.startswith("_"):
+        if spec is None and self.globs and name not in self._unmatched and not name.startswith("_"):
             best = max((g for g in self.globs if name.startswith(g[:-1])), key=len, default=None)
-            if best is not None:
+            if best is None:
+                if bind:
+                    self._unmatched.add(name)
+            else:
                 spec = list(self.globs[best])
                 if bind:
                     self.defined[name] = spec
@@ -109,7 +122,7 @@ class StepRules:
         return row
 
     # ---------------------------------------------------------------- history
-    def log(self, points: Iterable[Tuple[str, float]], others: Optional[Dict[str, Optional[float]]] = None,
+    def log(self, points: List[Tuple[str, float]], others: Optional[Dict[str, Optional[float]]] = None,
             step=None, commit=None, ts: float = 0.0) -> Optional[List[Tuple[int, List[RowPoint]]]]:
         """One ``Run.log`` call: its ``points`` (name, number) and the ``others`` it logged
         that are not points ({name: number, or None when not a number}).
@@ -117,18 +130,31 @@ class StepRules:
         Returns the rows this call closed, ``[(row, [(name, value, step, row, ts)...])]``
         (usually none or one), or ``None`` when wandb drops the call (a stale ``step``).
         """
+        if step is None and commit is None and not self._open and not self._others:
+            # The common call: one call, one row.
+            self._ts = ts
+            return self._close_with(dict(points), dict(others) if others else {}, {}, ts)
         closed = []
         if step is not None:
             if step > self.row:
                 closed.extend(self._close(step))
             elif step < self.row:
                 return None
+        if self._open or self._others:
+            # The row spans calls: remember when each earlier value was logged.
+            times = self._times
+            for name in self._open:
+                if name not in times:
+                    times[name] = self._ts
         opened = self._open
         for name, value in points:
-            opened[name] = (value, ts, True)  # a later value in the same row replaces it
+            opened[name] = value  # a later value of a key in the same row replaces it
+            self._others.pop(name, None)
+            self._times.pop(name, None)
         if others:
             for name, value in others.items():
-                opened[name] = (value, ts, False)
+                opened.pop(name, None)
+                self._others[name] = value
         self._ts = ts
         if commit if commit is not None else step is None:
             closed.extend(self._close(self.row + 1))
@@ -139,43 +165,76 @@ class StepRules:
         return self._close(self.row + 1)
 
     def peek(self) -> List[Tuple[int, List[RowPoint]]]:
-        """The open row as it would be closed now, leaving it open (a bounded flush)."""
-        if not self._open:
+        """The open row as it would be closed now, leaving it (and every rule) as it is."""
+        if not self._open and not self._others:
             return []
-        return [(self.row, self._points(dict(self._open), bind=False))]
+        twin = StepRules(self.row, self.emittable)
+        twin.defined = {k: list(v) for k, v in self.defined.items()}
+        twin.globs = {k: list(v) for k, v in self.globs.items()}
+        twin.latest = dict(self.latest)
+        twin._open, twin._others, twin._times, twin._ts = (dict(self._open), dict(self._others),
+                                                           dict(self._times), self._ts)
+        return twin.close()
 
     def _close(self, next_row) -> List[Tuple[int, List[RowPoint]]]:
-        out = []
-        if self._open:
-            out.append((self.row, self._points(self._open, bind=True)))
-            self.last_row = self.row
+        if not self._open and not self._others:
+            self.row = int(next_row)
+            return []
+        opened, others, times = self._open, self._others, self._times
+        self._open, self._others, self._times = {}, {}, {}
+        out = self._close_with(opened, others, times, self._ts)
         self.row = int(next_row)
-        self._open = {}
         return out
 
-    def _points(self, opened, bind) -> List[RowPoint]:
+    def _close_with(self, values, others, times, ts) -> List[Tuple[int, List[RowPoint]]]:
+        """Close the open row holding ``values`` (points) and ``others``; the row advances by one."""
         row = self.row
+        self.row = row + 1
+        self.last_row = row
+        self.last_values = values
+        if not (self.defined or self.globs):
+            if times:
+                return [(row, [(n, v, row, row, times.get(n, ts)) for n, v in values.items()])]
+            return [(row, [(n, v, row, row, ts) for n, v in values.items()])]
         latest = self.latest
-        if latest:
-            updates = {k: opened[k][0] for k in latest if k in opened and opened[k][0] is not None}
-            if bind:
-                latest.update(updates)
-            else:
-                latest = {**latest, **updates}
-        if self.defined or self.globs:
-            # Bind the row's new keys to globs, then step_sync: the latest value of a
-            # missing step metric becomes part of the row (wandb-core's InsertStepMetrics).
-            for name in list(opened):
-                spec = self._spec(name, bind)
-                if spec and spec[0] and spec[1] and spec[0] not in opened and spec[0] in latest:
-                    metric = spec[0]
-                    opened[metric] = (latest[metric], self._ts, self.emittable(metric))
-        values = {name: v for name, (v, _, _) in opened.items()}
-        if bind:
-            self.last_values = values
-        step_of = self.chart_step
-        return [(name, value, step_of(name, values, row, bind), row, ts)
-                for name, (value, ts, emit) in opened.items() if emit]
+        for metric in latest:  # wandb-core's UpdateMetrics: latest numeric value of each step metric
+            value = values.get(metric)
+            if value is None:
+                value = others.get(metric)
+            if value is not None:
+                latest[metric] = value
+        # Bind the row's keys to globs, then step_sync: the latest value of a missing step
+        # metric becomes part of the row (wandb-core's InsertStepMetrics).
+        spec_of = self._spec
+        specs = {}
+        for source in (values, others):
+            for name in list(source):
+                spec = spec_of(name)
+                if spec is not None:
+                    specs[name] = spec
+        for spec in list(specs.values()):
+            metric = spec[0]
+            if metric and spec[1] and metric not in values and metric not in others and metric in latest:
+                if self.emittable(metric):
+                    values[metric] = latest[metric]
+                    specs.setdefault(metric, spec_of(metric))
+                else:
+                    others[metric] = latest[metric]
+        out = []
+        isfinite = math.isfinite
+        for name, value in values.items():
+            step = row
+            spec = specs.get(name)
+            if spec is not None:
+                metric = spec[0]
+                if metric and metric != name:  # a key is never charted against itself
+                    x = values.get(metric)
+                    if x is None:
+                        x = others.get(metric)
+                    if x is not None and isfinite(x):
+                        step = x
+            out.append((name, value, step, row, times.get(name, ts) if times else ts))
+        return [(row, out)]
 
 
 def record_row(step, last_row: Optional[int]) -> int:
