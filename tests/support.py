@@ -36,6 +36,15 @@ def exporter_env(server, tmp_path, workload, pod_name=None, **extra):
     return env
 
 
+def run_cli(args, env, check=True, timeout=300):
+    """Run ``primus-lens ARGS`` in a fresh interpreter; asserts exit 0 unless ``check=False``."""
+    proc = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-8000:]}")
+    return proc
+
+
 def run_python(code, env, timeout=300, args=(), check=True, cwd=None):
     """Run ``code`` (source text or a path) in a fresh interpreter; return the CompletedProcess."""
     if os.path.exists(str(code)):

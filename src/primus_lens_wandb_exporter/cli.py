@@ -1,4 +1,4 @@
-"""The ``primus-lens`` command: ``serve``, ``demo``, ``doctor``, ``replay``."""
+"""The ``primus-lens`` command: ``serve``, ``demo``, ``doctor``, ``replay``, ``import-wandb``."""
 
 import argparse
 import glob
@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the server up after training (default when run in a terminal)")
     demo.add_argument("--no-keep-serving", dest="keep_serving", action="store_false")
     demo.set_defaults(func=cmd_demo)
+
+    from .import_wandb import register as register_import_wandb
+
+    register_import_wandb(sub)
 
     try:
         from .server.cli import register
