@@ -7,6 +7,7 @@ is filtered, counted, and named once in the debug log.
 """
 
 import gc
+import logging
 import math
 import numbers
 from typing import Any, Dict, List, Mapping, Tuple
@@ -32,7 +33,7 @@ def name_problem(name: Any) -> str:
     problem = limits.metric_name_problem(name)
     if problem:
         # The server would refuse this point: the same words as its per-point answer.
-        return "name " + problem
+        return _refused(name, "name " + problem)
     if name in RESERVED_NAMES:
         return "reserved name"
     if name.startswith("_") and not name.startswith(OWN_PREFIX):
@@ -106,12 +107,22 @@ def flatten(data: Mapping, prefix: str = "", depth: int = 0,
             # The full dotted name of a nested key (its parts passed only the short checks).
             problem = limits.metric_name_problem(name)
             if problem:
-                filtered.append((_safe_name("", name), "name " + problem))
+                filtered.append((_safe_name("", name), _refused(name, "name " + problem)))
                 continue
         points.append((name, number))
         if not prefix and len(good) < 100_000:
             good.add(key)
     return points, filtered
+
+
+def _refused(name, reason):
+    """A name Lens would refuse: said once per cause (W&B accepts it, so the user should know)."""
+    from .log import log_once
+
+    log_once(("name-refused", reason), logging.WARNING,
+             "metric %s is not sent to Lens: its %s (counted in filtered_points; W&B still has it; "
+             "this line is printed once per cause)", _safe_name("", name).encode("unicode_escape").decode(), reason)
+    return reason
 
 
 # Top-level names already accepted once (only strings that passed name_problem get here).

@@ -118,11 +118,12 @@ class Spool:
                 self.last_write_error = repr(exc)
                 if count_loss:
                     self.dropped_points += points
-                    get_logger().error("spool write failed, %d points lost (counted): %r", points, exc)
-                else:
-                    log_once(("spool-write", type(exc).__name__, getattr(exc, "errno", None)), logging.ERROR,
-                             "spool write to %s failed (counted; points still in memory are lost if this "
-                             "process dies before Lens has them): %r", self.directory, exc)
+                # One line per cause (a full disk fails every batch): the counts are in
+                # spool_write_errors / spool_dropped_points, shown by doctor and sent to Lens.
+                log_once(("spool-write", self.directory, getattr(exc, "errno", None)), logging.ERROR,
+                         "spool write to %s failed: %r; undeliverable points are lost (counted in "
+                         "spool_dropped_points, shown by `primus-lens doctor`; this line is printed once "
+                         "per cause)", self.directory, exc)
                 if self.on_error is not None:
                     try:
                         self.on_error()

@@ -63,7 +63,8 @@ WRITE_AHEAD = 0.25
 class _Item:
     """One request: in the queue, on the wire, or replayed from the spool file ``path``."""
 
-    __slots__ = ("endpoint", "payload", "points", "body", "submitted", "path", "finished", "replay")
+    __slots__ = ("endpoint", "payload", "points", "body", "submitted", "path", "finished", "replay",
+                 "ahead_failed")
 
     def __init__(self, endpoint, payload, points, body, path=None, replay=False):
         self.endpoint = endpoint
@@ -74,6 +75,7 @@ class _Item:
         self.path = path  # a spool file claimed by this process that holds this request
         self.finished = False  # delivered, rejected or handed to the spool: nothing left to persist
         self.replay = replay
+        self.ahead_failed = False  # the write-ahead was refused by the disk: not retried in a loop
 
 
 class HttpSink:
@@ -238,8 +240,19 @@ class HttpSink:
             inflight = self._inflight
             self._flush_deadline = None
             self._flush_gave_up = bool(leftovers) or isinstance(inflight, _Item)
-        for item in leftovers + ([inflight] if isinstance(inflight, _Item) else []):
-            self._persist(item)
+        unsaved = [item for item in leftovers + ([inflight] if isinstance(inflight, _Item) else [])
+                   if not self._persist(item)]
+        if unsaved:
+            # Neither delivered nor on disk (full or read-only spool): gone when the process
+            # exits, so counted as lost now, and out of the queue so they are counted once.
+            with self._cond:
+                for item in unsaved:
+                    try:
+                        self._queue.remove(item)
+                    except ValueError:
+                        pass
+            for item in unsaved:
+                self._keep(item)
 
     # -------------------------------------------------------------- threads
     def _ensure_threads(self):
@@ -263,7 +276,7 @@ class HttpSink:
                     if isinstance(self._inflight, _Item):
                         candidates.append(self._inflight)
                     for item in candidates:
-                        if item.path is not None or item.finished:
+                        if item.path is not None or item.finished or item.ahead_failed:
                             continue
                         left = item.submitted + self.write_ahead - now
                         if left <= 0:
@@ -274,20 +287,25 @@ class HttpSink:
                         self._cond.wait(wait)
                         continue
                 for item in due:
-                    self._persist(item)
+                    if not self._persist(item):
+                        item.ahead_failed = True
             except Exception as exc:  # this thread must survive anything
                 log_once(("spool-loop", type(exc).__name__), logging.WARNING, "spool thread error: %r", exc)
                 time.sleep(0.1)
 
-    def _persist(self, item):
-        """Write ``item`` to the spool as claimed by us, unless it is already on disk or finished."""
+    def _persist(self, item) -> bool:
+        """Write ``item`` to the spool as claimed by us, unless it is already on disk or finished.
+
+        False when the disk refused it (a write error, counted by the spool)."""
         with self._persist_lock:
             if item.path is not None or item.finished:
-                return
+                return True
             path = self.spool.write_claimed(item.endpoint, item.payload, item.points, item.body)
-            if path is not None:
-                item.path = path
-                self.counters["written_ahead_batches"] += 1
+            if path is None:
+                return False
+            item.path = path
+            self.counters["written_ahead_batches"] += 1
+            return True
 
     def _finish(self, item):
         """``item`` needs no spool file any more (delivered, or rejected for good)."""
