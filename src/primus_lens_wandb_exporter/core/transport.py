@@ -231,7 +231,7 @@ class HttpSink:
             self._cond.notify_all()
             while time.monotonic() < deadline:
                 busy = self._queue or self._inflight is not None
-                if not busy and (self._flush_replayed or not self._spool_pending or self.down):
+                if not busy and (self._flush_replayed or not self._spool_pending):
                     break
                 if self._flush_gave_up and self._inflight is not None:
                     break  # still stuck on the request the last flush waited for
