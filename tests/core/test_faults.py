@@ -15,7 +15,7 @@ import pytest
 
 from support import exporter_env, get_json, run_python, wait_for
 
-from primus_lens_wandb_exporter.core.spool import Spool, process_start
+from primus_lens_wandb_exporter.core.spool import Spool
 
 
 def _counts(server, uid):
@@ -266,6 +266,8 @@ def test_a_read_only_spool_counts_every_point_as_lost_and_doctor_says_so(tmp_pat
 
 
 def test_a_claim_of_a_pid_now_used_by_another_process_is_replayed(lens_server, tmp_path):
+    from primus_lens_wandb_exporter.core.spool import process_start
+
     spool_dir = tmp_path / "spool"
     spool = Spool(str(spool_dir))
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
