@@ -207,7 +207,9 @@ class HttpSink:
 
     def _enqueue(self, item):
         with self._cond:
-            keep = self.down and time.monotonic() < self._next_probe or len(self._queue) >= self._queue_limit
+            # While Lens is down (or refuses our token) everything goes straight to disk: the
+            # spool replay is the probe that finds it back.  Far behind: persist, not hold memory.
+            keep = self.down or len(self._queue) >= self._queue_limit
             if not keep:
                 self._queue.append(item)
             self._ensure_threads()
@@ -273,12 +275,16 @@ class HttpSink:
                     wait = None
                     now = time.monotonic()
                     candidates = list(self._queue)
-                    if isinstance(self._inflight, _Item):
-                        candidates.append(self._inflight)
+                    inflight = self._inflight
+                    # The sender stuck on a request (a hanging server): what queues behind it
+                    # is written at once, not write_ahead seconds later.
+                    stuck = isinstance(inflight, _Item) and inflight.submitted + self.write_ahead <= now
+                    if isinstance(inflight, _Item):
+                        candidates.append(inflight)
                     for item in candidates:
                         if item.path is not None or item.finished or item.ahead_failed:
                             continue
-                        left = item.submitted + self.write_ahead - now
+                        left = 0.0 if stuck else item.submitted + self.write_ahead - now
                         if left <= 0:
                             due.append(item)
                         elif wait is None or left < wait:
@@ -343,10 +349,15 @@ class HttpSink:
                 if self._flush_deadline is not None and not self._flush_replayed:
                     self._inflight = ("replay",)
                     return None
-                timeout = max(0.05, self._next_probe - time.monotonic()) if self._spool_pending else None
-                if not self._cond.wait(timeout) and self._spool_pending and not self._queue:
+                if not self._spool_pending:
+                    self._cond.wait()
+                    continue
+                # Due by the clock, however often new batches wake us in between.
+                left = self._next_probe - time.monotonic() if self.down else 0.0
+                if left <= 0:
                     self._inflight = ("replay",)
                     return None
+                self._cond.wait(max(0.05, left))
 
     def _loop(self):
         while True:
