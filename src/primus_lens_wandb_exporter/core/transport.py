@@ -125,8 +125,32 @@ class HttpSink:
                          "filtered_points": 0, "auth_rejected_batches": 0, "auth_rejected_points": 0,
                          "written_ahead_batches": 0, "split_requests": 0}
         self.last_error = None
+        # For the ``exporter`` report: the envelope (workload, pod, rank ...) and recorder
+        # counters of the last metrics batch, and the report Lens last acknowledged.
+        self._envelope = None
+        self._base_exporter = {}
+        self._delivered_exporter = None
 
     # -------------------------------------------------------------- producer side
+    def report_metrics(self, payload: dict):
+        """A batch from the recorder: gains this sink's counters (SPEC ``exporter``), then is sent."""
+        self._base_exporter = payload.get("exporter") or {}
+        self._envelope = {k: v for k, v in payload.items() if k not in ("metrics", "exporter", "batch_id")}
+        payload["exporter"] = self.exporter_counters(self._base_exporter)
+        self.submit_metrics(payload)
+
+    def _report_health(self):
+        """At a flush: counters that changed since Lens last acknowledged them go in a point-less
+        metrics request, so the final counts (a full spool's losses ...) reach Lens even when no
+        batch follows them."""
+        if self._envelope is None:
+            return
+        current = self.exporter_counters(self._base_exporter)
+        if current == self._delivered_exporter:
+            return
+        payload = dict(self._envelope, timestamp=time.time(), metrics=[], exporter=current)
+        self._enqueue(_Item(ENDPOINT_METRICS, payload, 0, _encode(payload)))
+
     def submit_metrics(self, payload: dict):
         """A metrics batch: filtered against the server's limits, split under them, queued."""
         points = self._check_points(payload.get("metrics") or [])
@@ -229,6 +253,10 @@ class HttpSink:
         them; if it exits, the next process replays them).  A flush that already waited its
         whole deadline for a server that has not answered since returns at once.
         """
+        try:
+            self._report_health()
+        except Exception as exc:  # a report must never stand in the way of the flush
+            log_once(("health-report", type(exc).__name__), logging.WARNING, "exporter report failed: %r", exc)
         with self._cond:
             self._flush_deadline = deadline
             self._flush_replayed = False
@@ -415,6 +443,8 @@ class HttpSink:
                     self.counters["sent_points"] += item.points
                     if item.endpoint == ENDPOINT_METRICS:
                         self._read_answer(response, item.points)
+                        if isinstance(item.payload, dict) and "exporter" in item.payload:
+                            self._delivered_exporter = item.payload["exporter"]
                         get_logger().debug("API report ok: %d points -> %s", item.points, url)
                     return "ok"
                 retry_after = response.headers.get("Retry-After")
@@ -532,8 +562,8 @@ class HttpSink:
             points = int(record.get("points") or 0)
             payload = record.get("payload")
             if isinstance(payload, dict) and "exporter" in payload and me in os.path.basename(claimed):
-                # Our own counters of back then: the next fresh batch reports newer ones.
-                payload = {k: v for k, v in payload.items() if k != "exporter"}
+                # Our own counters of back then: Lens keeps the latest report, so send today's.
+                payload = dict(payload, exporter=self.exporter_counters(self._base_exporter))
             item = _Item(endpoint, payload, points, _encode(payload), path=claimed, replay=True)
             with self._cond:
                 self._inflight = item
@@ -642,9 +672,7 @@ def get_sink() -> Optional[HttpSink]:
 def lens_report_metrics(batch):
     sink = get_sink()
     if sink is not None:
-        payload = batch.to_payload()
-        payload["exporter"] = sink.exporter_counters(payload.get("exporter"))
-        sink.submit_metrics(payload)
+        sink.report_metrics(batch.to_payload())
 
 
 @hookimpl
