@@ -262,6 +262,8 @@ def _jsonl_requests(files: Iterable[str], batch_size: int) -> Iterable[Tuple[str
 def cmd_replay(args) -> int:
     import requests
 
+    from .limits import MAX_POINTS_PER_REQUEST
+
     from .core.config import load_config
 
     config = load_config()
@@ -280,15 +282,24 @@ def cmd_replay(args) -> int:
         try:
             with open(path, "rb") as fh:
                 record = json.loads(fh.read())
-            work.append((record["endpoint"], record["payload"], int(record.get("points") or 0), path))
-        except (OSError, ValueError, KeyError) as exc:
+            payload, metrics = record["payload"], record["payload"].get("metrics")
+            if isinstance(metrics, list) and len(metrics) > MAX_POINTS_PER_REQUEST:
+                # A file of an older version, bigger than Lens takes in one request.
+                for start in range(0, len(metrics), MAX_POINTS_PER_REQUEST):
+                    part = metrics[start:start + MAX_POINTS_PER_REQUEST]
+                    work.append((record["endpoint"], dict(payload, metrics=part), len(part), path))
+            else:
+                work.append((record["endpoint"], payload, int(record.get("points") or 0), path))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
             print(f"skipping unreadable {path}: {exc!r}", file=sys.stderr)
     for endpoint, payload, points in _jsonl_requests(jsonl, args.batch_size):
         work.append((endpoint, payload, points, None))
     total_points = sum(w[2] for w in work)
     progress = _progress(total_points)
     sent = failed = 0
-    for endpoint, payload, points, path in work:
+    failed_paths = set()
+    last_part = {path: index for index, (_e, _p, _n, path) in enumerate(work) if path}
+    for index, (endpoint, payload, points, path) in enumerate(work):
         try:
             response = session.post(base + endpoint, json=payload, timeout=60)
             good = response.status_code < 300
@@ -297,9 +308,10 @@ def cmd_replay(args) -> int:
             good, error = False, repr(exc)
         if good:
             sent += points
-            if path and args.delete:
+            if path and args.delete and last_part[path] == index and path not in failed_paths:
                 os.remove(path)
         else:
+            failed_paths.add(path)
             failed += points
             print(f"\nfailed {endpoint} ({points} points): {error}", file=sys.stderr)
         progress(points)

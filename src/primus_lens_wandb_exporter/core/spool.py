@@ -200,13 +200,16 @@ class Spool:
         except OSError:
             return []
         out = []
+        mine = owner_tag()
         for name in names:
             if ".claimed-" not in name:
                 continue
             path = os.path.join(self.directory, name)
-            pid, start = _parse_owner(name.rsplit(".claimed-", 1)[1])
-            out.append({"file": path, "points": _points_of(path), "pid": pid, "start": start,
-                        "alive": pid is not None and not _owner_gone(path, pid, start)})
+            tag = name.rsplit(".claimed-", 1)[1]
+            pid, start = _parse_owner(tag)
+            # Our own claims (every batch written ahead during an outage) need no process lookup.
+            alive = tag == mine or (pid is not None and not _owner_gone(path, pid, start))
+            out.append({"file": path, "points": _points_of(path), "pid": pid, "start": start, "alive": alive})
         return out
 
     def _reclaim_stale(self):
