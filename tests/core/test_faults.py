@@ -379,3 +379,24 @@ wandb.finish()
     (report,) = detail["exporters"]
     assert report["stats"]["spool_write_errors"] > 0
     assert report["stats"]["spool_dropped_points"] == http["spool_dropped_points"]
+
+
+def test_a_batch_lens_refuses_as_a_whole_is_kept_counted_and_shown_by_doctor(lens_server, tmp_path):
+    # A workload uid over the server's 256 characters: the envelope is invalid, every request 400s.
+    uid = "w" * 300
+    env = exporter_env(lens_server, tmp_path, uid, WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0")
+    proc = run_python("""
+import wandb
+wandb.init(project="p")
+for step in range(5):
+    wandb.log({"loss": float(step)})
+wandb.finish()
+""", env)
+    http = _stats(tmp_path / "spool")["http"]
+    assert http["rejected_points"] == 5 and http["rejected_batches"] >= 1
+    report, doctor = _doctor(env)
+    assert doctor.returncode == 1
+    assert report["rejected"]["points"] == 5
+    assert any("rejected by Lens as a whole" in p for p in report["problems"]), report["problems"]
+    # One line per cause and endpoint, not one per batch.
+    assert proc.stderr.count("Lens rejected a /wandb/metrics request") == 1, proc.stderr[-3000:]

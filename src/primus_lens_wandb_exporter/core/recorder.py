@@ -582,7 +582,9 @@ class Recorder:
         except (OSError, TypeError, ValueError) as exc:
             get_logger().debug("could not build stats: %r", exc)
             return
-        name = f"{self.identity.workload_uid}-{os.getpid()}.json"
+        # File names hold 255 bytes; a workload uid may have 256 characters (and any of them).
+        uid = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.identity.workload_uid[:100])
+        name = f"{uid}-{os.getpid()}.json"
         for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):
             if directory is None:
                 continue
