@@ -333,6 +333,7 @@ def test_finish_and_exit_together_take_one_deadline_against_a_hanging_server(tmp
     assert proc.returncode == 0
     # Correctness bound, not a speed figure: finish + interpreter exit within ONE deadline
     # (plus slack for a loaded machine), not finish's deadline and then the exit handler's.
+    print(f"finish + exit took {took:.2f} s (deadline {deadline} s)")
     assert took <= deadline + 2.5, took
     _files, points, _ = Spool(str(tmp_path / "spool")).backlog()
     assert points == 3000  # nothing lost: what the hanging server never answered is on disk
