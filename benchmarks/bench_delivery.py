@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import requests
@@ -47,7 +48,9 @@ def run(server, scenario, calls, mode, tmp):
                    PRIMUS_LENS_EXIT_TIMEOUT="120", PRIMUS_LENS_MAX_RETRIES="2")
     env["WANDB_DIR"] = env["PRIMUS_LENS_SPOOL_DIR"]
     if scenario == "outage":
-        server.stop()
+        # Stop the process only: Server.stop() also removes the database directory.
+        server.proc.terminate()
+        server.proc.wait(30)
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(calls), marker], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if scenario == "outage":
@@ -71,9 +74,11 @@ def main():
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--mode", default="disabled")
     args = parser.parse_args()
+    # The markers live outside the server's directory: Server.stop() (the outage) removes that.
+    markers = tempfile.mkdtemp(prefix="lens-bench-markers-")
     with Server() as server:
         for scenario in ("up", "outage"):
-            run(server, scenario, args.calls, args.mode, server.dir)
+            run(server, scenario, args.calls, args.mode, markers)
 
 
 if __name__ == "__main__":

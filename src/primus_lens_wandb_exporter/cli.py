@@ -85,12 +85,51 @@ def doctor_report(environ=os.environ) -> Dict:
         report["problems"].append(f"Lens API not reachable: {report['api'].get('error')}")
     spool = Spool(config.spool_dir or default_spool_dir())
     files, points, size = spool.backlog()
-    report["spool"] = {"dir": spool.directory, "files": files, "points": points, "bytes": size}
+    report["spool"] = {"dir": spool.directory, "files": files, "points": points, "bytes": size,
+                       "writable": _writable(spool.directory)}
     if files:
         report["problems"].append(f"{points} points wait in the spool ({files} files): they are replayed "
                                   "when Lens is reachable, or run `primus-lens replay {}`".format(spool.directory))
+    if not report["spool"]["writable"]:
+        report["problems"].append(f"spool directory {spool.directory} is not writable: undeliverable batches "
+                                  "would be lost (set PRIMUS_LENS_SPOOL_DIR to a writable volume)")
+    report["claims"] = spool.claims()
+    for claim in report["claims"]:
+        if not claim["alive"]:
+            report["problems"].append(f"{claim['points']} points claimed by pid {claim['pid']}, which is gone: "
+                                      "the next process (or `primus-lens replay`) sends them")
+    rejected = Spool(os.path.join(spool.directory, "rejected"))
+    r_files, r_points, _ = rejected.backlog()
+    report["rejected"] = {"dir": rejected.directory, "files": r_files, "points": r_points}
+    if r_files:
+        report["problems"].append(f"{r_points} points in {r_files} batches were rejected by Lens as a whole and kept "
+                                  f"in {rejected.directory} (resend with `primus-lens replay {spool.directory}`)")
     report["counters"] = _read_stats(spool.directory)
+    for stats in report["counters"]:
+        http = stats.get("http") or {}
+        errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
+        if errors or lost:
+            report["problems"].append(f"pid {stats.get('pid')}: {errors} spool write errors, {lost} points lost "
+                                      f"({http.get('spool_last_write_error') or 'spool over its size bound'})")
+        if http.get("auth_rejected_batches"):
+            report["problems"].append(f"pid {stats.get('pid')}: Lens refused {http['auth_rejected_batches']} "
+                                      "batches (401/403, check PRIMUS_LENS_API_TOKEN); they are kept and replayed")
     return report
+
+
+def _writable(directory: str) -> bool:
+    """Whether a spool file can be created in ``directory`` (tried for real: root ignores modes)."""
+    from .core.spool import write_file_atomic
+
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)  # not created yet: the exporter would create it here
+    probe = os.path.join(directory, ".primus-lens-doctor-probe-%d" % os.getpid())
+    try:
+        write_file_atomic(probe, b"ok")
+        os.remove(probe)
+        return True
+    except OSError:
+        return False
 
 
 def _check_health(base_url: str, token: Optional[str]) -> Dict:
@@ -108,14 +147,21 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
 
 
 def _read_stats(spool_dir: str) -> List[Dict]:
-    out = []
-    for path in sorted(glob.glob(os.path.join(spool_dir, "stats", "*.json")))[-20:]:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                out.append(json.load(fh))
-        except (OSError, ValueError):
-            continue
-    return out
+    """Counters of the processes that used ``spool_dir``, newest 20 (from the spool and its fallback)."""
+    from .core.spool import stats_fallback_dir
+
+    latest: Dict[str, Dict] = {}
+    for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):
+        for path in glob.glob(os.path.join(directory, "*.json")):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    stats = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            name = os.path.basename(path)
+            if name not in latest or stats.get("written_at", 0) > latest[name].get("written_at", 0):
+                latest[name] = stats
+    return sorted(latest.values(), key=lambda s: s.get("written_at", 0))[-20:]
 
 
 def cmd_doctor(args) -> int:
@@ -138,8 +184,20 @@ def cmd_doctor(args) -> int:
     else:
         print("- Lens API reporting disabled")
     sp = report["spool"]
-    print(f"{ok(not sp['files'])} spool {sp['dir']}: {sp['points']} points in {sp['files']} files")
+    print(f"{ok(not sp['files'] and sp['writable'])} spool {sp['dir']}: {sp['points']} points in {sp['files']} files"
+          + ("" if sp["writable"] else " (NOT WRITABLE)"))
+    for claim in report["claims"]:
+        state = "running" if claim["alive"] else "gone: will be replayed"
+        print(f"  claimed by pid {claim['pid']} (started {claim['start']}, {state}): "
+              f"{claim['points']} points {os.path.basename(claim['file'])}")
+    rj = report["rejected"]
+    if rj["files"]:
+        print(f"✗ rejected by Lens: {rj['points']} points in {rj['files']} batches ({rj['dir']})")
     for stats in report["counters"]:
+        http = stats.get("http") or {}
+        errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
+        if errors or lost:
+            print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
         print(f"  last run pid {stats.get('pid')}: {json.dumps(stats.get('recorder', {}))}")
     for problem in report["problems"]:
         print(f"! {problem}")
@@ -156,9 +214,21 @@ def _jsonl_files(path: str) -> List[str]:
 
 
 def _spool_files(path: str) -> List[str]:
-    if os.path.isfile(path) and path.endswith(".json"):
+    """Spool files under ``path``: waiting ones, claims of processes that are gone, and ``rejected/``.
+
+    ``rejected/`` holds batches Lens refused as a whole (or, from older versions, for a bad
+    token): after the cause is fixed, replay sends them like any other.
+    """
+    from .core.spool import Spool
+
+    if os.path.isfile(path) and (path.endswith(".json") or ".claimed-" in path):
         return [path]
-    return sorted(p for p in glob.glob(os.path.join(path, "*.json")) if not os.path.basename(p).startswith("."))
+    out = []
+    for directory in (path, os.path.join(path, "rejected")):
+        spool = Spool(directory)
+        out.extend(spool.files())
+        out.extend(c["file"] for c in spool.claims() if c["pid"] is not None and not c["alive"])
+    return sorted(out, key=os.path.basename)
 
 
 def _jsonl_requests(files: Iterable[str], batch_size: int) -> Iterable[Tuple[str, Dict, int]]:
@@ -192,6 +262,8 @@ def _jsonl_requests(files: Iterable[str], batch_size: int) -> Iterable[Tuple[str
 def cmd_replay(args) -> int:
     import requests
 
+    from .limits import MAX_POINTS_PER_REQUEST
+
     from .core.config import load_config
 
     config = load_config()
@@ -210,15 +282,24 @@ def cmd_replay(args) -> int:
         try:
             with open(path, "rb") as fh:
                 record = json.loads(fh.read())
-            work.append((record["endpoint"], record["payload"], int(record.get("points") or 0), path))
-        except (OSError, ValueError, KeyError) as exc:
+            payload, metrics = record["payload"], record["payload"].get("metrics")
+            if isinstance(metrics, list) and len(metrics) > MAX_POINTS_PER_REQUEST:
+                # A file of an older version, bigger than Lens takes in one request.
+                for start in range(0, len(metrics), MAX_POINTS_PER_REQUEST):
+                    part = metrics[start:start + MAX_POINTS_PER_REQUEST]
+                    work.append((record["endpoint"], dict(payload, metrics=part), len(part), path))
+            else:
+                work.append((record["endpoint"], payload, int(record.get("points") or 0), path))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
             print(f"skipping unreadable {path}: {exc!r}", file=sys.stderr)
     for endpoint, payload, points in _jsonl_requests(jsonl, args.batch_size):
         work.append((endpoint, payload, points, None))
     total_points = sum(w[2] for w in work)
     progress = _progress(total_points)
     sent = failed = 0
-    for endpoint, payload, points, path in work:
+    failed_paths = set()
+    last_part = {path: index for index, (_e, _p, _n, path) in enumerate(work) if path}
+    for index, (endpoint, payload, points, path) in enumerate(work):
         try:
             response = session.post(base + endpoint, json=payload, timeout=60)
             good = response.status_code < 300
@@ -227,9 +308,10 @@ def cmd_replay(args) -> int:
             good, error = False, repr(exc)
         if good:
             sent += points
-            if path and args.delete:
+            if path and args.delete and last_part[path] == index and path not in failed_paths:
                 os.remove(path)
         else:
+            failed_paths.add(path)
             failed += points
             print(f"\nfailed {endpoint} ({points} points): {error}", file=sys.stderr)
         progress(points)

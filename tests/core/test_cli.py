@@ -1,6 +1,7 @@
 """``primus-lens doctor`` and ``primus-lens replay`` against the real server."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,26 @@ def test_replay_uploads_a_spool_directory(lens_server, tmp_path):
     data = get_json(lens_server, "/api/v1/workloads/from-spool/metrics/data", data_source="wandb")["data"]
     assert sorted(p["iteration"] for p in data) == list(range(50))
     assert not list((tmp_path / "spool").glob("*.json"))
+
+
+def test_replay_includes_batches_lens_rejected_and_claims_of_dead_processes(lens_server, tmp_path):
+    from primus_lens_wandb_exporter.core.spool import Spool
+
+    def payload(name):
+        return {"source": "wandb", "workload_uid": "kept", "pod_name": "kept-pod-0", "run_id": "r", "rank": 0,
+                "metrics": [{"name": name, "value": float(i), "step": i} for i in range(10)]}
+
+    spool_dir = tmp_path / "spool"
+    # A batch an older version set aside after a 401 (bad token), now fixed ...
+    Spool(str(spool_dir / "rejected")).write("/wandb/metrics", payload("rejected"), 10)
+    # ... and one claimed by a process that was killed while sending it (pid 2**22 never runs).
+    Spool(str(spool_dir)).write("/wandb/metrics", payload("orphan"), 10)
+    (path,) = Spool(str(spool_dir)).files()
+    os.replace(path, f"{path}.claimed-{2 ** 22}-1")
+    env = exporter_env(lens_server, tmp_path, "kept")
+    proc = _cli(["replay", str(spool_dir), "--url", lens_server.api, "--delete"], env)
+    assert "replayed 20 points" in proc.stdout
+    counts = {m["name"]: m["count"] for m in
+              get_json(lens_server, "/api/v1/workloads/kept/metrics/available", data_source="wandb")["metrics"]}
+    assert counts == {"rejected": 10, "orphan": 10}
+    assert not list(spool_dir.rglob("*.json*"))

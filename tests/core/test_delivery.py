@@ -165,3 +165,16 @@ def test_save_local_false_writes_no_file(tmp_path):
                        PRIMUS_LENS_WANDB_SAVE_LOCAL="false", PRIMUS_LENS_WANDB_API_REPORTING="false")
     run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.finish()", env)
     assert not out.exists()
+
+
+def test_node_and_local_rank_without_rank_give_each_process_its_own_file(tmp_path):
+    # Issue 10 item 9: each variable has its own default; NODE_RANK/LOCAL_RANK count without RANK.
+    out = tmp_path / "out"
+    env = exporter_env(None, tmp_path, "ranks", WANDB_MODE="disabled", PRIMUS_LENS_WANDB_OUTPUT_PATH=str(out),
+                       PRIMUS_LENS_WANDB_API_REPORTING="false", NODE_RANK="1", LOCAL_RANK="2")
+    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.finish()", env)
+    import json
+
+    (line,) = [json.loads(l) for l in (out / "node_1" / "rank_2" / "wandb_metrics.jsonl").read_text().splitlines()]
+    assert (line["node_rank"], line["local_rank"], line["rank"], line["world_size"]) == (1, 2, 0, 1)
+    assert not (out / "node_0").exists()

@@ -42,3 +42,16 @@ def test_workload_uid_env_wins_and_pod_name_falls_back_to_host_name():
 def test_ranks_come_from_launcher_variables(env, expected):
     r = resolve_ranks(env)
     assert (r.rank, r.local_rank, r.node_rank, r.world_size) == expected
+
+
+@pytest.mark.parametrize("env,expected", [
+    # Issue 10 item 9: without RANK, the node and local ranks still count (each has its own default).
+    ({"NODE_RANK": "1", "LOCAL_RANK": "2"}, (0, 2, 1, 1)),
+    ({"LOCAL_RANK": "3", "WORLD_SIZE": "8"}, (0, 3, 0, 8)),
+    ({"GROUP_RANK": "2"}, (0, 0, 2, 1)),
+    # A field no torchrun variable sets comes from the next launcher that sets it.
+    ({"RANK": "4", "SLURM_LOCALID": "1", "SLURM_NODEID": "2"}, (4, 1, 2, 1)),
+])
+def test_each_rank_variable_is_read_on_its_own(env, expected):
+    r = resolve_ranks(env)
+    assert (r.rank, r.local_rank, r.node_rank, r.world_size) == expected

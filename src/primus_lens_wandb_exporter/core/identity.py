@@ -86,6 +86,8 @@ _RANK_SOURCES = (
     ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_NODE_RANK", "OMPI_COMM_WORLD_SIZE"),
     ("mpich", "PMI_RANK", "MPI_LOCALRANKID", None, "PMI_SIZE"),
 )
+# The value of a field no launcher sets (the user guide's table: each variable its own default).
+_DEFAULTS = (0, 0, 0, 1)
 
 
 def _int(environ, name):
@@ -109,21 +111,27 @@ def _int(environ, name):
 def resolve_ranks(environ: Mapping[str, str] = os.environ) -> Ranks:
     """Ranks from ``torch.distributed`` when it is initialised, else launcher variables.
 
-    Never imports torch: ``torch.distributed`` is consulted only if the user imported it.
+    Each field is read on its own (the guide gives each variable its own default):
+    ``NODE_RANK=1 LOCAL_RANK=2`` without ``RANK`` is node 1, local rank 2, rank 0 -- not
+    all four defaults, which made every rank of a node write the same JSONL file.  A field
+    comes from the most trusted launcher that sets it.  Never imports torch:
+    ``torch.distributed`` is consulted only if the user imported it.
     """
     dist = sys.modules.get("torch.distributed")
-    for source, r, lr, nr, ws in _RANK_SOURCES:
-        rank = _int(environ, r)
-        if rank is None:
-            continue
-        local = _int(environ, lr)
-        node = _int(environ, nr)
-        world = _int(environ, ws)
-        ranks = Ranks(rank, local if local is not None else 0, node if node is not None else 0,
-                      world if world is not None else 1, source)
-        break
-    else:
-        ranks = Ranks()
+    values = list(_DEFAULTS)
+    found = [None, None, None, None]
+    source = "default"
+    for name, *variables in _RANK_SOURCES:
+        for index, variable in enumerate(variables):
+            if found[index] is not None:
+                continue
+            value = _int(environ, variable)
+            if value is not None:
+                found[index] = value
+                values[index] = value
+                if index == 0 or source == "default":
+                    source = name  # where the rank came from, else the first field found
+    ranks = Ranks(values[0], values[1], values[2], values[3], source)
     if dist is not None:
         try:
             if dist.is_available() and dist.is_initialized():

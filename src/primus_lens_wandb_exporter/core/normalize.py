@@ -7,15 +7,19 @@ is filtered, counted, and named once in the debug log.
 """
 
 import gc
+import logging
 import math
 import numbers
 from typing import Any, Dict, List, Mapping, Tuple
+
+from .. import limits
 
 #: Names the Lens backend reserves (user guide FAQ Q2).
 RESERVED_NAMES = frozenset({"step", "run_id", "source", "history", "created_at", "updated_at"})
 #: Our own system metrics keep their leading underscore; wandb's internal ``_`` keys do not.
 OWN_PREFIX = "_primus_"
-MAX_NAME_LENGTH = 512
+#: The server's limit (limits.py holds the one definition both sides check).
+MAX_NAME_LENGTH = limits.MAX_NAME_LEN
 MAX_DEPTH = 32
 
 # Types whose values are immutable and need no snapshot at log time.
@@ -26,10 +30,10 @@ def name_problem(name: Any) -> str:
     """Why a metric name is rejected, or ``""`` when it is fine."""
     if not isinstance(name, str):
         return "name is not a string"
-    if not name:
-        return "empty name"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"name longer than {MAX_NAME_LENGTH} characters"
+    problem = limits.metric_name_problem(name)
+    if problem:
+        # The server would refuse this point: the same words as its per-point answer.
+        return _refused(name, "name " + problem)
     if name in RESERVED_NAMES:
         return "reserved name"
     if name.startswith("_") and not name.startswith(OWN_PREFIX):
@@ -99,13 +103,26 @@ def flatten(data: Mapping, prefix: str = "", depth: int = 0,
         if number is None:
             filtered.append((name, f"non-numeric value ({type(value).__name__})"))
             continue
-        if len(name) > MAX_NAME_LENGTH:
-            filtered.append((name[:80] + "...", f"name longer than {MAX_NAME_LENGTH} characters"))
-            continue
+        if prefix:
+            # The full dotted name of a nested key (its parts passed only the short checks).
+            problem = limits.metric_name_problem(name)
+            if problem:
+                filtered.append((_safe_name("", name), _refused(name, "name " + problem)))
+                continue
         points.append((name, number))
         if not prefix and len(good) < 100_000:
             good.add(key)
     return points, filtered
+
+
+def _refused(name, reason):
+    """A name Lens would refuse: said once per cause (W&B accepts it, so the user should know)."""
+    from .log import log_once
+
+    log_once(("name-refused", reason), logging.WARNING,
+             "metric %s is not sent to Lens: its %s (counted in filtered_points; W&B still has it; "
+             "this line is printed once per cause)", _safe_name("", name).encode("unicode_escape").decode(), reason)
+    return reason
 
 
 # Top-level names already accepted once (only strings that passed name_problem get here).

@@ -51,6 +51,8 @@ class MetricBatch:
     identity: Identity
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
+    #: The recorder's part of the SPEC's ``exporter`` counters (sinks add their own).
+    exporter: Dict[str, int] = field(default_factory=dict)
 
     def to_payload(self) -> Dict[str, Any]:
         ident = self.identity
@@ -68,6 +70,7 @@ class MetricBatch:
             "timestamp": self.created,
             "batch_id": self.batch_id,
             "metrics": self.points,
+            "exporter": dict(self.exporter),
         }
 
 
@@ -139,6 +142,11 @@ class Counters:
 
     def as_dict(self):
         return dict(vars(self))
+
+    def exporter(self) -> Dict[str, int]:
+        """The recorder's counters in the SPEC's ``exporter`` object (names as Lens shows them)."""
+        return {"queue_dropped": self.dropped_queue_full, "filtered_points": self.filtered,
+                "stale_step_dropped": self.dropped_stale_step, "worker_errors": self.worker_errors}
 
 
 class Recorder:
@@ -566,25 +574,41 @@ class Recorder:
             self._ranks = resolve_ranks()
         return self._ranks
 
+    def request_stats(self):
+        """Write the stats file soon (a sink saw a problem doctor must show, e.g. a full spool)."""
+        self._stats_written = float("-inf")
+
     def _write_stats(self):
-        """Counters where ``primus-lens doctor`` finds them (``<spool dir>/stats``)."""
-        from .spool import default_spool_dir
+        """Counters where ``primus-lens doctor`` finds them.
+
+        In ``<spool dir>/stats`` and, always, in a small directory outside the spool
+        (``spool.stats_fallback_dir``, /dev/shm): a full or read-only spool is exactly when
+        doctor must still read the counts of what was lost.
+        """
+        from .spool import default_spool_dir, stats_fallback_dir, write_file_atomic
 
         self._stats_written = time.monotonic()
         try:
             import json
 
-            directory = os.path.join(self.config.spool_dir or default_spool_dir(), "stats")
-            os.makedirs(directory, exist_ok=True)
+            spool_dir = self.config.spool_dir or default_spool_dir()
             stats = self.stats()
             stats.update({"pid": os.getpid(), "workload_uid": self.identity.workload_uid,
-                          "pod_name": self.identity.pod_name, "written_at": _time()})
-            path = os.path.join(directory, f"{self.identity.workload_uid}-{os.getpid()}.json")
-            with open(path + ".tmp", "w", encoding="utf-8") as fh:
-                json.dump(stats, fh, default=str)
-            os.replace(path + ".tmp", path)
+                          "pod_name": self.identity.pod_name, "written_at": _time(), "spool_dir": spool_dir})
+            data = json.dumps(stats, default=str).encode()
         except (OSError, TypeError, ValueError) as exc:
-            get_logger().debug("could not write stats: %r", exc)
+            get_logger().debug("could not build stats: %r", exc)
+            return
+        # File names hold 255 bytes; a workload uid may have 256 characters (and any of them).
+        uid = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.identity.workload_uid[:100])
+        name = f"{uid}-{os.getpid()}.json"
+        for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):
+            if directory is None:
+                continue
+            try:
+                write_file_atomic(os.path.join(directory, name), data)
+            except OSError as exc:
+                get_logger().debug("could not write stats to %s: %r", directory, exc)
 
     def _maybe_emit(self):
         if time.monotonic() - self._stats_written > 30.0:
@@ -602,7 +626,7 @@ class Recorder:
         for (source, run_id, rank), points in pending.items():
             batch = MetricBatch(source=source, run_id=run_id, rank=rank, local_rank=ranks.local_rank,
                                 node_rank=ranks.node_rank, world_size=ranks.world_size,
-                                points=points, identity=self.identity)
+                                points=points, identity=self.identity, exporter=self.counters.exporter())
             self.counters.batches += 1
             self._call("lens_report_metrics", batch=batch)
         get_logger().debug("✓ Metrics data queued for reporting (%d batches)", len(pending))

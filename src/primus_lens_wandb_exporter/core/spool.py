@@ -10,13 +10,14 @@ point per line.
 """
 
 import json
+import logging
 import os
 import threading
 import time
 from typing import Iterator, Optional, Tuple
 
 from .hookspecs import hookimpl
-from .log import get_logger
+from .log import get_logger, log_once
 
 SUFFIX = ".json"
 
@@ -26,42 +27,112 @@ def default_spool_dir() -> str:
     return os.path.join(base, "primus-lens", "spool")
 
 
-class Spool:
-    """A bounded directory of request bodies: ``{"endpoint": ..., "payload": ..., "points": N}``."""
+def stats_fallback_dir(spool_dir: str) -> Optional[str]:
+    """Where the counters of a process using ``spool_dir`` are kept outside it (doctor reads both).
 
-    def __init__(self, directory: Optional[str] = None, max_bytes: int = 512 * 1024 * 1024):
+    /dev/shm (memory, so a full or read-only spool disk does not matter), else the temp dir;
+    one sub-directory per spool directory so two jobs on a node do not mix.
+    """
+    import hashlib
+    import tempfile
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    key = hashlib.sha1(os.path.abspath(spool_dir).encode()).hexdigest()[:16]
+    return os.path.join(base, "primus-lens-stats", key)
+
+
+def write_file_atomic(path: str, data: bytes, fsync: bool = False):
+    """Write ``path`` via a temp file + rename; the temp file is removed if anything fails."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Spool:
+    """A bounded directory of request bodies: ``{"endpoint": ..., "payload": ..., "points": N}``.
+
+    Claims: a file being sent is renamed ``<name>.claimed-<pid>-<start>``, where ``start`` is
+    the owner's process start time (``owner_tag``).  A pid alone is not an owner: in a
+    restarted container the trainer is pid 1 again, and its predecessor's claims would look
+    alive forever.  A claim whose (pid, start) no longer runs is returned to the queue.
+    """
+
+    def __init__(self, directory: Optional[str] = None, max_bytes: int = 512 * 1024 * 1024, on_error=None):
         self.directory = directory or default_spool_dir()
         self.max_bytes = max_bytes
         self.written = 0
         self.dropped_files = 0
         self.dropped_points = 0
         self.write_errors = 0
+        self.last_write_error = None
+        # Called (no arguments) after a failed write: the recorder writes its stats file at once.
+        self.on_error = on_error
         self._lock = threading.Lock()
         self._seq = 0
 
-    def write(self, endpoint: str, payload: dict, points: int = 0, body: Optional[bytes] = None) -> bool:
+    def write(self, endpoint: str, payload: dict, points: int = 0, body: Optional[bytes] = None,
+              count_loss: bool = True) -> bool:
         """Persist one request; False (counted) if the disk refused it."""
+        return self._write(endpoint, payload, points, body, claimed=False, count_loss=count_loss) is not None
+
+    def write_claimed(self, endpoint: str, payload: dict, points: int = 0,
+                      body: Optional[bytes] = None) -> Optional[str]:
+        """Persist one request that this process is still sending (write-ahead).
+
+        The file is born claimed by this process, so no replay here or elsewhere sends it
+        while it is on the wire; ``done()`` removes it once Lens has it, ``release()`` hands
+        it to the spool queue when sending gives up, and a SIGKILL leaves a claim whose owner
+        is gone, which the next process reclaims.  Returns the path, None when the disk
+        refused it (counted as a write error, not as a loss: the batch is still in memory).
+        """
+        return self._write(endpoint, payload, points, body, claimed=True, count_loss=False)
+
+    def _write(self, endpoint, payload, points, body, claimed, count_loss) -> Optional[str]:
         data = body if body is not None else json.dumps(payload, separators=(",", ":"), default=str).encode()
         record = b'{"endpoint":%s,"points":%d,"payload":%s}' % (json.dumps(endpoint).encode(), points, data)
         with self._lock:
             self._seq += 1
             name = "%020d-%d-%06d-p%d%s" % (time.time_ns(), os.getpid(), self._seq, points, SUFFIX)
+            final = os.path.join(self.directory, name)
+            if claimed:
+                final = "%s.claimed-%s" % (final, owner_tag())
             try:
-                os.makedirs(self.directory, exist_ok=True)
-                tmp = os.path.join(self.directory, "." + name + ".tmp")
-                with open(tmp, "wb") as fh:
-                    fh.write(record)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, os.path.join(self.directory, name))
+                # A full disk fails mid-write: the temp file is removed, never left partial or empty.
+                write_file_atomic(final, record, fsync=True)
                 self.written += 1
             except OSError as exc:
                 self.write_errors += 1
-                self.dropped_points += points
-                get_logger().error("spool write failed, %d points lost (counted): %r", points, exc)
-                return False
-        self._enforce_bound()
-        return True
+                self.last_write_error = repr(exc)
+                if count_loss:
+                    self.dropped_points += points
+                # One line per cause (a full disk fails every batch): the counts are in
+                # spool_write_errors / spool_dropped_points, shown by doctor and sent to Lens.
+                log_once(("spool-write", self.directory, getattr(exc, "errno", None)), logging.ERROR,
+                         "spool write to %s failed: %r; undeliverable points are lost (counted in "
+                         "spool_dropped_points, shown by `primus-lens doctor`; this line is printed once "
+                         "per cause)", self.directory, exc)
+                if self.on_error is not None:
+                    try:
+                        self.on_error()
+                    except Exception:
+                        pass
+                return None
+        if not claimed:
+            self._enforce_bound()
+        return final
 
     def files(self) -> list:
         try:
@@ -71,8 +142,12 @@ class Spool:
         return [os.path.join(self.directory, n) for n in names]
 
     def backlog(self) -> Tuple[int, int, int]:
-        """(files, points, bytes) waiting in the spool."""
-        files = self.files()
+        """(files, points, bytes) waiting in the spool.
+
+        Claims whose owner is gone (a process killed while sending, or one that exited with
+        batches written ahead) wait too: the next replay reclaims them.
+        """
+        files = self.files() + [c["file"] for c in self.claims() if c["pid"] is not None and not c["alive"]]
         points = sum(_points_of(f) for f in files)
         size = 0
         for f in files:
@@ -85,8 +160,9 @@ class Spool:
     def claim(self) -> Iterator[Tuple[str, dict]]:
         """Yield (claimed path, record) oldest first; the caller calls done() or release()."""
         self._reclaim_stale()
+        tag = owner_tag()
         for path in self.files():
-            claimed = "%s.claimed-%d" % (path, os.getpid())
+            claimed = "%s.claimed-%s" % (path, tag)
             try:
                 os.replace(path, claimed)
             except OSError:
@@ -117,18 +193,30 @@ class Spool:
         except OSError:
             pass
 
-    def _reclaim_stale(self):
-        # A claim whose process died is returned to the queue.
+    def claims(self) -> list:
+        """Claimed files: ``[{"file", "points", "pid", "start", "alive"}]`` (``primus-lens doctor``)."""
         try:
-            names = os.listdir(self.directory)
+            names = sorted(os.listdir(self.directory))
         except OSError:
-            return
+            return []
+        out = []
+        mine = owner_tag()
         for name in names:
             if ".claimed-" not in name:
                 continue
-            pid = name.rsplit(".claimed-", 1)[1]
-            if pid.isdigit() and not process_alive(int(pid)):
-                self.release(os.path.join(self.directory, name))
+            path = os.path.join(self.directory, name)
+            tag = name.rsplit(".claimed-", 1)[1]
+            pid, start = _parse_owner(tag)
+            # Our own claims (every batch written ahead during an outage) need no process lookup.
+            alive = tag == mine or (pid is not None and not _owner_gone(path, pid, start))
+            out.append({"file": path, "points": _points_of(path), "pid": pid, "start": start, "alive": alive})
+        return out
+
+    def _reclaim_stale(self):
+        # A claim whose owner (pid + start time) no longer runs is returned to the queue.
+        for claim in self.claims():
+            if claim["pid"] is not None and not claim["alive"]:
+                self.release(claim["file"])
 
     def _enforce_bound(self):
         if self.max_bytes <= 0:
@@ -161,7 +249,56 @@ class Spool:
         files, points, size = self.backlog()
         return {"spool_dir": self.directory, "spool_files": files, "spool_points": points, "spool_bytes": size,
                 "spool_written": self.written, "spool_dropped_files": self.dropped_files,
-                "spool_dropped_points": self.dropped_points, "spool_write_errors": self.write_errors}
+                "spool_dropped_points": self.dropped_points, "spool_write_errors": self.write_errors,
+                "spool_last_write_error": self.last_write_error}
+
+
+def process_start(pid: int) -> Optional[int]:
+    """Start time of process ``pid`` in 1/100 s since the epoch (psutil), or None if it is gone."""
+    try:
+        import psutil
+
+        return int(round(psutil.Process(pid).create_time() * 100))
+    except Exception:  # NoSuchProcess, AccessDenied, ZombieProcess, psutil missing
+        return None
+
+
+_own_tag = None
+_own_tag_pid = None
+
+
+def owner_tag() -> str:
+    """``<pid>-<start>`` of this process: who a claim belongs to (survives pid reuse)."""
+    global _own_tag, _own_tag_pid
+    pid = os.getpid()
+    if _own_tag_pid != pid:
+        _own_tag = "%d-%s" % (pid, process_start(pid) or 0)
+        _own_tag_pid = pid
+    return _own_tag
+
+
+def _parse_owner(tag: str):
+    pid, _, start = tag.partition("-")
+    if not pid.isdigit():
+        return None, None
+    return int(pid), (int(start) if start.isdigit() else None)
+
+
+def _owner_gone(path: str, pid: int, start: Optional[int]) -> bool:
+    if not process_alive(pid):
+        return True
+    now = process_start(pid)
+    if now is None:
+        return False  # alive but unreadable: assume it is the owner
+    if start:
+        # Another process with the same pid (a restarted container's pid 1): not the owner.
+        return abs(now - start) > 1
+    # A claim of an older version names only the pid: the file was renamed (its ctime) before
+    # the process now holding that pid started, so that process cannot be its owner.
+    try:
+        return os.stat(path).st_ctime * 100 < now - 100
+    except OSError:
+        return False
 
 
 def _points_of(path: str) -> int:
