@@ -90,13 +90,11 @@ def dumps(obj):
     return json.dumps(obj, indent=1, sort_keys=True)[:3000]
 
 
-def wandb_offline_records(run_dir):
-    """History rows and summary updates W&B itself recorded, read from an offline run's
-    ``.wandb`` file (wandb's LevelDB-style log of protobuf ``Record`` messages).
+def wandb_records(run_dir):
+    """Every protobuf ``Record`` W&B wrote to an offline run's ``.wandb`` file, in order.
 
-    Lets tests compare what the user's W&B run received with what Lens stored.
-    Returns ``(history, summary)``: ``history`` a list of ``{key: value}`` rows (with
-    ``_step``), ``summary`` a dict of summary keys set by the program.
+    The file is wandb's LevelDB-style log (32 KiB blocks of CRC/length/type-framed chunks);
+    wandb 0.31 ships no reader for it in Python, so this is the one reader the tests share.
     """
     import glob
     import struct
@@ -105,7 +103,7 @@ def wandb_offline_records(run_dir):
 
     path = glob.glob(os.path.join(run_dir, "run-*.wandb"))[0]
     data = open(path, "rb").read()
-    block, pos, chunks, records = 32768, 7, [], []
+    block, pos, chunks = 32768, 7, []
     while pos + 7 <= len(data):
         if block - (pos % block) < 7:  # block trailer padding
             pos += block - (pos % block)
@@ -118,12 +116,22 @@ def wandb_offline_records(run_dir):
         chunks.append(data[pos:pos + length])
         pos += length
         if kind in (1, 4):  # FULL or LAST
-            records.append(b"".join(chunks))
+            rec = pb.Record()
+            rec.ParseFromString(b"".join(chunks))
             chunks = []
+            yield rec
+
+
+def wandb_offline_records(run_dir):
+    """History rows and summary updates W&B itself recorded, read from an offline run's
+    ``.wandb`` file (see :func:`wandb_records`).
+
+    Lets tests compare what the user's W&B run received with what Lens stored.
+    Returns ``(history, summary)``: ``history`` a list of ``{key: value}`` rows (with
+    ``_step``), ``summary`` a dict of summary keys set by the program.
+    """
     history, summary = [], {}
-    for raw in records:
-        rec = pb.Record()
-        rec.ParseFromString(raw)
+    for rec in wandb_records(run_dir):
         which = rec.WhichOneof("record_type")
         if which == "history":
             history.append({(i.key or ".".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})

@@ -15,8 +15,10 @@ import sys
 import pytest
 
 from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, emitted, jsonl_rows,
-                      module_server, new_workload, points_of, points_with, sources)  # noqa: F401 (fixture)
-from support import exporter_env, run_python
+                      mirrored_points, module_server, new_workload, points_of, points_with,  # noqa: F401 (fixture)
+                      rows_sharing_a_step, sources)
+from support import exporter_env, run_python, wandb_offline_records, wandb_run_dir
+from wandb_oracle import assert_same_points, jsonl_points, summary_only_values, wandb_expected_points
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -43,14 +45,17 @@ if opts.get("deepspeed"):
     kwargs["ddp_backend"] = "gloo"
 if opts.get("ddp"):
     kwargs["ddp_backend"] = "gloo"
+if opts.get("eval_steps"):  # evaluation during training as well as the final evaluate() below
+    kwargs.update(eval_strategy="steps", eval_steps=opts["eval_steps"], per_device_eval_batch_size=4)
 args = TrainingArguments(output_dir=opts["out"], max_steps=opts.get("max_steps", 12), per_device_train_batch_size=4,
-                         logging_steps=5, report_to=opts["report_to"], save_strategy="no", use_cpu=True,
-                         disable_tqdm=True, **kwargs)
+                         logging_steps=opts.get("logging_steps", 5), report_to=opts["report_to"], save_strategy="no",
+                         use_cpu=True, disable_tqdm=True, **kwargs)
 callbacks = None
 if opts.get("explicit"):
     from primus_lens_wandb_exporter import LensTrainerCallback
     callbacks = [LensTrainerCallback()]
-trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks,
+                  eval_dataset=data[:8] if opts.get("eval_steps") else None)
 trainer.train()
 trainer.evaluate(eval_dataset=data[:8])
 if not trainer.is_world_process_zero():
@@ -174,6 +179,31 @@ def test_hf_trainer_wandb_final_summary_metrics_land_at_the_final_global_step(mo
     metrics = by_name(points_with(module_server, uid, "wandb", SUMMARY_ONLY))
     for key in SUMMARY_ONLY:
         assert metrics.get(key, {}).keys() == {result["global_step"]}, f"{key}: {metrics.get(key)}"
+
+
+def test_hf_trainer_wandb_history_is_mirrored_exactly_with_eval_at_the_last_step_and_a_final_evaluate(
+        module_server, tmp_path):
+    """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and in
+    the JSONL sink once, at W&B's row, with W&B's step (train/global_step) and value. The evaluation
+    at the last step and the final ``evaluate()`` both land at train/global_step = max_steps: W&B
+    keeps both rows, so must Lens."""
+    uid, result = _train(tmp_path, module_server, ["wandb"], max_steps=12, logging_steps=4, eval_steps=6)
+    run_dir = wandb_run_dir(tmp_path)
+    history, _summary = wandb_offline_records(run_dir)
+    expected = wandb_expected_points(run_dir)
+    last = result["global_step"]
+    evals = [row["_step"] for row in history if "eval/loss" in row and row.get("train/global_step") == last]
+    assert len(evals) == 2, f"scenario: eval at the last step and the final evaluate(): {history}"
+    assert ("eval/runtime", float(last)) in rows_sharing_a_step(expected)
+    # HF writes its end-of-run metrics to the W&B summary only (no history row); Lens keeps each as
+    # one point at the final global step, holding the summary's value.
+    final = summary_only_values(run_dir)
+    assert sorted(final) == sorted(SUMMARY_ONLY), final
+    actual = mirrored_points(module_server, uid, expected)
+    assert {name: step for (name, _row), (step, _value) in actual.items() if name in final} == dict.fromkeys(final, last)
+    assert_same_points(expected, actual, "Lens vs W&B history", summary_only=final)
+    assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history", summary_only=final)
+    assert set(sources(module_server, uid)) == {"wandb"}
 
 
 def test_hf_trainer_explicit_callback_is_not_doubled_by_the_zero_code_attach(module_server, tmp_path):
