@@ -99,14 +99,17 @@ def test_deepspeed_zero2_with_wandb_monitor_reports_each_event_once_at_samples(m
 def test_deepspeed_wandb_monitor_and_user_wandb_log_history_is_mirrored_exactly(module_server, tmp_path):
     """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and in
     the JSONL sink once, at W&B's row, step and value. DeepSpeed's wandb monitor logs with an
-    explicit step (samples); the user's own ``wandb.log`` of the loss after each step (no step)
-    lands in the monitor's open row."""
+    explicit step (samples, so W&B's rows are 4, 8 ...); the user's own ``wandb.log`` of the loss
+    after each step (no step) lands in the monitor's open row and is charted by the user's
+    ``define_metric("loss", step_metric="global_step")``: 1, 2 ..."""
     uid = new_workload("ds-oracle")
     run_python(EXAMPLE, _env(module_server, tmp_path, uid), args=_args(tmp_path, "wandb", 2, "--log-loss"),
                timeout=300)
     expected = wandb_expected_points(wandb_run_dir(tmp_path))
     assert {name for name, _row in expected} == {LR, "loss", "global_step"}
     assert len(expected) == 3 * STEPS
+    assert sorted((row, step) for (name, row), (step, _) in expected.items() if name == "loss") == \
+        [(MICRO_BATCH * i, i) for i in range(1, STEPS + 1)]
     assert_same_points(expected, mirrored_points(module_server, uid, expected), "Lens vs W&B history")
     assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history")
     assert sources(module_server, uid) == {"wandb": 3 * STEPS}, "our DeepSpeed monitor must not add a copy"
