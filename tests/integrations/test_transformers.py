@@ -17,6 +17,7 @@ import pytest
 from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, emitted, jsonl_rows,
                       mirrored_points, module_server, new_workload, points_of, points_with,  # noqa: F401 (fixture)
                       rows_sharing_a_step, sources)
+from fixtures_server import LENS_DB_KINDS
 from support import exporter_env, run_python, wandb_offline_records, wandb_run_dir
 from wandb_oracle import assert_same_points, jsonl_points, summary_only_values, wandb_expected_points
 
@@ -50,6 +51,12 @@ if opts.get("eval_steps"):  # evaluation during training as well as the final ev
 args = TrainingArguments(output_dir=opts["out"], max_steps=opts.get("max_steps", 12), per_device_train_batch_size=4,
                          logging_steps=opts.get("logging_steps", 5), report_to=opts["report_to"], save_strategy="no",
                          use_cpu=True, disable_tqdm=True, **kwargs)
+if opts.get("eval_loss_by_epoch"):
+    # The user's own run first (HF's WandbCallback reuses wandb.run), with eval/loss charted by the
+    # fractional train/epoch; an explicit name wins over HF's "*" -> train/global_step.
+    import wandb
+    wandb.init(project="lens-hf")
+    wandb.define_metric("eval/loss", step_metric="train/epoch")
 callbacks = None
 if opts.get("explicit"):
     from primus_lens_wandb_exporter import LensTrainerCallback
@@ -183,13 +190,16 @@ def test_hf_trainer_wandb_final_summary_metrics_land_at_the_final_global_step(mo
         assert metrics.get(key, {}).keys() == {result["global_step"]}, f"{key}: {metrics.get(key)}"
 
 
+@pytest.mark.parametrize("lens_db_kind", LENS_DB_KINDS, indirect=True)
 def test_hf_trainer_wandb_history_is_mirrored_exactly_with_eval_at_the_last_step_and_a_final_evaluate(
-        module_server, tmp_path):
+        lens_server, tmp_path):
     """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and in
-    the JSONL sink once, at W&B's row, with W&B's step (train/global_step) and value. The evaluation
-    at the last step and the final ``evaluate()`` both land at train/global_step = max_steps: W&B
-    keeps both rows, so must Lens."""
-    uid, result = _train(tmp_path, module_server, ["wandb"], max_steps=12, logging_steps=4, eval_steps=6)
+    the JSONL sink once, at W&B's row, with W&B's step and value. The evaluation at the last step
+    and the final ``evaluate()`` both land at train/global_step = max_steps: W&B keeps both rows,
+    so must Lens. ``eval/loss`` is charted by the fractional ``train/epoch`` (0.5, 1.0, 1.0).
+    On both databases: the storage key and the float step are the server's."""
+    uid, result = _train(tmp_path, lens_server, ["wandb"], max_steps=12, logging_steps=4, eval_steps=6,
+                         eval_loss_by_epoch=True)
     run_dir = wandb_run_dir(tmp_path)
     history, _summary = wandb_offline_records(run_dir)
     expected = wandb_expected_points(run_dir)
@@ -197,15 +207,16 @@ def test_hf_trainer_wandb_history_is_mirrored_exactly_with_eval_at_the_last_step
     evals = [row["_step"] for row in history if "eval/loss" in row and row.get("train/global_step") == last]
     assert len(evals) == 2, f"scenario: eval at the last step and the final evaluate(): {history}"
     assert ("eval/runtime", float(last)) in rows_sharing_a_step(expected)
+    assert sorted(step for (name, _row), (step, _value) in expected.items() if name == "eval/loss") == [0.5, 1, 1]
     # HF writes its end-of-run metrics to the W&B summary only (no history row); Lens keeps each as
     # one point at the final global step, holding the summary's value.
     final = summary_only_values(run_dir)
     assert sorted(final) == sorted(SUMMARY_ONLY), final
-    actual = mirrored_points(module_server, uid, expected)
+    actual = mirrored_points(lens_server, uid, expected)
     assert {name: step for (name, _row), (step, _value) in actual.items() if name in final} == dict.fromkeys(final, last)
     assert_same_points(expected, actual, "Lens vs W&B history", summary_only=final)
     assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history", summary_only=final)
-    assert set(sources(module_server, uid)) == {"wandb"}
+    assert set(sources(lens_server, uid)) == {"wandb"}
 
 
 def test_hf_trainer_explicit_callback_is_not_doubled_by_the_zero_code_attach(module_server, tmp_path):
