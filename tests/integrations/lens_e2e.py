@@ -64,16 +64,10 @@ def points_with(server, uid, data_source, names, timeout=30):
 
 
 def by_name(points):
-    """{metric name: {step: value}} of server points: where W&B holds several rows at one step
-    (validation and training rows at one global step), the value of the last row, as a
-    framework's own last hand-over at that step has it. Asserts one point per name and row
-    (rows are the point identity; ``wandb_oracle`` compares every row)."""
+    """{metric name: {step: value}} of server points (asserts one point per name and step)."""
     out = collections.defaultdict(dict)
-    rows = set()
-    for p in sorted(points, key=lambda p: p.get("row", p["iteration"])):
-        key = (p["metric_name"], p.get("row", p["iteration"]))
-        assert key not in rows, f"duplicate point {p}"
-        rows.add(key)
+    for p in points:
+        assert p["iteration"] not in out[p["metric_name"]], f"duplicate point {p}"
         out[p["metric_name"]][p["iteration"]] = p["value"]
     return dict(out)
 

