@@ -20,11 +20,14 @@ Why this is independent of the product code:
   (Go map order); the oracle takes the longest prefix, the one reading a user expects.
 
 Then ``step`` = the value of that step metric in the same row (W&B has put it there when
-``step_sync``), else the row; a key is never charted against itself. Values follow what
+``step_sync``), else the row (a step metric no rule covers is charted by row; one its own
+glob covers, by its own value, as W&B's chart of it does). Values follow what
 the exporter accepts (``core/normalize.py``): numbers, bools as 0/1, NaN/±Inf as the wire
 strings "NaN"/"Infinity"/"-Infinity"; strings, media, lists are not points. W&B-internal
 keys (a top-level name starting with ``_``: ``_step``, ``_runtime``, ``_timestamp``,
-``_wandb``) are skipped, except the exporter's own opt-in ``_primus_*`` system metrics.
+``_wandb``) are skipped, except the exporter's own opt-in ``_primus_*`` system metrics,
+and so are the names the user guide reserves (FAQ Q2: ``step``, ``run_id`` ...) -- as
+points only: their values still give other keys their step.
 
 The other readers give the same shape for what the product produced:
 ``lens_points`` (the Lens query API, ``x=row``) and ``jsonl_points`` (the exporter's
@@ -84,8 +87,12 @@ def _item_key(item):
     return item.key or ".".join(item.nested_key)
 
 
+#: Names the user guide reserves (FAQ Q2, "Metadata fields are filtered").
+GUIDE_RESERVED = frozenset({"step", "run_id", "source", "history", "created_at", "updated_at"})
+
+
 def _internal(name):
-    return name.startswith("_") and not name.startswith("_primus_")
+    return (name.startswith("_") and not name.startswith("_primus_")) or name in GUIDE_RESERVED
 
 
 class _Metrics:
@@ -142,7 +149,7 @@ def wandb_expected_points(run_dir) -> Points:
                 continue
             step_name = metrics.step_metric(name)
             step = index
-            if step_name and step_name != name:
+            if step_name:
                 step_value = _number(row.get(step_name))
                 if step_value is not None and math.isfinite(step_value):
                     step = step_value
