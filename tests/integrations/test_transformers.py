@@ -211,7 +211,8 @@ def test_hf_trainer_wandb_history_is_mirrored_exactly_with_eval_at_the_last_step
     final = summary_only_values(run_dir)
     assert sorted(final) == sorted(SUMMARY_ONLY), final
     actual = mirrored_points(lens_server, uid, expected)
-    assert {name: step for (name, _row), (step, _value) in actual.items() if name in final} == dict.fromkeys(final, last)
+    final_steps = {name: step for (name, _row), (step, _value) in actual.items() if name in final}
+    assert final_steps == dict.fromkeys(final, last), final_steps
     assert_same_points(expected, actual, "Lens vs W&B history", summary_only=final)
     assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history", summary_only=final)
     assert set(sources(lens_server, uid)) == {"wandb"}
