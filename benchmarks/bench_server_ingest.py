@@ -46,7 +46,9 @@ def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid:
         for s in range(b * steps_per_batch, (b + 1) * steps_per_batch):
             ts = now + s * 0.01
             for m in range(metrics):
-                pts.append({"name": f"metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s, "timestamp": ts})
+                # row: the W&B history row (the point's identity), step: its chart x.
+                pts.append({"name": f"metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s, "row": s,
+                            "timestamp": ts})
         out.append(orjson.dumps({"source": "wandb", "workload_uid": uid, "pod_name": f"pod-{sender}",
                                  "run_id": "bench", "rank": sender, "timestamp": now, "metrics": pts}))
     return out

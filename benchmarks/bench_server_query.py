@@ -3,7 +3,8 @@
 1. ``metrics/data`` for one metric with 1,000,000 stored points and
    ``max_points=2000`` (target: median <= 100 ms).  The points go in through the
    storage layer's normal ingest (so the rollups are the ones real ingest builds),
-   in batches of 50,000.
+   in batches of 50,000; a second such metric whose steps differ from its rows
+   (a define_metric step) measures the step lookup of downsampled answers.
 2. ``metrics/available`` and ``metrics/sources`` on a workload with 10,000,000
    points (target: <= 50 ms).  Those points are bulk-loaded with plain SQL
    (INSERT / COPY plus the per-series summary rows ingest would write) to save
@@ -34,17 +35,21 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store  # noqa: E402
+from primus_lens_wandb_exporter.server.storage.base import POINT_COLS, SERIES_SUMMARY_COLS  # noqa: E402
 
 T0_MS = 1_700_000_000_000.0
 
 
 def load_million(store, n: int) -> None:
-    """One metric, ``n`` steps, through Store.ingest (points, summary and rollups)."""
+    """Two metrics of ``n`` rows each through Store.ingest (points, summary and rollups): ``loss``
+    charted at its rows (step = row), ``eval/loss`` at a define_metric step of its own (step =
+    row / 4: its downsampled answers look up the kept points' steps)."""
     chunk = 50_000
     for lo in range(0, n, chunk):
         b = MetricsBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
-        b.series["loss"] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0)
-                            for s in range(lo, min(n, lo + chunk))}
+        for name, div in (("loss", 1.0), ("eval/loss", 4.0)):
+            b.series[name] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0,
+                                  s / div) for s in range(lo, min(n, lo + chunk))}
         store.ingest(metrics=[b])
 
 
@@ -52,25 +57,27 @@ def bulk_load_10m(store, n: int, metrics: int = 100, ranks: int = 8) -> None:
     """``n`` points for workload bench-10m (metrics x ranks series), straight into the tables."""
     per_series = n // (metrics * ranks)
     key_rows = [("bench-10m", "wandb", f"metric_{m:03d}", r, "run") for m in range(metrics) for r in range(ranks)]
-    summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0) for k in key_rows]
+    summary = [k + (per_series, 0, per_series - 1, T0_MS, T0_MS + (per_series - 1) * 100.0, 0, 0.0,
+                    float(per_series - 1), 1) for k in key_rows]
     cols = "workload_uid, data_source, metric_name, rank, run_id"
     ph = "?" if store.kind == "sqlite" else "%s"
-    # Schema 2: the summary rows first (their ids key the points), then the points.
+    # Schema 4: the summary rows first (their ids key the points), then the points (row = step).
     with store.write_tx() as cur:
         cur.execute(f"INSERT INTO workloads (workload_uid, first_seen, last_update) VALUES ({ph}, {ph}, {ph}) "
                     "ON CONFLICT DO NOTHING", ("bench-10m", T0_MS, T0_MS))
-        cur.executemany(f"INSERT INTO series ({cols}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-                        f"VALUES ({', '.join([ph] * 11)})", summary)
+        cur.executemany(f"INSERT INTO series ({cols}, {SERIES_SUMMARY_COLS}) "
+                        f"VALUES ({', '.join([ph] * 14)})", summary)
         cur.execute(f"SELECT id FROM series WHERE workload_uid = {ph} ORDER BY metric_name, rank", ("bench-10m",))
         ids = [r[0] for r in cur.fetchall()]
     for i, sid in enumerate(ids):
         with store.write_tx() as cur:
             if store.kind == "sqlite":
-                cur.executemany("INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?)",
-                                ((sid, s, float(s), T0_MS + s * 100.0) for s in range(per_series)))
+                cur.executemany(f"INSERT INTO points ({POINT_COLS}) VALUES (?, ?, ?, ?, ?)",
+                                ((sid, s, float(s), float(s), T0_MS + s * 100.0) for s in range(per_series)))
             else:
-                payload = "".join(f"{sid}\t{s}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n" for s in range(per_series))
-                with cur.copy("COPY points (series_id, iteration, value, timestamp) FROM STDIN") as cp:
+                payload = "".join(f"{sid}\t{s}\t{float(s)!r}\t{float(s)!r}\t{T0_MS + s * 100.0!r}\n"
+                                  for s in range(per_series))
+                with cur.copy(f"COPY points ({POINT_COLS}) FROM STDIN") as cp:
                     cp.write(payload.encode())
         if i % 100 == 0:
             print(f"  loaded {i * per_series:,} points", flush=True)
@@ -118,7 +125,8 @@ def main() -> int:
         store = open_store(db_url)
         t = time.perf_counter()
         load_million(store, args.points)
-        print(f"loaded {args.points:,} points of one metric through Store.ingest in {time.perf_counter() - t:.1f}s")
+        print(f"loaded 2 x {args.points:,} points (two metrics) through Store.ingest in "
+              f"{time.perf_counter() - t:.1f}s")
         if args.points_10m:
             t = time.perf_counter()
             bulk_load_10m(store, args.points_10m)
@@ -138,7 +146,9 @@ def main() -> int:
              # A span shorter than max_points / 4 base blocks: downsampled from the raw points.
              ("metrics/data 1M points, max_points=2000, start/end = middle 2% (raw-point path)",
               f"/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=loss&max_points=2000"
-              f"&start={T0_MS + args.points * 49:.0f}&end={T0_MS + args.points * 51:.0f}", 100)]
+              f"&start={T0_MS + args.points * 49:.0f}&end={T0_MS + args.points * 51:.0f}", 100),
+             ("metrics/data 1M points with steps != rows (step lookups), max_points=2000",
+              "/api/v1/workloads/bench-1m/metrics/data?data_source=wandb&metrics=eval/loss&max_points=2000", 100)]
         if args.points_10m:
             q += [("metrics/available on 10M-point workload",
                    "/api/v1/workloads/bench-10m/metrics/available?data_source=wandb", 50),

@@ -64,11 +64,23 @@ def points_with(server, uid, data_source, names, timeout=30):
 
 
 def by_name(points):
-    """{metric name: {step: value}} of server points (asserts one point per name and step)."""
+    """{metric name: {step: value}} of server points: the value of the last W&B row at each step.
+
+    Several W&B rows can share a step (Lightning/HF log ``epoch`` in the train row and again
+    in the validation row of the same global step): Lens keeps each row (``row``), and a
+    framework's own record keyed by step holds the last. One point per (name, row) is asserted.
+    """
     out = collections.defaultdict(dict)
+    rows = collections.defaultdict(dict)
+    seen = set()
     for p in points:
-        assert p["iteration"] not in out[p["metric_name"]], f"duplicate point {p}"
-        out[p["metric_name"]][p["iteration"]] = p["value"]
+        row = p.get("row", p["iteration"])
+        assert (p["metric_name"], row) not in seen, f"duplicate point {p}"
+        seen.add((p["metric_name"], row))
+        name, step = p["metric_name"], p["iteration"]
+        if step not in rows[name] or row > rows[name][step]:
+            rows[name][step] = row
+            out[name][step] = p["value"]
     return dict(out)
 
 

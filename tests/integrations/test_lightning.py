@@ -166,13 +166,18 @@ def test_lightning_with_wandb_logger_reports_the_wandb_stream_once_stepped_by_tr
     points = points_of(module_server, uid, "wandb", len(set(logged)))
     metrics = by_name(points)
     _assert_matches_probe(metrics, probe)
-    # trainer/global_step is the x axis: each row's step is the value WandbLogger logged with it.
-    assert all(step == value for step, value in metrics["trainer/global_step"].items())
+    # trainer/global_step is the other keys' x axis; WandbLogger defines it by name with no step
+    # metric, so W&B charts it by row (docs/wandb-history.md): one per row, the steps logged.
+    global_steps = sorted((p["row"], p["iteration"], p["value"]) for p in points
+                          if p["metric_name"] == "trainer/global_step")
+    assert [v for _, _, v in global_steps] == [call["step"] for call in probe["seen"]]
+    assert all(row == step for row, step, _ in global_steps)
     assert {p["rank"] for p in points} == {0}
     assert set(sources(module_server, uid)) == {"wandb"}, "the LensLogger must not double-report"
     rows = jsonl_rows(tmp_path / "jsonl")
     assert {r["source"] for r in rows} == {"wandb"}
-    assert_emitted_exactly(rows, "wandb", logged)
+    assert_emitted_exactly([r for r in rows if r["name"] != "trainer/global_step"], "wandb", _logged(probe))
+    assert sum(r["name"] == "trainer/global_step" for r in rows) == len(probe["seen"])
 
 
 def test_lightning_wandb_history_is_mirrored_exactly_with_accumulation_validation_and_lr_monitor(

@@ -164,8 +164,14 @@ def test_hf_trainer_with_wandb_reports_the_wandb_stream_once_stepped_by_train_gl
     det = detection_of(module_server, uid, "hf_trainer")
     assert det["base"] == "pytorch"
     history = [(_wandb_name(k), s) for k, s in _logged(result) if k not in SUMMARY_ONLY]
-    history += [("train/global_step", entry["step"]) for entry in result["log_history"]]
-    points = points_of(module_server, uid, "wandb", len(set(history)) + len(SUMMARY_ONLY))
+    # train/global_step: one per W&B row. HF defines it by name with no step metric, so W&B
+    # charts it by row (docs/wandb-history.md); its values are the global steps.
+    n_rows = len(result["log_history"])
+    points = points_of(module_server, uid, "wandb", len(set(history)) + len(SUMMARY_ONLY) + n_rows)
+    global_steps = sorted((p["row"], p["value"]) for p in points if p["metric_name"] == "train/global_step")
+    assert [v for _, v in global_steps] == [entry["step"] for entry in result["log_history"]]
+    assert all(p["iteration"] == p["row"] for p in points if p["metric_name"] == "train/global_step")
+    points = [p for p in points if p["metric_name"] != "train/global_step"]
     metrics = by_name(points)
     _assert_points_match(metrics, _expected(result, _wandb_name, skip=SUMMARY_ONLY))
     # The final metrics HF writes only to the W&B summary still reach Lens, once each.
@@ -177,7 +183,8 @@ def test_hf_trainer_with_wandb_reports_the_wandb_stream_once_stepped_by_train_gl
     rows = jsonl_rows(tmp_path / "jsonl")
     assert {r["source"] for r in rows} == {"wandb"}
     got = emitted(rows, "wandb")
-    assert_emitted_exactly([r for r in rows if r["name"] not in SUMMARY_ONLY], "wandb", history)
+    assert_emitted_exactly([r for r in rows if r["name"] not in SUMMARY_ONLY and r["name"] != "train/global_step"],
+                           "wandb", history)
     assert all(sum(n for (name, _), n in got.items() if name == key) == 1 for key in SUMMARY_ONLY)
 
 

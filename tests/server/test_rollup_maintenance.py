@@ -59,7 +59,7 @@ def _check(store, model):
         if len(pts) <= rollup.ROLLUP_MIN_POINTS:
             assert got == {}, name
             continue
-        ordered = sorted((s, v, t) for s, (v, t) in pts.items())
+        ordered = sorted((s, v, t) for s, (v, t, _) in pts.items())
         want = {(lvl, b): agg for lvl, b, agg in rollup.full_levels(ordered, rollup.top_level(ordered[-1][0]))}
         assert got.keys() == want.keys(), name
         for k, agg in want.items():
@@ -97,7 +97,7 @@ def _next_batch(rnd, model, name):
     else:
         steps = list(range(top + 1, top + 1 + rnd.randint(2, 300)))
         rnd.shuffle(steps)
-    return {s: (_value(rnd), T0 + s * 10.0 + rnd.random()) for s in steps}
+    return {s: (_value(rnd), T0 + s * 10.0 + rnd.random(), s / 2 - 7) for s in steps}  # (value, ts, step)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -134,11 +134,11 @@ def test_stale_tail_of_another_writer_is_not_used(db_url):
 
     try:
         for i in range(10):
-            send(a, {s: (float((s * 37) % 101), T0 + s) for s in range(i * 300, (i + 1) * 300)})
+            send(a, {s: (float((s * 37) % 101), T0 + s, s) for s in range(i * 300, (i + 1) * 300)})
             if i in (4, 7):
                 end = (i + 1) * 300 - 1
                 # a new minimum in the last base block and in the block before it
-                send(b, {end - 1: (-1e9 - i, T0 + end - 1), end - 70: (1e9 + i, T0 + end - 70)})
+                send(b, {end - 1: (-1e9 - i, T0 + end - 1, end - 1), end - 70: (1e9 + i, T0 + end - 70, end - 70)})
             _check(a, model)
     finally:
         a.close()
@@ -157,7 +157,7 @@ def test_appends_read_nothing_back(db_url):
     model = {}
     try:
         for i in range(8):
-            pts = {s: (math.sin(s / 30.0), T0 + s) for s in range(i * 450, (i + 1) * 450)}
+            pts = {s: (math.sin(s / 30.0), T0 + s, s) for s in range(i * 450, (i + 1) * 450)}
             store.ingest([MetricsBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts, "lr": dict(pts)})])
             for name in ("loss", "lr"):
                 model.setdefault(name, {}).update(pts)

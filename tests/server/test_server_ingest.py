@@ -16,15 +16,6 @@ from server_helpers import data, metrics_body, sql_scalar
     ({"workload_uid": "", "metrics": []}, "workload_uid"),
     ({"workload_uid": 7, "metrics": []}, "workload_uid"),
     ({"workload_uid": "w", "metrics": {"name": "x"}}, "metrics"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1}, {"value": 1}]}, "metrics[1].name"),
-    ({"workload_uid": "w", "metrics": [{"name": "a" * 513, "value": 1}]}, "metrics[0].name"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": "high"}]}, "metrics[0].value"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": None}]}, "metrics[0].value"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": True}]}, "metrics[0].value"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": -1}]}, "metrics[0].step"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": 1.5}]}, "metrics[0].step"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "step": 2**64}]}, "metrics[0].step"),
-    ({"workload_uid": "w", "metrics": [{"name": "a", "value": 1, "timestamp": "now"}]}, "metrics[0].timestamp"),
     ({"workload_uid": "w", "rank": -1, "metrics": []}, "rank"),
     ({"workload_uid": "w", "rank": 2**40, "metrics": []}, "rank"),
     ({"workload_uid": "w", "run_id": "a\x00b", "metrics": []}, "run_id"),
@@ -37,6 +28,39 @@ def test_invalid_metrics_body_is_400_naming_the_field(srv, body, field):
     assert field in err["message"]
     # Nothing of a rejected request is stored.
     assert srv.get("/workloads/w/metrics/sources").status_code == 404
+
+
+@pytest.mark.parametrize("point, field", [
+    ({"value": 1}, "metrics[1].name"),
+    ({"name": "a" * 513, "value": 1}, "metrics[1].name"),
+    ({"name": "a\x00b", "value": 1}, "metrics[1].name"),
+    ({"name": "", "value": 1}, "metrics[1].name"),
+    ({"name": "a", "value": "high"}, "metrics[1].value"),
+    ({"name": "a", "value": None}, "metrics[1].value"),
+    ({"name": "a", "value": True}, "metrics[1].value"),
+    ({"name": "a", "value": 1, "step": -1}, "metrics[1].row"),  # a negative step needs its row
+    ({"name": "a", "value": 1, "step": 1.5}, "metrics[1].row"),
+    ({"name": "a", "value": 1, "step": 2**64, "row": 3}, "metrics[1].step"),
+    ({"name": "a", "value": 1, "step": "7", "row": 3}, "metrics[1].step"),
+    ({"name": "a", "value": 1, "row": -1}, "metrics[1].row"),
+    ({"name": "a", "value": 1, "row": 2**63}, "metrics[1].row"),
+    ({"name": "a", "value": 1, "row": 1.5}, "metrics[1].row"),
+    ({"name": "a", "value": 1, "timestamp": "now"}, "metrics[1].timestamp"),
+    ({"name": "a", "value": 1, "timestamp": -1}, "metrics[1].timestamp"),
+    ("not an object", "metrics[1]"),
+])
+def test_a_bad_point_is_refused_alone_naming_its_field(srv, uid, point, field):
+    # Was a 400 for the whole request: now the one bad point is refused and listed,
+    # the good points around it are stored.
+    good = {"name": "ok", "value": 2.0, "step": 4}
+    r = srv.post("/wandb/metrics", {"workload_uid": uid, "metrics": [good, point, dict(good, step=5)]})
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    assert ans["count"] == ans["inserted"] == 2 and ans["rejected_count"] == 1
+    [rej] = ans["rejected"]
+    assert rej["index"] == 1 and rej["field"] == field and rej["error"] == "invalid_field"
+    assert rej["message"].startswith(field + ": ")
+    assert [p["iteration"] for p in data(srv, uid)["data"]] == [4, 5]
 
 
 def test_non_json_body_is_400(srv):
@@ -71,7 +95,8 @@ def test_retried_batch_never_duplicates(srv):
     body = metrics_body("wl-retry", [("loss", s, 1.0 / (s + 1)) for s in range(100)] +
                         [("acc", s, s / 100) for s in range(100)])
     first = srv.post("/wandb/metrics", body).json()
-    assert first == {"message": "metrics reported successfully", "count": 200, "inserted": 200}
+    assert first == {"message": "metrics reported successfully", "count": 200, "inserted": 200,
+                     "rejected_count": 0, "rejected": []}
     again = srv.post("/wandb/metrics", body).json()
     assert again["count"] == 200 and again["inserted"] == 0
     # Half overlapping, half new.
@@ -104,8 +129,10 @@ def test_extreme_steps_values_and_timestamps_round_trip_exactly(srv):
            ("x", 2**62, "-Infinity", 3.0), ("x", 2**63 - 1, 123456789.123456789, 99999999999999.98)]
     r = srv.post("/wandb/metrics", metrics_body("wl-extreme", pts)).json()
     assert r["count"] == r["inserted"] == len(pts)
-    got = [(p["iteration"], p["value"], p["timestamp"]) for p in data(srv, "wl-extreme", metrics="x")["data"]]
-    want = [(st, v, ts if ts >= 1e11 else ts * 1000.0) for _, st, v, ts in pts]
+    got = [(p["row"], p["iteration"], p["value"], p["timestamp"])
+           for p in data(srv, "wl-extreme", metrics="x")["data"]]
+    # The row (from the integer step) is exact; the step is a double (2**63 - 1 rounds to 2**63).
+    want = [(st, int(float(st)), v, ts if ts >= 1e11 else ts * 1000.0) for _, st, v, ts in pts]
     assert got == want  # exact float equality (SQLite stores -0.0 as 0.0, which compares equal)
 
 
@@ -185,10 +212,10 @@ def test_nan_and_infinities_round_trip(srv):
 
 def test_batch_is_one_transaction(srv):
     good = metrics_body("wl-batch", [("loss", 1, 1.0)])
-    bad = metrics_body("wl-batch", [("loss", 2, "oops")])
+    bad = metrics_body("wl-batch", [("loss", 2, 1.0)], rank=-1)  # a request-level error
     r = srv.post("/wandb/batch", {"metrics": [good, bad]})
     assert r.status_code == 400
-    assert r.json()["field"] == "metrics[1].metrics[0].value"
+    assert r.json()["field"] == "metrics[1].rank"
     assert srv.get("/workloads/wl-batch").status_code == 404
     r = srv.post("/wandb/batch", {
         "metrics": good, "logs": [{"line": "x"}],
@@ -258,3 +285,53 @@ def test_run_events_merge_config_and_finish(srv):
     assert wl["status"] == "finished"
     r = srv.post("/wandb/run", {**base, "event": "exploded"})
     assert r.status_code == 400 and r.json()["field"] == "event"
+
+
+def _mixed_points():
+    # One 600-character name and one name with NUL among good points: the two are
+    # refused, every good point is stored.
+    return [{"name": "loss", "value": 1.0, "step": 1}, {"name": "x" * 600, "value": 2.0, "step": 1},
+            {"name": "loss", "value": 3.0, "step": 2}, {"name": "bad\x00name", "value": 4.0, "step": 2},
+            {"name": "acc", "value": 0.5, "step": 2.5, "row": 2}]
+
+
+def test_bad_points_of_a_metrics_request_are_refused_alone(srv, uid):
+    r = srv.post("/wandb/metrics", {"workload_uid": uid, "run_id": "r", "metrics": _mixed_points()})
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    assert (ans["count"], ans["inserted"], ans["rejected_count"]) == (3, 3, 2)
+    assert [(x["index"], x["field"]) for x in ans["rejected"]] == [(1, "metrics[1].name"), (3, "metrics[3].name")]
+    assert "at most 512 characters" in ans["rejected"][0]["message"]
+    assert "NUL" in ans["rejected"][1]["message"]
+    got = sorted((p["metric_name"], p["row"], p["value"]) for p in data(srv, uid)["data"])
+    assert got == [("acc", 2, 0.5), ("loss", 1, 1.0), ("loss", 2, 3.0)]
+
+
+def test_bad_points_of_a_batch_part_are_refused_alone(srv, uid):
+    good = metrics_body(uid, [("lr", 0, 0.1)])
+    mixed = {"workload_uid": uid, "run_id": "r", "metrics": _mixed_points()}
+    r = srv.post("/wandb/batch", {"metrics": [good, mixed]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]["metrics"]
+    assert (res["count"], res["inserted"], res["rejected_count"]) == (4, 4, 2)
+    assert [(x["index"], x["field"]) for x in res["rejected"]] == [
+        (1, "metrics[1].metrics[1].name"), (3, "metrics[1].metrics[3].name")]
+    assert sorted(p["metric_name"] for p in data(srv, uid)["data"]) == ["acc", "loss", "loss", "lr"]
+
+
+def test_only_the_first_100_refused_points_are_listed_but_all_are_counted(srv, uid):
+    pts = [{"name": "", "value": 1.0, "step": s} for s in range(150)] + [{"name": "ok", "value": 1.0}]
+    ans = srv.post("/wandb/metrics", {"workload_uid": uid, "metrics": pts}).json()
+    assert ans["count"] == 1 and ans["rejected_count"] == 150 and len(ans["rejected"]) == 100
+    assert ans["rejected"][-1]["index"] == 99
+
+
+def test_batch_obeys_the_point_limit_over_all_its_metrics_parts(srv, uid):
+    from primus_lens_wandb_exporter.limits import MAX_POINTS_PER_REQUEST
+
+    half = MAX_POINTS_PER_REQUEST // 2 + 1  # each part is under the limit, the request is over it
+    parts = [metrics_body(uid, [("m", i, 1.0) for i in range(half)], rank=k) for k in range(2)]
+    r = srv.post("/wandb/batch", {"metrics": parts})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "too_many_points" and r.json()["field"] == "metrics"
+    assert srv.get(f"/workloads/{uid}").status_code == 404

@@ -104,7 +104,7 @@ def test_metrics_parameter_selects_and_defaults_to_all(srv, uid):
     assert {p["metric_name"] for p in out["data"]} == {"loss", "acc", "lr"}
     assert out["data_source"] == "wandb" and out["workload_uid"] == uid
     p = out["data"][0]
-    assert set(p) == {"metric_name", "value", "timestamp", "iteration", "data_source", "rank", "run_id"}
+    assert set(p) == {"metric_name", "value", "timestamp", "iteration", "row", "data_source", "rank", "run_id"}
     assert data(srv, uid, data_source="other")["data"] == []
 
 

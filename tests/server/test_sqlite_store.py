@@ -11,7 +11,7 @@ from primus_lens_wandb_exporter.server.storage.sqlite import SQLiteStore
 
 def _batch(lo, n=2000):
     return MetricsBatch("wl-wal", "wandb", "run", 0, "", "", "",
-                        {f"m{k}": {s: (s * 0.5 + k, 1.7e12 + s) for s in range(lo, lo + n)} for k in range(5)})
+                        {f"m{k}": {s: (s * 0.5 + k, 1.7e12 + s, s) for s in range(lo, lo + n)} for k in range(5)})
 
 
 def test_wal_is_checkpointed_off_the_write_path(tmp_path, monkeypatch):

@@ -221,7 +221,7 @@ def test_live_refresh_appends_new_points_without_resending_old_ones(ui_page, ui_
     polled = []
 
     def on_response(response):
-        if "/metrics/data" in response.url and "after_step=" in response.url:
+        if "/metrics/data" in response.url and "after_row=" in response.url:
             polled.append(response.json()["data"])
 
     ui_page.on("response", on_response)
@@ -237,7 +237,7 @@ def test_live_refresh_appends_new_points_without_resending_old_ones(ui_page, ui_
         f"""() => {{ const t = {series_of('loss')}.find(t => t.kind === 'raw');
                     return t && t.x.length === 50; }}""", timeout=15_000)
     assert raw_by_rank(ui_page, "loss")[0]["x"] == list(range(50))
-    # Every poll asked only for steps after the last one held: each new point came exactly once.
+    # Every poll asked only for rows after the last one held: each new point came exactly once.
     resent = sorted(p["iteration"] for batch in polled for p in batch)
     assert resent == list(range(20, 50))
 

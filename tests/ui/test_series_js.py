@@ -59,23 +59,42 @@ def test_store_upserts_by_step_keeps_order_and_finds_where_to_resume():
         store.merge([row('loss', 0, 2, 2), row('loss', 0, 3, 'NaN')]);     // late point, and an upsert
         const s0 = store.forMetric('loss')[0];
         console.log(JSON.stringify({first: [...first], again: [...again], steps: s0.steps,
-            values: s0.values.map(String), min: store.minLastStep(['loss']), none: store.minLastStep(['acc']),
+            values: s0.values.map(String), min: store.minLastRow(['loss']), none: store.minLastRow(['acc']),
             ranks: store.ranks(), nonfinite: s0.nonFiniteCount()}));
     """)
     assert out == {"first": ["loss"], "again": [], "steps": [1, 2, 3], "values": ["1", "2", "NaN"],
                    "min": 1, "none": None, "ranks": [0, 1], "nonfinite": 1}
 
 
+def test_store_keys_points_by_row_and_orders_them_by_step():
+    # Rows 117 and 118 both logged at epoch 3, a fractional step, a row re-sent with
+    # another step (it moves), and the last row a live refresh resumes after.
+    out = run_node("""
+        const store = new S.SeriesStore();
+        const row = (r, it, v) => ({metric_name: 'eval/loss', rank: 0, run_id: 'a', iteration: it, row: r,
+                                    timestamp: 1000 + r, value: v});
+        store.merge([row(117, 3, 0.5), row(118, 3, 0.4), row(119, 2.5, 0.3), row(120, 4, 0.2)]);
+        const again = store.merge([row(118, 3, 0.4)]);
+        store.merge([row(117, 4.5, 0.6)]);
+        const s = store.forMetric('eval/loss')[0];
+        console.log(JSON.stringify({steps: s.steps, rows: s.rows, values: s.values, again: [...again],
+                                    resume: store.minLastRow(['eval/loss'])}));
+    """)
+    assert out == {"steps": [2.5, 3, 4, 4.5], "rows": [119, 118, 120, 117], "values": [0.3, 0.4, 0.2, 0.6],
+                   "again": [], "resume": 120}
+
+
 def test_csv_has_one_quoted_line_per_point():
     out = run_node("""
         console.log(JSON.stringify(S.rowsToCsv([
             {metric_name: 'eval/loss,top1', rank: 0, run_id: 'r', iteration: 5, timestamp: 0, value: 'NaN'},
-            {metric_name: 'loss', rank: 1, run_id: 'r', iteration: 6, timestamp: 1732680000000, value: 0.25}])));
+            {metric_name: 'loss', rank: 1, run_id: 'r', iteration: 6.5, row: 9, timestamp: 1732680000000,
+             value: 0.25}])));
     """)
     assert out.splitlines() == [
-        "metric,rank,run_id,step,timestamp_ms,time_utc,value",
-        '"eval/loss,top1",0,r,5,0,1970-01-01T00:00:00.000Z,NaN',
-        "loss,1,r,6,1732680000000,2024-11-27T04:00:00.000Z,0.25",
+        "metric,rank,run_id,step,row,timestamp_ms,time_utc,value",
+        '"eval/loss,top1",0,r,5,5,0,1970-01-01T00:00:00.000Z,NaN',
+        "loss,1,r,6.5,9,1732680000000,2024-11-27T04:00:00.000Z,0.25",
     ]
 
 

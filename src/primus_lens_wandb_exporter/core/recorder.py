@@ -8,8 +8,8 @@ batch to the reporter hooks (HTTP sink, JSONL sink, third-party sinks).
 
 import atexit
 import collections
-import fnmatch
 import logging
+import operator
 import os
 import threading
 import time
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import normalize
+from .steps import StepRules, record_row
 from .config import Config, load_config
 from .identity import Identity, Ranks, load_identity, resolve_ranks
 from .log import configure, get_logger, log_once, raise_if_testing
@@ -71,14 +72,13 @@ class MetricBatch:
 
 
 class RunState:
-    """What the worker knows of one W&B run; mirrors wandb's client-side step counter."""
+    """What the worker knows of one W&B run; its history rows follow wandb's (core/steps.py)."""
 
     def __init__(self, run, recorder):
         self.ref = run
         self.run_id = str(_attr(run, "id", "") or "")
-        self.local_step = int(_attr(run, "starting_step", 0) or _attr(run, "_starting_step", 0) or 0)
-        self.step_metrics = {}  # glob -> (step metric, step_sync)
-        self.last_step_values = {}  # step metric -> last value logged
+        starting = int(_attr(run, "starting_step", 0) or _attr(run, "_starting_step", 0) or 0)
+        self.rules = StepRules(starting, emittable=_is_point_name)
         self.history_keys = set()
         self.summary = {}
         self.pending_summary = {}  # summary-only keys waiting for the row they belong to
@@ -108,15 +108,13 @@ class RunState:
         except Exception:
             pass
 
-    def step_metric_for(self, name):
-        if not self.step_metrics:
-            return None
-        if name in self.step_metrics:
-            return self.step_metrics[name]
-        for pattern, value in self.step_metrics.items():
-            if pattern != name and any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern):
-                return value
-        return None
+
+_first = operator.itemgetter(0)
+
+
+def _is_point_name(name):
+    """A step-metric value W&B fills into a row is a point unless its name is one Lens filters."""
+    return not normalize.name_problem(name)
 
 
 def _attr(obj, name, default):
@@ -154,6 +152,7 @@ class Recorder:
         self._cap = self.config.queue_size * RECORD_WIDTH  # in fields
         self._pm = plugin_manager
         self._runs: Dict[int, RunState] = {}
+        self._record_rows: Dict[tuple, int] = {}  # (source, run id, rank) -> last row of Recorder.record
         self._pending: Dict[tuple, List[dict]] = {}
         self._pending_count = 0
         self._pending_since = None
@@ -212,8 +211,9 @@ class Recorder:
     def config_update(self, run, data):
         self._put(_CONFIG, run, data)
 
-    def define_metric(self, run, name, step_metric, step_sync):
-        self._put(_DEFINE, run, (name, step_metric, step_sync))
+    def define_metric(self, run, name, step_metric=None, step_sync=None, overwrite=False):
+        """A ``define_metric`` call, arguments as the user gave them (``core/steps.py``)."""
+        self._put(_DEFINE, run, (name, step_metric, step_sync, overwrite))
 
     def claim(self, name, layer, version=None, confidence=1.0, indicators=(), method="exact", **extra):
         """An adapter the framework itself called: the framework is known exactly."""
@@ -395,11 +395,7 @@ class Recorder:
         elif kind == _RECORD:
             source, rank, framework = commit
             state = self._state(run) if run is not None else None
-            step = extra
-            if step is None and state is not None:
-                step = state.local_step
-            self._add_points(payload, int(step or 0), ts, source=source,
-                             run_id=state.run_id if state else "", rank=rank)
+            self._on_record(state, payload, extra, ts, source, rank)
         elif kind == _START:
             state = self._state(run)
             state.refresh(self)
@@ -411,7 +407,7 @@ class Recorder:
                 state.finished = True
                 state.info["status"] = "failed" if payload else "finished"
                 state.info["exit_code"] = payload
-                self._summary_points(state, max(state.local_step - 1, 0), ts)
+                self._close_rows(state, ts)
                 self._emit_all()
                 self._report_run(state, "finished")
                 self._call("lens_run_finished", run=self._run_dict(state), status=state.info["status"])
@@ -423,9 +419,7 @@ class Recorder:
                 state.config.update(payload)
             self._report_run(state, "config")
         elif kind == _DEFINE:
-            name, step_metric, step_sync = payload
-            if step_metric:
-                self._state(run).step_metrics[name] = (step_metric, bool(step_sync))
+            self._state(run).rules.define(*payload)
         elif kind == _CLAIM:
             self._claims.append(payload)
             self._report_detection()
@@ -433,7 +427,7 @@ class Recorder:
             deadline, done = payload, extra
             try:
                 for state in list(self._runs.values()):
-                    self._summary_points(state, max(state.local_step - 1, 0), ts)
+                    self._close_rows(state, ts, provisional=True)
                 self._emit_all()
                 self._report_detection()
                 self._call("lens_flush", deadline=deadline)
@@ -451,43 +445,82 @@ class Recorder:
         return state
 
     def _on_log(self, state, data, step, commit, ts):
-        # wandb's client rules (Run._log): an explicit step lower than the current one is
-        # rejected by wandb, a higher one moves the counter; the row commits when
-        # (step is None and commit is None) or commit.
+        # wandb's rows (core/steps.py): values wait in the open row until wandb closes it,
+        # because a later call of the same row can still change them or their step.
         if step is not None:
             try:
                 step = int(step)
             except (TypeError, ValueError):
                 step = None
-        if step is not None and step < state.local_step:
+        points, others = self._flatten(data)
+        closed = state.rules.log(points, others, step, commit, ts)
+        if closed is None:
             self.counters.dropped_stale_step += 1
             log_once(("stale", state.run_id), logging.DEBUG,
                      "wandb drops data logged at step %s < current step %s; Lens does too",
-                     step, state.local_step)
+                     step, state.rules.row)
             return
-        row_step = step if step is not None else state.local_step
-        if step is not None and step > state.local_step:
-            state.local_step = step
-        if (step is None and commit is None) or commit:
-            state.local_step += 1
-        self._add_points(data, row_step, ts, source="wandb", run_id=state.run_id, state=state)
-        if state.pending_summary:
-            self._summary_points(state, row_step, ts)
+        state.history_keys.update(map(_first, points))
+        if others:
+            state.history_keys.update(others)
+        for row, row_points in closed:
+            self._emit_row(state, row, row_points, ts)
 
-    def _add_points(self, data, step, ts, source, run_id, rank=None, state=None):
+    def _emit_row(self, state, row, row_points, ts):
+        """A closed W&B history row, and the summary-only values waiting for it."""
+        if state.pending_summary:
+            for name, *_ in row_points:
+                # The row holds the key: W&B's history has this value, not the summary's.
+                state.pending_summary.pop(name, None)
+            row_points = row_points + self._summary_row_points(state, row, ts)
+        self._add_points(row_points, "wandb", state.run_id)
+
+    def _close_rows(self, state, ts, provisional=False):
+        """finish (the open row is written) or flush (sent as it stands now, left open)."""
+        rules = state.rules
+        for row, row_points in (rules.peek() if provisional else rules.close()):
+            self._add_points(row_points, "wandb", state.run_id)
+        if state.pending_summary:
+            row = rules.last_row if rules.last_row is not None else rules.row
+            self._add_points(self._summary_row_points(state, row, ts), "wandb", state.run_id)
+
+    def _on_record(self, state, data, step, ts, source, rank):
+        """Metrics an adapter reported itself: no W&B row; row = step (core/steps.py)."""
+        if step is None:
+            step = state.rules.row if state is not None else 0
+        elif type(step) is not int:
+            number = normalize.to_float(step)
+            step = 0 if number is None or number != number or abs(number) == float("inf") else number
+        points, _ = self._flatten(data)
+        if not points:
+            return
+        run_id = state.run_id if state else ""
+        rank = self._current_ranks().rank if rank is None else rank
+        key = (source, run_id, rank)
+        row = record_row(step, self._record_rows.get(key))
+        if row > self._record_rows.get(key, -1):
+            self._record_rows[key] = row
+        self._add_points([(name, value, step, row, ts) for name, value in points], source, run_id, rank)
+
+    def _flatten(self, data):
+        """Points of ``data``, and its other keys ({name: number or None}); filtered counted."""
         points, filtered = normalize.flatten(data)
+        others = {}
         if filtered:
             self.counters.filtered += len(filtered)
             for name, reason in filtered:
+                # Reserved and internal names are not points but their values still count
+                # for wandb's rules (``define_metric("loss", step_metric="step")``).
+                others[name] = normalize.to_float(data[name]) if name in data else None
                 if (name, reason) not in self._filtered_names and len(self._filtered_names) < 10000:
                     self._filtered_names.add((name, reason))
                     get_logger().debug("filtered %r: %s", name, reason)
-        if not points:
+        return points, others
+
+    def _add_points(self, row_points, source, run_id, rank=None):
+        """Queue ``(name, value, step, row, timestamp)`` points for the sinks."""
+        if not row_points:
             return
-        if state is not None and state.step_metrics:
-            step = self._custom_step(state, points, step)
-        if state is not None:
-            state.history_keys.update(data.keys())
         ranks = self._current_ranks()
         rank = ranks.rank if rank is None else rank
         key = (source, run_id, rank)
@@ -495,52 +528,36 @@ class Recorder:
         if bucket is None:
             bucket = self._pending[key] = []
         wire = normalize.wire_value
-        for name, value in points:
+        for name, value, step, row, ts in row_points:
             # value - value == 0 is False only for NaN/±Inf, which travel as strings.
             bucket.append({"name": name, "value": value if value - value == 0 else wire(value),
-                           "step": step, "timestamp": ts})
-        self.counters.points += len(points)
-        self._pending_count += len(points)
+                           "step": step, "row": row, "timestamp": ts})
+        self.counters.points += len(row_points)
+        self._pending_count += len(row_points)
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         if self._pending_count >= self.config.batch_size:
             self._emit_all()
 
-    def _custom_step(self, state, points, step):
-        """``define_metric(..., step_metric=X)``: W&B charts these keys against X; so does Lens."""
-        values = dict(points)
-        for name, _ in points:
-            spec = state.step_metric_for(name)
-            if spec is None:
-                continue
-            step_metric, step_sync = spec
-            if step_metric in values:
-                state.last_step_values[step_metric] = values[step_metric]
-            value = values.get(step_metric, state.last_step_values.get(step_metric) if step_sync else None)
-            if value is not None and value == value and abs(value) != float("inf"):
-                return int(value)
-        return step
-
     def _on_summary(self, state, items, ts):
         state.summary.update(items)
-        # Keys that never appeared in history (HF's train_runtime ...) become points at the
-        # current step; keys that did are only summaries of history and are not re-sent.
+        # Keys that never appeared in history (HF's train_runtime ...) become points; keys
+        # that did are only summaries of history and are not re-sent.
         fresh = {k: v for k, v in items.items() if k not in state.history_keys}
         if fresh:
-            # They belong to the row logged next (HF sets them right before its final
+            # They belong to the row closed next (HF sets them right before its final
             # wandb.log) and take that row's step metric (train/global_step ...); at
-            # finish or flush without such a row, the last row's.
+            # finish or flush without such a row, the last row's. A key the next row
+            # itself holds is history there: that value wins (``_emit_row``).
             state.pending_summary.update(fresh)
         self._report_run(state, "summary")
 
-    def _summary_points(self, state, step, ts):
+    def _summary_row_points(self, state, row, ts):
         pending, state.pending_summary = state.pending_summary, {}
         points, _ = normalize.flatten(pending)
-        if not points:
-            return
-        if state.step_metrics:
-            step = self._custom_step(state, points, step)
-        self._add_points(dict(points), step, ts, source="wandb", run_id=state.run_id)
+        rules = state.rules
+        values = rules.last_values if row == rules.last_row else {}
+        return [(name, value, rules.chart_step(name, values, row, bind=False), row, ts) for name, value in points]
 
     def _current_ranks(self) -> Ranks:
         now = time.monotonic()

@@ -6,7 +6,8 @@ Patched at class level when ``wandb`` is imported (before any ``wandb.init``):
 - ``NoopRun.log`` (``WANDB_MODE=disabled`` overrides ``log`` and never reaches ``_log``);
 - ``Run._summary_update_callback`` / ``Run._config_callback``: bound when a Run is
   created, so class-level patches made now are the ones bound;
-- ``Run.define_metric``: W&B's custom x axes (``trainer/global_step`` ...) become Lens steps;
+- ``Run._define_metric`` (``NoopRun.define_metric``): W&B's custom x axes (``trainer/global_step``
+  ...) become Lens steps, by wandb's own rules (``core/steps.py``);
 - ``wandb.init`` / ``Run.finish``: run identity, then a bounded flush.
 
 The patched calls only append to the Recorder's queue; what W&B receives is
@@ -15,6 +16,7 @@ unchanged (system metrics are added only when the user turns them on).
 
 import functools
 import gc
+import inspect
 import sys
 import time
 
@@ -63,13 +65,16 @@ def on_import(wandb):
     patching.patch(Run, "_log", _make_log(recorder))
     patching.patch(Run, "_summary_update_callback", _make_summary(recorder))
     patching.patch(Run, "_config_callback", _make_config(recorder))
-    patching.patch(Run, "define_metric", _make_define_metric(recorder))
+    # _define_metric: what define_metric and wandb's own callers end in (NoopRun overrides
+    # define_metric and never gets there).
+    patching.patch(Run, "_define_metric" if hasattr(Run, "_define_metric") else "define_metric",
+                   _make_define_metric(recorder))
     patching.patch(Run, "finish", _make_finish(recorder))
     try:
         from wandb.sdk.lib import noop_run
 
         patching.patch(noop_run.NoopRun, "log", _make_log(recorder))
-        patching.patch(noop_run.NoopRun, "define_metric", _make_define_metric(recorder))
+        patching.patch(noop_run.NoopRun, "define_metric", _make_define_metric(recorder, Run.define_metric))
         patching.patch(noop_run.NoopRun, "finish", _make_finish(recorder))
     except ImportError:  # older wandb: disabled mode used a different object
         pass
@@ -153,10 +158,13 @@ def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs
         recorder.config_update(run, {_key_name(key): val})
 
 
-def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, *args, **kwargs):
-    if step_metric is not None:
+def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, overwrite=None, **_):
+    # Every call counts, with or without a step metric: a key defined by name is no longer
+    # matched by globs (core/steps.py).
+    if isinstance(name, str) and name:
         metric_name = getattr(step_metric, "name", step_metric)
-        recorder.define_metric(run, name, str(metric_name), True if step_sync is None else step_sync)
+        recorder.define_metric(run, name, str(metric_name) if metric_name else None,
+                               step_sync if isinstance(step_sync, bool) else None, bool(overwrite))
 
 
 def _make_summary(recorder):
@@ -168,8 +176,23 @@ def _make_config(recorder):
     return patching.then("wandb config", functools.partial(_report_config, recorder))
 
 
-def _make_define_metric(recorder):
-    return patching.then("wandb define_metric", functools.partial(_report_define_metric, recorder))
+def _make_define_metric(recorder, api=None):
+    def make(original):
+        # Bound by name: the parameters after step_sync differ between wandb versions;
+        # ``api`` gives them where the patched method takes (*args, **kwargs) (NoopRun).
+        try:
+            signature = inspect.signature(api or original)
+        except (TypeError, ValueError):
+            signature = None
+
+        def report(*args, **kwargs):
+            if signature is None:
+                return
+            bound = signature.bind(*args, **kwargs).arguments
+            _report_define_metric(recorder, args[0], bound.get("name"), bound.get("step_metric"),
+                                  bound.get("step_sync"), bound.get("overwrite"))
+        return patching.then("wandb define_metric", report)(original)
+    return make
 
 
 def _make_init(recorder):

@@ -23,11 +23,13 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import limits
 from .._version import __version__
 from . import validate
 from .errors import ApiError
 from .settings import Settings
 from .storage import Store, open_store
+from .storage.base import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
 access_log = logging.getLogger("primus_lens.server.access")
@@ -111,21 +113,27 @@ async def _send_json(send, status: int, body: dict) -> None:
 
 _NUMBER_OR_NONFINITE = {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
 _POINT = {"type": "object", "required": ["name", "value"], "properties": {
-    "name": {"type": "string", "minLength": 1, "maxLength": 512},
+    "name": {"type": "string", "minLength": 1, "maxLength": limits.MAX_NAME_LEN},
     "value": _NUMBER_OR_NONFINITE,
-    "step": {"type": "integer", "minimum": 0},
+    "row": {"type": "integer", "minimum": 0, "maximum": limits.MAX_ROW,
+            "description": "W&B history row (_step) the value was logged in; the point's identity. "
+                           "Default: step, when that is a non-negative integer"},
+    "step": {"type": "number", "minimum": -limits.MAX_ABS_STEP, "maximum": limits.MAX_ABS_STEP,
+             "description": "chart x (the define_metric step metric's value, else the row); default: row"},
     "timestamp": {"type": "number", "minimum": 0, "description": "epoch seconds"},
     "tags": {"type": "object"}}}
 _COMMON = {
     "source": {"type": "string", "default": "wandb"},
-    "workload_uid": {"type": "string", "minLength": 1, "maxLength": 256},
+    "workload_uid": {"type": "string", "minLength": 1, "maxLength": limits.MAX_UID_LEN},
     "pod_uid": {"type": "string"}, "pod_name": {"type": "string"}, "namespace": {"type": "string"},
     "run_id": {"type": "string"},
     "rank": {"type": "integer", "minimum": 0}, "timestamp": {"type": "number", "minimum": 0}}
 METRICS_SCHEMA = {"type": "object", "required": ["workload_uid", "metrics"], "properties": {
     **_COMMON, "local_rank": {"type": "integer", "minimum": 0}, "node_rank": {"type": "integer", "minimum": 0},
     "world_size": {"type": "integer", "minimum": 1}, "batch_id": {"type": "string"},
-    "metrics": {"type": "array", "maxItems": 100000, "items": _POINT}}}
+    "exporter": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                 "description": "the exporter process's cumulative health counters (optional)"},
+    "metrics": {"type": "array", "maxItems": limits.MAX_POINTS_PER_REQUEST, "items": _POINT}}}
 DETECTION_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties": {
     **_COMMON, "type": {"type": "string", "default": "framework_detection_raw"}, "version": {"type": "string"},
     "evidence": {"type": "object"},
@@ -174,7 +182,7 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
         except ValueError:
             raise ApiError(400, "invalid_parameter", f"rank: {p!r} is not an integer (use rank=0 or rank=0,1)",
                            "rank") from None
-        if not 0 <= r <= validate.MAX_RANK:
+        if not 0 <= r <= limits.MAX_RANK:
             raise ApiError(400, "invalid_parameter", f"rank: {r} is out of range", "rank")
         out.append(r)
     return out
@@ -272,10 +280,20 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     # -- ingest -----------------------------------------------------------------
 
+    def _metrics_answer(batches, res) -> dict:
+        # Points refused one by one are listed (at most the first 100 overall) and counted.
+        rejected = [r for b in batches for r in b.rejected][:MAX_REJECTED_LISTED]
+        n_rejected = sum(b.rejected_count for b in batches)
+        return {"count": res.count, "inserted": res.inserted, "rejected_count": n_rejected, "rejected": rejected}
+
     def _ingest_metrics(raw):
         batch = validate.metrics_batch_bytes(raw, parse)
         res = store.ingest(metrics=[batch])
-        return {"message": "metrics reported successfully", "count": res.count, "inserted": res.inserted}
+        answer = _metrics_answer([batch], res)
+        msg = "metrics reported successfully"
+        if answer["rejected_count"]:
+            msg = f"{res.count} points stored, {answer['rejected_count']} refused (see rejected)"
+        return {"message": msg, **answer}
 
     def _ingest_detection(body):
         store.ingest(detections=[validate.detection(body)])
@@ -287,14 +305,20 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     def _ingest_batch(body):
         body = validate.require_object(body)
-        metrics = validate.metrics_list(body["metrics"], "metrics") if body.get("metrics") is not None else []
+        parts = body.get("metrics")
+        # The point limit holds for the whole request, over all its metrics parts.
+        n_points = sum(len(m["metrics"]) for m in (parts if type(parts) is list else [parts])
+                       if type(m) is dict and type(m.get("metrics")) is list)
+        if n_points > limits.MAX_POINTS_PER_REQUEST:
+            raise validate.too_many_points("metrics")
+        metrics = validate.metrics_list(parts, "metrics") if parts is not None else []
         dets = [validate.detection(body["detection"], "detection.")] if body.get("detection") is not None else []
         runs = validate.run_list(body["run"], "run") if body.get("run") is not None else []
         logs = body.get("logs")
         res = store.ingest(metrics=metrics, detections=dets, runs=runs)
         results = {}
         if metrics:
-            results["metrics"] = {"success": True, "count": res.count, "inserted": res.inserted}
+            results["metrics"] = {"success": True, **_metrics_answer(metrics, res)}
         if dets:
             results["detection"] = {"success": True}
         if runs:
@@ -343,7 +367,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
             log.warning("health check failed: %s", e)
             return json_response({"status": "error", "database": store.kind, "version": __version__,
                                   "message": f"database unavailable: {e}"}, 503)
-        body = {"status": "ok", "database": store.kind, "version": __version__, "storage": store.stats()}
+        body = {"status": "ok", "database": store.kind, "version": __version__, "storage": store.stats(),
+                "exporters": store.exporter_totals()}
         if shared is not None:  # serve --workers N: every process's counters, added up
             body["storage"], body["workers"] = shared.snapshot()
         return json_response(body)
@@ -385,7 +410,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     @app.get("/api/v1/workloads/{uid}/metrics/available", tags=["query"], summary="Metric names with point counts",
              responses={404: {"description": "Unknown workload"}})
-    def metrics_available(uid: str, data_source: Optional[str] = Query(None, max_length=512)):
+    def metrics_available(uid: str, data_source: Optional[str] = Query(None, max_length=limits.MAX_NAME_LEN)):
         _require(uid)
         rows = store.available(uid, data_source or None)
         return json_response({"workload_uid": uid,
@@ -395,28 +420,33 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.get("/api/v1/workloads/{uid}/metrics/data", tags=["query"], summary="Metric points, optionally downsampled",
              responses={404: {"description": "Unknown workload"}})
     def metrics_data(uid: str,
-                     data_source: str = Query("wandb", max_length=512),
+                     data_source: str = Query("wandb", max_length=limits.MAX_NAME_LEN),
                      metrics: Optional[str] = Query(None, description="comma-separated names; all when absent"),
                      start: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
                      end: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
                      rank: Optional[str] = Query(None, description="rank or comma-separated ranks"),
-                     run_id: Optional[str] = Query(None, max_length=256),
+                     run_id: Optional[str] = Query(None, max_length=limits.MAX_UID_LEN),
                      max_points: Optional[int] = Query(None, ge=4, le=1_000_000,
                                                        description="per-series bound; keeps first, last, min, "
-                                                                   "max of each step bucket and every "
-                                                                   "non-finite point"),
-                     after_step: Optional[int] = Query(None, ge=-1, le=validate.MAX_STEP,
-                                                       description="only steps greater than this")):
+                                                                   "max of each bucket of rows (history order) "
+                                                                   "and every non-finite point"),
+                     after_step: Optional[float] = Query(None, ge=-limits.MAX_ABS_STEP, le=limits.MAX_ABS_STEP,
+                                                         description="only points whose step is greater"),
+                     after_row: Optional[int] = Query(None, ge=-1, le=limits.MAX_ROW,
+                                                      description="only rows greater than this (live refresh)"),
+                     x: Literal["step", "row", "time"] = Query("step", description="order within a series: "
+                                                               "step (step, row), row, or time (timestamp, row)")):
         _require(uid)
         names = _csv(metrics) or None
         if names and len(names) > MAX_LIST:
             raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
         rows = store.data(uid, data_source or "wandb", names, start, end, _ranks(rank), run_id, max_points,
-                          after_step)
+                          after_step, after_row, x)
         src = data_source or "wandb"
         enc = _encode_value
-        data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": it, "data_source": src,
-                 "rank": rk, "run_id": run} for m, rk, run, it, v, ts in rows]
+        # iteration is the chart step: an int when integral (what old clients expect), else a float.
+        data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
+                 "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
         return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
 
     try:

@@ -1,29 +1,30 @@
 """Validation of ingest bodies: one tight loop per request, no per-point objects.
 
 pydantic per point would cost more than the database write at the throughput
-Lens targets, so bodies are parsed with orjson and checked here by hand.  Every
-failure raises :class:`ApiError` naming the offending field, e.g.
-``metrics[12].value``.
+Lens targets, so bodies are parsed with orjson and checked here by hand.  A
+request-level problem raises :class:`ApiError` naming the offending field (the
+whole request is refused); a bad **point** (``metrics[12].value``) is refused
+alone: it is listed in the batch's ``rejected`` and every other point is kept.
+The limits are those of :mod:`primus_lens_wandb_exporter.limits`, which the
+exporter checks before sending.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any, Callable, List, Optional, Union
+from typing import Annotated, Any, Callable, Dict, List, Optional, Union
 
 import msgspec
 from msgspec import Meta
 
+from ..limits import (MAX_ABS_STEP, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST, MAX_RANK, MAX_ROW, MAX_TEXT_LEN,
+                      MAX_UID_LEN, metric_name_problem, text_problem)
 from .errors import ApiError
-from .storage.base import MetricsBatch
+from .storage.base import MAX_REJECTED_LISTED, MetricsBatch
 
-MAX_POINTS_PER_REQUEST = 100_000
-MAX_NAME_LEN = 512
-MAX_UID_LEN = 256
-MAX_TEXT_LEN = 1024
-MAX_RANK = 2**31 - 1
-MAX_STEP = 2**63 - 1
+#: An exporter health counter is kept when it is an int 0 .. this (a BIGINT).
+MAX_COUNTER = 2**63 - 1
 #: Timestamps above this many epoch seconds (year ~5138) are taken as milliseconds,
 #: a common client mistake that would otherwise put points far in the future.
 _MS_THRESHOLD = 1e11
@@ -44,13 +45,9 @@ def _str(body: dict, key: str, prefix: str, default: str = "", max_len: int = MA
         if required:
             raise bad(prefix + key, "is required")
         return default
-    if type(v) is not str:
-        raise bad(prefix + key, "must be a string")
-    if len(v) > max_len:
-        raise bad(prefix + key, f"must be at most {max_len} characters")
-    if "\x00" in v:
-        # PostgreSQL text cannot hold NUL; reject on both databases alike.
-        raise bad(prefix + key, "must not contain NUL characters")
+    why = text_problem(v, max_len)
+    if why:
+        raise bad(prefix + key, why)
     return v
 
 
@@ -123,26 +120,37 @@ def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
     batch = MetricsBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", MAX_UID_LEN),
                          _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
                          _str(body, "namespace", prefix, "", MAX_UID_LEN))
+    batch.exporter = exporter_stats(body.get("exporter"))
     metrics = body.get("metrics")
     if metrics is None:
         return batch
     if type(metrics) is not list:
         raise bad(prefix + "metrics", "must be an array")
     if len(metrics) > MAX_POINTS_PER_REQUEST:
-        raise ApiError(413, "too_many_points",
-                       f"{prefix}metrics: at most {MAX_POINTS_PER_REQUEST} points per request", prefix + "metrics")
+        raise too_many_points(prefix + "metrics")
     by_name = batch.series
     nonfinite = _NONFINITE
     float_t, int_t, str_t, dict_t = float, int, str, dict
+    rejected = batch.rejected
+
+    def reject(i, key, message):
+        # One refused point: counted, the first MAX_REJECTED_LISTED listed; the rest go on.
+        batch.rejected_count += 1
+        if len(rejected) < MAX_REJECTED_LISTED:
+            field = f"{prefix}metrics[{i}]" + (f".{key}" if key else "")
+            rejected.append({"index": i, "field": field, "error": "invalid_field",
+                             "message": f"{field}: {message}"})
+
     # The loop below is the ingest hot path: class identity checks, locals only,
     # errors built only on failure; points land directly in per-series dicts.
     for i, p in enumerate(metrics):
         if p.__class__ is not dict_t:
-            raise bad(f"{prefix}metrics[{i}]", "must be an object")
+            reject(i, "", "must be an object")
+            continue
         name = p.get("name")
         if name.__class__ is not str_t or not 0 < len(name) <= MAX_NAME_LEN or "\x00" in name:
-            raise bad(f"{prefix}metrics[{i}].name", f"must be a non-empty string of at most {MAX_NAME_LEN} "
-                                                    "characters without NUL")
+            reject(i, "name", metric_name_problem(name) if name is not None else "is required")
+            continue
         v = p.get("value")
         tv = v.__class__
         if tv is not float_t:
@@ -154,23 +162,92 @@ def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
             elif tv is str_t and v in nonfinite:
                 v = nonfinite[v]
             else:
-                raise bad(f"{prefix}metrics[{i}].value",
-                          'must be a number or one of "NaN", "Infinity", "-Infinity"')
-        step = p.get("step", 0)
-        if step.__class__ is not int_t or step < 0 or step > MAX_STEP:
-            step = _step(step, f"{prefix}metrics[{i}].step")
+                reject(i, "value", 'must be a number or one of "NaN", "Infinity", "-Infinity"')
+                continue
+        pos = _row_step(p.get("row"), p.get("step"))
+        if pos.__class__ is str_t:
+            key, _, why = pos.partition(":")
+            reject(i, key, why)
+            continue
         ts = p.get("timestamp")
         if ts is None:
             ts = default_ts
         elif ts.__class__ is float_t and 0.0 <= ts < _MS_THRESHOLD:
             ts = ts * 1000.0
         else:
-            ts = _ts_ms(ts, f"{prefix}metrics[{i}].timestamp")
+            ts = _point_ts_ms(ts)
+            if ts is None:
+                reject(i, "timestamp", _TS_MESSAGE)
+                continue
         pts = by_name.get(name)
         if pts is None:
             pts = by_name[name] = {}
-        pts[step] = (v, ts)
+        pts[pos[0]] = (v, ts, pos[1])
     return batch
+
+
+def too_many_points(field: str) -> ApiError:
+    """The 413 of a request with more than MAX_POINTS_PER_REQUEST points."""
+    return ApiError(413, "too_many_points", f"{field}: at most {MAX_POINTS_PER_REQUEST} points per request", field)
+
+
+_TS_MESSAGE = ("must be epoch seconds (a number; values from 1e11 up are read as milliseconds), "
+               "at least 0 and below 1e14")
+
+
+def _point_ts_ms(v: Any) -> Optional[float]:
+    """A point's timestamp (epoch s, or ms from 1e11) in epoch ms, or None when invalid."""
+    if v.__class__ is int:
+        v = float(v)
+    elif v.__class__ is not float:
+        return None
+    if not 0.0 <= v < 1e14:
+        return None
+    return v if v >= _MS_THRESHOLD else v * 1000.0
+
+
+def _row_step(row: Any, step: Any):
+    """``(row, step)`` of a point, or ``"row:<why>"`` / ``"step:<why>"`` when refused.
+
+    An integer step stays an int (as on the fast path; the database stores it as a double).
+
+    ``row`` is the W&B history row (an integer 0..MAX_ROW), ``step`` the chart x
+    (any finite number, ``abs <= MAX_ABS_STEP``).  Old clients send only ``step``:
+    it is the row too when it is a non-negative integer; a missing step is the row.
+    """
+    if row is not None:
+        if row.__class__ is float and row.is_integer():
+            row = int(row)
+        if row.__class__ is not int or not 0 <= row <= MAX_ROW:
+            return f"row:must be an integer between 0 and {MAX_ROW}"
+    if step is None:
+        step = 0 if row is None else row
+    elif step.__class__ is not int and step.__class__ is not float:
+        return "step:must be a number"
+    if not abs(step) <= MAX_ABS_STEP:  # also refuses NaN
+        return f"step:must be a finite number of absolute value at most {MAX_ABS_STEP:.0f}"
+    if row is None:
+        if step.__class__ is float and step.is_integer():
+            row = int(step)
+        elif step.__class__ is int:
+            row = step
+        if row is None or not 0 <= row <= MAX_ROW:
+            return ("row:is required when step is not an integer between 0 and "
+                    f"{MAX_ROW} (a fractional or negative step needs the W&B row it was logged in)")
+    if step.__class__ is int and not -MAX_ROW <= step <= MAX_ROW:
+        step = float(step)  # 2**63 (abs <= MAX_ABS_STEP, which is 2**63 as a double) fits no BIGINT binding
+    return row, step
+
+
+def exporter_stats(obj: Any) -> Optional[Dict[str, int]]:
+    """The exporter health counters of a body: None when absent or not an object;
+    counters that are not an int 0..MAX_COUNTER under a plain name are left out
+    (they never fail the request: the points matter more than the report)."""
+    if obj.__class__ is not dict:
+        return None
+    return {k: v for k, v in obj.items()
+            if k.__class__ is str and 0 < len(k) <= MAX_NAME_LEN and "\x00" not in k
+            and v.__class__ is int and 0 <= v <= MAX_COUNTER}
 
 
 # -- the fast path of /wandb/metrics ------------------------------------------------
@@ -190,7 +267,9 @@ class _Point(msgspec.Struct, gc=False):
     # 5,000 of a batch (decoding one 5,000-point body: 1.64 -> 1.42 ms).
     name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
     value: Union[float, str]
-    step: Annotated[int, Meta(ge=0, le=MAX_STEP)] = 0
+    step: Union[Annotated[int, Meta(ge=-MAX_ROW, le=MAX_ROW)],
+                Annotated[float, Meta(ge=-MAX_ABS_STEP, le=MAX_ABS_STEP)], None] = None
+    row: Optional[Annotated[int, Meta(ge=0, le=MAX_ROW)]] = None
     timestamp: Optional[float] = None
 
 
@@ -207,6 +286,7 @@ class _Body(msgspec.Struct):
     pod_name: Optional[_Id] = None
     pod_uid: Optional[_Id] = None
     namespace: Optional[_Id] = None
+    exporter: Any = None
     metrics: Optional[List[_Point]] = None
 
 
@@ -231,7 +311,8 @@ def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
     else:
         return None
     batch = MetricsBatch(body.workload_uid, body.source or "wandb", body.run_id or "", body.rank or 0,
-                         body.pod_name or "", body.pod_uid or "", body.namespace or "")
+                         body.pod_name or "", body.pod_uid or "", body.namespace or "",
+                         exporter=exporter_stats(body.exporter))
     metrics = body.metrics
     if not metrics:
         return batch
@@ -239,7 +320,8 @@ def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
         return None
     by_name = batch.series
     nonfinite = _NONFINITE
-    str_t = str
+    str_t, int_t, float_t = str, int, float
+    two_63 = 2.0**63
     for p in metrics:
         v = p.value
         if v.__class__ is str_t:
@@ -253,10 +335,26 @@ def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
             ts = ts * 1000.0
         elif not _MS_THRESHOLD <= ts < 1e14:
             return None
+        # Row and step ranges were checked by msgspec; an int step stays an int
+        # (the database stores it as a double), which saves a call per point.
+        row = p.row
+        step = p.step
+        if row is None:
+            # An old client's point: its step is the row (a non-negative integer).
+            if step.__class__ is int_t and step >= 0:
+                row = step
+            elif step is None:
+                row = step = 0
+            elif step.__class__ is float_t and 0.0 <= step < two_63 and step.is_integer():
+                row = int(step)
+            else:
+                return None  # refused per point by the full validator
+        elif step is None:
+            step = row
         pts = by_name.get(p.name)
         if pts is None:
             pts = by_name[p.name] = {}
-        pts[p.step] = (v, ts)
+        pts[row] = (v, ts, step)
     return batch
 
 
@@ -264,19 +362,6 @@ def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> MetricsBat
     """``metrics_batch(parse(raw))``, with the msgspec fast path for well-formed bodies."""
     batch = _fast_metrics_batch(raw)
     return batch if batch is not None else metrics_batch(parse(raw))
-
-
-def _step(step: Any, field: str) -> int:
-    """The slow path of step validation (not a plain in-range int)."""
-    if step is None:
-        return 0
-    if type(step) is float and step.is_integer():
-        step = int(step)
-    if type(step) is not int:
-        raise bad(field, "must be a non-negative integer")
-    if step < 0 or step > MAX_STEP:
-        raise bad(field, f"must be between 0 and {MAX_STEP}")
-    return step
 
 
 def metrics_list(body: Any, field: str) -> List[MetricsBatch]:

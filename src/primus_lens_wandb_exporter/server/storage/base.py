@@ -6,7 +6,13 @@ counts, the per-series summary, rollups) and the query logic live here once.
 SQL in this module uses ``?`` placeholders; the PostgreSQL backend rewrites them.
 
 Units: point timestamps are stored as epoch **milliseconds** (double), like
-every timestamp the query API returns.  NaN values are stored as SQL NULL in
+every timestamp the query API returns.
+
+A point is identified by its series and its W&B history **row** (``_step``, an
+integer); its chart **step** (the value of its ``define_metric`` step metric, or
+the row) is a double stored beside it.  Everything keyed, bucketed or rolled up
+here (point lookups, rollups, ``after_row``) works on rows; rollup.py's
+"steps" are rows.  NaN values are stored as SQL NULL in
 SQLite (it cannot store NaN) and as NaN in PostgreSQL; both read back as NaN.
 """
 
@@ -27,8 +33,12 @@ from . import rollup
 #: (workload_uid, data_source, metric_name, rank, run_id): one series of points.
 SeriesKey = Tuple[str, str, str, int, str]
 KEY_COLS = "workload_uid, data_source, metric_name, rank, run_id"
-ROLLUP_COLS = ("n, nf, first_step, first_value, first_ts, last_step, last_value, last_ts, "
-               "min_step, min_value, min_ts, max_step, max_value, max_ts, time_min, time_max")
+#: The summary columns of a new series row, after KEY_COLS (rows go 0.. max_row, steps min_step.. max_step).
+SERIES_SUMMARY_COLS = "count, min_row, max_row, first_ts, last_ts, has_rollup, min_step, max_step, step_is_row"
+ROLLUP_COLS = ("n, nf, first_row, first_value, first_ts, last_row, last_value, last_ts, "
+               "min_row, min_value, min_ts, max_row, max_value, max_ts, time_min, time_max")
+#: Columns of a point row, in the order every backend writes them.
+POINT_COLS = "series_id, row_index, step, value, timestamp"
 LIVE_WINDOW_MS = 60_000.0
 
 
@@ -36,8 +46,11 @@ LIVE_WINDOW_MS = 60_000.0
 class MetricsBatch:
     """One validated ``/wandb/metrics`` body: request-level fields and its points.
 
-    ``series`` maps a metric name to ``{step: (value, timestamp_ms)}``; building
-    it as dicts is what makes the last duplicate of a key win.
+    ``series`` maps a metric name to ``{row: (value, timestamp_ms, step)}``;
+    building it as dicts is what makes the last duplicate of a row win.
+    ``rejected`` are the points refused one by one (``{"index", "field", "error",
+    "message"}``, at most :data:`MAX_REJECTED_LISTED`), ``rejected_count`` all of
+    them; ``exporter`` the exporter's health counters, when it sent them.
     """
 
     workload_uid: str
@@ -47,7 +60,14 @@ class MetricsBatch:
     pod_name: str
     pod_uid: str
     namespace: str
-    series: Dict[str, Dict[int, Tuple[float, float]]] = field(default_factory=dict)
+    series: Dict[str, Dict[int, Tuple[float, float, float]]] = field(default_factory=dict)
+    rejected: List[dict] = field(default_factory=list)
+    rejected_count: int = 0
+    exporter: Optional[Dict[str, int]] = None
+
+
+#: Rejected points listed in an answer (``rejected_count`` counts all of them).
+MAX_REJECTED_LISTED = 100
 
 
 @dataclass
@@ -62,13 +82,16 @@ class IngestResult:
 
 _first = itemgetter(0)
 _second = itemgetter(1)
+_third = itemgetter(2)
+#: Sort keys of ``(step, value, ts, row)`` points per ``x`` (None: already in row order).
+_ORDER = {"step": itemgetter(0, 3), "row": None, "time": itemgetter(2, 3)}
 
 
-def point_rows(sid: int, pts: Dict[int, Tuple[float, float]]) -> Iterator[tuple]:
-    """``(sid, step, value, ts)`` rows of one series' ``{step: (value, ts)}``, built
-    by C-level iterators (no Python frame per row)."""
+def point_rows(sid: int, pts: Dict[int, Tuple[float, float, float]]) -> Iterator[tuple]:
+    """``(sid, row, step, value, ts)`` rows (:data:`POINT_COLS`) of one series'
+    ``{row: (value, ts, step)}``, built by C-level iterators (no Python frame per row)."""
     vts = pts.values()
-    return zip(repeat(sid), pts.keys(), map(_first, vts), map(_second, vts))
+    return zip(repeat(sid), pts.keys(), map(_third, vts), map(_first, vts), map(_second, vts))
 
 
 def _by_block(points: Sequence[Tuple[int, float, float]], level: int) -> Dict[int, tuple]:
@@ -127,13 +150,13 @@ class Store:
         yield
 
     def _write_points(self, cur, new: List[Tuple[int, dict, Any]], updates: List[tuple]) -> None:  # pragma: no cover
-        """Insert ``new`` points (per series: ``(id, {step: (value, ts)}, encoded)``,
+        """Insert ``new`` points (per series: ``(id, {row: (value, ts, step)}, encoded)``,
         proven absent while this transaction holds the series; ``encoded`` is
         :meth:`_encode_points` of the two, or None) and upsert ``updates`` rows
-        ``(series_id, iteration, value, timestamp)``."""
+        ``(series_id, row_index, step, value, timestamp)``."""
         raise NotImplementedError
 
-    def _encode_points(self, sid: int, pts: Dict[int, Tuple[float, float]]) -> Any:
+    def _encode_points(self, sid: int, pts: Dict[int, Tuple[float, float, float]]) -> Any:
         """A series' points in the form :meth:`_write_points` inserts, built before
         the write transaction so that the work is not done under its locks."""
         return None
@@ -167,13 +190,17 @@ class Store:
                runs: Sequence[dict] = ()) -> IngestResult:
         """Store validated parts in one transaction; return what was stored."""
         now = time.time() * 1000.0
-        series: Dict[SeriesKey, Dict[int, Tuple[float, float]]] = {}
+        series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]] = {}
         workloads: Dict[str, bool] = {}
         pods: Dict[Tuple[str, str], tuple] = {}
+        exporters: Dict[Tuple[str, str, int], tuple] = {}
         for b in metrics:
             workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.series)
             if b.pod_name:
                 pods[(b.workload_uid, b.pod_name)] = (b.workload_uid, b.pod_name, b.pod_uid, b.namespace, now)
+            if b.exporter is not None:
+                exporters[(b.workload_uid, b.pod_name, b.rank)] = (b.workload_uid, b.pod_name, b.rank,
+                                                                   _json(b.exporter), now)
             for name, pts in b.series.items():
                 key = (b.workload_uid, b.source, name, b.rank, b.run_id)
                 have = series.get(key)
@@ -204,7 +231,8 @@ class Store:
                 encoded[key] = (sid, self._encode_points(sid, pts))
         for attempt in range(5):
             try:
-                result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs)
+                result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs,
+                                         exporters)
                 self.counters["ingest_transactions"] += 1
                 self.counters["points_inserted"] += result.inserted
                 return result
@@ -217,7 +245,8 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs) -> IngestResult:
+    def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs,
+                   exporters) -> IngestResult:
         result = IngestResult()
         tails: list = []
         sids: dict = {}
@@ -241,6 +270,11 @@ class Store:
                             "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
                             "ELSE excluded.namespace END, last_seen = excluded.last_seen",
                        [pods[k] for k in sorted(pods)])
+            # The latest counters of each exporter process (pod, rank) replace its last report.
+            self._many(cur, "INSERT INTO exporter_stats (workload_uid, pod_name, rank, stats, reported_at) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name, rank) DO UPDATE SET "
+                            "stats = excluded.stats, reported_at = excluded.reported_at",
+                       [exporters[k] for k in sorted(exporters)])
             for d in detections:
                 self._insert_detection(cur, d, now)
             result.detections = len(detections)
@@ -253,7 +287,7 @@ class Store:
         self._sids.put(sids)
         return result
 
-    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float]]],
+    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
                        sids: dict) -> int:
         keys = sorted(series)
@@ -269,7 +303,7 @@ class Store:
             existing: set = set()
             b_min, b_max = col.steps[0], col.steps[-1]
             if s is not None and b_min <= s[2] and b_max >= s[1]:
-                # Only steps inside the series' known range can already exist, so the
+                # Only rows inside the series' known range can already exist, so the
                 # common append path never reads back points (nor loops over them).
                 lo, hi = s[1], s[2]
                 amb = [st for st in pts if lo <= st <= hi]
@@ -279,36 +313,43 @@ class Store:
             inserted_total += new
             tss = col.tss
             n_total = new + (s[0] if s else 0)
-            min_step = b_min if s is None else min(s[1], b_min)
-            max_step = b_max if s is None else max(s[2], b_max)
+            min_row = b_min if s is None else min(s[1], b_min)
+            max_row = b_max if s is None else max(s[2], b_max)
             first_ts = min(tss) if s is None else min(s[3], min(tss))
             last_ts = max(tss) if s is None else max(s[4], max(tss))
             had_rollup = bool(s[5]) if s else False
             has_rollup = had_rollup or n_total > self._rollup_min_points
-            summary = (n_total, min_step, max_step, first_ts, last_ts, 1 if has_rollup else 0)
+            summary = (n_total, min_row, max_row, first_ts, last_ts, 1 if has_rollup else 0)
+            # The step range only ever widens (a re-sent point may move a step
+            # inwards): it is a bound for skipping series, not an exact range.
+            s_lo, s_hi = col.step_range
+            if s is not None:
+                s_lo, s_hi = min(s_lo, s[8]), max(s_hi, s[9])
+            summary += (s_lo, s_hi, 1 if col.step_is_row and (s is None or s[10]) else 0)
             if s is None:
                 new_series.append(key + summary)
             else:
                 update_rows.append(summary + (s[6],))
             # rev: the series' write count, which the summary UPDATE below bumps.
             rev = s[7] if s else 0
-            plans.append((key, pts, existing, had_rollup, has_rollup, max_step, s[2] if s else max_step, rev))
+            plans.append((key, pts, existing, had_rollup, has_rollup, max_row, s[2] if s else max_row, rev))
         ids = {key: s[6] for key, s in summaries.items()}
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
         sids.update(ids)
-        self._many(cur, "UPDATE series SET count = ?, min_step = ?, max_step = ?, first_ts = ?, last_ts = ?, "
-                        "has_rollup = ?, rev = rev + 1 WHERE id = ?", update_rows)
+        self._many(cur, "UPDATE series SET count = ?, min_row = ?, max_row = ?, first_ts = ?, last_ts = ?, "
+                        "has_rollup = ?, min_step = ?, max_step = ?, step_is_row = ?, rev = rev + 1 WHERE id = ?",
+                   update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
         rollup_work = []
         ready: list = []
-        for key, pts, existing, had_rollup, has_rollup, max_step, old_max, rev in plans:
+        for key, pts, existing, had_rollup, has_rollup, max_row, old_max, rev in plans:
             sid = ids[key]
             if existing:
                 new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}, None))
-                rows.extend((sid, st, pts[st][0], pts[st][1]) for st in existing)
+                rows.extend((sid, st, pts[st][2], pts[st][0], pts[st][1]) for st in existing)
             else:
                 enc = encoded.get(key)
                 new_rows.append((sid, pts, enc[1] if enc is not None and enc[0] == sid else None))
@@ -321,7 +362,7 @@ class Store:
                 # A new series keeps rev 0; an updated one now has rev + 1.
                 stored = key in summaries
                 state = "update" if had_rollup else ("rebuild" if stored else "new")
-                rollup_work.append((sid, state, columns[key], max_step, old_max, rev, rev + 1 if stored else 0))
+                rollup_work.append((sid, state, columns[key], max_row, old_max, rev, rev + 1 if stored else 0))
         self._write_points(cur, new_rows, rows)
         if rollup_work or ready:
             self._maintain_rollups(cur, rollup_work, ready, tails)
@@ -329,8 +370,8 @@ class Store:
 
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
         """Insert summary rows of series not stored yet; return their ids."""
-        self._many(cur, f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, "
-                        "has_rollup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._many(cur, f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         keys = [tuple(r[:5]) for r in rows]
         return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
 
@@ -429,7 +470,8 @@ class Store:
         return {key: self._fetch_rollup_blocks(cur, key, needs) for key, needs in requests}
 
     def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
-        """``key -> (count, min_step, max_step, first_ts, last_ts, has_rollup, id, rev)`` of stored series."""
+        """``key -> (count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step,
+        step_is_row)`` of stored series."""
         out = {}
         # Grouped by everything but the metric name (a batch is usually one rank of
         # one run): the lookups then use the whole unique key, and a workload's
@@ -441,9 +483,10 @@ class Store:
             names = sorted(set(names))
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
-                self._ex(cur, f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id, "
-                              "rev FROM series WHERE workload_uid = ? AND data_source = ? AND rank = ? "
-                              f"AND run_id = ? AND metric_name IN ({', '.join('?' * len(chunk))})",
+                self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
+                              "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                              "AND data_source = ? AND rank = ? AND run_id = ? "
+                              f"AND metric_name IN ({', '.join('?' * len(chunk))})",
                          (uid, src, rank, run_id, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
@@ -453,28 +496,35 @@ class Store:
         lo, hi = min(steps), max(steps)
         found = set()
         if hi - lo + 1 <= 4 * len(steps):
-            self._ex(cur, "SELECT iteration FROM points WHERE series_id = ? AND iteration BETWEEN ? AND ?",
+            self._ex(cur, "SELECT row_index FROM points WHERE series_id = ? AND row_index BETWEEN ? AND ?",
                      (sid, lo, hi))
             found.update(r[0] for r in cur.fetchall())
         else:
             for i in range(0, len(steps), 500):
                 chunk = steps[i:i + 500]
-                self._ex(cur, "SELECT iteration FROM points WHERE series_id = ? "
-                              f"AND iteration IN ({', '.join('?' * len(chunk))})", (sid,) + tuple(chunk))
+                self._ex(cur, "SELECT row_index FROM points WHERE series_id = ? "
+                              f"AND row_index IN ({', '.join('?' * len(chunk))})", (sid,) + tuple(chunk))
                 found.update(r[0] for r in cur.fetchall())
         return found & set(steps)
 
     def _fetch_raw(self, cur, sid: int, lo: Optional[int], hi: Optional[int],
                    t0: Optional[float] = None, t1: Optional[float] = None, after: Optional[int] = None,
-                   nonfinite_only: bool = False) -> List[Tuple[int, float, float]]:
-        sql = "SELECT iteration, value, timestamp FROM points WHERE series_id = ?"
+                   nonfinite_only: bool = False, after_step: Optional[float] = None,
+                   with_step: bool = False) -> List[tuple]:
+        """``(row, value, ts)`` points of one series in row order (``with_step``: ``(row, value, ts, step)``),
+        rows ``lo..hi`` and ``> after``."""
+        sql = ("SELECT row_index, value, timestamp, step" if with_step else "SELECT row_index, value, timestamp") \
+            + " FROM points WHERE series_id = ?"
         params: list = [sid]
         if lo is not None:
-            sql += " AND iteration BETWEEN ? AND ?"
+            sql += " AND row_index BETWEEN ? AND ?"
             params += [lo, hi]
         if after is not None:
-            sql += " AND iteration > ?"
+            sql += " AND row_index > ?"
             params.append(after)
+        if after_step is not None:
+            sql += " AND step > ?"
+            params.append(after_step)
         if t0 is not None:
             sql += " AND timestamp >= ?"
             params.append(t0)
@@ -483,11 +533,11 @@ class Store:
             params.append(t1)
         if nonfinite_only:
             sql += " AND " + self._nonfinite_sql
-        sql += " ORDER BY iteration"
+        sql += " ORDER BY row_index"
         self._ex(cur, sql, params)
         rows = cur.fetchall()
         if None in map(_second, rows):  # a NULL value is a NaN stored by SQLite
-            return [(r[0], _nan(r[1]), r[2]) for r in rows]
+            return [(r[0], _nan(r[1])) + tuple(r[2:]) for r in rows]
         return rows  # already (step, value, ts) tuples: no per-row Python work
 
     _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
@@ -666,6 +716,10 @@ class Store:
             src = cur.fetchall()
             self._ex(cur, "SELECT COUNT(DISTINCT metric_name) FROM series WHERE workload_uid = ?", (uid,))
             n_metrics = cur.fetchone()[0]
+            self._ex(cur, "SELECT pod_name, rank, stats, reported_at FROM exporter_stats WHERE workload_uid = ? "
+                          "ORDER BY pod_name, rank", (uid,))
+            exporters = [{"pod_name": r[0], "rank": r[1], "stats": _unjson(r[2]), "reported_at": r[3]}
+                         for r in cur.fetchall()]
         detection = None
         if w[2] is not None:
             detection = {"wrapper": w[0], "base": w[1], "method": w[2] or None, "confidence": w[3],
@@ -673,7 +727,18 @@ class Store:
         n_running = sum(1 for r in runs if r["finished_at"] is None)
         return {"workload_uid": uid, "detection": detection, "runs": runs, "ranks": ranks, "pods": pods,
                 "data_sources": [s[0] for s in src], "points": int(sum(s[2] for s in src)), "metrics": n_metrics,
-                "first_seen": w[7], "last_update": w[8], "status": self._status(w[9], len(runs), n_running, now)}
+                "first_seen": w[7], "last_update": w[8], "status": self._status(w[9], len(runs), n_running, now),
+                "exporters": exporters}
+
+    def exporter_totals(self) -> Dict[str, int]:
+        """Each exporter health counter summed over the latest report of every exporter process."""
+        totals: Dict[str, int] = {}
+        with self.read_cursor() as cur:
+            self._ex(cur, "SELECT stats FROM exporter_stats")
+            for (stats,) in cur.fetchall():
+                for k, v in _unjson(stats).items():
+                    totals[k] = totals.get(k, 0) + v
+        return totals
 
     def sources(self, uid: str) -> List[Tuple[str, int]]:
         """``(data_source, point count)`` for a workload, from the series summary."""
@@ -703,13 +768,15 @@ class Store:
     def data(self, uid: str, source: str, metrics: Optional[Sequence[str]] = None,
              start: Optional[float] = None, end: Optional[float] = None, ranks: Optional[Sequence[int]] = None,
              run_id: Optional[str] = None, max_points: Optional[int] = None,
-             after_step: Optional[int] = None) -> List[tuple]:
-        """Points as ``(metric, rank, run_id, step, value, timestamp_ms)``.
+             after_step: Optional[float] = None, after_row: Optional[int] = None, x: str = "step") -> List[tuple]:
+        """Points as ``(metric, rank, run_id, step, value, timestamp_ms, row)``.
 
-        Ordered by metric, rank, run, step.  ``max_points`` bounds each series.
+        Ordered by metric, rank, run, then within a series by ``x``: ``step``
+        (step, row), ``row`` or ``time`` (timestamp, row).  ``max_points`` bounds
+        each series, bucketing over rows (history order).
         """
-        sql = (f"SELECT {KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup, id FROM series "
-               "WHERE workload_uid = ? AND data_source = ?")
+        sql = (f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, max_step, step_is_row "
+               "FROM series WHERE workload_uid = ? AND data_source = ?")
         params: list = [uid, source]
         if metrics:
             sql += f" AND metric_name IN ({', '.join('?' * len(metrics))})"
@@ -721,30 +788,59 @@ class Store:
             sql += " AND run_id = ?"
             params.append(run_id)
         sql += " ORDER BY metric_name, rank, run_id"
+        order = _ORDER[x]
         out: List[tuple] = []
         with self.read_cursor() as cur:
             self._ex(cur, sql, params)
             series = cur.fetchall()
             for s in series:
                 key = tuple(s[:5])
-                count, min_step, max_step, first_ts, last_ts, has_rollup, sid = s[5:]
+                count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s[5:]
                 # Whole series outside the filters: skip without touching points.
-                if (after_step is not None and max_step <= after_step) or \
+                if (after_row is not None and max_row <= after_row) or \
+                        (after_step is not None and max_step <= after_step) or \
                         (start is not None and last_ts < start) or (end is not None and first_ts > end):
                     continue
-                pts = self._series_points(cur, sid, count, min_step, max_step, bool(has_rollup), start, end,
-                                          max_points, after_step)
+                pts = self._series_points(cur, sid, count, min_row, max_row, bool(has_rollup), start, end,
+                                          max_points, after_row, after_step, bool(step_is_row))
+                if order is not None:
+                    pts.sort(key=order)
                 head = (key[2], key[3], key[4])
                 out.extend(head + p for p in pts)
         return out
 
-    def _series_points(self, cur, sid, count, min_step, max_step, has_rollup, t0, t1, max_points, after):
-        if max_points is None or count <= max_points:
-            return self._fetch_raw(cur, sid, None, None, t0, t1, after)
+    def _series_points(self, cur, sid, count, min_row, max_row, has_rollup, t0, t1, max_points, after,
+                       after_step, step_is_row) -> List[tuple]:
+        """``(step, value, ts, row)`` of one series, in row order, downsampled to about ``max_points``."""
+        if max_points is None or count <= max_points or not has_rollup or after_step is not None:
+            # The raw points (with their steps); a step filter cannot use the
+            # row-indexed rollup, so it downsamples what passes it.
+            raw = self._fetch_raw(cur, sid, None, None, t0, t1, after, after_step=after_step, with_step=True)
+            if max_points is None or len(raw) <= max_points:
+                return [(p[3], p[1], p[2], p[0]) for p in raw]
+            steps = {p[0]: p[3] for p in raw}
+            return [(steps[p[0]], p[1], p[2], p[0]) for p in rollup.downsample_raw(raw, max_points)]
+        reps = self._rollup_points(cur, sid, min_row, max_row, t0, t1, max_points, after)
+        if step_is_row:
+            return [(float(p[0]), p[1], p[2], p[0]) for p in reps]
+        # The rollup knows rows, not steps: the kept points' steps are looked up.
+        steps = self._steps_of(cur, sid, [p[0] for p in reps])
+        return [(steps[p[0]], p[1], p[2], p[0]) for p in reps]
+
+    def _steps_of(self, cur, sid: int, rows: List[int]) -> Dict[int, float]:
+        """``{row: step}`` of the given points of one series."""
+        out: Dict[int, float] = {}
+        for i in range(0, len(rows), 500):
+            chunk = rows[i:i + 500]
+            self._ex(cur, f"SELECT row_index, step FROM points WHERE series_id = ? "
+                          f"AND row_index IN ({', '.join('?' * len(chunk))})", (sid,) + tuple(chunk))
+            out.update(cur.fetchall())
+        return out
+
+    def _rollup_points(self, cur, sid, min_step, max_step, t0, t1, max_points, after):
+        """Downsampled ``(row, value, ts)`` of a rolled-up series (here "step" is the row)."""
         lo = min_step if after is None else max(min_step, after + 1)
         hi = max_step
-        if not has_rollup:
-            return rollup.downsample_raw(self._fetch_raw(cur, sid, None, None, t0, t1, after), max_points)
         if t0 is not None or t1 is not None:
             lo, hi = self._time_step_bounds(cur, sid, lo, hi, t0, t1, max_points)
             if lo is None:
@@ -767,7 +863,7 @@ class Store:
                 continue
             partial = (b_lo < lo) or (t0 is not None and tmin < t0) or (t1 is not None and tmax > t1)
             if partial:
-                # An edge block cut by after_step or the time range: its own raw
+                # An edge block cut by after_row or the time range: its own raw
                 # points decide (at most 2**level of them, and only at the edges).
                 raw = self._fetch_raw(cur, sid, max(b_lo, lo), b_hi, t0, t1, after)
                 if raw:

@@ -22,16 +22,16 @@ from typing import Dict, Iterator, Sequence
 import psycopg
 
 from . import schema
-from .base import ROLLUP_COLS, SeriesKey, Store
+from .base import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey, Store
 
 _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
 
 # COPY ... (FORMAT BINARY) framing: signature, flags, header extension length; each
-# row of points is 4 fields, each a 4-byte length and the big-endian value
-# (series_id bigint, iteration bigint, value float8, timestamp float8); -1 ends.
+# row of points is 5 fields, each a 4-byte length and the big-endian value
+# (series_id bigint, row_index bigint, step float8, value float8, timestamp float8); -1 ends.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
-_ROW = struct.Struct(">hiqiqidid")
+_ROW = struct.Struct(">hiqiqididid")
 # A series_rollup row: series_id, level, block, then ROLLUP_COLS (q = bigint, d = float8).
 _ROLLUP_TYPES = "qqqqqqddqddqddqdddd"
 _ROLLUP_ROW = struct.Struct(">h" + "".join("i" + t for t in _ROLLUP_TYPES))
@@ -136,7 +136,7 @@ class PostgresStore(Store):
         cur.fetchall()
 
     def _write_points(self, cur, new, updates) -> None:
-        cols = "series_id, iteration, value, timestamp"
+        cols = POINT_COLS
         if new:
             # Points proven absent under the series locks are COPYed straight into the
             # table in COPY's binary format, one struct.pack per row: formatting floats
@@ -152,19 +152,19 @@ class PostgresStore(Store):
                 for r in updates:
                     cp.write_row(r)
             cur.execute(f"INSERT INTO points ({cols}) SELECT {cols} FROM tp_stage "
-                        "ON CONFLICT (series_id, iteration) DO UPDATE SET value = excluded.value, "
-                        "timestamp = excluded.timestamp")
+                        "ON CONFLICT (series_id, row_index) DO UPDATE SET step = excluded.step, "
+                        "value = excluded.value, timestamp = excluded.timestamp")
 
     def _encode_points(self, sid, pts):
         pk = _ROW.pack
-        return b"".join([pk(4, 8, sid, 8, st, 8, vt[0], 8, vt[1]) for st, vt in pts.items()])
+        return b"".join([pk(5, 8, sid, 8, row, 8, vt[2], 8, vt[0], 8, vt[1]) for row, vt in pts.items()])
 
     def _insert_series(self, cur, rows):
         # One statement for all new series of the batch, ids returned with their keys.
-        cur.execute("INSERT INTO series (workload_uid, data_source, metric_name, rank, run_id, count, min_step, "
-                    "max_step, first_ts, last_ts, has_rollup) "
+        cur.execute(f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], "
-                    "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::bigint[]) "
+                    "%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[], %s::bigint[], "
+                    "%s::float8[], %s::float8[], %s::bigint[]) "
                     "RETURNING workload_uid, data_source, metric_name, rank, run_id, id",
                     [list(c) for c in zip(*rows)])
         return {tuple(r[:5]): r[5] for r in cur.fetchall()}
@@ -201,10 +201,10 @@ class PostgresStore(Store):
         # planner, which cannot see how narrow the ranges are, switched to a hash
         # join over a parallel sequential scan of all points once the table grew:
         # 220 ms a batch at 2.4 million points (the collapse of sustained ingest).
-        cur.execute("SELECT u.sid, t.iteration, t.value, t.timestamp "
+        cur.execute("SELECT u.sid, t.row_index, t.value, t.timestamp "
                     "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(sid, a, b) "
-                    "CROSS JOIN LATERAL (SELECT iteration, value, timestamp FROM points "
-                    "WHERE series_id = u.sid AND iteration BETWEEN u.a AND u.b OFFSET 0) t",
+                    "CROSS JOIN LATERAL (SELECT row_index, value, timestamp FROM points "
+                    "WHERE series_id = u.sid AND row_index BETWEEN u.a AND u.b OFFSET 0) t",
                     [[r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]])
         for sid, it, v, ts in cur.fetchall():
             out.setdefault(sid, []).append((it, v, ts))

@@ -14,6 +14,11 @@ base level from the raw points, every higher level from its two children, so
 the rollup is exact after updates (a retried batch with other values) too.
 
 Everything here is plain Python shared by both storage backends.
+
+"Step" in this module means a point's W&B history **row** (``row_index``, the
+integer key of a point): rollups bucket over rows, i.e. in history order.  A
+point's chart step (a double, possibly repeated or fractional) plays no part
+here; the query looks up the steps of the points a rollup keeps.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 _first = itemgetter(0)
@@ -142,8 +147,8 @@ def block_runs(blocks: Sequence[int], level: int, max_gap: int = 64) -> List[Tup
     return runs
 
 
-def arrays(pts: Dict[int, Tuple[float, float]]) -> Tuple[List[int], List[float], List[float]]:
-    """``{step: (value, ts)}`` as three lists sorted by step (C-level work only)."""
+def arrays(pts: Dict[int, tuple]) -> Tuple[List[int], List[float], List[float]]:
+    """``{row: (value, ts, ...)}`` as three lists sorted by row (C-level work only)."""
     steps = list(pts)
     vts = list(pts.values())
     srt = sorted(steps)
@@ -197,10 +202,14 @@ class Columns:
     Python work of a rollup mostly happens outside the database's write lock.
     """
 
-    __slots__ = ("steps", "vals", "tss", "slices", "aggs")
+    __slots__ = ("steps", "vals", "tss", "slices", "aggs", "step_range", "step_is_row")
 
-    def __init__(self, pts: Dict[int, Tuple[float, float]]):
+    def __init__(self, pts: Dict[int, tuple]):
         steps, vals, tss = self.steps, self.vals, self.tss = arrays(pts)
+        # (lowest, highest) chart step of the batch's points, for the series summary.
+        charted = list(map(_third, pts.values()))
+        self.step_range = (float(min(charted)), float(max(charted)))  # steps may come as ints
+        self.step_is_row = all(map(eq, pts.keys(), charted))
         self.slices = block_slices(steps)
         self.aggs = {b: agg_slice(steps, vals, tss, i, j) for b, i, j in self.slices}
 

@@ -154,6 +154,50 @@ MIGRATIONS: List[List[str]] = [
         "ALTER TABLE series ADD COLUMN rev {BIGINT} NOT NULL DEFAULT 0",
         "DELETE FROM series_rollup WHERE level < 6",
     ],
+    # 4: a point's W&B history row and its chart step are told apart.  A point is
+    # keyed by (series_id, row_index), the history row (``_step``) it was logged
+    # in, and carries ``step``, the x value it is charted against (a
+    # define_metric step metric may repeat, go back or be fractional), as a
+    # double.  Until now the two were one integer ``iteration``: it becomes both.
+    # series keeps its row range (min_row/max_row, what rollups and the point
+    # lookups work on) and gains the step range; rollup rows are indexed by row
+    # (columns renamed to say so).  exporter_stats holds the latest health
+    # counters each exporter process reported.
+    [
+        "DROP VIEW training_performance",
+        """CREATE TABLE points_v4 (
+            series_id {BIGINT} NOT NULL, row_index {BIGINT} NOT NULL, step {DOUBLE} NOT NULL,
+            value {DOUBLE}, timestamp {DOUBLE} NOT NULL,
+            PRIMARY KEY (series_id, row_index)
+        ){NOROWID}""",
+        """INSERT INTO points_v4 (series_id, row_index, step, value, timestamp)
+           SELECT series_id, iteration, iteration, value, timestamp FROM points ORDER BY series_id, iteration""",
+        "DROP TABLE points",
+        "ALTER TABLE points_v4 RENAME TO points",
+        "ALTER TABLE series RENAME COLUMN min_step TO min_row",
+        "ALTER TABLE series RENAME COLUMN max_step TO max_row",
+        "ALTER TABLE series ADD COLUMN min_step {DOUBLE} NOT NULL DEFAULT 0",
+        "ALTER TABLE series ADD COLUMN max_step {DOUBLE} NOT NULL DEFAULT 0",
+        "UPDATE series SET min_step = min_row, max_step = max_row",
+        # 1 while every point's step is its row (no define_metric step): a downsampled
+        # answer then needs no step lookup.  Never set back to 1.
+        "ALTER TABLE series ADD COLUMN step_is_row {BIGINT} NOT NULL DEFAULT 1",
+        "ALTER TABLE series_rollup RENAME COLUMN first_step TO first_row",
+        "ALTER TABLE series_rollup RENAME COLUMN last_step TO last_row",
+        "ALTER TABLE series_rollup RENAME COLUMN min_step TO min_row",
+        "ALTER TABLE series_rollup RENAME COLUMN max_step TO max_row",
+        """CREATE TABLE exporter_stats (
+            workload_uid TEXT NOT NULL, pod_name TEXT NOT NULL, rank {BIGINT} NOT NULL,
+            stats TEXT NOT NULL, reported_at {DOUBLE} NOT NULL,
+            PRIMARY KEY (workload_uid, pod_name, rank)
+        )""",
+        # Same columns as before (iteration is the chart step, now a double) plus row_index.
+        """CREATE VIEW training_performance AS
+           SELECT s.workload_uid AS workload_uid, s.data_source AS data_source, s.metric_name AS metric_name,
+                  s.rank AS rank, s.run_id AS run_id, p.step AS iteration, p.value AS value,
+                  p.timestamp AS timestamp, p.row_index AS row_index
+           FROM points p JOIN series s ON s.id = p.series_id""",
+    ],
 ]
 
 

@@ -24,7 +24,7 @@ except ImportError:  # Windows: one process only
     fcntl = None
 
 from . import schema
-from .base import KEY_COLS, Store, point_rows
+from .base import KEY_COLS, POINT_COLS, SERIES_SUMMARY_COLS, Store, point_rows
 
 log = logging.getLogger("primus_lens.server")
 
@@ -39,8 +39,8 @@ WAL_HARD_LIMIT = 512 << 20
 _CHUNKS = (250, 25, 1)
 
 
-_INSERT_SQL = {k: "INSERT INTO points (series_id, iteration, value, timestamp) VALUES "
-                  + ", ".join(["(?, ?, ?, ?)"] * k) for k in _CHUNKS}
+_INSERT_SQL = {k: f"INSERT INTO points ({POINT_COLS}) VALUES "
+                  + ", ".join(["(?, ?, ?, ?, ?)"] * k) for k in _CHUNKS}
 
 
 class SQLiteStore(Store):
@@ -207,29 +207,30 @@ class SQLiteStore(Store):
             # Multi-row VALUES: one statement execution inserts up to 250 rows (_CHUNKS),
             # which costs SQLite about a third less than one execution per row (5,000
             # rows: ~5.6 vs ~8.8 ms CPU).  The tail goes in smaller statements.
+            # (250 rows x 5 columns stays under SQLite's 32,766 parameters.)
             flat = list(chain.from_iterable(enc if enc is not None else self._encode_points(sid, pts)
                                             for sid, pts, enc in new))
             pos = 0
             for k in _CHUNKS:
-                width = 4 * k
+                width = 5 * k
                 n = (len(flat) - pos) // width
                 if n:
                     it = iter(flat[pos:pos + n * width])
                     cur.executemany(_INSERT_SQL[k], zip(*[it] * width))
                     pos += n * width
-        self._many(cur, "INSERT INTO points (series_id, iteration, value, timestamp) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (series_id, iteration) DO UPDATE SET value = excluded.value, "
-                        "timestamp = excluded.timestamp", updates)
+        self._many(cur, f"INSERT INTO points ({POINT_COLS}) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (series_id, row_index) DO UPDATE SET step = excluded.step, "
+                        "value = excluded.value, timestamp = excluded.timestamp", updates)
 
     def _encode_points(self, sid, pts):
-        # Flat (series_id, step, value, ts, series_id, ...) parameters, sliced into
+        # Flat (series_id, row, step, value, ts, series_id, ...) parameters, sliced into
         # multi-row INSERTs by _write_points.
         return list(chain.from_iterable(point_rows(sid, pts)))
 
     def _insert_series(self, cur, rows):
         # One writer: each new summary row's id is its rowid.
-        sql = (f"INSERT INTO series ({KEY_COLS}, count, min_step, max_step, first_ts, last_ts, has_rollup) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sql = (f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         out = {}
         for r in rows:
             cur.execute(sql, r)

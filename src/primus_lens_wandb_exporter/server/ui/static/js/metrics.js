@@ -282,7 +282,7 @@ export function metricsTab(el, ctx) {
     await Promise.all(groups.map(fetchMetrics));
   }
 
-  /** Live refresh: only points after the last step we hold (after_step), merged in place. */
+  /** Live refresh: only rows after the last row we hold (after_row), merged in place. */
   async function pollNew() {
     const metrics = [...st.loaded].filter((m) => st.selected.has(m));
     if (!metrics.length) return;
@@ -291,7 +291,7 @@ export function metricsTab(el, ctx) {
     const requests = [];
     if (withData.length) {
       requests.push(apiGet(`${base}/data`, {
-        data_source: st.source, metrics: withData, after_step: st.store.minLastStep(withData),
+        data_source: st.source, metrics: withData, after_row: st.store.minLastRow(withData),
       }));
     }
     if (empty.length) requests.push(apiGet(`${base}/data`, { data_source: st.source, metrics: empty, max_points: maxPoints }));

@@ -36,35 +36,60 @@ export function seriesKey(metric, rank, runId) {
   return `${metric}\u0000${rank}\u0000${runId ?? ''}`;
 }
 
-/** Points of one (metric, rank, run) kept sorted by step. */
+/**
+ * Points of one (metric, rank, run) kept sorted by (step, row).
+ * A point is its W&B history row (as on the server): two rows may share a step
+ * (a define_metric step metric such as epoch), and steps may be fractional.
+ */
 export class Series {
   constructor(metric, rank, runId) {
     this.metric = metric;
     this.rank = rank;
     this.runId = runId ?? '';
     this.steps = [];
+    this.rows = [];
     this.times = [];
     this.values = [];
+    this.stepOfRow = new Map();
+    this.maxRow = null;
   }
 
   get length() { return this.steps.length; }
-  get lastStep() { return this.steps.length ? this.steps[this.steps.length - 1] : null; }
 
-  /** Insert or replace (same step = upsert, as on the server). Returns true if anything changed. */
-  upsert(step, time, value) {
+  /** Index of the first point at or after (step, row). */
+  _position(step, row) {
+    let lo = 0, hi = this.steps.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.steps[mid];
+      if (s < step || (s === step && this.rows[mid] < row)) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Insert or replace (same row = upsert, as on the server). Returns true if anything changed. */
+  upsert(step, time, value, row = step) {
+    const old = this.stepOfRow.get(row);
+    if (old !== undefined) {
+      const i = this._position(old, row);
+      if (old === step) {
+        const same = this.times[i] === time && Object.is(this.values[i], value);
+        this.times[i] = time; this.values[i] = value;
+        return !same;
+      }
+      // The row was re-sent with another step: it moves.
+      this.steps.splice(i, 1); this.rows.splice(i, 1); this.times.splice(i, 1); this.values.splice(i, 1);
+    }
+    this.stepOfRow.set(row, step);
+    if (this.maxRow === null || row > this.maxRow) this.maxRow = row;
     const n = this.steps.length;
-    if (n === 0 || step > this.steps[n - 1]) {
-      this.steps.push(step); this.times.push(time); this.values.push(value);
+    if (n === 0 || step > this.steps[n - 1] || (step === this.steps[n - 1] && row > this.rows[n - 1])) {
+      this.steps.push(step); this.rows.push(row); this.times.push(time); this.values.push(value);
       return true;
     }
-    let lo = 0, hi = n;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (this.steps[mid] < step) lo = mid + 1; else hi = mid; }
-    if (this.steps[lo] === step) {
-      const same = this.times[lo] === time && Object.is(this.values[lo], value);
-      this.times[lo] = time; this.values[lo] = value;
-      return !same;
-    }
-    this.steps.splice(lo, 0, step); this.times.splice(lo, 0, time); this.values.splice(lo, 0, value);
+    const lo = this._position(step, row);
+    this.steps.splice(lo, 0, step); this.rows.splice(lo, 0, row);
+    this.times.splice(lo, 0, time); this.values.splice(lo, 0, value);
     return true;
   }
 
@@ -94,7 +119,9 @@ export class SeriesStore {
       const key = seriesKey(row.metric_name, rank, runId);
       let series = this.map.get(key);
       if (!series) { series = new Series(row.metric_name, rank, runId); this.map.set(key, series); }
-      if (series.upsert(Number(row.iteration ?? 0), Number(row.timestamp), parseValue(row.value))) {
+      const step = Number(row.iteration ?? 0);
+      // Servers before rows were told apart send no row: the step was the row.
+      if (series.upsert(step, Number(row.timestamp), parseValue(row.value), row.row ?? step)) {
         changed.add(row.metric_name);
       }
     }
@@ -120,13 +147,16 @@ export class SeriesStore {
     return [...ids];
   }
 
-  /** Smallest last step over the given metrics' series, or null when one of them has no points. */
-  minLastStep(metrics) {
+  /**
+   * Smallest last row over the given metrics' series, or null when one of them has no
+   * points: live refresh asks for rows after it (rows only grow; steps may repeat or go back).
+   */
+  minLastRow(metrics) {
     let min = null;
     for (const metric of metrics) {
       const list = this.forMetric(metric);
       if (!list.length) return null;
-      for (const s of list) if (min === null || s.lastStep < min) min = s.lastStep;
+      for (const s of list) if (min === null || s.maxRow < min) min = s.maxRow;
     }
     return min;
   }
@@ -146,10 +176,10 @@ function csvField(text) {
 
 /** CSV of full-resolution rows of metrics/data (one line per point). */
 export function rowsToCsv(rows) {
-  const lines = ['metric,rank,run_id,step,timestamp_ms,time_utc,value'];
+  const lines = ['metric,rank,run_id,step,row,timestamp_ms,time_utc,value'];
   for (const r of rows) {
     const t = Number(r.timestamp);
-    lines.push([r.metric_name, r.rank ?? 0, r.run_id ?? '', r.iteration, t,
+    lines.push([r.metric_name, r.rank ?? 0, r.run_id ?? '', r.iteration, r.row ?? r.iteration, t,
       Number.isFinite(t) ? new Date(t).toISOString() : '', formatValue(parseValue(r.value))].map(csvField).join(','));
   }
   return lines.join('\n') + '\n';
