@@ -6,7 +6,9 @@ Single process by default (RANK=0, WORLD_SIZE=1 and a free MASTER_PORT are fille
 in when unset); under ``torchrun`` or the ``deepspeed`` launcher it uses theirs.
 Nothing here mentions Lens: the installed exporter attaches itself to DeepSpeed's
 ``MonitorMaster``.  With ``--report-to wandb`` DeepSpeed's WandbMonitor calls
-``wandb.init`` and logs ``Train/Samples/*`` with step = samples.
+``wandb.init`` and logs ``Train/Samples/*`` with step = samples; ``--log-loss`` also logs the
+loss with a plain ``wandb.log`` after each step, charted by its own ``global_step``
+(``define_metric``), as users do next to DeepSpeed's monitor.
 """
 
 import argparse
@@ -30,6 +32,8 @@ def main():
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--csv-dir", default=None, help="csv_monitor output_path (default: a temp dir)")
     parser.add_argument("--project", default="lens-deepspeed-example")
+    parser.add_argument("--log-loss", action="store_true",
+                        help="also wandb.log the loss after each step (into the monitor's W&B run)")
     args = parser.parse_args()
 
     for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
@@ -60,6 +64,13 @@ def main():
                                  "job_name": "lens_example"}
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
 
+    log_loss = False
+    if args.log_loss and engine.global_rank == 0:
+        import wandb
+
+        log_loss = wandb.run is not None  # the run DeepSpeed's WandbMonitor started
+        if log_loss:
+            wandb.define_metric("loss", step_metric="global_step")
     generator = torch.Generator().manual_seed(1 + int(os.environ["RANK"]))
     for _ in range(args.steps):
         x = torch.randn(args.micro_batch, 16, generator=generator)
@@ -67,6 +78,8 @@ def main():
         loss = torch.nn.functional.mse_loss(engine(x), y)
         engine.backward(loss)
         engine.step()
+        if log_loss:
+            wandb.log({"loss": loss.item(), "global_step": engine.global_steps})
     if engine.global_rank == 0:
         print(f"done: {engine.global_steps} steps, {engine.global_samples} samples, loss {loss.item():.4f}")
 

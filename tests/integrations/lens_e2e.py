@@ -120,3 +120,25 @@ def assert_close(actual, expected, what):
     assert set(actual) == set(expected), f"{what}: steps {sorted(actual)} != {sorted(expected)}"
     for step, value in expected.items():
         assert actual[step] == pytest.approx(value, rel=1e-6, abs=1e-9), f"{what} at step {step}"
+
+
+def mirrored_points(server, uid, expected, timeout=30, **where):
+    """Lens's copy of one W&B run in ``wandb_oracle``'s shape ({(name, row): (step, value)}),
+    once at least as many points as W&B recorded have arrived (after ``timeout`` whatever is
+    there: the comparison then names what is missing). ``where``: ``run_id``, ``rank``."""
+    from wandb_oracle import lens_points
+
+    def ready():
+        points = lens_points(server, uid, **where)
+        return points if len(points) >= len(expected) else None
+
+    return wait_for(ready, timeout=timeout) or lens_points(server, uid, **where)
+
+
+def rows_sharing_a_step(expected):
+    """{(name, step): [rows]} of the series where W&B holds several rows at one step value:
+    the case a (name, step) key would collapse."""
+    rows = collections.defaultdict(list)
+    for (name, row), (step, _value) in expected.items():
+        rows[(name, step)].append(row)
+    return {key: sorted(r) for key, r in rows.items() if len(r) > 1}

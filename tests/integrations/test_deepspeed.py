@@ -17,9 +17,10 @@ import sys
 import pytest
 
 from fixtures_server import free_port
-from lens_e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, module_server,  # noqa: F401
-                      new_workload, points_of, sources)
-from support import ROOT, exporter_env, run_python, wait_for, workload
+from lens_e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, mirrored_points,  # noqa: F401
+                      module_server, new_workload, points_of, sources)
+from support import ROOT, exporter_env, run_python, wait_for, wandb_run_dir, workload
+from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 # Checked without importing DeepSpeed into the test process.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
@@ -39,9 +40,9 @@ def _env(server, tmp_path, uid, **extra):
     return env
 
 
-def _args(tmp_path, report_to, stage):
+def _args(tmp_path, report_to, stage, *extra):
     return ("--report-to", report_to, "--stage", str(stage), "--steps", str(STEPS),
-            "--micro-batch", str(MICRO_BATCH), "--csv-dir", str(tmp_path / "csv"))
+            "--micro-batch", str(MICRO_BATCH), "--csv-dir", str(tmp_path / "csv"), *extra)
 
 
 def _csv_events(tmp_path, label):
@@ -93,6 +94,25 @@ def test_deepspeed_zero2_with_wandb_monitor_reports_each_event_once_at_samples(m
     assert workload(module_server, uid)["detection"]["base"] == "deepspeed"
     runs = workload(module_server, uid)["runs"]
     assert len(runs) == 1 and runs[0]["project"] == "lens-deepspeed-example", runs  # WandbMonitor's wandb.init
+
+
+def test_deepspeed_wandb_monitor_and_user_wandb_log_history_is_mirrored_exactly(module_server, tmp_path):
+    """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and in
+    the JSONL sink once, at W&B's row, step and value. DeepSpeed's wandb monitor logs with an
+    explicit step (samples, so W&B's rows are 4, 8 ...); the user's own ``wandb.log`` of the loss
+    after each step (no step) lands in the monitor's open row and is charted by the user's
+    ``define_metric("loss", step_metric="global_step")``: 1, 2 ..."""
+    uid = new_workload("ds-oracle")
+    run_python(EXAMPLE, _env(module_server, tmp_path, uid), args=_args(tmp_path, "wandb", 2, "--log-loss"),
+               timeout=300)
+    expected = wandb_expected_points(wandb_run_dir(tmp_path))
+    assert {name for name, _row in expected} == {LR, "loss", "global_step"}
+    assert len(expected) == 3 * STEPS
+    assert sorted((row, step) for (name, row), (step, _) in expected.items() if name == "loss") == \
+        [(MICRO_BATCH * i, i) for i in range(1, STEPS + 1)]
+    assert_same_points(expected, mirrored_points(module_server, uid, expected), "Lens vs W&B history")
+    assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history")
+    assert sources(module_server, uid) == {"wandb": 3 * STEPS}, "our DeepSpeed monitor must not add a copy"
 
 
 def test_deepspeed_zero1_with_csv_monitor_only_reports_through_lens_monitor(module_server, tmp_path):

@@ -11,9 +11,10 @@ import os
 
 import pytest
 
-from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, jsonl_rows,
-                      module_server, new_workload, points_of, sources)  # noqa: F401 (fixture)
-from support import exporter_env, run_python
+from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, jsonl_rows, mirrored_points,
+                      module_server, new_workload, points_of, rows_sharing_a_step, sources)  # noqa: F401 (fixture)
+from support import exporter_env, run_python, wandb_run_dir
+from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 pytest.importorskip("lightning")
 pytest.importorskip("wandb")
@@ -24,11 +25,13 @@ import torch
 opts = json.loads(sys.argv[1])
 if opts["namespace"] == "pytorch_lightning":
     import pytorch_lightning as L
+    from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger, WandbLogger
     from pytorch_lightning.loggers.logger import Logger
     from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 else:
     import lightning.pytorch as L
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
     from lightning.pytorch.loggers.logger import Logger
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
@@ -51,13 +54,17 @@ class Model(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("train_loss", loss)
+        # epoch_metrics: also the epoch mean (train_loss_step / train_loss_epoch), logged at epoch end
+        self.log("train_loss", loss, on_epoch=bool(opts.get("epoch_metrics")))
         return loss
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.05)
+        if opts.get("scheduler"):  # a learning rate that changes, for LearningRateMonitor
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)]
+        return optimizer
 
 torch.manual_seed(0)
 data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
@@ -79,7 +86,10 @@ if opts.get("strategy") == "deepspeed":
         stage=1, process_group_backend="gloo", parallel_devices=[torch.device("cpu", 0)],
         config={"train_micro_batch_size_per_gpu": 4, "zero_optimization": {"stage": 1},
                 "optimizer": {"type": "Adam", "params": {"lr": 0.01, "torch_adam": True}}})
-trainer = L.Trainer(max_epochs=opts.get("epochs", 2), log_every_n_steps=2, logger=loggers,
+if opts.get("lr_monitor"):
+    kwargs["callbacks"] = [LearningRateMonitor(logging_interval="step")]
+trainer = L.Trainer(max_epochs=opts.get("epochs", 2), log_every_n_steps=opts.get("log_every_n_steps", 2),
+                    accumulate_grad_batches=opts.get("accumulate", 1), logger=loggers,
                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                     default_root_dir=out, **kwargs)
 trainer.fit(Model(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=8))
@@ -168,6 +178,24 @@ def test_lightning_with_wandb_logger_reports_the_wandb_stream_once_stepped_by_tr
     assert {r["source"] for r in rows} == {"wandb"}
     assert_emitted_exactly([r for r in rows if r["name"] != "trainer/global_step"], "wandb", _logged(probe))
     assert sum(r["name"] == "trainer/global_step" for r in rows) == len(probe["seen"])
+
+
+def test_lightning_wandb_history_is_mirrored_exactly_with_accumulation_validation_and_lr_monitor(
+        module_server, tmp_path):
+    """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and
+    in the JSONL sink once, at W&B's row, with W&B's step (trainer/global_step) and value."""
+    uid, _probe = _train(tmp_path, module_server, "wandb", epochs=2, accumulate=2, log_every_n_steps=1,
+                         lr_monitor=True, scheduler=True, epoch_metrics=True)
+    expected = wandb_expected_points(wandb_run_dir(tmp_path / "run"))
+    names = {name for name, _row in expected}
+    assert {"train_loss_step", "train_loss_epoch", "val_loss", "lr-SGD", "epoch", "trainer/global_step"} <= names
+    # The scenario holds what a (name, step) key would collapse: LearningRateMonitor logs on each of
+    # the two micro-batches of an optimizer step, and at each epoch end the training, validation and
+    # epoch-mean rows (each with `epoch`) share one trainer/global_step.
+    assert {"lr-SGD", "epoch"} <= {name for name, _step in rows_sharing_a_step(expected)}
+    assert_same_points(expected, mirrored_points(module_server, uid, expected), "Lens vs W&B history")
+    assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history")
+    assert set(sources(module_server, uid)) == {"wandb"}
 
 
 def test_lightning_without_wandb_logger_reports_through_an_attached_lens_logger(module_server, tmp_path):

@@ -13,8 +13,9 @@ import sys
 import pytest
 
 from fixtures_server import free_port
-from lens_e2e import by_name, jsonl_rows, module_server, new_workload  # noqa: F401 (fixture)
-from support import ROOT, exporter_env, get_json, metric_points, wait_for, workload
+from lens_e2e import by_name, jsonl_rows, mirrored_points, module_server, new_workload  # noqa: F401 (fixture)
+from support import ROOT, exporter_env, get_json, metric_points, wait_for, wandb_offline_records, workload
+from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 EXAMPLE = os.path.join(ROOT, "examples", "torchrun_ddp.py")
 STEPS = 8
@@ -78,10 +79,18 @@ def test_torchrun_ddp_only_rank0_logs_points_carry_rank0_and_rank1_sends_nothing
     assert {r["world_size"] for r in rows} == {2}
 
 
-@pytest.mark.slow
-def test_torchrun_ddp_every_rank_logging_its_own_run_is_kept_apart_by_rank(module_server, tmp_path):
+@pytest.fixture(scope="module")
+def all_ranks_run(module_server, tmp_path_factory):
+    """One torchrun where every rank logs its own W&B run, shared by the tests that read it."""
+    tmp_path = tmp_path_factory.mktemp("torchrun-all")
     uid = new_workload("torchrun-all")
     _torchrun(_env(module_server, tmp_path, uid), "--all-ranks-log")
+    return uid, tmp_path
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_every_rank_logging_its_own_run_is_kept_apart_by_rank(module_server, all_ranks_run):
+    uid, _tmp_path = all_ranks_run
 
     points = _points_when(module_server, uid, 2 * STEPS * len(METRICS))
     assert {p["rank"] for p in points} == {0, 1}
@@ -101,3 +110,26 @@ def test_torchrun_ddp_every_rank_logging_its_own_run_is_kept_apart_by_rank(modul
 
     available = get_json(module_server, f"/api/v1/workloads/{uid}/metrics/available", data_source="wandb")
     assert {m["name"] for m in available["metrics"]} == METRICS
+
+
+@pytest.mark.slow
+def test_torchrun_every_rank_wandb_history_is_mirrored_exactly_per_rank(module_server, all_ranks_run):
+    """Issue 10's oracle, per rank: each rank's own W&B run (its .wandb file) is in Lens under that
+    rank and run, and in that rank's JSONL sink, point for point (row, step, value)."""
+    uid, tmp_path = all_ranks_run
+    runs = sorted(glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    assert len(runs) == 2, runs
+    ranks = set()
+    for run_dir in runs:
+        history, _ = wandb_offline_records(run_dir)
+        (rank,) = {int(row["rank_id"]) for row in history}  # the rank that wrote this run
+        run_id = run_dir.rsplit("-", 1)[1]
+        ranks.add(rank)
+        expected = wandb_expected_points(run_dir)
+        assert len(expected) == STEPS * len(METRICS)
+        where = f"rank {rank} run {run_id}"
+        assert_same_points(expected, mirrored_points(module_server, uid, expected, run_id=run_id, rank=rank),
+                           f"Lens vs W&B history, {where}")
+        assert_same_points(expected, jsonl_points(tmp_path / "jsonl", rank=rank, run_id=run_id),
+                           f"JSONL sink vs W&B history, {where}")
+    assert ranks == {0, 1}

@@ -15,8 +15,11 @@ import sys
 import pytest
 
 from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, emitted, jsonl_rows,
-                      module_server, new_workload, points_of, points_with, sources)  # noqa: F401 (fixture)
-from support import exporter_env, run_python
+                      mirrored_points, module_server, new_workload, points_of, points_with,  # noqa: F401 (fixture)
+                      rows_sharing_a_step, sources)
+from fixtures_server import LENS_DB_KINDS
+from support import exporter_env, run_python, wandb_offline_records, wandb_run_dir
+from wandb_oracle import assert_same_points, jsonl_points, summary_only_values, wandb_expected_points
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -43,14 +46,23 @@ if opts.get("deepspeed"):
     kwargs["ddp_backend"] = "gloo"
 if opts.get("ddp"):
     kwargs["ddp_backend"] = "gloo"
+if opts.get("eval_steps"):  # evaluation during training as well as the final evaluate() below
+    kwargs.update(eval_strategy="steps", eval_steps=opts["eval_steps"], per_device_eval_batch_size=4)
 args = TrainingArguments(output_dir=opts["out"], max_steps=opts.get("max_steps", 12), per_device_train_batch_size=4,
-                         logging_steps=5, report_to=opts["report_to"], save_strategy="no", use_cpu=True,
-                         disable_tqdm=True, **kwargs)
+                         logging_steps=opts.get("logging_steps", 5), report_to=opts["report_to"], save_strategy="no",
+                         use_cpu=True, disable_tqdm=True, **kwargs)
+if opts.get("eval_loss_by_epoch"):
+    # The user's own run first (HF's WandbCallback reuses wandb.run), with eval/loss charted by the
+    # fractional train/epoch; an explicit name wins over HF's "*" -> train/global_step.
+    import wandb
+    wandb.init(project="lens-hf")
+    wandb.define_metric("eval/loss", step_metric="train/epoch")
 callbacks = None
 if opts.get("explicit"):
     from primus_lens_wandb_exporter import LensTrainerCallback
     callbacks = [LensTrainerCallback()]
-trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks,
+                  eval_dataset=data[:8] if opts.get("eval_steps") else None)
 trainer.train()
 trainer.evaluate(eval_dataset=data[:8])
 if not trainer.is_world_process_zero():
@@ -181,6 +193,36 @@ def test_hf_trainer_wandb_final_summary_metrics_land_at_the_final_global_step(mo
     metrics = by_name(points_with(module_server, uid, "wandb", SUMMARY_ONLY))
     for key in SUMMARY_ONLY:
         assert metrics.get(key, {}).keys() == {result["global_step"]}, f"{key}: {metrics.get(key)}"
+
+
+@pytest.mark.parametrize("lens_db_kind", LENS_DB_KINDS, indirect=True)
+def test_hf_trainer_wandb_history_is_mirrored_exactly_with_eval_at_the_last_step_and_a_final_evaluate(
+        lens_server, tmp_path):
+    """Issue 10's oracle: every point of W&B's own history (the run's .wandb file) is in Lens and in
+    the JSONL sink once, at W&B's row, with W&B's step and value. The evaluation at the last step
+    and the final ``evaluate()`` both land at train/global_step = max_steps: W&B keeps both rows,
+    so must Lens. ``eval/loss`` is charted by the fractional ``train/epoch`` (0.5, 1.0, 1.0).
+    On both databases: the storage key and the float step are the server's."""
+    uid, result = _train(tmp_path, lens_server, ["wandb"], max_steps=12, logging_steps=4, eval_steps=6,
+                         eval_loss_by_epoch=True)
+    run_dir = wandb_run_dir(tmp_path)
+    history, _summary = wandb_offline_records(run_dir)
+    expected = wandb_expected_points(run_dir)
+    last = result["global_step"]
+    evals = [row["_step"] for row in history if "eval/loss" in row and row.get("train/global_step") == last]
+    assert len(evals) == 2, f"scenario: eval at the last step and the final evaluate(): {history}"
+    assert ("eval/runtime", float(last)) in rows_sharing_a_step(expected)
+    assert sorted(step for (name, _row), (step, _value) in expected.items() if name == "eval/loss") == [0.5, 1, 1]
+    # HF writes its end-of-run metrics to the W&B summary only (no history row); Lens keeps each as
+    # one point at the final global step, holding the summary's value.
+    final = summary_only_values(run_dir)
+    assert sorted(final) == sorted(SUMMARY_ONLY), final
+    actual = mirrored_points(lens_server, uid, expected)
+    final_steps = {name: step for (name, _row), (step, _value) in actual.items() if name in final}
+    assert final_steps == dict.fromkeys(final, last), final_steps
+    assert_same_points(expected, actual, "Lens vs W&B history", summary_only=final)
+    assert_same_points(expected, jsonl_points(tmp_path / "jsonl"), "JSONL sink vs W&B history", summary_only=final)
+    assert set(sources(lens_server, uid)) == {"wandb"}
 
 
 def test_hf_trainer_explicit_callback_is_not_doubled_by_the_zero_code_attach(module_server, tmp_path):
