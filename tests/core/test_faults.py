@@ -375,8 +375,6 @@ wandb.finish()
     http = _stats(spool)["http"]
     assert http["spool_write_errors"] > 0 and http["spool_dropped_points"] > 0
     detail = get_json(lens_server, "/api/v1/workloads/faults-reported")
-    if "exporters" not in detail:
-        pytest.skip("this server does not keep exporter reports yet (SPEC issue 10)")
     (report,) = detail["exporters"]
     assert report["stats"]["spool_write_errors"] > 0
     assert report["stats"]["spool_dropped_points"] == http["spool_dropped_points"]

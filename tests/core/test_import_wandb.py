@@ -208,14 +208,6 @@ def test_a_corrupt_file_is_one_clear_line_and_the_other_runs_are_imported(lens_s
     assert len(second) == 10
 
 
-def _sink_counts_refused_points():
-    from primus_lens_wandb_exporter.core.transport import HttpSink
-
-    return hasattr(HttpSink, "_read_answer")
-
-
-@pytest.mark.skipif(not _sink_counts_refused_points(),
-                    reason="needs the delivery branch's HttpSink (limits checks, per-point answers counted)")
 def test_a_point_lens_cannot_take_is_counted_and_the_rest_stored(lens_server, tmp_path):
     # A step metric value beyond what Lens stores (|step| <= limits.MAX_ABS_STEP): that one
     # point is filtered by the sink or refused by the server; either way it is counted.
