@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 
 
-def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid: str):
+def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid: str,
+                explicit_rows: bool = False):
     steps_per_batch = batch_points // metrics
     now = time.time()
     out = []
@@ -46,9 +47,12 @@ def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid:
         for s in range(b * steps_per_batch, (b + 1) * steps_per_batch):
             ts = now + s * 0.01
             for m in range(metrics):
-                # row: the W&B history row (the point's identity), step: its chart x.
-                pts.append({"name": f"metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s, "row": s,
-                            "timestamp": ts})
+                # As the exporter sends a point charted by its W&B row: no "row" (it defaults to
+                # the integer step).  --explicit-rows sends it, as for define_metric steps.
+                pt = {"name": f"metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s, "timestamp": ts}
+                if explicit_rows:
+                    pt["row"] = s
+                pts.append(pt)
         out.append(orjson.dumps({"source": "wandb", "workload_uid": uid, "pod_name": f"pod-{sender}",
                                  "run_id": "bench", "rank": sender, "timestamp": now, "metrics": pts}))
     return out
@@ -124,6 +128,8 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=20, help="batches per sender")
     ap.add_argument("--metrics", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
+    ap.add_argument("--explicit-rows", action="store_true",
+                    help='send "row" with every point (the exporter leaves it out when it equals the step)')
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs, each on a fresh database and server; prints every run and the median")
     args = ap.parse_args()
@@ -131,7 +137,7 @@ def main() -> int:
         ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
     uid = "bench-ingest"
     print(f"encoding {args.senders} x {args.batches} bodies of {args.batch} points ...", flush=True)
-    bodies = [make_bodies(i, args.batches, args.batch, args.metrics, uid) for i in range(args.senders)]
+    bodies = [make_bodies(i, args.batches, args.batch, args.metrics, uid, args.explicit_rows) for i in range(args.senders)]
     rates = []
     for i in range(args.repeat):
         if args.repeat > 1:

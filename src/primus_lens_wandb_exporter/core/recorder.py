@@ -538,8 +538,14 @@ class Recorder:
         wire = normalize.wire_value
         for name, value, step, row, ts in row_points:
             # value - value == 0 is False only for NaN/±Inf, which travel as strings.
-            bucket.append({"name": name, "value": value if value - value == 0 else wire(value),
-                           "step": step, "row": row, "timestamp": ts})
+            point = {"name": name, "value": value if value - value == 0 else wire(value),
+                     "step": step, "timestamp": ts}
+            # The wire's default for a missing row is the (integer) step: most points are
+            # charted by their row, and leaving it out keeps request bodies ~15 % smaller
+            # (what the server spends per point is mostly parsing; docs/protocol.md).
+            if row != step or type(step) is not int:
+                point["row"] = row
+            bucket.append(point)
         self.counters.points += len(row_points)
         self._pending_count += len(row_points)
         if self._pending_since is None:

@@ -346,7 +346,9 @@ class JsonlSink:
             head = {"workload_uid": ident.workload_uid, "pod_name": ident.pod_name, "source": batch.source,
                     "run_id": batch.run_id, "rank": batch.rank, "local_rank": batch.local_rank,
                     "node_rank": batch.node_rank, "world_size": batch.world_size}
-            lines = [json.dumps({**head, **point}, separators=(",", ":")) for point in batch.points]
+            # Every line names its row: a point without one (row == step, see recorder) gets it here.
+            lines = [json.dumps({**head, "row": point["step"], **point}, separators=(",", ":"))
+                     for point in batch.points]
             fh.write("\n".join(lines) + "\n")
             fh.flush()
             self.lines += len(lines)
