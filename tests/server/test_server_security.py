@@ -7,6 +7,7 @@ Security does not depend on the database, so these run on SQLite only.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 
 import pytest
@@ -130,6 +131,15 @@ def test_allowed_hosts_from_the_option_and_the_environment(lens_server_factory, 
     r = requests.post(f"{srv.api}/wandb/metrics", json=metrics_body(uid, [("loss", 1, 1.0)]),
                       headers={"Host": "lens.corp.example", "Origin": "https://lens.corp.example"}, timeout=30)
     assert r.status_code == 200, r.text
+
+
+def test_bound_beyond_loopback_the_machines_own_name_is_served(lens_server_factory):
+    # What a client on another machine naturally types (http://<this host>:8080); still not evil.example.
+    srv = lens_server_factory(extra_args=["--host", "0.0.0.0", "--allow-insecure-bind"])
+    me = socket.gethostname()
+    assert requests.get(srv.url + "/health", headers={"Host": f"{me}:{srv.port}"}, timeout=30).status_code == 200
+    _json_error(requests.get(srv.url + "/health", headers={"Host": "evil.example"}, timeout=30),
+                400, "host_not_allowed")
 
 
 def test_star_allows_any_host(lens_server_factory):

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import ipaddress
 import re
+import socket
 from typing import Iterable, Optional, Sequence
 
 import orjson
@@ -77,6 +78,13 @@ def _split_host(value: str):
     return name.rstrip("."), port
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.localdomain")
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -89,11 +97,16 @@ def allowed_hosts(configured: Iterable[str] = (), bind_host: Optional[str] = Non
     """The Host names to accept, or ``None`` for any (``*`` among ``configured``).
 
     Loopback names always; the bound address when it is a specific one (not 0.0.0.0/::);
-    each ``configured`` name (``*.example.com`` matches its subdomains).
+    when bound beyond loopback, this machine's host name (what a client on another machine
+    naturally types; not a name an attacker controls); each ``configured`` name
+    (``*.example.com`` matches its subdomains).
     """
     names = set(LOOPBACK_NAMES)
     if bind_host and bind_host not in ("0.0.0.0", "::", ""):
         names.add(_split_host(bind_host if not bind_host.count(":") > 1 else f"[{bind_host}]")[0])
+    if bind_host and not _is_loopback(bind_host):
+        me = socket.gethostname().lower().rstrip(".")
+        names.update((me, me.split(".", 1)[0]) if me else ())
     for n in configured:
         n = n.strip().lower().rstrip(".")
         if n == "*":
