@@ -135,6 +135,7 @@ class BrowserGuard:
         self.app = app
         self.hosts = None if hosts is None else frozenset(hosts)
         self.suffixes = tuple(h[1:] for h in (hosts or ()) if h.startswith("*."))
+        self._seen: dict = {}
 
     def _host_ok(self, name: str) -> bool:
         if self.hosts is None or name in self.hosts or _is_ip(name):
@@ -147,16 +148,23 @@ class BrowserGuard:
         host = origin = ctype = None
         for k, v in scope["headers"]:
             if k == b"host":
-                host = v.decode("latin-1")
+                host = v
             elif k == b"origin":
                 origin = v.decode("latin-1")
             elif k == b"content-type":
                 ctype = v
         if host is None:   # HTTP/1.0 without Host: the address the client connected to
             server = scope.get("server")
-            host = f"{server[0]}:{server[1]}" if server else ""
-        name, port = _split_host(host)
-        if not self._host_ok(name):
+            host = f"{server[0]}:{server[1]}".encode() if server else b""
+        # The few Host values a server sees, parsed once (bounded: a client cannot grow it).
+        known = self._seen.get(host)
+        if known is None:
+            name, port = _split_host(host.decode("latin-1"))
+            known = (self._host_ok(name), name, port)
+            if len(self._seen) < 1024:
+                self._seen[host] = known
+        ok, name, port = known
+        if not ok:
             return await _reject(send, 400, "host_not_allowed",
                                  f"Host: {name!r} is not a name this server answers to; add it with "
                                  "--allowed-host / PRIMUS_LENS_ALLOWED_HOSTS", "Host")
@@ -201,7 +209,10 @@ class SecurityHeaders:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                for k, _ in headers:
+                    if k == b"content-security-policy" or k == b"Content-Security-Policy":
+                        break
+                else:
                     headers.append(self.csp)
                 headers.extend(self.headers)
                 message = {**message, "headers": headers}
