@@ -187,6 +187,20 @@ def test_deployment_command_is_accepted_by_the_real_server_cli():
     assert "PRIMUS_LENS_API_TOKEN" in env_of(c)
 
 
+def test_deployment_answers_the_service_name_as_host():
+    # The server refuses Host names it was not given (DNS-rebinding defence): the names training
+    # pods and Grafana use, the Service's, must be passed, with the namespace from the downward API.
+    c = container(find("Deployment", NAME))
+    env = env_of(c)
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    values = {n: "postgresql://lens:pw@db/lens" for n in env}
+    values["POD_NAMESPACE"] = "ml"
+    args = _server_parser().parse_args(_expand(c["args"][1:], values))
+    service = find("Service", NAME)["metadata"]["name"]
+    assert urlparse(GUIDE_DEFAULT_URL).hostname == service
+    assert {service, f"{service}.ml", f"{service}.ml.svc", f"{service}.ml.svc.cluster.local"} <= set(args.allowed_host)
+
+
 def test_training_job_is_the_guides_wired_to_the_server():
     job = find("Job", "my-training-job")
     c = container(job)

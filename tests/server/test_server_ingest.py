@@ -66,10 +66,11 @@ def test_a_bad_point_is_refused_alone_naming_its_field(srv, uid, point, field):
 def test_non_json_body_is_400(srv):
     import requests
 
-    r = requests.post(srv.api + "/wandb/metrics", data=b"{not json", timeout=10)
+    json_ct = {"Content-Type": "application/json"}   # declared JSON (else 415), but is not
+    r = requests.post(srv.api + "/wandb/metrics", data=b"{not json", headers=json_ct, timeout=10)
     assert r.status_code == 400
     assert r.json()["field"] == "body"
-    r = requests.post(srv.api + "/wandb/metrics", data=b"[1, 2]", timeout=10)
+    r = requests.post(srv.api + "/wandb/metrics", data=b"[1, 2]", headers=json_ct, timeout=10)
     assert r.status_code == 400
 
 

@@ -90,7 +90,8 @@ def make_client(tmp_path):
 
     def make(token=None):
         app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/app-{len(clients)}.db", token=token))
-        client = TestClient(app)
+        # localhost: the server answers only Host names it is known by (TestClient's default is "testserver").
+        client = TestClient(app, base_url="http://localhost")
         clients.append(client)
         return client
 

@@ -21,7 +21,7 @@ from lens import ROOT
 pytest.importorskip("fastapi")
 
 SWAGGER = ROOT / "node_modules" / "swagger-ui-dist"
-DOCS = "http://testserver/api/docs"
+DOCS = "http://localhost/api/docs"  # the test client's base URL (a Host the server answers)
 
 
 @pytest.fixture(autouse=True)

@@ -346,3 +346,29 @@ def test_a_missing_charting_library_is_an_error_state_that_says_what_to_run(ui_p
     card = ui_page.wait_for_selector('.chart-card[data-metric="loss"] .charts-missing')
     assert "npm ci" in card.inner_text()
     assert not ui_page.query_selector(".plot[data-revision]")
+
+
+def test_overview_shows_evidence_without_url_credentials_and_no_csp_violations(ui_page, ui_server):
+    # Issue 11, items 4 and 5: a client that did not redact (an old exporter, a hand-written one)
+    # reports URLs with passwords; the Overview shows the values without them. The page runs
+    # under the server's Content-Security-Policy: nothing it needs is blocked.
+    workload = "ui-secrets-workload-0001"
+    violations = []
+    ui_page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    ui_server.post("/wandb/detection", {
+        "workload_uid": workload, "pod_name": "train-pod-0",
+        "evidence": {"environment": {"PRIMUS_LENS_API_BASE_URL": "http://lens:hunter2@lens.example:8080/api/v1",
+                                     "PRIMUS_DB": "postgresql://app:hunter2@db:5432/lens"}},
+        "detection": {"wrapper": None, "base": "pytorch", "method": "heuristic", "confidence": 0.5}})
+    ui_server.post("/wandb/metrics", {"workload_uid": workload, "rank": 0,
+                                      "metrics": [{"name": "loss", "value": 1.0 / (i + 1), "step": i}
+                                                  for i in range(5)]})
+    ui_page.goto(f"{ui_server.url}/#/workloads/{workload}")
+    ui_page.wait_for_selector("#det-base")
+    ui_page.click("details.evidence summary")
+    shown = ui_page.inner_text("details.evidence pre")
+    assert "http://***@lens.example:8080/api/v1" in shown and "postgresql://***@db:5432/lens" in shown
+    assert "hunter2" not in ui_page.content()
+    ui_page.goto(f"{ui_server.url}/#/workloads/{workload}/metrics")
+    ui_page.wait_for_selector('.chart-card[data-metric="loss"] .plot[data-revision]')
+    assert violations == []

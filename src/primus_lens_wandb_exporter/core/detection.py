@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..redact import redact_url_credentials
 from .hookspecs import hookimpl
 
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PASSWD", "AUTH")
@@ -241,7 +242,9 @@ def build_payload(claims, heuristic, identity, environ, wandb_info, modules) -> 
                                  "MASTER_", "WANDB_", "CUDA_VISIBLE", "HIP_VISIBLE", "ROCR_VISIBLE", "SLURM_",
                                  "OMPI_COMM_WORLD", "ACCELERATE_", "DEEPSPEED", "MEGATRON"))
                 and not is_secret(k)}
-    return {
+    # Credentials go out of every URL in it (PRIMUS_LENS_API_BASE_URL=http://u:pw@..., database
+    # URLs under any variable name, wandb's base_url): is_secret only knows names.
+    return redact_url_credentials({
         "source": "wandb",
         "type": "framework_detection_raw",
         "version": "1.0",
@@ -277,7 +280,7 @@ def build_payload(claims, heuristic, identity, environ, wandb_info, modules) -> 
             "confidence": confidence,
             "layers": {e.layer: {"name": e.name, "method": e.method, "version": e.version} for e in chosen},
         },
-    }
+    })
 
 
 def _safe_extra(extra):

@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import limits
 from .._version import __version__
-from . import validate
+from ..redact import redact_url_credentials
+from . import security, validate
 from .errors import ApiError
 from .settings import Settings
 from .storage import Store, open_store
@@ -296,7 +297,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         return {"message": msg, **answer}
 
     def _ingest_detection(body):
-        store.ingest(detections=[validate.detection(body)])
+        store.ingest(detections=[validate.detection(redact_url_credentials(body))])
         return {"message": "detection reported successfully"}
 
     def _ingest_run(body):
@@ -312,7 +313,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         if n_points > limits.MAX_POINTS_PER_REQUEST:
             raise validate.too_many_points("metrics")
         metrics = validate.metrics_list(parts, "metrics") if parts is not None else []
-        dets = [validate.detection(body["detection"], "detection.")] if body.get("detection") is not None else []
+        dets = [validate.detection(redact_url_credentials(body["detection"]), "detection.")] if body.get("detection") is not None else []
         runs = validate.run_list(body["run"], "run") if body.get("run") is not None else []
         logs = body.get("logs")
         res = store.ingest(metrics=metrics, detections=dets, runs=runs)
@@ -456,5 +457,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     if mount_ui is not None:
         mount_ui(app, settings)
 
+    # Innermost first: the guard's refusals are access-logged; the headers go on every answer.
+    app.add_middleware(security.BrowserGuard, hosts=security.allowed_hosts(settings.allowed_hosts, settings.host))
     app.add_middleware(_AccessAndAuth, token=settings.token)
+    app.add_middleware(security.SecurityHeaders)
     return app

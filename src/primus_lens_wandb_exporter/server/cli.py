@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bearer token required on /api/v1 (default: $PRIMUS_LENS_API_TOKEN; none = open)")
     p.add_argument("--allow-insecure-bind", action="store_true",
                    help="allow binding a non-loopback address without a token")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the server answers to (repeatable; also $PRIMUS_LENS_ALLOWED_HOSTS, "
+                        "comma-separated); loopback names, IP addresses and the --host address always; "
+                        "list the names clients use, e.g. the Kubernetes Service name; '*' = any")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (default 1); more parse and validate in parallel, SQLite "
                         "still commits one batch at a time")
@@ -84,7 +88,10 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"primus-lens serve: --db: {e}", file=sys.stderr)
         return 2
-    settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port)
+    from .security import ALLOWED_HOSTS_ENV, parse_host_list
+
+    hosts = tuple(args.allowed_host) + tuple(parse_host_list(os.environ.get(ALLOWED_HOSTS_ENV)))
+    settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port, allowed_hosts=hosts)
     common = dict(host=args.host, port=args.port, log_config=None, access_log=False, backlog=4096,
                   timeout_graceful_shutdown=30, timeout_keep_alive=30,
                   http="httptools" if _has("httptools") else "h11",
@@ -97,7 +104,7 @@ def serve(args: argparse.Namespace) -> int:
         # The workers add up their counters for /health through files here.
         stats_dir = shared_stats.new_dir()
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
-                "log_level": args.log_level, "stats_dir": stats_dir}
+                "log_level": args.log_level, "stats_dir": stats_dir, "allowed_hosts": hosts}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -17,3 +17,5 @@ class Settings:
     port: int = 8080
     #: where the processes of ``serve --workers N`` share their counters (set by ``serve``)
     stats_dir: Optional[str] = None
+    #: extra Host names to answer (``--allowed-host``); "*" = any. Loopback and the bound address always.
+    allowed_hosts: Tuple[str, ...] = ()

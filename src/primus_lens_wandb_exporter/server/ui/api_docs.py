@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from ..security import inline_script_csp
 from .npm import VENDOR_ROUTE, NpmPackage, Vendored
 
 DOCS_URL = "/api/docs"
@@ -83,7 +84,10 @@ def mount_api_docs(app: Any, swagger: Vendored, favicon_url: str) -> None:
         page = _missing_page(title, openapi_url, swagger.package.missing_message).encode()
         status = 503
 
+    # The page starts Swagger UI with one inline script: allowed by its hash, on this page only.
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": inline_script_csp(page)}
+
     async def docs(request: Request) -> Response:
-        return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(page, status_code=status, headers=headers)
 
     app.add_route(DOCS_URL, docs, methods=["GET", "HEAD"], include_in_schema=False)

@@ -1,0 +1,43 @@
+"""Credentials out of URL-shaped values (issue 11, item 5): the one helper both sides use,
+and the exporter's detection payload built with it."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from primus_lens_wandb_exporter.core.detection import build_payload
+from primus_lens_wandb_exporter.redact import redact_url_credentials
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("http://lens:hunter2@lens:8080/api/v1", "http://***@lens:8080/api/v1"),
+    ("postgresql+psycopg://u:p@ss@db:5432/x?sslmode=require", "postgresql+psycopg://***@db:5432/x?sslmode=require"),
+    ("https://TOKEN@github.com/org/repo.git", "https://***@github.com/org/repo.git"),
+    ("redis://:pw@r:6379/0", "redis://***@r:6379/0"),
+    ("two: s3://k:s@b/p and amqp://g:g@mq", "two: s3://***@b/p and amqp://***@mq"),
+    ("http://host/path@not-userinfo", "http://host/path@not-userinfo"),
+    ("user@example.com", "user@example.com"),
+    ("http://plain.example:80/x", "http://plain.example:80/x"),
+])
+def test_url_credentials_are_replaced(value, expected):
+    assert redact_url_credentials(value) == expected
+
+
+def test_nested_values_are_walked_and_other_types_kept():
+    value = {"a": ["http://u:hunter2@h", ("ftp://x:hunter2@f",)], "n": 1, "f": 0.5, "none": None,
+             "d": {"e": {"f": "ws://a:hunter2@w"}}}
+    out = redact_url_credentials(value)
+    assert "hunter2" not in repr(out)
+    assert out["n"] == 1 and out["f"] == 0.5 and out["none"] is None
+    assert out["a"][1] == ("ftp://***@f",)
+
+
+def test_the_exporters_detection_payload_has_no_url_credentials():
+    # Variable names is_secret() does not know: only the URL shape gives them away.
+    environ = {"PRIMUS_LENS_API_BASE_URL": "http://lens:hunter2@lens.example:8080/api/v1",
+               "PRIMUS_DB_URL": "postgresql://app:hunter2@db:5432/lens", "WANDB_BASE_URL": "https://k:hunter2@wb"}
+    ident = SimpleNamespace(workload_uid="w", pod_uid=None, pod_name="p", namespace=None)
+    payload = build_payload([], [], ident, environ, {"id": "r1", "url": "https://u:hunter2@wandb.example/r1"},
+                            frozenset())
+    assert "hunter2" not in repr(payload)
+    assert payload["evidence"]["environment"]["PRIMUS_DB_URL"] == "postgresql://***@db:5432/lens"
