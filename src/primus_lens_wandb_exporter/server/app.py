@@ -196,12 +196,19 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         from .shared_stats import SharedStats
 
         shared = SharedStats(settings.stats_dir, store.stats)
+    from . import ops
+
+    retention = ops.Retention(store, settings.retention_days) if settings.retention_days else None
 
     @asynccontextmanager
     async def lifespan(app):
         if shared is not None:
             shared.start()
+        if retention is not None:
+            retention.start()
         yield
+        if retention is not None:
+            retention.stop()
         # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
         if shared is not None:
             shared.stop()
@@ -448,6 +455,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
                  "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
         return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    ops.add_routes(app, store, json_response)
 
     try:
         from .ui import mount_ui

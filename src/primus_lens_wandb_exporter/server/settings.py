@@ -17,3 +17,5 @@ class Settings:
     port: int = 8080
     #: where the processes of ``serve --workers N`` share their counters (set by ``serve``)
     stats_dir: Optional[str] = None
+    #: ``serve --retention-days``: delete workloads not updated for this many days (None: keep all)
+    retention_days: Optional[float] = None
