@@ -83,6 +83,12 @@ def doctor_report(environ=os.environ) -> Dict:
     report["api"] = _check_health(config.api_base_url, config.api_token) if config.api_reporting else "disabled"
     if isinstance(report["api"], dict) and not report["api"].get("ok"):
         report["problems"].append(f"Lens API not reachable: {report['api'].get('error')}")
+    report["api_auth"] = None
+    if isinstance(report["api"], dict) and report["api"].get("ok"):
+        # /health is open: only an authenticated route tells whether batches will be accepted.
+        report["api_auth"] = auth = _check_auth(config.api_base_url, config.api_token)
+        if not auth["ok"]:
+            report["problems"].append(auth["fix"])
     spool = Spool(config.spool_dir or default_spool_dir())
     files, points, size = spool.backlog()
     report["spool"] = {"dir": spool.directory, "files": files, "points": points, "bytes": size,
@@ -146,6 +152,30 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
         return {"url": url, "ok": False, "error": repr(exc)}
 
 
+def _check_auth(base_url: str, token: Optional[str]) -> Dict:
+    """Whether Lens accepts this token for ingest: an empty batch (stores nothing)
+    sent to the route the exporter writes to, with the exporter's header."""
+    import requests
+
+    url = base_url.rstrip("/") + "/wandb/batch"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.post(url, json={}, timeout=5, headers=headers)
+    except requests.RequestException as exc:
+        return {"url": url, "ok": False, "status": None, "error": repr(exc),
+                "fix": f"Lens answered /health but not {url}: {exc!r}"}
+    status = response.status_code
+    out = {"url": url, "ok": status == 200, "status": status, "error": None if status == 200 else response.text[:200]}
+    if status in (401, 403):
+        out["fix"] = (f"Lens refused the token ({status}): set PRIMUS_LENS_API_TOKEN to the server's token "
+                      "(e.g. from the primus-lens-api-token Secret)" if token else
+                      f"Lens requires a token ({status}) and PRIMUS_LENS_API_TOKEN is not set: set it to the "
+                      "server's token (e.g. from the primus-lens-api-token Secret)")
+    elif status != 200:
+        out["fix"] = f"Lens answered {status} to an ingest request at {url}: {response.text[:200]}"
+    return out
+
+
 def _read_stats(spool_dir: str) -> List[Dict]:
     """Counters of the processes that used ``spool_dir``, newest 20 (from the spool and its fallback)."""
     from .core.spool import stats_fallback_dir
@@ -181,6 +211,10 @@ def cmd_doctor(args) -> int:
     api = report["api"]
     if isinstance(api, dict):
         print(f"{ok(api.get('ok'))} Lens API {api['url']}" + (f" ({api.get('ms')} ms)" if api.get("ok") else f": {api.get('error')}"))
+        auth = report.get("api_auth")
+        if auth is not None:
+            print(f"{ok(auth['ok'])} Lens accepts this token for ingest ({auth['url']})" if auth["ok"] else
+                  f"✗ Lens ingest {auth['url']}: {auth['fix']}")
     else:
         print("- Lens API reporting disabled")
     sp = report["spool"]
