@@ -290,3 +290,57 @@ def test_retention_deletes_workloads_older_than_the_limit_at_start(lens_server_f
 def test_retention_days_must_be_positive():
     proc = _serve("--db", "sqlite:///:memory:", "--retention-days", "0")
     assert proc.returncode == 2 and "--retention-days" in proc.stderr
+
+
+# ---- Prometheus /metrics ------------------------------------------------------------------
+
+def _scrape(srv):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = requests.get(srv.url + "/metrics", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _requests(m, route, method="POST", status="200"):
+    return m.get(("lens_http_requests_total", (("method", method), ("route", route), ("status", status))), 0)
+
+
+def test_metrics_count_requests_by_route_and_the_storage_counters(lens_server_factory):
+    srv = lens_server_factory(token="t")
+    for i in range(7):
+        assert srv.post("/wandb/metrics", metrics_body("wl-prom", [("loss", i * 10 + j, 1.0) for j in range(10)])
+                        ).status_code == 200
+    assert requests.post(srv.api + "/wandb/metrics", json={}, timeout=10).status_code == 401
+    for _ in range(3):
+        assert srv.get("/workloads/wl-prom").status_code == 200
+    m = _scrape(srv)
+    assert _requests(m, "/api/v1/wandb/metrics") == 7
+    assert _requests(m, "/api/v1/workloads/{uid}", "GET") == 3  # the template, not the workload id
+    assert _requests(m, "other", "POST", "401") == 1
+    count = m[("lens_http_request_duration_seconds_count",
+               (("method", "POST"), ("route", "/api/v1/wandb/metrics")))]
+    assert count == 7
+    assert m[("lens_storage_points_inserted_total", ())] == 70
+    assert m[("lens_storage_ingest_transactions_total", ())] == 7
+    assert not any("wl-prom" in str(k) for k in m)
+
+
+def test_metrics_add_up_every_worker(lens_server_factory):
+    from test_server_ops import _all_workers_serving, _post_on_fresh_connections, _wait_for_transactions
+
+    srv = lens_server_factory(extra_args=["--workers", "2"])
+    _all_workers_serving(srv)
+    n = 16
+    _post_on_fresh_connections(srv, "wl-w", n)
+    workers = _wait_for_transactions(srv, n)["workers"]
+    # Both workers did part of the work, so one process's own count would be short.
+    assert len(workers) == 2 and all(w["storage"]["ingest_transactions"] > 0 for w in workers), workers
+    for _ in range(6):  # whichever worker answers the scrape, it reports both workers' requests
+        m = _scrape(srv)
+        assert _requests(m, "/api/v1/wandb/metrics") == n
+        assert m[("lens_storage_points_inserted_total", ())] == 2 * n

@@ -466,4 +466,10 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         mount_ui(app, settings)
 
     app.add_middleware(_AccessAndAuth, token=settings.token)
+    try:
+        from . import metrics as prometheus
+    except ImportError:  # prometheus_client missing (an old install of the server extra)
+        log.warning("/metrics disabled: pip install prometheus_client")
+    else:
+        prometheus.install(app, store, shared)  # outermost: requests refused by auth are counted too
     return app

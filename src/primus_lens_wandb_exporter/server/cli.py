@@ -112,6 +112,12 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         # The workers add up their counters for /health through files here.
         stats_dir = shared_stats.new_dir()
+        # prometheus_client's multiprocess mode: each worker's request counters go to
+        # files here, and /metrics on any worker adds up all of them.  Set before the
+        # workers start (they read it when they import prometheus_client).
+        prom_dir = os.path.join(stats_dir, "prometheus")
+        os.makedirs(prom_dir, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
                 "log_level": args.log_level, "stats_dir": stats_dir, "retention_days": args.retention_days}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
