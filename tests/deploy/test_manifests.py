@@ -284,3 +284,13 @@ def test_dockerfile_runs_the_server_as_non_root_on_8080_with_a_health_check():
     env_line = next(r for w, r in dockerfile_instructions() if w == "ENV" and "PRIMUS_LENS_DB=" in r)
     assert "PRIMUS_LENS_DB=sqlite:////data/lens.db" in env_line
     assert "PRIMUS_LENS_UI_PLOTLY_JS" not in env_line          # gone: uPlot ships inside the wheel
+
+
+def test_servicemonitor_scrapes_metrics_on_the_services_named_port():
+    (sm,) = docs(ROOT / "deploy" / "prometheus" / "servicemonitor.yaml")
+    assert (sm["apiVersion"], sm["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    svc = find("Service", NAME)
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["path"] == "/metrics"
+    assert ep["port"] in {p.get("name") for p in svc["spec"]["ports"]}

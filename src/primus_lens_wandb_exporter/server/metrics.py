@@ -89,6 +89,18 @@ class PrometheusMetrics:
 
             ProcessCollector(registry=self.registry)
         self.registry.register(_StorageCollector(store, shared))
+        self._children: dict = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request.  The labelled children are cached: ``labels()`` costs
+        more than the increment itself, and this runs on every ingest request."""
+        key = (method, route, status)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = (self.requests.labels(method, route, str(status)).inc,
+                                        self.latency.labels(method, route).observe)
+        c[0]()
+        c[1](seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -118,9 +130,7 @@ class MetricsMiddleware:
             route = scope.get("route")
             # The router stores the matched route in the scope; its template keeps ids out of labels.
             label = getattr(route, "path", None) or "other"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, label, str(status[0])).inc()
-            self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
+            self.metrics.observe(scope.get("method", ""), label, status[0], time.perf_counter() - start)
 
 
 def install(app, store, shared) -> None:
