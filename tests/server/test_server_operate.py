@@ -344,3 +344,26 @@ def test_metrics_add_up_every_worker(lens_server_factory):
         m = _scrape(srv)
         assert _requests(m, "/api/v1/wandb/metrics") == n
         assert m[("lens_storage_points_inserted_total", ())] == 2 * n
+
+
+@pytest.mark.parametrize("lens_db_kind", ["sqlite"], indirect=True)
+def test_sqlite_never_hands_out_the_id_of_a_deleted_series_again(lens_server_factory):
+    # Other --workers processes cache rollup tails by series id: a reused id could
+    # make a new series' rollups start from a deleted series' tail.
+    srv = lens_server_factory(token="t")
+    _fill(srv, "wl-a", n=10)
+    top = sql_scalar(srv, "SELECT MAX(id) FROM series")
+    for uid in ("wl-a", "wl-b", "wl-c"):
+        if uid != "wl-a":
+            _fill(srv, uid, n=10)
+        assert requests.delete(srv.api + f"/workloads/{uid}", headers=srv.headers(), timeout=30).status_code == 200
+        _fill(srv, "wl-next-" + uid, n=10)
+        new_id = sql_scalar(srv, "SELECT MIN(id) FROM series WHERE workload_uid = ?", ("wl-next-" + uid,))
+        assert new_id > top, (new_id, top)
+        top = sql_scalar(srv, "SELECT MAX(id) FROM series")
+        assert requests.delete(srv.api + f"/workloads/wl-next-{uid}", headers=srv.headers(), timeout=30
+                               ).status_code == 200
+    # One tombstone row at most, invisible to every listing.
+    assert sql_scalar(srv, "SELECT COUNT(*) FROM series") == 1
+    assert srv.get("/workloads").json()["workloads"] == []
+    assert srv.get("/health").status_code == 200

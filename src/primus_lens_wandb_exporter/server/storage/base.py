@@ -934,11 +934,18 @@ class Store:
             counts["rollups"] = self._ex(cur, f"DELETE FROM series_rollup WHERE series_id IN ({sub})",
                                          (uid,)).rowcount
             for table in self._WORKLOAD_TABLES:
-                counts[table] = self._ex(cur, f"DELETE FROM {table} WHERE workload_uid = ?", (uid,)).rowcount
+                if table == "series":
+                    counts[table] = self._delete_series_rows(cur, uid)
+                else:
+                    counts[table] = self._ex(cur, f"DELETE FROM {table} WHERE workload_uid = ?", (uid,)).rowcount
         # Cached rollup tails are keyed by series id, which SQLite may hand out again.
         self._tails = rollup.TailCache(self._tails.capacity)
         self.counters["workloads_deleted"] = self.counters.get("workloads_deleted", 0) + 1
         return counts
+
+    def _delete_series_rows(self, cur, uid: str) -> int:
+        """Delete the series rows of ``uid`` (their points and rollups are gone); return how many."""
+        return self._ex(cur, "DELETE FROM series WHERE workload_uid = ?", (uid,)).rowcount
 
     def delete_workloads_before(self, cutoff_ms: float) -> List[str]:
         """Delete every workload whose last report is older than ``cutoff_ms``
