@@ -194,6 +194,23 @@ def _read_stats(spool_dir: str) -> List[Dict]:
     return sorted(latest.values(), key=lambda s: s.get("written_at", 0))[-20:]
 
 
+def _run_line(stats: Dict) -> str:
+    """One recent exporter process, when and for which workload, and where its points went."""
+    http = stats.get("http") or {}
+    when = stats.get("written_at")
+    try:
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(when)))
+    except (TypeError, ValueError):
+        at = "?"
+    n = lambda key: int(http.get(key) or 0)  # noqa: E731
+    line = (f"{at} workload={stats.get('workload_uid')} pod={stats.get('pod_name')} pid={stats.get('pid')}: "
+            f"sent {n('sent_points')}, spooled {n('spooled_points')}, rejected {n('rejected_points')}, "
+            f"refused by auth {n('auth_rejected_points')} points")
+    if http.get("last_error"):
+        line += f" (last error: {http['last_error']})"
+    return line + f"; recorder {json.dumps(stats.get('recorder', {}))}"
+
+
 def cmd_doctor(args) -> int:
     report = doctor_report()
     if args.json:
@@ -232,7 +249,7 @@ def cmd_doctor(args) -> int:
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
             print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
-        print(f"  last run pid {stats.get('pid')}: {json.dumps(stats.get('recorder', {}))}")
+        print(f"  {_run_line(stats)}")
     for problem in report["problems"]:
         print(f"! {problem}")
     return 1 if report["problems"] else 0

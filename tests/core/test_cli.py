@@ -115,3 +115,14 @@ def test_doctor_fails_with_a_one_line_fix_when_lens_refuses_the_token(lens_serve
     assert "✓ Lens accepts this token for ingest" in proc.stdout
     # The probe stores nothing.
     assert get_json(srv, "/api/v1/workloads", token="right-token")["workloads"] == []
+
+
+def test_doctor_lists_recent_runs_with_time_workload_and_where_their_points_went(tmp_path):
+    env = exporter_env(None, tmp_path, "doc-runs", WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1")
+    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.log({'loss': 2.0}); "
+               "wandb.finish()", env)
+    proc = _cli(["doctor"], env, check=False)
+    (line,) = [ln for ln in proc.stdout.splitlines() if " UTC workload=" in ln]
+    assert " UTC workload=doc-runs pod=doc-runs-pod-0 pid=" in line
+    assert "sent 0, spooled 2, rejected 0, refused by auth 0 points" in line, line
