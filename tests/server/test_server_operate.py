@@ -285,6 +285,9 @@ def test_retention_deletes_workloads_older_than_the_limit_at_start(lens_server_f
     assert not any(_rows(srv, "wl-old").values())
     assert srv.get("/workloads/wl-new").status_code == 200
     assert "retention: deleted 1 workloads" in srv.log_text()
+    storage = srv.get("/health").json()["storage"]
+    assert storage["retention_deleted_workloads"] == 1 and storage["retention_errors"] == 0
+    assert storage["retention_sweeps"] >= 1
 
 
 def test_retention_days_must_be_positive():

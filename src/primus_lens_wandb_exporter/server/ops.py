@@ -69,9 +69,9 @@ class Retention:
         self.store = store
         self.days = days
         self.interval = interval
-        self.runs = 0
-        self.deleted = 0
-        self.errors = 0
+        # In the store's counters, so /health and /metrics show them (and a sweep that keeps failing).
+        for key in ("retention_sweeps", "retention_deleted_workloads", "retention_errors"):
+            store.counters.setdefault(key, 0)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -88,8 +88,8 @@ class Retention:
         """Delete the workloads older than the limit now; return how many."""
         cutoff_ms = (time.time() - self.days * 86400.0) * 1000.0
         uids = self.store.delete_workloads_before(cutoff_ms)
-        self.runs += 1
-        self.deleted += len(uids)
+        self.store.counters["retention_sweeps"] += 1
+        self.store.counters["retention_deleted_workloads"] += len(uids)
         if uids:
             log.info("retention: deleted %d workloads not updated for %g days: %s", len(uids), self.days,
                      ", ".join(uids[:20]) + (" ..." if len(uids) > 20 else ""))
@@ -100,7 +100,7 @@ class Retention:
             try:
                 self.sweep()
             except Exception as e:  # the database may be down: try again at the next interval
-                self.errors += 1
+                self.store.counters["retention_errors"] += 1
                 log.warning("retention sweep failed (will retry in %gs): %s", self.interval, e)
             if self._stop.wait(self.interval):
                 return
