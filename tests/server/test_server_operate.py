@@ -176,6 +176,19 @@ def test_serve_against_a_closed_port_prints_one_line_and_exits_1_after_the_wait(
     assert "retrying" in proc.stderr  # each attempt logged
 
 
+@needs_pg
+def test_serve_against_a_database_that_does_not_exist_fails_at_once():
+    # Reachable server, wrong database name: no wait cures that.
+    dsn = os.environ[PG_DSN_ENV]
+    url = dsn.rsplit("/", 1)[0] + "/lens_no_such_database"
+    t0 = time.monotonic()
+    proc = _serve("--db", url, "--db-wait", "30")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "primus-lens serve: cannot open the database" in proc.stderr and "lens_no_such_database" in proc.stderr
+    assert "retrying" not in proc.stderr
+    assert time.monotonic() - t0 < 25  # did not sit out the 30 s wait
+
+
 def test_serve_with_an_unusable_sqlite_path_prints_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -116,6 +116,21 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+#: PostgreSQL's answers at connection time that no wait cures (psycopg gives connection
+#: errors no SQLSTATE, so the server's message is what tells them apart)
+_PERMANENT = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
+              "authentication failed", "invalid dsn", "invalid connection option")
+
+
+def _transient(e: BaseException) -> bool:
+    """A PostgreSQL connection error that waiting can cure: refused, unresolvable,
+    timed out, "the database system is starting up", too many connections ...
+    A wrong password, an unknown database or role fails at once.  Unknown
+    errors count as transient (the wait is bounded anyway)."""
+    text = str(e).lower()
+    return not any(p in text for p in _PERMANENT)
+
+
 def open_store_waiting(db_url: str, wait: float, where: str, sleep=time.sleep):
     """Open (and migrate) ``db_url``, retrying with backoff for up to ``wait``
     seconds while the database cannot be reached (PostgreSQL starting, a network
@@ -137,6 +152,8 @@ def open_store_waiting(db_url: str, wait: float, where: str, sleep=time.sleep):
         try:
             return open_store(db_url)
         except retryable as e:
+            if not _transient(e):
+                raise DatabaseUnavailable(f"cannot open the database {where}: {_one_line(e)}") from None
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DatabaseUnavailable(
