@@ -383,3 +383,27 @@ def test_sqlite_never_hands_out_the_id_of_a_deleted_series_again(lens_server_fac
     assert sql_scalar(srv, "SELECT COUNT(*) FROM series") == 1
     assert srv.get("/workloads").json()["workloads"] == []
     assert srv.get("/health").status_code == 200
+
+
+def test_retention_sweeps_again_every_interval(tmp_path):
+    # The hourly loop, with a short interval, on a real SQLite store.
+    from primus_lens_wandb_exporter.server import ops, validate
+    from primus_lens_wandb_exporter.server.storage import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/lens.db")
+    try:
+        store.ingest(runs=[validate.run({"workload_uid": "wl-1", "run_id": "r", "event": "started"})])
+        retention = ops.Retention(store, days=1, interval=0.2)
+        retention.start()
+        time.sleep(0.5)
+        assert store.workload_exists("wl-1")  # fresh: kept
+        with store.write_tx() as cur:  # a day and a bit passes for wl-1
+            cur.execute("UPDATE workloads SET last_update = ?", ((time.time() - 90000) * 1000,))
+        deadline = time.monotonic() + 10
+        while store.workload_exists("wl-1"):
+            assert time.monotonic() < deadline, "a later sweep did not delete it"
+            time.sleep(0.1)
+        retention.stop()
+        assert store.stats()["retention_sweeps"] >= 3 and store.stats()["retention_deleted_workloads"] == 1
+    finally:
+        store.close()
