@@ -83,6 +83,12 @@ def doctor_report(environ=os.environ) -> Dict:
     report["api"] = _check_health(config.api_base_url, config.api_token) if config.api_reporting else "disabled"
     if isinstance(report["api"], dict) and not report["api"].get("ok"):
         report["problems"].append(f"Lens API not reachable: {report['api'].get('error')}")
+    report["api_auth"] = None
+    if isinstance(report["api"], dict) and report["api"].get("ok"):
+        # /health is open: only an authenticated route tells whether batches will be accepted.
+        report["api_auth"] = auth = _check_auth(config.api_base_url, config.api_token)
+        if not auth["ok"]:
+            report["problems"].append(auth["fix"])
     spool = Spool(config.spool_dir or default_spool_dir())
     files, points, size = spool.backlog()
     report["spool"] = {"dir": spool.directory, "files": files, "points": points, "bytes": size,
@@ -146,6 +152,30 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
         return {"url": url, "ok": False, "error": repr(exc)}
 
 
+def _check_auth(base_url: str, token: Optional[str]) -> Dict:
+    """Whether Lens accepts this token for ingest: an empty batch (stores nothing)
+    sent to the route the exporter writes to, with the exporter's header."""
+    import requests
+
+    url = base_url.rstrip("/") + "/wandb/batch"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.post(url, json={}, timeout=5, headers=headers)
+    except requests.RequestException as exc:
+        return {"url": url, "ok": False, "status": None, "error": repr(exc),
+                "fix": f"Lens answered /health but not {url}: {exc!r}"}
+    status = response.status_code
+    out = {"url": url, "ok": status == 200, "status": status, "error": None if status == 200 else response.text[:200]}
+    if status in (401, 403):
+        out["fix"] = (f"Lens refused the token ({status}): set PRIMUS_LENS_API_TOKEN to the server's token "
+                      "(e.g. from the primus-lens-api-token Secret)" if token else
+                      f"Lens requires a token ({status}) and PRIMUS_LENS_API_TOKEN is not set: set it to the "
+                      "server's token (e.g. from the primus-lens-api-token Secret)")
+    elif status != 200:
+        out["fix"] = f"Lens answered {status} to an ingest request at {url}: {response.text[:200]}"
+    return out
+
+
 def _read_stats(spool_dir: str) -> List[Dict]:
     """Counters of the processes that used ``spool_dir``, newest 20 (from the spool and its fallback)."""
     from .core.spool import stats_fallback_dir
@@ -162,6 +192,23 @@ def _read_stats(spool_dir: str) -> List[Dict]:
             if name not in latest or stats.get("written_at", 0) > latest[name].get("written_at", 0):
                 latest[name] = stats
     return sorted(latest.values(), key=lambda s: s.get("written_at", 0))[-20:]
+
+
+def _run_line(stats: Dict) -> str:
+    """One recent exporter process, when and for which workload, and where its points went."""
+    http = stats.get("http") or {}
+    when = stats.get("written_at")
+    try:
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(when)))
+    except (TypeError, ValueError):
+        at = "?"
+    n = lambda key: int(http.get(key) or 0)  # noqa: E731
+    line = (f"{at} workload={stats.get('workload_uid')} pod={stats.get('pod_name')} pid={stats.get('pid')}: "
+            f"sent {n('sent_points')}, spooled {n('spooled_points')}, rejected {n('rejected_points')}, "
+            f"refused by auth {n('auth_rejected_points')} points")
+    if http.get("last_error"):
+        line += f" (last error: {http['last_error']})"
+    return line + f"; recorder {json.dumps(stats.get('recorder', {}))}"
 
 
 def cmd_doctor(args) -> int:
@@ -181,6 +228,10 @@ def cmd_doctor(args) -> int:
     api = report["api"]
     if isinstance(api, dict):
         print(f"{ok(api.get('ok'))} Lens API {api['url']}" + (f" ({api.get('ms')} ms)" if api.get("ok") else f": {api.get('error')}"))
+        auth = report.get("api_auth")
+        if auth is not None:
+            print(f"{ok(auth['ok'])} Lens accepts this token for ingest ({auth['url']})" if auth["ok"] else
+                  f"✗ Lens ingest {auth['url']}: {auth['fix']}")
     else:
         print("- Lens API reporting disabled")
     sp = report["spool"]
@@ -198,7 +249,7 @@ def cmd_doctor(args) -> int:
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
             print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
-        print(f"  last run pid {stats.get('pid')}: {json.dumps(stats.get('recorder', {}))}")
+        print(f"  {_run_line(stats)}")
     for problem in report["problems"]:
         print(f"! {problem}")
     return 1 if report["problems"] else 0

@@ -94,3 +94,35 @@ def test_replay_includes_batches_lens_rejected_and_claims_of_dead_processes(lens
               get_json(lens_server, "/api/v1/workloads/kept/metrics/available", data_source="wandb")["metrics"]}
     assert counts == {"rejected": 10, "orphan": 10}
     assert not list(spool_dir.rglob("*.json*"))
+
+
+def test_doctor_fails_with_a_one_line_fix_when_lens_refuses_the_token(lens_server_factory, tmp_path):
+    # /health is open, so a wrong or missing token used to pass as all ✓ while every batch got 401.
+    srv = lens_server_factory(token="right-token")
+    for token, words in (("wrong-token", "refused the token (401)"),
+                         (None, "PRIMUS_LENS_API_TOKEN is not set")):
+        extra = {"PRIMUS_LENS_API_TOKEN": token} if token else {}
+        env = exporter_env(srv, tmp_path, "doc-auth", **extra)
+        proc = _cli(["doctor"], env, check=False)
+        assert proc.returncode == 1, proc.stdout
+        (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("✗ Lens ingest")]
+        assert words in line and "PRIMUS_LENS_API_TOKEN" in line
+        report = json.loads(_cli(["doctor", "--json"], env, check=False).stdout)
+        assert report["api"]["ok"] is True and report["api_auth"]["status"] == 401
+        assert any(words in p for p in report["problems"])
+    env = exporter_env(srv, tmp_path, "doc-auth", PRIMUS_LENS_API_TOKEN="right-token")
+    proc = _cli(["doctor"], env)
+    assert "✓ Lens accepts this token for ingest" in proc.stdout
+    # The probe stores nothing.
+    assert get_json(srv, "/api/v1/workloads", token="right-token")["workloads"] == []
+
+
+def test_doctor_lists_recent_runs_with_time_workload_and_where_their_points_went(tmp_path):
+    env = exporter_env(None, tmp_path, "doc-runs", WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1")
+    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.log({'loss': 2.0}); "
+               "wandb.finish()", env)
+    proc = _cli(["doctor"], env, check=False)
+    (line,) = [ln for ln in proc.stdout.splitlines() if " UTC workload=" in ln]
+    assert " UTC workload=doc-runs pod=doc-runs-pod-0 pid=" in line
+    assert "sent 0, spooled 2, rejected 0, refused by auth 0 points" in line, line

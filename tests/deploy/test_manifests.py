@@ -91,6 +91,9 @@ MINIMAL = {
     ("v1", "Secret"): {"properties": {"stringData": {"type": "object", "additionalProperties": {"type": "string"}}}},
     ("batch/v1", "Job"): {"required": ["spec"], "properties": {"spec": {
         "type": "object", "required": ["template"], "properties": {"template": _POD_TEMPLATE}}}},
+    ("policy/v1", "PodDisruptionBudget"): {"required": ["spec"], "properties": {"spec": {
+        "type": "object", "required": ["selector"], "minProperties": 2, "maxProperties": 2,
+        "properties": {"minAvailable": {}, "maxUnavailable": {}, "selector": {"type": "object"}}}}},
 }
 
 
@@ -136,10 +139,39 @@ def test_service_makes_the_guides_default_url_resolve():
     assert pod_labels["app"] == NAME
 
 
-def test_probes_use_health_on_the_http_port():
+def test_liveness_and_readiness_are_separate_probes_on_the_http_port():
+    # Liveness must not touch the database (a PostgreSQL restart would restart every
+    # Lens pod); readiness follows the database.
     c = container(find("Deployment", NAME))
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    # The startup probe outlasts serve's --db-wait, so a slow PostgreSQL is waited for, not a crash loop.
+    args = c["args"]
+    wait = float(args[args.index("--db-wait") + 1])
+    s = c["startupProbe"]
+    assert s["periodSeconds"] * s["failureThreshold"] > wait
+
+
+def test_the_probe_paths_exist_in_the_real_server():
+    pytest.importorskip("fastapi")
+    from primus_lens_wandb_exporter.server.app import create_app
+    from primus_lens_wandb_exporter.server.settings import Settings
+
+    app = create_app(Settings(db_url="sqlite:///:memory:"))
+    paths = {getattr(r, "path", None) for r in app.routes}
+    c = container(find("Deployment", NAME))
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["path"] in paths, probe
+
+
+def test_disruption_budget_keeps_a_server_of_the_deployment_up():
+    dep = find("Deployment", NAME)
+    pdb = find("PodDisruptionBudget", NAME)
+    sel = pdb["spec"]["selector"]["matchLabels"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert sel.items() <= pod_labels.items()
+    assert pdb["spec"]["minAvailable"] == 1 and dep["spec"]["replicas"] >= 2   # a drain can still proceed
 
 
 def _secret_keys() -> dict:
@@ -212,6 +244,12 @@ def test_training_job_is_the_guides_wired_to_the_server():
     for toggle in ("PRIMUS_LENS_WANDB_HOOK", "PRIMUS_LENS_WANDB_API_REPORTING"):
         assert env[toggle]["value"] == "true"
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+    # The spool lives on a volume mounted where PRIMUS_LENS_SPOOL_DIR points.
+    spool = env["PRIMUS_LENS_SPOOL_DIR"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    assert spool in mounts
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert set(volumes[mounts[spool]]) & {"emptyDir", "persistentVolumeClaim"}
 
 
 # ---- the image ------------------------------------------------------------------------------
@@ -260,3 +298,13 @@ def test_dockerfile_runs_the_server_as_non_root_on_8080_with_a_health_check():
     env_line = next(r for w, r in dockerfile_instructions() if w == "ENV" and "PRIMUS_LENS_DB=" in r)
     assert "PRIMUS_LENS_DB=sqlite:////data/lens.db" in env_line
     assert "PRIMUS_LENS_UI_PLOTLY_JS" not in env_line          # gone: uPlot ships inside the wheel
+
+
+def test_servicemonitor_scrapes_metrics_on_the_services_named_port():
+    (sm,) = docs(ROOT / "deploy" / "prometheus" / "servicemonitor.yaml")
+    assert (sm["apiVersion"], sm["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    svc = find("Service", NAME)
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["path"] == "/metrics"
+    assert ep["port"] in {p.get("name") for p in svc["spec"]["ports"]}

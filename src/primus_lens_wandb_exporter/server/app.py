@@ -197,12 +197,19 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         from .shared_stats import SharedStats
 
         shared = SharedStats(settings.stats_dir, store.stats)
+    from . import ops
+
+    retention = ops.Retention(store, settings.retention_days) if settings.retention_days else None
 
     @asynccontextmanager
     async def lifespan(app):
         if shared is not None:
             shared.start()
+        if retention is not None:
+            retention.start()
         yield
+        if retention is not None:
+            retention.stop()
         # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
         if shared is not None:
             shared.stop()
@@ -450,6 +457,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
                  "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
         return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
 
+    ops.add_routes(app, store, json_response)
+
     try:
         from .ui import mount_ui
     except ImportError:
@@ -461,4 +470,10 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     app.add_middleware(security.BrowserGuard, hosts=security.allowed_hosts(settings.allowed_hosts, settings.host))
     app.add_middleware(_AccessAndAuth, token=settings.token)
     app.add_middleware(security.SecurityHeaders)
+    try:
+        from . import metrics as prometheus
+    except ImportError:  # prometheus_client missing (an old install of the server extra)
+        log.warning("/metrics disabled: pip install prometheus_client")
+    else:
+        prometheus.install(app, store, shared)  # outermost: requests refused by auth are counted too
     return app

@@ -38,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="server processes (default 1); more parse and validate in parallel, SQLite "
                         "still commits one batch at a time")
+    p.add_argument("--db-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="at start, keep retrying an unreachable database (PostgreSQL) for this long, "
+                        "then exit 1 with one line (default 30; 0 = try once)")
+    p.add_argument("--retention-days", type=float, default=None, metavar="DAYS",
+                   help="delete workloads with no report for this many days (checked at start and "
+                        "hourly; default: keep everything)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default info); logs are JSON lines on stderr")
 
@@ -91,20 +97,37 @@ def serve(args: argparse.Namespace) -> int:
     from .security import ALLOWED_HOSTS_ENV, parse_host_list
 
     hosts = tuple(args.allowed_host) + tuple(parse_host_list(os.environ.get(ALLOWED_HOSTS_ENV)))
-    settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port, allowed_hosts=hosts)
+    if args.retention_days is not None and args.retention_days <= 0:
+        print("primus-lens serve: --retention-days must be positive", file=sys.stderr)
+        return 2
+    from .ops import DatabaseUnavailable, open_store_waiting
+
+    try:
+        # Opened (and migrated) here, before any worker starts, waiting for a database still starting.
+        store = open_store_waiting(db_url, max(args.db_wait, 0.0), _redact(db_url))
+    except DatabaseUnavailable as e:
+        print(f"primus-lens serve: {e}", file=sys.stderr)
+        return 1
+    settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port, allowed_hosts=hosts,
+                        retention_days=args.retention_days)
     common = dict(host=args.host, port=args.port, log_config=None, access_log=False, backlog=4096,
                   timeout_graceful_shutdown=30, timeout_keep_alive=30,
                   http="httptools" if _has("httptools") else "h11",
                   loop="uvloop" if _has("uvloop") else "asyncio")
     if args.workers > 1:
-        from .storage import open_store
-
-        # Migrate once here, before the workers start and open the database.
-        open_store(db_url).close()
+        # Migrated once above, before the workers start and open the database.
+        store.close()
         # The workers add up their counters for /health through files here.
         stats_dir = shared_stats.new_dir()
+        # prometheus_client's multiprocess mode: each worker's request counters go to
+        # files here, and /metrics on any worker adds up all of them.  Set before the
+        # workers start (they read it when they import prometheus_client).
+        prom_dir = os.path.join(stats_dir, "prometheus")
+        os.makedirs(prom_dir, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
-                "log_level": args.log_level, "stats_dir": stats_dir, "allowed_hosts": hosts}
+                "log_level": args.log_level, "stats_dir": stats_dir, "allowed_hosts": hosts,
+                "retention_days": args.retention_days}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
         try:
@@ -116,7 +139,7 @@ def serve(args: argparse.Namespace) -> int:
             return 0
         finally:
             shutil.rmtree(stats_dir, ignore_errors=True)
-    app = create_app(settings)
+    app = create_app(settings, store)
     config = uvicorn.Config(app, **common)
     _tune_gc()
     server = _server_class()(config)

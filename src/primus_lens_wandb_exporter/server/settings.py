@@ -19,3 +19,5 @@ class Settings:
     stats_dir: Optional[str] = None
     #: extra Host names to answer (``--allowed-host``); "*" = any. Loopback and the bound address always.
     allowed_hosts: Tuple[str, ...] = ()
+    #: ``serve --retention-days``: delete workloads not updated for this many days (None: keep all)
+    retention_days: Optional[float] = None

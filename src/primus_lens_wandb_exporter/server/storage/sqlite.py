@@ -252,3 +252,25 @@ class SQLiteStore(Store):
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    #: key of the row that keeps the highest series id taken (rank -1: no client can send it)
+    _ID_TOMBSTONE = ("\x00lens-highest-deleted-series-id", "", "", -1, "")
+
+    def _delete_series_rows(self, cur, uid):
+        # SQLite gives a new row max(id) + 1: were the highest id deleted, the next
+        # new series would get it again, and another --workers process's cached
+        # rollup tail of the deleted series (keyed by id, see rollup.TailCache)
+        # could pass for the new one's.  So that row stays, re-keyed as a
+        # tombstone with no points, and series ids are never handed out twice.
+        cur.execute("SELECT id, workload_uid FROM series ORDER BY id DESC LIMIT 1")
+        top = cur.fetchone()
+        if top is None or top[1] != uid:
+            cur.execute("DELETE FROM series WHERE workload_uid = ?", (uid,))
+            return cur.rowcount
+        cur.execute("DELETE FROM series WHERE workload_uid = ? AND id != ?", (uid, top[0]))
+        n = cur.rowcount
+        t = self._ID_TOMBSTONE
+        cur.execute("DELETE FROM series WHERE workload_uid = ? AND rank = ?", (t[0], t[3]))  # the previous one
+        cur.execute("UPDATE series SET workload_uid = ?, data_source = ?, metric_name = ?, rank = ?, run_id = ?, "
+                    "count = 0 WHERE id = ?", (*t, top[0]))
+        return n + 1
