@@ -845,7 +845,7 @@ class Store:
             lo, hi = self._time_step_bounds(cur, sid, lo, hi, t0, t1, max_points)
             if lo is None:
                 return []
-        level = rollup.choose_level(hi - lo, max_points)
+        level = rollup.choose_level(lo, hi, max_points)
         if level < rollup.BASE_LEVEL:
             # Narrow step range: at most about 4 * max_points raw points.
             return rollup.downsample_raw(self._fetch_raw(cur, sid, lo, hi, t0, t1, after), max_points)
@@ -879,7 +879,7 @@ class Store:
     def _time_step_bounds(self, cur, sid, lo, hi, t0, t1, max_points):
         """Step range of the points inside [t0, t1], read from a rollup level
         with about 4096 blocks, so the final level fits the filtered range."""
-        level = max(rollup.BASE_LEVEL, rollup.choose_level(hi - lo, 4 * 4096))
+        level = max(rollup.BASE_LEVEL, rollup.choose_level(lo, hi, 4 * 4096))
         sql = ("SELECT MIN(block), MAX(block) FROM series_rollup WHERE series_id = ? AND level = ? "
                "AND block BETWEEN ? AND ?")
         params = [sid, level, lo >> level, hi >> level]
