@@ -234,6 +234,14 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request, exc: Exception):
+        # A bug, not a client error: logged with its traceback, answered in the
+        # documented JSON error shape rather than Starlette's plain-text 500.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return json_response({"error": "internal_error", "message": "internal server error (logged on the server)",
+                              "field": None}, 500)
+
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None:
@@ -253,9 +261,12 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     def parse(raw: bytes) -> Any:
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise ApiError(400, "invalid_json", f"body: not valid JSON ({e})", "body") from None
+        # Every ingest path parses here (the msgspec fast path falls back here for
+        # anything it cannot vouch for), so the depth limit holds on all of them.
+        return validate.check_depth(body)
 
     # Parsing, validation and the database write of a request run together in one
     # of a few "ingest slots" rather than in every threadpool thread at once: the
