@@ -11,15 +11,17 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, List, Literal, Optional
 
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +38,18 @@ access_log = logging.getLogger("primus_lens.server.access")
 
 #: Longest comma-separated list a query parameter may hold (SQL placeholders are finite).
 MAX_LIST = 1000
+#: metrics/data answers without max_points streamed at once per process; one more is
+#: answered 503 with Retry-After (each holds a database connection while it streams).
+MAX_STREAMS = 4
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_S = 1
+#: Encoded chunks (~1 MiB each) buffered per streamed answer: its memory bound.
+_STREAM_BUFFER = 4
+_END = object()
+
+
+class _ClientGone(Exception):
+    """The client of a streamed answer disconnected: its read stops."""
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -451,14 +465,88 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         names = _csv(metrics) or None
         if names and len(names) > MAX_LIST:
             raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
-        rows = store.data(uid, data_source or "wandb", names, start, end, _ranks(rank), run_id, max_points,
-                          after_step, after_row, x)
         src = data_source or "wandb"
+        ranks = _ranks(rank)
+        if max_points is None:
+            return _stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+        rows = store.data(uid, src, names, start, end, ranks, run_id, max_points, after_step, after_row, x)
+        data = _data_items(rows, src)
+        return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    def _data_items(rows, src):
         enc = _encode_value
         # iteration is the chart step: an int when integral (what old clients expect), else a float.
-        data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
+        return [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
                  "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
-        return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    # Streamed answers: the database read and the encoding run in one of MAX_STREAMS
+    # threads (a cursor stays on its thread), handing ~1 MiB chunks through a bounded
+    # queue, so an answer of any size costs the server a constant amount of memory.
+    stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
+    stream_pool = ThreadPoolExecutor(MAX_STREAMS, thread_name_prefix="lens-stream")
+
+    def _stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x):
+        if not stream_slots.acquire(blocking=False):
+            return Response(orjson.dumps({"error": "busy", "message": f"{MAX_STREAMS} unbounded metrics/data "
+                                          "answers are streaming already; retry later or pass max_points",
+                                          "field": None}),
+                            status_code=503, media_type="application/json",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+        chunks: "queue.Queue" = queue.Queue(_STREAM_BUFFER)
+        stop = threading.Event()
+
+        def put(item) -> None:
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+            raise _ClientGone
+
+        def produce():
+            n = 0
+            rows_iter = store.stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+            try:
+                for rows in rows_iter:
+                    part = orjson.dumps(_data_items(rows, src))[1:-1]
+                    put(part if n == 0 else b"," + part)
+                    n += len(rows)
+                put(b'],"total_count":' + str(n).encode() + b"}")
+                put(_END)
+            except _ClientGone:
+                pass
+            except Exception as e:  # the answer is cut short (invalid JSON), never silently partial
+                log.error("streaming metrics/data of %r failed after %d points", uid, n, exc_info=e)
+                try:
+                    put(e)
+                except _ClientGone:
+                    pass
+            finally:
+                rows_iter.close()  # ends the read transaction on this thread
+                stream_slots.release()
+
+        try:
+            stream_pool.submit(produce)
+        except Exception:
+            stream_slots.release()
+            raise
+
+        async def body():
+            try:
+                yield (b'{"workload_uid":' + orjson.dumps(uid) + b',"data_source":' + orjson.dumps(src)
+                       + b',"data":[')
+                while True:
+                    item = await run_in_threadpool(chunks.get)
+                    if item is _END:
+                        return
+                    if isinstance(item, Exception):
+                        raise RuntimeError("metrics/data stream failed") from item
+                    yield item
+            finally:
+                stop.set()
+
+        return StreamingResponse(body(), media_type="application/json")
 
     try:
         from .ui import mount_ui
