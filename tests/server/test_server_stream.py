@@ -4,6 +4,7 @@ MAX_STREAMS such answers at once; one more gets 503 + Retry-After in the JSON er
 
 from __future__ import annotations
 
+import json
 import time
 
 import requests
@@ -71,3 +72,34 @@ def test_streams_over_the_limit_get_503_with_retry_after(srv, uid):
             break
         time.sleep(0.2)
     assert r.status_code == 200 and r.json()["total_count"] == 9
+
+
+def test_ingest_over_the_inflight_byte_budget_gets_503_then_succeeds(lens_server_factory, monkeypatch):
+    """Admission by body bytes: a request that would put more than the budget in flight
+    is refused before its body is read; once the first finishes, the retry is stored."""
+    import socket
+
+    monkeypatch.setenv("PRIMUS_LENS_INGEST_INFLIGHT_BYTES", str(1 << 20))
+    srv = lens_server_factory()
+    raw = json.dumps(metrics_body("adm", [("loss", r, 1.0) for r in range(7000)])).encode()
+    assert (1 << 19) < len(raw) < (1 << 20), len(raw)
+    slow = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    try:
+        # Headers and half the body: admitted, its bytes held while the rest trickles in.
+        slow.sendall(f"POST /api/v1/wandb/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\nConnection: close\r\n\r\n".encode() + raw[:len(raw) // 2])
+        time.sleep(0.5)  # lets the server admit it (ordering only; nothing timed is asserted)
+        over = requests.post(srv.api + "/wandb/metrics", data=raw, headers={"Content-Type": "application/json"},
+                             timeout=60)
+        assert over.status_code == 503, over.text
+        assert int(over.headers["Retry-After"]) >= 1 and over.json()["error"] == "busy"
+        slow.sendall(raw[len(raw) // 2:])
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        slow.close()
+    again = requests.post(srv.api + "/wandb/metrics", data=raw, headers={"Content-Type": "application/json"},
+                          timeout=60)
+    assert again.status_code == 200 and again.json()["count"] == 7000, again.text

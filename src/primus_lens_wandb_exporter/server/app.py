@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -41,6 +42,11 @@ MAX_LIST = 1000
 #: metrics/data answers without max_points streamed at once per process; one more is
 #: answered 503 with Retry-After (each holds a database connection while it streams).
 MAX_STREAMS = 4
+#: Bytes of ingest bodies held at once per process (read, queued or being processed;
+#: a body without Content-Length counts as MAX_BODY_BYTES).  A request that would
+#: exceed it is answered 503 + Retry-After before its body is read, so concurrent
+#: large requests cannot grow memory without bound.
+MAX_INGEST_INFLIGHT_BYTES = 256 * 1024 * 1024
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_S = 1
 #: Encoded chunks (~1 MiB each) buffered per streamed answer: its memory bound.
@@ -202,6 +208,12 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
     return out
 
 
+def busy(message: str) -> Response:
+    """503 + Retry-After in the JSON error shape: admission refused, nothing was done."""
+    return Response(orjson.dumps({"error": "busy", "message": message, "field": None}), status_code=503,
+                    media_type="application/json", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     """Build the Lens API on ``settings.db_url`` (or an already opened ``store``)."""
     store = store or open_store(settings.db_url)
@@ -305,6 +317,27 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     # -- ingest -----------------------------------------------------------------
 
+    inflight = [0]  # body bytes admitted and not yet answered (event loop only: no lock)
+    # The environment variable exists for tests and unusual deployments (documented in docs/server.md).
+    inflight_limit = int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES") or MAX_INGEST_INFLIGHT_BYTES)
+
+    async def admitted(request: Request, job):
+        """Read and process one ingest body within MAX_INGEST_INFLIGHT_BYTES, else a 503."""
+        try:
+            cost = min(int(request.headers.get("content-length") or max_body), max_body)
+        except ValueError:
+            cost = max_body  # read_body answers the 400
+        cost = max(cost, 1)
+        if inflight[0] and inflight[0] + cost > inflight_limit:
+            return busy(f"{inflight[0]} bytes of ingest bodies are being processed (limit {inflight_limit}); "
+                        "retry later")
+        inflight[0] += cost
+        try:
+            raw = await read_body(request)
+            return json_response(await run_in_threadpool(job, raw))
+        finally:
+            inflight[0] -= cost
+
     def _metrics_answer(batches, res) -> dict:
         # Points refused one by one are listed (at most the first 100 overall) and counted.
         rejected = [r for b in batches for r in b.rejected][:MAX_REJECTED_LISTED]
@@ -361,26 +394,22 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_metrics, parsed=False), raw))
+        return await admitted(request, ingest_job(_ingest_metrics, parsed=False))
 
     @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
               responses=responses, summary="Report a framework detection")
     async def post_detection(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_detection), raw))
+        return await admitted(request, ingest_job(_ingest_detection))
 
     @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
               responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
     async def post_run(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_run), raw))
+        return await admitted(request, ingest_job(_ingest_run))
 
     @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_batch), raw))
+        return await admitted(request, ingest_job(_ingest_batch))
 
     # -- query ------------------------------------------------------------------
 
@@ -487,11 +516,8 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     def _stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x):
         if not stream_slots.acquire(blocking=False):
-            return Response(orjson.dumps({"error": "busy", "message": f"{MAX_STREAMS} unbounded metrics/data "
-                                          "answers are streaming already; retry later or pass max_points",
-                                          "field": None}),
-                            status_code=503, media_type="application/json",
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+            return busy(f"{MAX_STREAMS} unbounded metrics/data answers are streaming already; retry later "
+                        "or pass max_points")
         chunks: "queue.Queue" = queue.Queue(_STREAM_BUFFER)
         stop = threading.Event()
 
