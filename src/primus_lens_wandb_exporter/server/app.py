@@ -361,8 +361,9 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         res = store.ingest(runs=[validate.run(body)])
         return {"message": "run reported successfully", "count": res.runs}
 
-    def _ingest_batch(body):
-        body = validate.require_object(body)
+    def _ingest_batch(raw):
+        validate.refuse_too_many_points(raw)  # before the parse: a huge body is refused cheaply
+        body = validate.require_object(parse(raw))
         parts = body.get("metrics")
         # The point limit holds for the whole request, over all its metrics parts.
         n_points = sum(len(m["metrics"]) for m in (parts if type(parts) is list else [parts])
@@ -409,7 +410,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
-        return await admitted(request, ingest_job(_ingest_batch))
+        return await admitted(request, ingest_job(_ingest_batch, parsed=False))
 
     # -- query ------------------------------------------------------------------
 
