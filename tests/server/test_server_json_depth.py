@@ -108,3 +108,20 @@ def test_unknown_fields_of_normal_depth_still_accepted(srv, uid):
     body["metrics"][0]["tags"] = {"phase": "train"}
     r = srv.post("/wandb/metrics", body)
     assert r.status_code == 200 and r.json()["count"] == 1, r.text
+
+
+@pytest.mark.parametrize("lens_db_kind", ["sqlite"], indirect=True)
+def test_unexpected_server_error_is_json(lens_server, uid):
+    """A run config stored deep before the limit existed (written here straight into the
+    database) cannot be encoded: the 500 is the documented JSON error, not plain text."""
+    import sqlite3
+
+    assert lens_server.post("/wandb/run", _run(uid, config={"a": 1})).status_code == 200
+    conn = sqlite3.connect(lens_server.sqlite_path)
+    with conn:
+        conn.execute("UPDATE runs SET config = ? WHERE workload_uid = ?", (Deep(300).text, uid))
+    conn.close()
+    r = lens_server.get(f"/workloads/{uid}")
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == "internal_error"
