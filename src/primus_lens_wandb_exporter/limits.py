@@ -18,6 +18,13 @@ MAX_TEXT_LEN = 1024
 MAX_RANK = 2**31 - 1
 #: W&B history row indexes (``_step``) are 0 .. MAX_ROW.
 MAX_ROW = 2**63 - 1
+#: Nesting depth of a request body (``{}`` or ``[]`` inside each other, the body itself
+#: counting 1).  Refused above it with a 400: a deeper value (orjson writes at most 255
+#: levels) could be stored but never served back.
+MAX_JSON_DEPTH = 64
+#: Depth of one config/summary/evidence value the exporter sends; deeper parts travel as
+#: strings.  Leaves MAX_JSON_DEPTH room for the envelope (batch -> run list -> run -> config).
+MAX_VALUE_DEPTH = 16
 #: A point's chart step (the ``define_metric`` step metric's value, or the row) is a finite
 #: number with ``abs(step) <= MAX_ABS_STEP``.
 MAX_ABS_STEP = float(2**63 - 1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import normalize
+from ..limits import MAX_VALUE_DEPTH
 from .steps import StepRules, record_row
 from .config import Config, load_config
 from .identity import Identity, Ranks, load_identity, resolve_ranks
@@ -695,7 +696,7 @@ def _detection_key(payload):
 
 def _jsonable(value, depth=0):
     """A JSON-safe copy of config/summary values (non-JSON leaves become strings)."""
-    if depth > 16:
+    if depth > MAX_VALUE_DEPTH:  # the server refuses bodies deeper than limits.MAX_JSON_DEPTH
         return str(value)
     if isinstance(value, dict):
         return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}

@@ -11,15 +11,18 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, List, Literal, Optional
 
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +40,23 @@ access_log = logging.getLogger("primus_lens.server.access")
 
 #: Longest comma-separated list a query parameter may hold (SQL placeholders are finite).
 MAX_LIST = 1000
+#: metrics/data answers without max_points streamed at once per process; one more is
+#: answered 503 with Retry-After (each holds a database connection while it streams).
+MAX_STREAMS = 4
+#: Bytes of ingest bodies held at once per process (read, queued or being processed;
+#: a body without Content-Length counts as MAX_BODY_BYTES).  A request that would
+#: exceed it is answered 503 + Retry-After before its body is read, so concurrent
+#: large requests cannot grow memory without bound.
+MAX_INGEST_INFLIGHT_BYTES = 256 * 1024 * 1024
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_S = 1
+#: Encoded chunks (~1 MiB each) buffered per streamed answer: its memory bound.
+_STREAM_BUFFER = 4
+_END = object()
+
+
+class _ClientGone(Exception):
+    """The client of a streamed answer disconnected: its read stops."""
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -189,6 +209,12 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
     return out
 
 
+def busy(message: str) -> Response:
+    """503 + Retry-After in the JSON error shape: admission refused, nothing was done."""
+    return Response(orjson.dumps({"error": "busy", "message": message, "field": None}), status_code=503,
+                    media_type="application/json", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     """Build the Lens API on ``settings.db_url`` (or an already opened ``store``)."""
     store = store or open_store(settings.db_url)
@@ -242,6 +268,14 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request, exc: Exception):
+        # A bug, not a client error: logged with its traceback, answered in the
+        # documented JSON error shape rather than Starlette's plain-text 500.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return json_response({"error": "internal_error", "message": "internal server error (logged on the server)",
+                              "field": None}, 500)
+
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None:
@@ -261,9 +295,12 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     def parse(raw: bytes) -> Any:
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise ApiError(400, "invalid_json", f"body: not valid JSON ({e})", "body") from None
+        # Every ingest path parses here (the msgspec fast path falls back here for
+        # anything it cannot vouch for), so the depth limit holds on all of them.
+        return validate.check_depth(body)
 
     # Parsing, validation and the database write of a request run together in one
     # of a few "ingest slots" rather than in every threadpool thread at once: the
@@ -288,6 +325,27 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     # -- ingest -----------------------------------------------------------------
 
+    inflight = [0]  # body bytes admitted and not yet answered (event loop only: no lock)
+    # The environment variable exists for tests and unusual deployments (documented in docs/server.md).
+    inflight_limit = int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES") or MAX_INGEST_INFLIGHT_BYTES)
+
+    async def admitted(request: Request, job):
+        """Read and process one ingest body within MAX_INGEST_INFLIGHT_BYTES, else a 503."""
+        try:
+            cost = min(int(request.headers.get("content-length") or max_body), max_body)
+        except ValueError:
+            cost = max_body  # read_body answers the 400
+        cost = max(cost, 1)
+        if inflight[0] and inflight[0] + cost > inflight_limit:
+            return busy(f"{inflight[0]} bytes of ingest bodies are being processed (limit {inflight_limit}); "
+                        "retry later")
+        inflight[0] += cost
+        try:
+            raw = await read_body(request)
+            return json_response(await run_in_threadpool(job, raw))
+        finally:
+            inflight[0] -= cost
+
     def _metrics_answer(batches, res) -> dict:
         # Points refused one by one are listed (at most the first 100 overall) and counted.
         rejected = [r for b in batches for r in b.rejected][:MAX_REJECTED_LISTED]
@@ -311,8 +369,9 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         res = store.ingest(runs=[validate.run(body)])
         return {"message": "run reported successfully", "count": res.runs}
 
-    def _ingest_batch(body):
-        body = validate.require_object(body)
+    def _ingest_batch(raw):
+        validate.refuse_too_many_points(raw)  # before the parse: a huge body is refused cheaply
+        body = validate.require_object(parse(raw))
         parts = body.get("metrics")
         # The point limit holds for the whole request, over all its metrics parts.
         n_points = sum(len(m["metrics"]) for m in (parts if type(parts) is list else [parts])
@@ -344,26 +403,22 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_metrics, parsed=False), raw))
+        return await admitted(request, ingest_job(_ingest_metrics, parsed=False))
 
     @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
               responses=responses, summary="Report a framework detection")
     async def post_detection(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_detection), raw))
+        return await admitted(request, ingest_job(_ingest_detection))
 
     @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
               responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
     async def post_run(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_run), raw))
+        return await admitted(request, ingest_job(_ingest_run))
 
     @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
-        raw = await read_body(request)
-        return json_response(await run_in_threadpool(ingest_job(_ingest_batch), raw))
+        return await admitted(request, ingest_job(_ingest_batch, parsed=False))
 
     # -- query ------------------------------------------------------------------
 
@@ -448,14 +503,85 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         names = _csv(metrics) or None
         if names and len(names) > MAX_LIST:
             raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
-        rows = store.data(uid, data_source or "wandb", names, start, end, _ranks(rank), run_id, max_points,
-                          after_step, after_row, x)
         src = data_source or "wandb"
+        ranks = _ranks(rank)
+        if max_points is None:
+            return _stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+        rows = store.data(uid, src, names, start, end, ranks, run_id, max_points, after_step, after_row, x)
+        data = _data_items(rows, src)
+        return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    def _data_items(rows, src):
         enc = _encode_value
         # iteration is the chart step: an int when integral (what old clients expect), else a float.
-        data = [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
+        return [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
                  "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
-        return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+    # Streamed answers: the database read and the encoding run in one of MAX_STREAMS
+    # threads (a cursor stays on its thread), handing ~1 MiB chunks through a bounded
+    # queue, so an answer of any size costs the server a constant amount of memory.
+    stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
+    stream_pool = ThreadPoolExecutor(MAX_STREAMS, thread_name_prefix="lens-stream")
+
+    def _stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x):
+        if not stream_slots.acquire(blocking=False):
+            return busy(f"{MAX_STREAMS} unbounded metrics/data answers are streaming already; retry later "
+                        "or pass max_points")
+        chunks: "queue.Queue" = queue.Queue(_STREAM_BUFFER)
+        stop = threading.Event()
+
+        def put(item) -> None:
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+            raise _ClientGone
+
+        def produce():
+            n = 0
+            rows_iter = store.stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+            try:
+                for rows in rows_iter:
+                    part = orjson.dumps(_data_items(rows, src))[1:-1]
+                    put(part if n == 0 else b"," + part)
+                    n += len(rows)
+                put(b'],"total_count":' + str(n).encode() + b"}")
+                put(_END)
+            except _ClientGone:
+                pass
+            except Exception as e:  # the answer is cut short (invalid JSON), never silently partial
+                log.error("streaming metrics/data of %r failed after %d points", uid, n, exc_info=e)
+                try:
+                    put(e)
+                except _ClientGone:
+                    pass
+            finally:
+                rows_iter.close()  # ends the read transaction on this thread
+                stream_slots.release()
+
+        try:
+            stream_pool.submit(produce)
+        except Exception:
+            stream_slots.release()
+            raise
+
+        async def body():
+            try:
+                yield (b'{"workload_uid":' + orjson.dumps(uid) + b',"data_source":' + orjson.dumps(src)
+                       + b',"data":[')
+                while True:
+                    item = await run_in_threadpool(chunks.get)
+                    if item is _END:
+                        return
+                    if isinstance(item, Exception):
+                        raise RuntimeError("metrics/data stream failed") from item
+                    yield item
+            finally:
+                stop.set()
+
+        return StreamingResponse(body(), media_type="application/json")
 
     ops.add_routes(app, store, json_response)
 

@@ -775,6 +775,22 @@ class Store:
         (step, row), ``row`` or ``time`` (timestamp, row).  ``max_points`` bounds
         each series, bucketing over rows (history order).
         """
+        order = _ORDER[x]
+        out: List[tuple] = []
+        with self.read_cursor() as cur:
+            for head, s in self._data_series(cur, uid, source, metrics, start, end, ranks, run_id, after_step,
+                                             after_row):
+                count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s
+                pts = self._series_points(cur, sid, count, min_row, max_row, bool(has_rollup), start, end,
+                                          max_points, after_row, after_step, bool(step_is_row))
+                if order is not None:
+                    pts.sort(key=order)
+                out.extend(head + p for p in pts)
+        return out
+
+    def _data_series(self, cur, uid, source, metrics, start, end, ranks, run_id, after_step, after_row):
+        """``((metric, rank, run_id), summary)`` of the series a data query reads, in answer order,
+        skipping those wholly outside the filters."""
         sql = (f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, max_step, step_is_row "
                "FROM series WHERE workload_uid = ? AND data_source = ?")
         params: list = [uid, source]
@@ -788,26 +804,69 @@ class Store:
             sql += " AND run_id = ?"
             params.append(run_id)
         sql += " ORDER BY metric_name, rank, run_id"
-        order = _ORDER[x]
-        out: List[tuple] = []
-        with self.read_cursor() as cur:
-            self._ex(cur, sql, params)
-            series = cur.fetchall()
-            for s in series:
-                key = tuple(s[:5])
-                count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s[5:]
-                # Whole series outside the filters: skip without touching points.
-                if (after_row is not None and max_row <= after_row) or \
-                        (after_step is not None and max_step <= after_step) or \
-                        (start is not None and last_ts < start) or (end is not None and first_ts > end):
-                    continue
-                pts = self._series_points(cur, sid, count, min_row, max_row, bool(has_rollup), start, end,
-                                          max_points, after_row, after_step, bool(step_is_row))
-                if order is not None:
-                    pts.sort(key=order)
-                head = (key[2], key[3], key[4])
-                out.extend(head + p for p in pts)
+        self._ex(cur, sql, params)
+        out = []
+        for s in cur.fetchall():
+            count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s[5:]
+            if (after_row is not None and max_row <= after_row) or \
+                    (after_step is not None and max_step <= after_step) or \
+                    (start is not None and last_ts < start) or (end is not None and first_ts > end):
+                continue
+            out.append(((s[2], s[3], s[4]), s[5:]))
         return out
+
+    #: Rows per chunk of a streamed answer (:meth:`stream_data`): about 1 MiB of JSON.
+    STREAM_CHUNK = 5000
+
+    def stream_data(self, uid: str, source: str, metrics: Optional[Sequence[str]] = None,
+                    start: Optional[float] = None, end: Optional[float] = None,
+                    ranks: Optional[Sequence[int]] = None, run_id: Optional[str] = None,
+                    after_step: Optional[float] = None, after_row: Optional[int] = None,
+                    x: str = "step") -> Iterator[List[tuple]]:
+        """:meth:`data` without ``max_points``, as chunks of at most :attr:`STREAM_CHUNK` rows.
+
+        Each series is one query ordered by the database (which sorts on disk when it
+        must) and read a chunk at a time, so memory does not grow with the series.
+        The caller iterates in one thread: the read cursor stays open meanwhile.
+        """
+        with self.read_cursor() as cur:
+            for head, s in self._data_series(cur, uid, source, metrics, start, end, ranks, run_id, after_step,
+                                             after_row):
+                sid, step_is_row = s[6], s[8]
+                sql = "SELECT row_index, value, timestamp, step FROM points WHERE series_id = ?"
+                params: list = [sid]
+                if after_row is not None:
+                    sql += " AND row_index > ?"
+                    params.append(after_row)
+                if after_step is not None:
+                    sql += " AND step > ?"
+                    params.append(after_step)
+                if start is not None:
+                    sql += " AND timestamp >= ?"
+                    params.append(start)
+                if end is not None:
+                    sql += " AND timestamp <= ?"
+                    params.append(end)
+                # The same order as data(): (step, row), row, or (timestamp, row); a series
+                # whose steps are its rows is read in key order, no sort at all.
+                if x == "row" or (x == "step" and step_is_row):
+                    sql += " ORDER BY row_index"
+                elif x == "step":
+                    sql += " ORDER BY step, row_index"
+                else:
+                    sql += " ORDER BY timestamp, row_index"
+                for rows in self._stream_rows(cur, sql, params, self.STREAM_CHUNK):
+                    yield [head + (r[3], _nan(r[1]), r[2], r[0]) for r in rows]
+
+    def _stream_rows(self, cur, sql: str, params, size: int) -> Iterator[list]:
+        """The rows of ``sql`` in lists of ``size``, without holding them all (SQLite steps
+        the statement per fetch)."""
+        self._ex(cur, sql, params)
+        while True:
+            rows = cur.fetchmany(size)
+            if not rows:
+                return
+            yield rows
 
     def _series_points(self, cur, sid, count, min_row, max_row, has_rollup, t0, t1, max_points, after,
                        after_step, step_is_row) -> List[tuple]:
@@ -845,7 +904,7 @@ class Store:
             lo, hi = self._time_step_bounds(cur, sid, lo, hi, t0, t1, max_points)
             if lo is None:
                 return []
-        level = rollup.choose_level(hi - lo, max_points)
+        level = rollup.choose_level(lo, hi, max_points)
         if level < rollup.BASE_LEVEL:
             # Narrow step range: at most about 4 * max_points raw points.
             return rollup.downsample_raw(self._fetch_raw(cur, sid, lo, hi, t0, t1, after), max_points)
@@ -879,7 +938,7 @@ class Store:
     def _time_step_bounds(self, cur, sid, lo, hi, t0, t1, max_points):
         """Step range of the points inside [t0, t1], read from a rollup level
         with about 4096 blocks, so the final level fits the filtered range."""
-        level = max(rollup.BASE_LEVEL, rollup.choose_level(hi - lo, 4 * 4096))
+        level = max(rollup.BASE_LEVEL, rollup.choose_level(lo, hi, 4 * 4096))
         sql = ("SELECT MIN(block), MAX(block) FROM series_rollup WHERE series_id = ? AND level = ? "
                "AND block BETWEEN ? AND ?")
         params = [sid, level, lo >> level, hi >> level]

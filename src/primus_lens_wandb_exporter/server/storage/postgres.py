@@ -118,6 +118,18 @@ class PostgresStore(Store):
                 with conn.cursor() as cur:
                     yield cur
 
+    def _stream_rows(self, cur, sql, params, size):
+        # execute() would pull the whole result into client memory; stream() reads it
+        # row by row (libpq single-row mode), so a streamed answer stays constant in size.
+        buf = []
+        for r in cur.stream(self._q(sql), params):
+            buf.append(r)
+            if len(buf) >= size:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
     @contextmanager
     def read_cursor(self):
         """An autocommit cursor on a pooled connection."""

@@ -402,16 +402,23 @@ def _reps_with_nonfinite(buf):
     return [pts[s] for s in sorted(pts)]
 
 
-def choose_level(span_steps: int, max_points: int) -> int:
-    """Finest level with at most ``max_points // 4`` blocks over ``span_steps``.
+def choose_level(lo: int, hi: int, max_points: int) -> int:
+    """Finest level at which the steps ``lo..hi`` fall in at most ``max_points // 4`` blocks.
+
+    Counts the blocks the range really touches, ``(hi >> k) - (lo >> k) + 1``,
+    rather than an upper bound from the span alone: that bound is never below 2,
+    so for ``max_points < 8`` (one block allowed) no level satisfied it and the
+    search never ended.  The exact count reaches 1 at ``k = hi.bit_length()``
+    (block 0 then covers every step), so the search always ends there, at or
+    below the series' :func:`top_level`.  Each block contributes at most four
+    points (plus its non-finite ones), so the answer stays within ``max_points``.
 
     Returns a level below :data:`BASE_LEVEL` when the span is small enough to
-    downsample from raw points (those are bounded by ``4 * max_points``).
+    downsample from raw points (those are bounded by ``8 * max_points``).
     """
     nb = max(1, max_points // 4)
     k = 0
-    # A span of S steps touches at most (S >> k) + 2 blocks of 2**k steps.
-    while (span_steps >> k) + 2 > nb:
+    while (hi >> k) - (lo >> k) + 1 > nb:
         k += 1
     return k
 
