@@ -266,6 +266,7 @@ class RunImporter:
         self.history_keys: set = set()
         self.pending_summary: Dict[str, Any] = {}
         self.last_row: Optional[Tuple[int, Dict[str, float], float]] = None
+        self.first_row_ts: Optional[float] = None
         self.batch: List[Dict[str, Any]] = []
         self.filtered_reasons: Dict[str, int] = {}
 
@@ -391,6 +392,8 @@ class RunImporter:
                 self.pending_summary.pop(key, None)
             self._summary_points(row, values, ts)
         self.last_row = (row, values, ts)
+        if self.first_row_ts is None:
+            self.first_row_ts = ts
 
     def _summary_points(self, row, values, ts):
         pending, self.pending_summary = self.pending_summary, {}
@@ -456,6 +459,10 @@ class RunImporter:
         # the first as the start and the last as the end).
         last_row_ts = self.last_row[2] if self.last_row else None
         started = self.started_at or last_row_ts or time.time()
+        if self.first_row_ts is not None:
+            # The run record's start time is taken by wandb's service, which can be a few ms
+            # after the first row's client-side _timestamp: a run starts no later than its first row.
+            started = min(started, self.first_row_ts)
         if self.runtime is not None:
             ended = started + self.runtime
         else:
