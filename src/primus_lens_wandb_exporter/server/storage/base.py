@@ -513,6 +513,19 @@ class Store:
                    with_step: bool = False) -> List[tuple]:
         """``(row, value, ts)`` points of one series in row order (``with_step``: ``(row, value, ts, step)``),
         rows ``lo..hi`` and ``> after``."""
+        sql, params = self._raw_sql(sid, lo, hi, t0, t1, after, after_step, with_step)
+        if nonfinite_only:
+            sql += " AND " + self._nonfinite_sql
+        self._ex(cur, sql + " ORDER BY row_index", params)
+        rows = cur.fetchall()
+        if None in map(_second, rows):  # a NULL value is a NaN stored by SQLite
+            return [(r[0], _nan(r[1])) + tuple(r[2:]) for r in rows]
+        return rows  # already (step, value, ts) tuples: no per-row Python work
+
+    @staticmethod
+    def _raw_sql(sid: int, lo: Optional[int], hi: Optional[int], t0: Optional[float], t1: Optional[float],
+                 after: Optional[int], after_step: Optional[float], with_step: bool) -> Tuple[str, list]:
+        """The SELECT (without ORDER BY) of one series' points under the query's filters, and its parameters."""
         sql = ("SELECT row_index, value, timestamp, step" if with_step else "SELECT row_index, value, timestamp") \
             + " FROM points WHERE series_id = ?"
         params: list = [sid]
@@ -531,14 +544,7 @@ class Store:
         if t1 is not None:
             sql += " AND timestamp <= ?"
             params.append(t1)
-        if nonfinite_only:
-            sql += " AND " + self._nonfinite_sql
-        sql += " ORDER BY row_index"
-        self._ex(cur, sql, params)
-        rows = cur.fetchall()
-        if None in map(_second, rows):  # a NULL value is a NaN stored by SQLite
-            return [(r[0], _nan(r[1])) + tuple(r[2:]) for r in rows]
-        return rows  # already (step, value, ts) tuples: no per-row Python work
+        return sql, params
 
     _nonfinite_sql = "(value IS NULL OR value IN (9e999, -9e999))"
 
@@ -833,20 +839,7 @@ class Store:
             for head, s in self._data_series(cur, uid, source, metrics, start, end, ranks, run_id, after_step,
                                              after_row):
                 sid, step_is_row = s[6], s[8]
-                sql = "SELECT row_index, value, timestamp, step FROM points WHERE series_id = ?"
-                params: list = [sid]
-                if after_row is not None:
-                    sql += " AND row_index > ?"
-                    params.append(after_row)
-                if after_step is not None:
-                    sql += " AND step > ?"
-                    params.append(after_step)
-                if start is not None:
-                    sql += " AND timestamp >= ?"
-                    params.append(start)
-                if end is not None:
-                    sql += " AND timestamp <= ?"
-                    params.append(end)
+                sql, params = self._raw_sql(sid, None, None, start, end, after_row, after_step, True)
                 # The same order as data(): (step, row), row, or (timestamp, row); a series
                 # whose steps are its rows is read in key order, no sort at all.
                 if x == "row" or (x == "step" and step_is_row):
