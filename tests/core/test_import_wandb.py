@@ -202,10 +202,12 @@ def test_a_corrupt_file_is_one_clear_line_and_the_other_runs_are_imported(lens_s
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("import-wandb:")]
     assert len(errors) == 1 and "corrupt record at byte" in errors[0] and first in errors[0]
-    runs = {r["name"]: r for r in workload(lens_server, "half")["runs"]}
-    assert "second" in runs  # the good run is there in full
-    second = [p for p in metric_points(lens_server, "half") if p["run_id"] == runs["second"]["run_id"]]
-    assert len(second) == 10
+    # The good run is there in full.  Which run is corrupt depends on the directory names'
+    # order (a time stamp to the second, then the random run id): name it by its file.
+    corrupt_id = os.path.basename(first)[len("run-"):-len(".wandb")]
+    (good,) = [r for r in workload(lens_server, "half")["runs"] if r["run_id"] != corrupt_id]
+    points = [p for p in metric_points(lens_server, "half") if p["run_id"] == good["run_id"]]
+    assert len(points) == 10
 
 
 def test_a_point_lens_cannot_take_is_counted_and_the_rest_stored(lens_server, tmp_path):
