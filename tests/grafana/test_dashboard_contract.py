@@ -102,7 +102,7 @@ def test_datasource_is_infinity_with_the_read_token():
     assert ds["secureJsonData"] == {"bearerToken": "${PRIMUS_LENS_READ_TOKEN}"}
     assert ds["url"] in ds["jsonData"]["allowedHosts"]
     assert ds["jsonData"]["customHealthCheckEnabled"] is True
-    assert ds["jsonData"]["customHealthCheckUrl"].startswith(ds["url"] + "/")
+    assert ds["jsonData"]["customHealthCheckUrl"] == ds["url"]      # GET /api/v1: the index
 
 
 def test_provider_and_kustomization_ship_every_file():
