@@ -211,28 +211,42 @@ def _check_exact(server, answers, inserted):
 
 
 def _alternate_and_read_back(replicas, series_run="run-b", rank=2, batches=6):
-    """One series written through each replica in turn; each batch read back through the next
-    replica right after its 200. Returns the rows appended."""
+    """One series appended to through the replicas in turn, two batches each, while the next
+    replica overwrites the last rows of every batch (a rank re-sending corrected values);
+    every write is read back through another replica right after its 200.
+
+    The second append through a replica is the case its cached rollup tail must not answer:
+    the series' last step is what it cached, but another replica changed the rows since.
+    Returns the rows appended."""
     n = len(replicas)
     start = BATCHES * ROWS
+    stored = {}
     with requests.Session() as s:
         for b in range(batches):
             rows = list(range(start + b * 70, start + (b + 1) * 70))  # 70 rows: crosses a 64-row block each time
+            writer, other = replicas[(b // 2) % n], replicas[(b // 2 + 1) % n]
             body = _metrics_body(series_run, rank, rows)
             body["metrics"] = [p for p in body["metrics"] if p["name"] == "loss"]
-            writer, reader = replicas[b % n], replicas[(b + 1) % n]
             assert _post(s, writer, "/wandb/metrics", body)["inserted"] == len(rows)
+            stored.update((p["step"], p["value"]) for p in body["metrics"])
+            fix = rows[-3:]
+            body["metrics"] = [{**p, "value": 1000.0 + p["step"]} for p in body["metrics"] if p["step"] in fix]
+            assert _post(s, other, "/wandb/metrics", body)["inserted"] == 0
+            stored.update((p["step"], p["value"]) for p in body["metrics"])
+            reader = replicas[(b // 2 + 2) % n] if n > 2 else writer
             fresh = _get(reader, f"/workloads/{UID}/metrics/data", data_source="wandb", metrics="loss",
                          rank=str(rank), run_id=series_run, x="row", after_row=rows[0] - 1)
-            assert [(p["row"], p["value"]) for p in fresh["data"]] == \
-                [(r, _value(series_run, rank, "loss", r)) for r in rows], f"replica {reader.url} after batch {b}"
+            assert [(p["row"], p["value"]) for p in fresh["data"]] == [(r, stored[r]) for r in rows], \
+                f"replica {reader.url} after batch {b}"
             count = {m["name"]: m["count"] for m in
                      _get(reader, f"/workloads/{UID}/metrics/available", data_source="wandb")["metrics"]}["loss"]
             assert count == BATCHES * ROWS * len(RUNS) * len(RANKS) + (b + 1) * 70
-            # The rollup this write maintained answers the same through every replica.
+            # The rollup these writes maintained answers the same through every replica, and holds
+            # the overwritten values (each the largest of its 64-row block).
             down = [_get(r, f"/workloads/{UID}/metrics/data", data_source="wandb", metrics="loss", rank=str(rank),
-                         run_id=series_run, max_points=40) for r in replicas]
+                         run_id=series_run, max_points=4, after_row=start - 1) for r in replicas]
             assert all(d == down[0] for d in down[1:])
+            assert max(p["value"] for p in down[0]["data"]) == 1000.0 + rows[-1], f"after batch {b}"
     return batches * 70
 
 
