@@ -310,3 +310,41 @@ def test_replicas_over_one_postgresql_give_exact_counts_and_the_answers_of_one_s
     mine, theirs = _without_server_clock(after[0]), _without_server_clock(one_after)
     for key in mine:
         assert mine[key] == theirs[key], f"after phase 2, {replicas} replicas and one server differ on {key}"
+
+
+def test_run_and_detection_updates_through_replicas_at_once_lose_nothing(tmp_path, pg_databases):
+    # A run's config/summary merge and the workload's best detection are read-modify-write
+    # updates; through several replicas at once none may be lost (nor a worse report win).
+    pytest.importorskip("fastapi")
+    replicas = _start(pg_databases(), tmp_path, 2, "replica")
+    errors, per_client = [], 120
+
+    def client(k):
+        try:
+            with requests.Session() as s:
+                for i in range(per_client):
+                    _post(s, replicas[(k + i) % 2], "/wandb/run",
+                          {"workload_uid": "merge", "run_id": "r", "event": "config" if i % 2 else "summary",
+                           "config" if i % 2 else "summary": {f"k{k}-{i}": i}, "timestamp": T0})
+                    _post(s, replicas[(k + i + 1) % 2], "/wandb/detection",
+                          {"workload_uid": "merge", "pod_name": f"pod-{k}", "timestamp": T0 + i,
+                           "detection": {"wrapper": "lightning", "base": "pytorch", "method": "heuristic",
+                                         "confidence": (k * per_client + i) / 1000}})
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors, errors
+        for server in replicas:
+            w = _get(server, "/workloads/merge")
+            (run,) = w["runs"]
+            assert len(run["config"]) + len(run["summary"]) == 4 * per_client, (len(run["config"]), len(run["summary"]))
+            assert w["detection"]["confidence"] == (4 * per_client - 1) / 1000
+    finally:
+        for s in replicas:
+            s.stop()
