@@ -119,10 +119,12 @@ def doctor_report(environ=os.environ) -> Dict:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
-            report["problems"].append(f"pid {stats.get('pid')}: {errors} spool write errors, {lost} points lost "
+            report["problems"].append(f"pid {stats.get('pid')} (workload {stats.get('workload_uid')}): {errors} spool "
+                                      f"write errors, {lost} points lost "
                                       f"({http.get('spool_last_write_error') or 'spool over its size bound'})")
         if http.get("auth_rejected_batches"):
-            report["problems"].append(f"pid {stats.get('pid')}: Lens refused {http['auth_rejected_batches']} "
+            report["problems"].append(f"pid {stats.get('pid')} (workload {stats.get('workload_uid')}): Lens refused "
+                                      f"{http['auth_rejected_batches']} "
                                       "batches (401/403, check PRIMUS_LENS_API_TOKEN); they are kept and replayed")
     return report
 
@@ -341,6 +343,11 @@ def _print_doctor(report: Dict) -> None:
               f"{f'; {older} older not shown' if older else ''}):")
         for line in _run_table(runs):
             print(f"    {line}")
+    for stats in runs:
+        http = stats.get("http") or {}
+        errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
+        if errors or lost:
+            print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
     for problem in report["problems"]:
         if problem not in shown:
             print(f"! {problem}")
