@@ -82,7 +82,9 @@ def doctor_report(environ=os.environ) -> Dict:
                           "namespace": identity.namespace, "ranks": vars(resolve_ranks(environ))}
     report["api"] = _check_health(config.api_base_url, config.api_token) if config.api_reporting else "disabled"
     if isinstance(report["api"], dict) and not report["api"].get("ok"):
-        report["problems"].append(f"Lens API not reachable: {report['api'].get('error')}")
+        report["api"]["fix"] = _unreachable_fix(report["api"], config.api_base_url,
+                                                "PRIMUS_LENS_API_BASE_URL" in environ)
+        report["problems"].append(report["api"]["fix"])
     report["api_auth"] = None
     if isinstance(report["api"], dict) and report["api"].get("ok"):
         # /health is open: only an authenticated route tells whether batches will be accepted.
@@ -110,15 +112,19 @@ def doctor_report(environ=os.environ) -> Dict:
     if r_files:
         report["problems"].append(f"{r_points} points in {r_files} batches were rejected by Lens as a whole and kept "
                                   f"in {rejected.directory} (resend with `primus-lens replay {spool.directory}`)")
-    report["counters"] = _read_stats(spool.directory)
+    recent = _read_stats(spool.directory)
+    report["counters"] = recent[:RECENT_RUNS]
+    report["counters_older"] = len(recent) - len(report["counters"])
     for stats in report["counters"]:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
-            report["problems"].append(f"pid {stats.get('pid')}: {errors} spool write errors, {lost} points lost "
+            report["problems"].append(f"pid {stats.get('pid')} (workload {stats.get('workload_uid')}): {errors} spool "
+                                      f"write errors, {lost} points lost "
                                       f"({http.get('spool_last_write_error') or 'spool over its size bound'})")
         if http.get("auth_rejected_batches"):
-            report["problems"].append(f"pid {stats.get('pid')}: Lens refused {http['auth_rejected_batches']} "
+            report["problems"].append(f"pid {stats.get('pid')} (workload {stats.get('workload_uid')}): Lens refused "
+                                      f"{http['auth_rejected_batches']} "
                                       "batches (401/403, check PRIMUS_LENS_API_TOKEN); they are kept and replayed")
     return report
 
@@ -149,7 +155,39 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
         return {"url": url, "ok": response.status_code == 200, "status": response.status_code,
                 "ms": round((time.monotonic() - started) * 1000, 1), "error": None if response.ok else response.text[:200]}
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "error": repr(exc)}
+        return {"url": url, "ok": False, "error": _cause(exc), "detail": repr(exc)}
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong with a request, in a few words (the repr of requests' nested
+    exceptions is several hundred characters that all say the same thing)."""
+    import requests
+
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time (timed out)"
+    for needle, cause in (("Connection refused", "connection refused"),
+                          ("Name or service not known", "host name not found"),
+                          ("Temporary failure in name resolution", "host name not found"),
+                          ("nodename nor servname", "host name not found"),
+                          ("No route to host", "no route to host"),
+                          ("Network is unreachable", "network unreachable"),
+                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if needle in text:
+            return cause
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _unreachable_fix(api: Dict, base_url: str, url_set: bool) -> str:
+    """One line: what failed and what to do."""
+    if url_set:
+        hint = ("start the Lens server (`primus-lens serve`) or set PRIMUS_LENS_API_BASE_URL to its address "
+                f"(now {base_url})")
+    else:
+        hint = (f"PRIMUS_LENS_API_BASE_URL is not set, so the in-cluster default {base_url} was tried: set it to "
+                "your Lens server's API, e.g. PRIMUS_LENS_API_BASE_URL=http://127.0.0.1:8080/api/v1")
+    what = api.get("error") if api.get("status") is None else f"answered {api['status']}: {api.get('error')}"
+    return f"Lens API not reachable at {api['url']} ({what}): {hint}"
 
 
 def _check_auth(base_url: str, token: Optional[str]) -> Dict:
@@ -162,61 +200,108 @@ def _check_auth(base_url: str, token: Optional[str]) -> Dict:
     try:
         response = requests.post(url, json={}, timeout=5, headers=headers)
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "status": None, "error": repr(exc),
-                "fix": f"Lens answered /health but not {url}: {exc!r}"}
+        return {"url": url, "ok": False, "status": None, "error": _cause(exc), "detail": repr(exc),
+                "fix": f"Lens answered /health but not {url}: {_cause(exc)}"}
     status = response.status_code
     out = {"url": url, "ok": status == 200, "status": status, "error": None if status == 200 else response.text[:200]}
-    if status in (401, 403):
-        out["fix"] = (f"Lens refused the token ({status}): set PRIMUS_LENS_API_TOKEN to the server's token "
+    if status == 403 and token:
+        # The token is known but its role may not write (a read-only token for the UI/Grafana).
+        out["fix"] = ("this token cannot ingest (403: read-only?): Lens knows PRIMUS_LENS_API_TOKEN but its role "
+                      "may not send data; give training pods an ingest token (the server's --ingest-token / "
+                      "PRIMUS_LENS_INGEST_TOKEN) or the admin token")
+    elif status in (401, 403):
+        out["fix"] = (f"Lens refused the token ({status}): set PRIMUS_LENS_API_TOKEN to the server's ingest token "
                       "(e.g. from the primus-lens-api-token Secret)" if token else
                       f"Lens requires a token ({status}) and PRIMUS_LENS_API_TOKEN is not set: set it to the "
-                      "server's token (e.g. from the primus-lens-api-token Secret)")
+                      "server's ingest token (e.g. from the primus-lens-api-token Secret)")
     elif status != 200:
         out["fix"] = f"Lens answered {status} to an ingest request at {url}: {response.text[:200]}"
     return out
 
 
+#: How many exporter processes the "recent runs" table shows (newest first).
+RECENT_RUNS = 10
+
+
 def _read_stats(spool_dir: str) -> List[Dict]:
-    """Counters of the processes that used ``spool_dir``, newest 20 (from the spool and its fallback)."""
+    """Counters of every exporter process that used ``spool_dir`` (from the spool and its
+    fallback), newest first by when the process last wrote them, not by file name."""
     from .core.spool import stats_fallback_dir
 
     latest: Dict[str, Dict] = {}
     for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):
+        if not directory:
+            continue
         for path in glob.glob(os.path.join(directory, "*.json")):
             try:
                 with open(path, encoding="utf-8") as fh:
                     stats = json.load(fh)
+                if not isinstance(stats, dict):
+                    continue
+                if not isinstance(stats.get("written_at"), (int, float)):
+                    stats["written_at"] = os.path.getmtime(path)  # older files: when it was written
             except (OSError, ValueError):
                 continue
             name = os.path.basename(path)
-            if name not in latest or stats.get("written_at", 0) > latest[name].get("written_at", 0):
+            if name not in latest or stats["written_at"] > latest[name]["written_at"]:
                 latest[name] = stats
-    return sorted(latest.values(), key=lambda s: s.get("written_at", 0))[-20:]
+    return sorted(latest.values(), key=lambda s: s["written_at"], reverse=True)
 
 
-def _run_line(stats: Dict) -> str:
-    """One recent exporter process, when and for which workload, and where its points went."""
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+#: Points sent / spooled / rejected by Lens, and requests Lens refused for the token (401/403:
+#: those are batches, as the exporter stops sending and spools while the token is refused).
+RUN_COLUMNS = ("age", "workload", "pod", "pid", "points sent", "spooled", "rejected", "batches refused (auth)")
+
+
+def _run_row(stats: Dict, now: float) -> List[str]:
+    """One recent exporter process: when, which workload, and where its points went."""
     http = stats.get("http") or {}
-    when = stats.get("written_at")
-    try:
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(when)))
-    except (TypeError, ValueError):
-        at = "?"
-    n = lambda key: int(http.get(key) or 0)  # noqa: E731
-    line = (f"{at} workload={stats.get('workload_uid')} pod={stats.get('pod_name')} pid={stats.get('pid')}: "
-            f"sent {n('sent_points')}, spooled {n('spooled_points')}, rejected {n('rejected_points')}, "
-            f"refused by auth {n('auth_rejected_points')} points")
-    if http.get("last_error"):
-        line += f" (last error: {http['last_error']})"
-    return line + f"; recorder {json.dumps(stats.get('recorder', {}))}"
+    n = lambda key: str(int(http.get(key) or 0))  # noqa: E731
+    return [_age(now - stats["written_at"]), str(stats.get("workload_uid")), str(stats.get("pod_name")),
+            str(stats.get("pid")), n("sent_points"), n("spooled_points"), n("rejected_points"),
+            n("auth_rejected_batches")]
+
+
+def _run_table(runs: List[Dict], now: Optional[float] = None) -> List[str]:
+    """The recent runs as aligned lines (text left, numbers right)."""
+    now = time.time() if now is None else now
+    rows = [list(RUN_COLUMNS)] + [_run_row(s, now) for s in runs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(RUN_COLUMNS))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def cmd_doctor(args) -> int:
     report = doctor_report()
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 1 if report["problems"] else 0
+    code = 1 if report["problems"] else 0
+    try:
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            _print_doctor(report)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `doctor --json | head`: the reader went away. Point stdout at /dev/null so the
+        # interpreter's final flush does not print a traceback either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return code
+
+
+def _print_doctor(report: Dict) -> None:
     ok = lambda flag: "✓" if flag else "✗"  # noqa: E731
+    shown = set()  # problems a ✗ line already stated in full are not repeated at the end
     probe = report["fresh_interpreter"]
     print(f"primus-lens-wandb-exporter {report['version']} ({report['python']})")
     print(f"{ok(report['startup_line'])} start-up line: {report['startup_line'] or 'missing'}")
@@ -227,11 +312,18 @@ def cmd_doctor(args) -> int:
     print(f"  workload={ident['workload_uid']} pod={ident['pod_name']} ranks={ident['ranks']}")
     api = report["api"]
     if isinstance(api, dict):
-        print(f"{ok(api.get('ok'))} Lens API {api['url']}" + (f" ({api.get('ms')} ms)" if api.get("ok") else f": {api.get('error')}"))
+        if api.get("ok"):
+            print(f"✓ Lens API {api['url']} ({api.get('ms')} ms)")
+        else:
+            print(f"✗ {api['fix']}")
+            shown.add(api["fix"])
         auth = report.get("api_auth")
         if auth is not None:
-            print(f"{ok(auth['ok'])} Lens accepts this token for ingest ({auth['url']})" if auth["ok"] else
-                  f"✗ Lens ingest {auth['url']}: {auth['fix']}")
+            if auth["ok"]:
+                print(f"✓ Lens accepts this token for ingest ({auth['url']})")
+            else:
+                print(f"✗ Lens ingest {auth['url']}: {auth['fix']}")
+                shown.add(auth["fix"])
     else:
         print("- Lens API reporting disabled")
     sp = report["spool"]
@@ -244,15 +336,21 @@ def cmd_doctor(args) -> int:
     rj = report["rejected"]
     if rj["files"]:
         print(f"✗ rejected by Lens: {rj['points']} points in {rj['files']} batches ({rj['dir']})")
-    for stats in report["counters"]:
+    runs = report["counters"]
+    if runs:
+        older = report.get("counters_older") or 0
+        print(f"  recent runs (one per exporter process, newest first"
+              f"{f'; {older} older not shown' if older else ''}):")
+        for line in _run_table(runs):
+            print(f"    {line}")
+    for stats in runs:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
             print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
-        print(f"  {_run_line(stats)}")
     for problem in report["problems"]:
-        print(f"! {problem}")
-    return 1 if report["problems"] else 0
+        if problem not in shown:
+            print(f"! {problem}")
 
 
 # ----------------------------------------------------------------------------- replay

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from support import exporter_env, get_json, run_python
 
 
@@ -117,12 +118,109 @@ def test_doctor_fails_with_a_one_line_fix_when_lens_refuses_the_token(lens_serve
     assert get_json(srv, "/api/v1/workloads", token="right-token")["workloads"] == []
 
 
-def test_doctor_lists_recent_runs_with_time_workload_and_where_their_points_went(tmp_path):
-    env = exporter_env(None, tmp_path, "doc-runs", WANDB_MODE="disabled", PRIMUS_LENS_TESTING="0",
-                       PRIMUS_LENS_EXIT_TIMEOUT="1")
-    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.log({'loss': 2.0}); "
-               "wandb.finish()", env)
+def _table(stdout):
+    """The recent-runs table of doctor's output: header line and row lines."""
+    lines = stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("  recent runs"))
+    table = []
+    for ln in lines[i + 1:]:
+        if not ln.startswith("    "):
+            break
+        table.append(ln)
+    return table
+
+
+def test_doctor_lists_recent_runs_newest_first_with_workload_age_and_where_points_went(lens_server_factory,
+                                                                                       tmp_path):
+    # Three real exporter processes share one spool; their workload names sort the other
+    # way round from their order in time (the list used to be sorted by file name).
+    open_srv, locked = lens_server_factory(), lens_server_factory(token="right-token")
+    log3 = "import wandb; wandb.init(project='p'); [wandb.log({'loss': float(i)}) for i in range(3)]; wandb.finish()"
+    run_python(log3, exporter_env(open_srv, tmp_path, "zz-sent"))
+    run_python(log3, exporter_env(None, tmp_path, "aa-spooled", PRIMUS_LENS_TESTING="0", PRIMUS_LENS_EXIT_TIMEOUT="1"))
+    run_python(log3, exporter_env(locked, tmp_path, "mm-refused", PRIMUS_LENS_TESTING="0",
+                                  PRIMUS_LENS_EXIT_TIMEOUT="1"))
+    env = exporter_env(open_srv, tmp_path, "doc-runs")
     proc = _cli(["doctor"], env, check=False)
-    (line,) = [ln for ln in proc.stdout.splitlines() if " UTC workload=" in ln]
-    assert " UTC workload=doc-runs pod=doc-runs-pod-0 pid=" in line
-    assert "sent 0, spooled 2, rejected 0, refused by auth 0 points" in line, line
+    header, *rows = _table(proc.stdout)
+    assert header.split() == ["age", "workload", "pod", "pid", "points", "sent", "spooled", "rejected", "batches",
+                              "refused", "(auth)"]
+    cells = [r.split() for r in rows]
+    assert [c[2] for c in cells] == ["mm-refused", "aa-spooled", "zz-sent"], proc.stdout
+    assert all(c[1] == "ago" and c[0][-1] in "sm" for c in cells), rows
+    # points sent, spooled, rejected; batches refused for the token
+    counts = {c[2]: [int(x) for x in c[-4:]] for c in cells}
+    assert counts["zz-sent"] == [3, 0, 0, 0], rows      # all delivered
+    assert counts["aa-spooled"] == [0, 3, 0, 0], rows   # no server: kept in the spool
+    assert counts["mm-refused"][:3] == [0, 3, 0] and counts["mm-refused"][3] > 0, rows  # 401: no token, kept
+    # Aligned: numbers right-aligned under their header, so every line ends at the same column.
+    assert len({len(ln) for ln in [header, *rows]}) == 1, "\n".join([header, *rows])
+    report = json.loads(_cli(["doctor", "--json"], env, check=False).stdout)
+    assert [c["workload_uid"] for c in report["counters"]] == ["mm-refused", "aa-spooled", "zz-sent"]
+
+    # At most 10 shown, newest first, and how many older ones were left out.
+    stats_dir = tmp_path / "spool" / "stats"
+    newest = max(stats_dir.glob("*.json"), key=lambda p: json.loads(p.read_text())["written_at"])
+    base = json.loads(newest.read_text())
+    for i in range(12):
+        old = dict(base, workload_uid=f"old-{i:02d}", written_at=base["written_at"] - 3600 * (i + 1))
+        (stats_dir / f"old-{i:02d}-{i}.json").write_text(json.dumps(old))
+    report = json.loads(_cli(["doctor", "--json"], env, check=False).stdout)
+    assert [c["workload_uid"] for c in report["counters"]] == \
+        ["mm-refused", "aa-spooled", "zz-sent"] + [f"old-{i:02d}" for i in range(7)]
+    assert report["counters_older"] == 5
+    proc = _cli(["doctor"], env, check=False)
+    assert "5 older not shown" in proc.stdout
+    assert [r.split()[:3] for r in _table(proc.stdout)[1:]][3:5] == [["1h", "ago", "old-00"], ["2h", "ago", "old-01"]]
+
+
+def test_doctor_without_a_server_prints_one_line_with_the_variable_to_set(tmp_path):
+    env = exporter_env(None, tmp_path, "doc-down")  # PRIMUS_LENS_API_BASE_URL points at a closed port
+    proc = _cli(["doctor"], env, check=False)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stdout.splitlines() if "not reachable" in ln]
+    assert len(lines) == 1, proc.stdout
+    assert "connection refused" in lines[0] and "PRIMUS_LENS_API_BASE_URL" in lines[0], lines
+    for raw in ("MaxRetryError", "HTTPConnectionPool", "NewConnectionError", "Traceback"):
+        assert raw not in proc.stdout + proc.stderr, proc.stdout
+    report = json.loads(_cli(["doctor", "--json"], env, check=False).stdout)
+    assert report["api"]["error"] == "connection refused" and "MaxRetryError" in report["api"]["detail"]
+    # Without the variable the default (the in-cluster Service name) is tried: say so.
+    env.pop("PRIMUS_LENS_API_BASE_URL")
+    proc = _cli(["doctor"], env, check=False)
+    (line,) = [ln for ln in proc.stdout.splitlines() if "not reachable" in ln]
+    assert "PRIMUS_LENS_API_BASE_URL is not set" in line and "primus-lens-telemetry-processor" in line, line
+
+
+def test_doctor_json_into_a_pipe_closed_early_prints_no_traceback(tmp_path):
+    # `primus-lens doctor --json | head -1`: the reader is gone before the report is written.
+    # (Closed before the first write, so the write fails whatever the report's size and timing.)
+    env = exporter_env(None, tmp_path, "doc-pipe")
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.cli", "doctor", "--json"], env=env,
+                              stdout=write_fd, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_fd)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stderr == "" and proc.returncode == 1  # 1: the report has problems (no server), as without a pipe
+
+
+def test_doctor_says_a_read_only_token_cannot_ingest(lens_server_factory, tmp_path):
+    # Roles: an ingest token may POST /api/v1/wandb/*, a read token gets 403 there.
+    helptext = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--help"],
+                              capture_output=True, text=True, timeout=60).stdout
+    if "--read-token" not in helptext:
+        pytest.skip("this server has no --read-token / --ingest-token (token roles) yet")
+    srv = lens_server_factory(token="admin-token", extra_args=["--ingest-token", "ingest-token",
+                                                               "--read-token", "read-token"])
+    env = exporter_env(srv, tmp_path, "doc-roles", PRIMUS_LENS_API_TOKEN="read-token")
+    proc = _cli(["doctor"], env, check=False)
+    assert proc.returncode == 1, proc.stdout
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("✗ Lens ingest")]
+    assert "this token cannot ingest (403" in line and "ingest token" in line, line
+    assert sum("cannot ingest" in ln for ln in proc.stdout.splitlines()) == 1, proc.stdout
+    for token in ("ingest-token", "admin-token"):
+        env = exporter_env(srv, tmp_path, "doc-roles", PRIMUS_LENS_API_TOKEN=token)
+        assert "✓ Lens accepts this token for ingest" in _cli(["doctor"], env).stdout
