@@ -119,7 +119,8 @@ class LensServer:
 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("PRIMUS_LENS_API_TOKEN", None)
+        for name in ("PRIMUS_LENS_API_TOKEN", "PRIMUS_LENS_INGEST_TOKEN", "PRIMUS_LENS_READ_TOKEN"):
+            env.pop(name, None)  # only the tokens a test passes
         cmd = [sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(self.port),
                "--db", self.db_url, *self.extra_args]
         if self.token:
