@@ -198,15 +198,29 @@ def test_roles_from_the_environment_with_workers_on_a_public_address(tmp_path):
         srv.stop()
 
 
-def test_only_read_or_ingest_tokens_are_enough_to_bind_publicly_but_none_is_not(tmp_path):
+def _serve_refused(tmp_path, *args) -> str:
+    """Run ``serve`` expecting it to refuse to start (exit 2, nothing created); its stderr."""
     env = dict(os.environ, PYTHONPATH=str(SRC))
     for name in ("PRIMUS_LENS_API_TOKEN", "PRIMUS_LENS_INGEST_TOKEN", "PRIMUS_LENS_READ_TOKEN"):
         env.pop(name, None)
-    r = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--host", "0.0.0.0",
-                        "--port", str(free_port()), "--db", f"sqlite:///{tmp_path}/x.db", "--read-token", " , "],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(free_port()),
+                        "--db", f"sqlite:///{tmp_path}/x.db", *args], env=env, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "--ingest-token" in r.stderr and "--read-token" in r.stderr and "--allow-insecure-bind" in r.stderr
+    assert not (tmp_path / "x.db").exists()
+    return r.stderr
+
+
+def test_an_unexpanded_kubernetes_variable_is_refused_as_a_token(tmp_path):
+    # deploy/k8s composes each list as "$(LENS_X_TOKEN),$(LENS_X_TOKEN_PREVIOUS)": a variable
+    # missing from the pod's env stays literal text, which must not become a valid token.
+    err = _serve_refused(tmp_path, "--ingest-token", "real-one,$(LENS_INGEST_TOKEN_PREVIOUS)")
+    assert "--ingest-token" in err and "$(VAR)" in err
+
+
+def test_only_read_or_ingest_tokens_are_enough_to_bind_publicly_but_none_is_not(tmp_path):
+    r_stderr = _serve_refused(tmp_path, "--host", "0.0.0.0", "--read-token", " , ")
+    assert "--ingest-token" in r_stderr and "--read-token" in r_stderr and "--allow-insecure-bind" in r_stderr
     srv = LensServer(f"sqlite:///{tmp_path}/y.db", tmp_path / "y.log",
                      extra_args=["--host", "0.0.0.0", "--read-token", READ]).start()
     try:

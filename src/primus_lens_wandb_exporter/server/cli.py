@@ -97,6 +97,14 @@ def serve(args: argparse.Namespace) -> int:
         arg if arg is not None else (os.environ.get(env) or None)
         for arg, env in ((args.token, ADMIN_TOKEN_ENV), (args.ingest_token, INGEST_TOKEN_ENV),
                          (args.read_token, READ_TOKEN_ENV)))
+    import re
+
+    for option, value in (("--token", token), ("--ingest-token", ingest_token), ("--read-token", read_token)):
+        # Kubernetes leaves $(VAR) as it is when VAR is not defined: that text would be a valid token.
+        if any(re.fullmatch(r"\$\([A-Za-z_][A-Za-z0-9_]*\)", t) for t in parse_tokens(value)):
+            print(f"primus-lens serve: {option}: holds an unexpanded $(VAR) reference, not a token: define "
+                  "the variable before this one in the pod's env (see deploy/k8s/deployment.yaml)", file=sys.stderr)
+            return 2
     if not any(parse_tokens(t) for t in (token, ingest_token, read_token)) and not is_loopback(args.host) \
             and not args.allow_insecure_bind:
         print(f"primus-lens serve: refusing to bind {args.host} without a token: anyone who can reach it "
