@@ -230,3 +230,19 @@ def test_only_read_or_ingest_tokens_are_enough_to_bind_publicly_but_none_is_not(
         _forbidden(_post(srv, "/wandb/metrics", metrics_body(_uid(), [("loss", 1, 1.0)]), READ), "ingest or admin")
     finally:
         srv.stop()
+
+
+def test_an_app_mounted_under_a_root_path_checks_the_same_routes(tmp_path):
+    # ASGI servers started with a root path (uvicorn --root-path, an embedding app) put it in
+    # front of scope["path"]; the router strips it, so the role check must too.
+    from starlette.testclient import TestClient
+
+    from primus_lens_wandb_exporter.server.app import create_app
+    from primus_lens_wandb_exporter.server.settings import Settings
+
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/lens.db", token=ADMIN, ingest_token=INGEST,
+                              read_token=READ))
+    with TestClient(app, base_url="http://localhost", root_path="/lens") as client:
+        _unauthorized(client.get("/lens/api/v1/workloads"))
+        _forbidden(client.get("/lens/api/v1/workloads", headers=bearer(INGEST)), "read or admin")
+        assert client.get("/lens/api/v1/workloads", headers=bearer(READ)).status_code == 200

@@ -3,13 +3,9 @@
 Three roles, each given by a list of tokens (comma-separated, so a token can be
 rotated: add the new one, roll the clients, remove the old one):
 
-=========  ==========================================  =====================================
-role       option / environment                        allowed on ``/api/v1``
-=========  ==========================================  =====================================
-admin      ``--token`` / ``PRIMUS_LENS_API_TOKEN``     everything (the one token of old)
-ingest     ``--ingest-token`` / ``PRIMUS_LENS_INGEST_TOKEN``  ``POST /api/v1/wandb/*`` only
-read       ``--read-token`` / ``PRIMUS_LENS_READ_TOKEN``      ``GET`` / ``HEAD`` only
-=========  ==========================================  =====================================
+- admin: ``--token`` / ``PRIMUS_LENS_API_TOKEN``: everything (the one token of old);
+- ingest: ``--ingest-token`` / ``PRIMUS_LENS_INGEST_TOKEN``: ``POST /api/v1/wandb/*`` only;
+- read: ``--read-token`` / ``PRIMUS_LENS_READ_TOKEN``: ``GET`` / ``HEAD`` only.
 
 Anything else (``DELETE /api/v1/workloads/{uid}``, any future write) needs the
 admin token.  Auth is on as soon as any list holds a token.  No token or an
@@ -55,13 +51,19 @@ def parse_tokens(value: Optional[str]) -> tuple:
     return tuple(t.strip() for t in value.split(",") if t.strip()) if value else ()
 
 
+_MAY_INGEST = frozenset((ADMIN, INGEST))
+_MAY_READ = frozenset((ADMIN, READ))
+_ADMIN_ONLY = frozenset((ADMIN,))
+
+
 def allowed_roles(method: str, path: str) -> FrozenSet[str]:
-    """The roles whose token may make this request under /api/v1."""
+    """The roles whose token may make this request under /api/v1 (anything not
+    named here, DELETE first of all, is the admin's)."""
     if method == "POST" and path.startswith(INGEST_PREFIX):
-        return frozenset((ADMIN, INGEST))
+        return _MAY_INGEST
     if method in _READ_METHODS:
-        return frozenset((ADMIN, READ))
-    return frozenset((ADMIN,))
+        return _MAY_READ
+    return _ADMIN_ONLY
 
 
 def _digest(token: bytes) -> bytes:
@@ -150,7 +152,11 @@ class AccessAndAuth:
             await send(message)
 
         try:
-            refusal = self._check(scope, path) if self.tokens is not None and path.startswith(API_PREFIX) else None
+            # Matched as the router will: without a root_path the ASGI server may have put in front.
+            root = scope.get("root_path") or ""
+            route_path = path[len(root):] if root and path.startswith(root) else path
+            refusal = (self._check(scope, route_path)
+                       if self.tokens is not None and route_path.startswith(API_PREFIX) else None)
             if refusal is not None:
                 await _send_refusal(send_wrapper, refusal)
             else:
