@@ -93,8 +93,9 @@ class LensServer:
     """A ``python -m primus_lens_wandb_exporter.server`` process and its database."""
 
     def __init__(self, db_url: str, log_path: Path, token: Optional[str] = None,
-                 extra_args: Sequence[str] = (), port: Optional[int] = None):
+                 extra_args: Sequence[str] = (), port: Optional[int] = None, env: Optional[dict] = None):
         self.db_url = db_url
+        self.env = dict(env or {})  # extra environment of the process (e.g. PRIMUS_LENS_READ_TOKEN)
         self.token = token
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -119,7 +120,9 @@ class LensServer:
 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("PRIMUS_LENS_API_TOKEN", None)
+        for name in ("PRIMUS_LENS_API_TOKEN", "PRIMUS_LENS_INGEST_TOKEN", "PRIMUS_LENS_READ_TOKEN"):
+            env.pop(name, None)  # only the tokens a test passes
+        env.update(self.env)
         cmd = [sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(self.port),
                "--db", self.db_url, *self.extra_args]
         if self.token:

@@ -188,8 +188,29 @@ def test_database_and_token_come_from_secrets_that_the_example_defines():
                 assert ref["key"] in secrets[ref["name"]], ref
     env = env_of(container(find("Deployment", NAME)))
     assert env["PRIMUS_LENS_DB"]["valueFrom"]["secretKeyRef"] == {"name": "primus-lens-db", "key": "dsn"}
-    assert env["PRIMUS_LENS_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "primus-lens-api-token", "key": "token"}
     assert not any("value" in e and re.search(r"postgres(ql)?://", e["value"]) for e in env.values())
+
+
+def test_each_token_role_comes_from_its_secret_with_room_for_a_rotation():
+    # docs/server.md "Access control": the server accepts each Secret's `token` and, during a
+    # rotation, its `previous`; with `previous` empty (the example) exactly one token per role.
+    env = env_of(container(find("Deployment", NAME)))
+    secrets = {d["metadata"]["name"]: d["stringData"] for _, d in all_docs() if d["kind"] == "Secret"}
+    sys.path.insert(0, str(ROOT / "src"))
+    from primus_lens_wandb_exporter.server.auth import parse_tokens
+
+    for var, secret in (("PRIMUS_LENS_API_TOKEN", "primus-lens-api-token"),
+                        ("PRIMUS_LENS_INGEST_TOKEN", "primus-lens-ingest-token"),
+                        ("PRIMUS_LENS_READ_TOKEN", "primus-lens-read-token")):
+        refs = re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", env[var]["value"])
+        keys = [env[r]["valueFrom"]["secretKeyRef"] for r in refs]
+        assert keys == [{"name": secret, "key": "token"}, {"name": secret, "key": "previous"}], var
+        names = list(env)
+        assert all(names.index(r) < names.index(var) for r in refs)   # k8s expands only earlier variables
+        values = {r: secrets[k["name"]][k["key"]] for r, k in zip(refs, keys)}
+        assert parse_tokens(_expand([env[var]["value"]], values)[0]) == (secrets[secret]["token"],)
+        rotating = {refs[0]: "new-token", refs[1]: "old-token"}
+        assert parse_tokens(_expand([env[var]["value"]], rotating)[0]) == ("new-token", "old-token")
 
 
 def _server_parser() -> argparse.ArgumentParser:
@@ -215,8 +236,8 @@ def test_deployment_command_is_accepted_by_the_real_server_cli():
     args = _server_parser().parse_args(_expand(c["args"][1:], env))
     assert (args.host, args.port) == ("0.0.0.0", 8080)
     assert args.db.startswith("postgresql://")            # $(PRIMUS_LENS_DB) was defined in env
-    # Binding 0.0.0.0 needs a token: it comes from PRIMUS_LENS_API_TOKEN.
-    assert "PRIMUS_LENS_API_TOKEN" in env_of(c)
+    # Binding 0.0.0.0 needs a token: the admin, ingest and read tokens come from Secrets.
+    assert {"PRIMUS_LENS_API_TOKEN", "PRIMUS_LENS_INGEST_TOKEN", "PRIMUS_LENS_READ_TOKEN"} <= set(env_of(c))
 
 
 def test_deployment_answers_the_service_name_as_host():
@@ -240,7 +261,9 @@ def test_training_job_is_the_guides_wired_to_the_server():
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["WORKLOAD_UID"]["value"] == "my-training-workload-12345"
     assert env["PRIMUS_LENS_API_BASE_URL"]["value"] == GUIDE_DEFAULT_URL
-    assert env["PRIMUS_LENS_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "primus-lens-api-token"
+    # A training pod holds the ingest token only: it can report, not list, read or delete.
+    assert env["PRIMUS_LENS_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "primus-lens-ingest-token",
+                                                                         "key": "token"}
     for toggle in ("PRIMUS_LENS_WANDB_HOOK", "PRIMUS_LENS_WANDB_API_REPORTING"):
         assert env[toggle]["value"] == "true"
     assert job["spec"]["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")

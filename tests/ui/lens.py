@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import requests
 
@@ -53,10 +53,11 @@ class LensServer:
         self.token = process.token
 
     @classmethod
-    def start(cls, workdir: Path, token: Optional[str] = None) -> "LensServer":
+    def start(cls, workdir: Path, token: Optional[str] = None, extra_args: Sequence[str] = ()) -> "LensServer":
         workdir.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex[:8]
-        process = _ServerProcess(f"sqlite:///{workdir}/lens-{name}.db", workdir / f"server-{name}.log", token)
+        process = _ServerProcess(f"sqlite:///{workdir}/lens-{name}.db", workdir / f"server-{name}.log", token,
+                                 extra_args)
         return cls(process.start())
 
     def stop(self) -> None:

@@ -8,13 +8,11 @@ Query endpoints are plain functions, so FastAPI runs them in its threadpool.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 import os
 import queue
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, List, Literal, Optional
@@ -29,14 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import limits
 from .._version import __version__
 from ..redact import redact_url_credentials
-from . import security, validate
+from . import auth, security, validate
 from .errors import ApiError
 from .settings import Settings
 from .storage import Store, open_store
 from .storage.base import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
-access_log = logging.getLogger("primus_lens.server.access")
 
 #: Longest comma-separated list a query parameter may hold (SQL placeholders are finite).
 MAX_LIST = 1000
@@ -73,61 +70,6 @@ def _encode_value(v: float):
     if v == -math.inf:
         return "-Infinity"
     return v
-
-
-class _AccessAndAuth:
-    """ASGI middleware: bearer-token check for ``/api/v1`` and one JSON log line per request.
-
-    Pure ASGI rather than ``BaseHTTPMiddleware``: it adds no task or stream copy
-    per request, which matters at thousands of ingest requests per second.
-    """
-
-    def __init__(self, app, token: Optional[str]):
-        self.app = app
-        self.token = token.encode() if token else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        path = scope.get("path", "")
-        status_box = [0, 0]
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status_box[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                status_box[1] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            if self.token is not None and path.startswith("/api/v1") and not self._authorized(scope):
-                await _send_json(send_wrapper, 401, ApiError(401, "unauthorized",
-                                                             "missing or invalid bearer token in the "
-                                                             "Authorization header", "Authorization").body())
-            else:
-                await self.app(scope, receive, send_wrapper)
-        finally:
-            client = scope.get("client")
-            access_log.info(orjson.dumps({
-                "ts": round(time.time(), 3), "event": "access", "method": scope.get("method"), "path": path,
-                "query": scope.get("query_string", b"").decode("latin-1")[:512], "status": status_box[0],
-                "bytes": status_box[1], "ms": round((time.perf_counter() - start) * 1000, 2),
-                "client": f"{client[0]}:{client[1]}" if client else None}).decode())
-
-    def _authorized(self, scope) -> bool:
-        for k, v in scope.get("headers", ()):
-            if k == b"authorization":
-                scheme, _, cred = v.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self.token)
-        return False
-
-
-async def _send_json(send, status: int, body: dict) -> None:
-    data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
 
 
 # -- OpenAPI request body schemas (documentation and schemathesis; validation is by hand) --
@@ -594,7 +536,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     # Innermost first: the guard's refusals are access-logged; the headers go on every answer.
     app.add_middleware(security.BrowserGuard, hosts=security.allowed_hosts(settings.allowed_hosts, settings.host))
-    app.add_middleware(_AccessAndAuth, token=settings.token)
+    app.add_middleware(auth.AccessAndAuth, tokens=auth.Tokens.from_settings(settings))
     app.add_middleware(security.SecurityHeaders)
     try:
         from . import metrics as prometheus

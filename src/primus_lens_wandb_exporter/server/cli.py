@@ -28,9 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="database: a path or sqlite:///PATH (default: lens.db under the user data "
                         "directory), or postgresql://user@host:port/db")
     p.add_argument("--token", default=None,
-                   help="bearer token required on /api/v1 (default: $PRIMUS_LENS_API_TOKEN; none = open)")
+                   help="admin bearer token(s), comma-separated: everything on /api/v1 (default: "
+                        "$PRIMUS_LENS_API_TOKEN; with no token of any role the API is open)")
+    p.add_argument("--ingest-token", default=None,
+                   help="ingest token(s) for training pods, comma-separated: only POST /api/v1/wandb/*, "
+                        "cannot list or read (default: $PRIMUS_LENS_INGEST_TOKEN)")
+    p.add_argument("--read-token", default=None,
+                   help="read-only token(s) for the UI and Grafana, comma-separated: only GET/HEAD "
+                        "(default: $PRIMUS_LENS_READ_TOKEN)")
     p.add_argument("--allow-insecure-bind", action="store_true",
-                   help="allow binding a non-loopback address without a token")
+                   help="allow binding a non-loopback address without any token")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a Host name the server answers to (repeatable; also $PRIMUS_LENS_ALLOWED_HOSTS, "
                         "comma-separated); loopback names, IP addresses and the --host address always; "
@@ -83,12 +90,32 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("primus-lens serve: --workers must be at least 1", file=sys.stderr)
         return 2
-    token = args.token if args.token is not None else (os.environ.get("PRIMUS_LENS_API_TOKEN") or None)
-    if not token and not is_loopback(args.host) and not args.allow_insecure_bind:
+    from .auth import ADMIN_TOKEN_ENV, INGEST_TOKEN_ENV, READ_TOKEN_ENV, parse_tokens
+
+    # Each option, else its environment variable (an empty option turns the variable off).
+    token, ingest_token, read_token = (
+        arg if arg is not None else (os.environ.get(env) or None)
+        for arg, env in ((args.token, ADMIN_TOKEN_ENV), (args.ingest_token, INGEST_TOKEN_ENV),
+                         (args.read_token, READ_TOKEN_ENV)))
+    import re
+
+    for option, value in (("--token", token), ("--ingest-token", ingest_token), ("--read-token", read_token)):
+        # Kubernetes leaves $(VAR) as it is when VAR is not defined: that text would be a valid token.
+        if any(re.fullmatch(r"\$\([A-Za-z_][A-Za-z0-9_]*\)", t) for t in parse_tokens(value)):
+            print(f"primus-lens serve: {option}: holds an unexpanded $(VAR) reference, not a token: define "
+                  "the variable before this one in the pod's env (see deploy/k8s/deployment.yaml)", file=sys.stderr)
+            return 2
+    if not any(parse_tokens(t) for t in (token, ingest_token, read_token)) and not is_loopback(args.host) \
+            and not args.allow_insecure_bind:
         print(f"primus-lens serve: refusing to bind {args.host} without a token: anyone who can reach it "
-              "could write and read metrics. Set --token / PRIMUS_LENS_API_TOKEN, or pass "
+              "could write, read and delete metrics. Set --token / PRIMUS_LENS_API_TOKEN (admin), and "
+              "--ingest-token / --read-token for training pods and the UI, or pass "
               "--allow-insecure-bind if the network is trusted.", file=sys.stderr)
         return 2
+    from .auth import Tokens
+
+    log.info("auth tokens per role: %s", Tokens(*(parse_tokens(t) for t in (token, ingest_token, read_token)))
+             .describe())
     try:
         db_url = normalize_db_url(args.db)
     except ValueError as e:
@@ -109,7 +136,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"primus-lens serve: {e}", file=sys.stderr)
         return 1
     settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port, allowed_hosts=hosts,
-                        retention_days=args.retention_days)
+                        retention_days=args.retention_days, ingest_token=ingest_token, read_token=read_token)
     common = dict(host=args.host, port=args.port, log_config=None, access_log=False, backlog=4096,
                   timeout_graceful_shutdown=30, timeout_keep_alive=30,
                   http="httptools" if _has("httptools") else "h11",
@@ -127,7 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
                 "log_level": args.log_level, "stats_dir": stats_dir, "allowed_hosts": hosts,
-                "retention_days": args.retention_days}
+                "retention_days": args.retention_days, "ingest_token": ingest_token, "read_token": read_token}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
         try:

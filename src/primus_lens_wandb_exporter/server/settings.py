@@ -11,6 +11,7 @@ class Settings:
     """What ``create_app`` needs.  ``db_url`` is ``sqlite:///PATH`` or ``postgresql://...``."""
 
     db_url: str
+    #: the admin tokens (``--token``), comma-separated; see :mod:`.auth` for the roles
     token: Optional[str] = None
     max_body_bytes: int = 64 * 1024 * 1024
     host: str = "127.0.0.1"
@@ -21,3 +22,7 @@ class Settings:
     allowed_hosts: Tuple[str, ...] = ()
     #: ``serve --retention-days``: delete workloads not updated for this many days (None: keep all)
     retention_days: Optional[float] = None
+    #: ``--ingest-token``: tokens that may only POST /api/v1/wandb/* (comma-separated)
+    ingest_token: Optional[str] = None
+    #: ``--read-token``: tokens that may only GET/HEAD /api/v1 (comma-separated)
+    read_token: Optional[str] = None

@@ -1,7 +1,10 @@
 // Query API client: relative URLs (works behind a path prefix), bearer-token auth.
 //
 // When a call answers 401 the page asks for the token once (one dialog, however many
-// requests are waiting), keeps it in sessionStorage for this tab and retries.
+// requests are waiting), keeps it in sessionStorage for this tab and retries.  A 403
+// `forbidden` means the token is known but its role may not read (an ingest token,
+// docs/server.md "Access control"): the dialog says so, with the server's message, and
+// asks for the read token instead.  Cancelling stops the asking until the page reloads.
 
 const TOKEN_KEY = 'primus-lens-token';
 const MAX_AUTH_TRIES = 5;
@@ -16,6 +19,7 @@ export class ApiError extends Error {
 }
 
 let pendingTokenPrompt = null;
+let tokenDeclined = null;   // the ApiError to answer with after the user cancelled the dialog
 
 export function apiUrl(path, params = {}) {
   const url = new URL('api/v1/' + path.replace(/^\/+/, ''), document.baseURI);
@@ -30,7 +34,8 @@ export function storedToken() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-function askForToken(reason) {
+function askForToken(reason, declined) {
+  if (tokenDeclined) return Promise.reject(tokenDeclined);
   if (pendingTokenPrompt) return pendingTokenPrompt;
   const dialog = document.getElementById('token-dialog');
   const form = document.getElementById('token-form');
@@ -47,8 +52,8 @@ function askForToken(reason) {
         sessionStorage.setItem(TOKEN_KEY, token);
         resolve(token);
       } else {
-        reject(new ApiError(401, 'This Lens server needs an API token (the server was started with one). ' +
-          'Reload the page to enter it.'));
+        tokenDeclined = declined;
+        reject(declined);
       }
     };
     const onSubmit = (event) => { event.preventDefault(); done(input.value.trim()); };
@@ -79,12 +84,24 @@ export async function apiGet(path, params = {}, { signal } = {}) {
     if (response.status === 401) {
       if (storedToken() !== sent) continue;          // another request already got a new token
       if (sent) sessionStorage.removeItem(TOKEN_KEY);
-      await askForToken(sent ? 'That token was rejected by the server. Enter the token the server was started with.'
-        : 'This Lens server requires a token. It is kept for this browser tab only (sessionStorage).');
+      await askForToken(sent ? 'That token was rejected by the server. Enter the read token (or the admin token) ' +
+        'the server was started with.'
+        : 'This Lens server requires a token: its read token (or the admin token). It is kept for this browser ' +
+          'tab only (sessionStorage).',
+      new ApiError(401, 'This Lens server needs an API token (the server was started with one). ' +
+        'Reload the page to enter it.'));
       continue;
     }
     let body = null;
     try { body = await response.json(); } catch { /* not JSON */ }
+    if (response.status === 403 && body && body.error === 'forbidden') {
+      if (storedToken() !== sent) continue;
+      const why = 'The token of this tab may not read from Lens (the server says: ' + body.message + ').';
+      if (sent) sessionStorage.removeItem(TOKEN_KEY);
+      await askForToken(why + ' Enter the read token (PRIMUS_LENS_READ_TOKEN) or the admin token.',
+        new ApiError(403, why + ' Reload the page to enter the read token.', body));
+      continue;
+    }
     if (!response.ok) {
       const message = (body && (body.message || body.detail)) || `HTTP ${response.status} ${response.statusText}`;
       throw new ApiError(response.status, typeof message === 'string' ? message : JSON.stringify(message), body);
