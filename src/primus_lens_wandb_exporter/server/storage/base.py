@@ -554,6 +554,8 @@ class Store:
         groups: Dict[Tuple[str, str, int, str], List[str]] = {}
         for k in keys:
             groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
+        if len(groups) > 1:
+            groups = self._load_summaries_of_ranks(cur, keys, groups, out)
         for (uid, src, rank, run_id), names in groups.items():
             names = sorted(set(names))
             for i in range(0, len(names), 500):
@@ -566,6 +568,36 @@ class Store:
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
         return out
+
+    def _load_summaries_of_ranks(self, cur, keys, groups, out) -> dict:
+        """A group commit of many ranks' requests (one run, the same metric names): their
+        summaries in one query over ``rank IN (...) AND metric_name IN (...)`` rather than
+        one query per rank, where that cross product is not much more than the keys asked
+        for (rows of it that were not asked for are dropped).  Returns the groups left."""
+        by_run: Dict[Tuple[str, str, str], Dict[int, List[str]]] = {}
+        for (uid, src, rank, run_id), names in groups.items():
+            by_run.setdefault((uid, src, run_id), {})[rank] = names
+        wanted = set(keys)
+        left = dict(groups)
+        for (uid, src, run_id), ranks in by_run.items():
+            if len(ranks) < 2:
+                continue
+            names = sorted({n for ns in ranks.values() for n in ns})
+            n_keys = sum(len(ns) for ns in ranks.values())
+            if len(ranks) * len(names) > 2 * n_keys or len(ranks) + len(names) > 900:
+                continue
+            self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
+                          "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                          f"AND data_source = ? AND metric_name IN ({', '.join('?' * len(names))}) "
+                          f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?",
+                     (uid, src, *names, *sorted(ranks), run_id))
+            for r in cur.fetchall():
+                k = tuple(r[:5])
+                if k in wanted:
+                    out[k] = tuple(r[5:])
+            for rank in ranks:
+                del left[(uid, src, rank, run_id)]
+        return left
 
     def _existing_steps(self, cur, sid: int, steps: List[int]) -> set:
         lo, hi = min(steps), max(steps)
