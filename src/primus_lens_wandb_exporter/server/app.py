@@ -208,8 +208,8 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
 
 def busy(message: str) -> Response:
     """503 + Retry-After in the JSON error shape: admission refused, nothing was done."""
-    return Response(orjson.dumps({"error": "busy", "message": message, "field": None}), status_code=503,
-                    media_type="application/json", headers={"Retry-After": str(RETRY_AFTER_S)})
+    return Response(ingest.busy_body(message), status_code=503, media_type="application/json",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":

@@ -51,6 +51,12 @@ GROUP_REQUESTS = 512
 RETRY_AFTER_S = 1
 
 _JSON = [(b"content-type", b"application/json")]
+
+
+def busy_body(message: str) -> bytes:
+    """The JSON error body of a 503 (admission refused, nothing was done); sent with
+    ``Retry-After: RETRY_AFTER_S``."""
+    return orjson.dumps({"error": "busy", "message": message, "field": None})
 _INTERNAL = {"error": "internal_error", "message": "internal server error (logged on the server)", "field": None}
 
 
@@ -298,9 +304,8 @@ class IngestPath:
         cost = max(cost, 1)
         if self.inflight and self.inflight + cost > self.inflight_limit:
             # Admission: nothing is read or done; the body waits in the client.
-            return 503, orjson.dumps({"error": "busy", "message":
-                                      f"{self.inflight} bytes of ingest bodies are being processed (limit "
-                                      f"{self.inflight_limit}); retry later", "field": None}), \
+            return 503, busy_body(f"{self.inflight} bytes of ingest bodies are being processed (limit "
+                                  f"{self.inflight_limit}); retry later"), \
                 [(b"retry-after", str(RETRY_AFTER_S).encode())]
         self.inflight += cost
         try:
