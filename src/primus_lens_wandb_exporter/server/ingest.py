@@ -242,7 +242,10 @@ class IngestWriter:
                     break
                 group.append(nxt)
                 size += len(nxt.raw)
-            self._process(group)
+            try:
+                self._process(group)
+            except Exception as e:  # never let the writer die: later requests would wait forever
+                log.error("ingest writer: a group of %d requests failed", len(group), exc_info=e)
 
     def _process(self, group: List[_Item]) -> None:
         outcomes: List[tuple] = []  # (item, ok, value)
