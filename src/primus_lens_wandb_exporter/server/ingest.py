@@ -246,6 +246,10 @@ class IngestWriter:
                 self._process(group)
             except Exception as e:  # never let the writer die: later requests would wait forever
                 log.error("ingest writer: a group of %d requests failed", len(group), exc_info=e)
+                try:
+                    self._answer([(item, False, e) for item in group])
+                except Exception:
+                    pass
 
     def _process(self, group: List[_Item]) -> None:
         outcomes: List[tuple] = []  # (item, ok, value)
@@ -276,6 +280,11 @@ class IngestWriter:
                     self.after_commit()
                 except Exception as e:
                     log.warning("writing the shared counters failed: %s", e)
+        self._answer(outcomes)
+
+    @staticmethod
+    def _answer(outcomes) -> None:
+        """Hand ``(item, ok, value)`` outcomes to their event loops, one wake-up per loop."""
         by_loop: Dict[Any, list] = {}
         for item, ok, value in outcomes:
             by_loop.setdefault(item.loop, []).append((item.future, ok, value))
