@@ -1,8 +1,8 @@
 """The Lens HTTP API: ingest and query endpoints of ``docs/protocol.md``.
 
-Ingest bodies are read as bytes, parsed with orjson and validated by the hand
-written loops of :mod:`.validate` in a worker thread (the event loop only moves
-bytes); the OpenAPI schema still documents every body through ``openapi_extra``.
+Ingest bodies are read as bytes and handed to :mod:`.ingest` (a raw ASGI fast
+path and group-committing writer threads; the event loop only moves bytes); the
+OpenAPI schema still documents every body through ``openapi_extra``.
 Query endpoints are plain functions, so FastAPI runs them in its threadpool.
 """
 
@@ -26,12 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import limits
 from .._version import __version__
-from ..redact import redact_url_credentials
-from . import auth, security, validate
+from . import auth, ingest, security
+from .ingest import RETRY_AFTER_S
 from .errors import ApiError
 from .settings import Settings
 from .storage import Store, open_store
-from .storage.base import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
 
@@ -45,8 +44,6 @@ MAX_STREAMS = 4
 #: exceed it is answered 503 + Retry-After before its body is read, so concurrent
 #: large requests cannot grow memory without bound.
 MAX_INGEST_INFLIGHT_BYTES = 256 * 1024 * 1024
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_S = 1
 #: Encoded chunks (~1 MiB each) buffered per streamed answer: its memory bound.
 _STREAM_BUFFER = 4
 _END = object()
@@ -153,8 +150,8 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
 
 def busy(message: str) -> Response:
     """503 + Retry-After in the JSON error shape: admission refused, nothing was done."""
-    return Response(orjson.dumps({"error": "busy", "message": message, "field": None}), status_code=503,
-                    media_type="application/json", headers={"Retry-After": str(RETRY_AFTER_S)})
+    return Response(ingest.busy_body(message), status_code=503, media_type="application/json",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
@@ -171,11 +168,15 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
 
     @asynccontextmanager
     async def lifespan(app):
+        writer = app.state.ingest_writer
         if shared is not None:
             shared.start()
         if retention is not None:
             retention.start()
         yield
+        # Every request uvicorn drained was answered, so its group is committed; this
+        # only stops the writer threads (after anything still queued).
+        writer.close()
         if retention is not None:
             retention.stop()
         # Runs after uvicorn drained in-flight requests on SIGTERM/SIGINT.
@@ -218,124 +219,22 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         return json_response({"error": "internal_error", "message": "internal server error (logged on the server)",
                               "field": None}, 500)
 
-    async def read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > max_body:
-                    raise ApiError(413, "body_too_large", f"body: larger than {max_body} bytes", "body")
-            except ValueError:
-                raise ApiError(400, "invalid_header", "Content-Length: not an integer", "Content-Length") from None
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                raise ApiError(413, "body_too_large", f"body: larger than {max_body} bytes", "body")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def parse(raw: bytes) -> Any:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise ApiError(400, "invalid_json", f"body: not valid JSON ({e})", "body") from None
-        # Every ingest path parses here (the msgspec fast path falls back here for
-        # anything it cannot vouch for), so the depth limit holds on all of them.
-        return validate.check_depth(body)
-
-    # Parsing, validation and the database write of a request run together in one
-    # of a few "ingest slots" rather than in every threadpool thread at once: the
-    # GIL serialises that Python work anyway, and a writer that releases the GIL
-    # around each SQLite step (or PostgreSQL round trip) and then has to win it
-    # back from 15 busy threads waits a switch interval every time (a convoy that
-    # cut throughput several-fold).  PostgreSQL gets more than one slot so Python
-    # work overlaps the database server's.
-    slots = threading.BoundedSemaphore(store.ingest_concurrency)
-
-    def ingest_job(handler, parsed=True):
-        def run(raw: bytes):
-            try:
-                with slots:
-                    return handler(parse(raw) if parsed else raw)
-            finally:
-                if shared is not None:
-                    # Before the answer goes out: the other workers' /health counts
-                    # this request even if this process is killed right after.
-                    shared.write()
-        return run
-
-    # -- ingest -----------------------------------------------------------------
-
-    inflight = [0]  # body bytes admitted and not yet answered (event loop only: no lock)
+    # The ingest POSTs: parsed, validated and group-committed by writer threads
+    # (see ingest.py); IngestFastPath answers them below the security middlewares,
+    # the FastAPI routes of the same paths document them and share the handler.
+    writer = ingest.IngestWriter(store, after_commit=shared.write if shared is not None else None)
     # The environment variable exists for tests and unusual deployments (documented in docs/server.md).
-    inflight_limit = int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES") or MAX_INGEST_INFLIGHT_BYTES)
+    ingest_path = ingest.IngestPath(writer, max_body, int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES")
+                                                          or MAX_INGEST_INFLIGHT_BYTES))
+    app.state.ingest_writer = writer
 
-    async def admitted(request: Request, job):
-        """Read and process one ingest body within MAX_INGEST_INFLIGHT_BYTES, else a 503."""
-        try:
-            cost = min(int(request.headers.get("content-length") or max_body), max_body)
-        except ValueError:
-            cost = max_body  # read_body answers the 400
-        cost = max(cost, 1)
-        if inflight[0] and inflight[0] + cost > inflight_limit:
-            return busy(f"{inflight[0]} bytes of ingest bodies are being processed (limit {inflight_limit}); "
-                        "retry later")
-        inflight[0] += cost
-        try:
-            raw = await read_body(request)
-            return json_response(await run_in_threadpool(job, raw))
-        finally:
-            inflight[0] -= cost
-
-    def _metrics_answer(batches, res) -> dict:
-        # Points refused one by one are listed (at most the first 100 overall) and counted.
-        rejected = [r for b in batches for r in b.rejected][:MAX_REJECTED_LISTED]
-        n_rejected = sum(b.rejected_count for b in batches)
-        return {"count": res.count, "inserted": res.inserted, "rejected_count": n_rejected, "rejected": rejected}
-
-    def _ingest_metrics(raw):
-        batch = validate.metrics_batch_bytes(raw, parse)
-        res = store.ingest(metrics=[batch])
-        answer = _metrics_answer([batch], res)
-        msg = "metrics reported successfully"
-        if answer["rejected_count"]:
-            msg = f"{res.count} points stored, {answer['rejected_count']} refused (see rejected)"
-        return {"message": msg, **answer}
-
-    def _ingest_detection(body):
-        store.ingest(detections=[validate.detection(redact_url_credentials(body))])
-        return {"message": "detection reported successfully"}
-
-    def _ingest_run(body):
-        res = store.ingest(runs=[validate.run(body)])
-        return {"message": "run reported successfully", "count": res.runs}
-
-    def _ingest_batch(raw):
-        validate.refuse_too_many_points(raw)  # before the parse: a huge body is refused cheaply
-        body = validate.require_object(parse(raw))
-        parts = body.get("metrics")
-        # The point limit holds for the whole request, over all its metrics parts.
-        n_points = sum(len(m["metrics"]) for m in (parts if type(parts) is list else [parts])
-                       if type(m) is dict and type(m.get("metrics")) is list)
-        if n_points > limits.MAX_POINTS_PER_REQUEST:
-            raise validate.too_many_points("metrics")
-        metrics = validate.metrics_list(parts, "metrics") if parts is not None else []
-        dets = [validate.detection(redact_url_credentials(body["detection"]), "detection.")] if body.get("detection") is not None else []
-        runs = validate.run_list(body["run"], "run") if body.get("run") is not None else []
-        logs = body.get("logs")
-        res = store.ingest(metrics=metrics, detections=dets, runs=runs)
-        results = {}
-        if metrics:
-            results["metrics"] = {"success": True, **_metrics_answer(metrics, res)}
-        if dets:
-            results["detection"] = {"success": True}
-        if runs:
-            results["run"] = {"success": True, "count": res.runs}
-        if logs is not None:
-            results["logs"] = {"success": True, "count": len(logs) if isinstance(logs, list) else 1,
-                               "stored": False}
-        return {"success": True, "results": results}
+    async def admitted(request: Request) -> Response:
+        out = await ingest_path.handle(request.url.path, request.headers.get("content-length"), request.stream())
+        if out is None:  # the client is gone
+            return Response(status_code=499)
+        status, body, extra = out
+        return Response(body, status_code=status, media_type="application/json",
+                        headers={k.decode(): v.decode() for k, v in extra})
 
     ok = {"description": "Stored (committed to the database)"}
     err = {"description": "Invalid body: the message names the field"}
@@ -345,22 +244,22 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
-        return await admitted(request, ingest_job(_ingest_metrics, parsed=False))
+        return await admitted(request)
 
     @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
               responses=responses, summary="Report a framework detection")
     async def post_detection(request: Request):
-        return await admitted(request, ingest_job(_ingest_detection))
+        return await admitted(request)
 
     @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
               responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
     async def post_run(request: Request):
-        return await admitted(request, ingest_job(_ingest_run))
+        return await admitted(request)
 
     @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
-        return await admitted(request, ingest_job(_ingest_batch, parsed=False))
+        return await admitted(request)
 
     # -- query ------------------------------------------------------------------
 
@@ -534,7 +433,10 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     if mount_ui is not None:
         mount_ui(app, settings)
 
-    # Innermost first: the guard's refusals are access-logged; the headers go on every answer.
+    # Innermost first: the ingest fast path sits behind every check below; the guard's
+    # refusals are access-logged; the headers go on every answer.
+    app.add_middleware(ingest.IngestFastPath, ingest=ingest_path,
+                       routes={r.path: r for r in app.routes if getattr(r, "path", None) in ingest.PATHS})
     app.add_middleware(security.BrowserGuard, hosts=security.allowed_hosts(settings.allowed_hosts, settings.host))
     app.add_middleware(auth.AccessAndAuth, tokens=auth.Tokens.from_settings(settings))
     app.add_middleware(security.SecurityHeaders)

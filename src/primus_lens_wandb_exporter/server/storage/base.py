@@ -18,6 +18,7 @@ SQLite (it cannot store NaN) and as NaN in PostgreSQL; both read back as NaN.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import orjson
 
 from . import rollup
+
+log = logging.getLogger("primus_lens.server")
 
 #: (workload_uid, data_source, metric_name, rank, run_id): one series of points.
 SeriesKey = Tuple[str, str, str, int, str]
@@ -186,14 +189,76 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------
 
+    def ingest_many(self, parts: Sequence[Tuple[Sequence[MetricsBatch], Sequence[dict], Sequence[dict]]]
+                    ) -> List[Any]:
+        """Group commit: store the ``(metrics, detections, runs)`` of several requests in
+        one transaction; return each request's :class:`IngestResult`, or the exception
+        that refused it.
+
+        The same as storing them one after another in this order (a later request's
+        point, pod or run wins; a point is counted ``inserted`` by the first request
+        that wrote it), but one transaction's fixed cost (BEGIN, the workload and pod
+        upserts, the commit) and one multi-row INSERT serve all of them.  Should the
+        shared transaction fail, each request is stored alone, so one request's bad
+        data fails only that request.
+        """
+        if len(parts) == 1:
+            try:
+                return [self.ingest(*parts[0])]
+            except Exception as e:  # the caller answers it; nothing else was in the transaction
+                return [e]
+        # Each request's points per series key (a request's own repeats merged as
+        # ingest merges them), in request order.
+        owners: Dict[SeriesKey, Dict[int, dict]] = {}
+        for i, (metrics, _, _) in enumerate(parts):
+            for b in metrics:
+                for name, pts in b.series.items():
+                    mine = owners.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})
+                    have = mine.get(i)
+                    mine[i] = pts if have is None else {**have, **pts}
+        existing: Dict[SeriesKey, set] = {}
+        try:
+            self.ingest([b for p in parts for b in p[0]], [d for p in parts for d in p[1]],
+                        [r for p in parts for r in p[2]], existing_out=existing)
+        except Exception as e:
+            log.warning("group commit of %d requests failed (%s: %s); storing each alone", len(parts),
+                        type(e).__name__, e)
+            self.counters["group_commit_fallbacks"] = self.counters.get("group_commit_fallbacks", 0) + 1
+            out: List[Any] = []
+            for p in parts:
+                try:
+                    out.append(self.ingest(*p))
+                except Exception as e1:
+                    out.append(e1)
+            return out
+        results = [IngestResult(detections=len(d), runs=len(r)) for _, d, r in parts]
+        for key, mine in owners.items():
+            ex = existing.get(key)
+            if len(mine) == 1 and not ex:  # the rule: one rank's series, appended
+                for i, pts in mine.items():
+                    results[i].count += len(pts)
+                    results[i].inserted += len(pts)
+                continue
+            seen = set(ex) if ex else set()
+            for i, pts in mine.items():
+                new = pts.keys() - seen
+                results[i].count += len(pts)
+                results[i].inserted += len(new)
+                seen |= new
+        return results
+
     def ingest(self, metrics: Sequence[MetricsBatch] = (), detections: Sequence[dict] = (),
-               runs: Sequence[dict] = ()) -> IngestResult:
-        """Store validated parts in one transaction; return what was stored."""
+               runs: Sequence[dict] = (), existing_out: Optional[Dict[SeriesKey, set]] = None) -> IngestResult:
+        """Store validated parts in one transaction; return what was stored.
+
+        ``existing_out``: filled with the rows of each series that were stored before
+        (only series that had any), for :meth:`ingest_many`'s per-request counts."""
         now = time.time() * 1000.0
         series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]] = {}
         workloads: Dict[str, bool] = {}
         pods: Dict[Tuple[str, str], tuple] = {}
         exporters: Dict[Tuple[str, str, int], tuple] = {}
+        merged: set = set()
         for b in metrics:
             workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.series)
             if b.pod_name:
@@ -207,6 +272,11 @@ class Store:
                 if have is None:
                     series[key] = pts
                 else:
+                    if key not in merged:
+                        # A copy: the first body's own dict stays as it came (ingest_many
+                        # counts each request's points from it).
+                        have = series[key] = dict(have)
+                        merged.add(key)
                     have.update(pts)  # a later body of the same batch wins
         for d in detections:
             workloads.setdefault(d["workload_uid"], False)
@@ -231,8 +301,10 @@ class Store:
                 encoded[key] = (sid, self._encode_points(sid, pts))
         for attempt in range(5):
             try:
+                if existing_out is not None:
+                    existing_out.clear()  # a retried transaction reads them again
                 result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs,
-                                         exporters)
+                                         exporters, existing_out)
                 self.counters["ingest_transactions"] += 1
                 self.counters["points_inserted"] += result.inserted
                 return result
@@ -246,14 +318,15 @@ class Store:
         raise AssertionError("unreachable")
 
     def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs,
-                   exporters) -> IngestResult:
+                   exporters, existing_out=None) -> IngestResult:
         result = IngestResult()
         tails: list = []
         sids: dict = {}
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
-                result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids)
+                result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
+                                                      existing_out)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -289,7 +362,7 @@ class Store:
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
-                       sids: dict) -> int:
+                       sids: dict, existing_out: Optional[dict] = None) -> int:
         keys = sorted(series)
         summaries = self._load_summaries(cur, keys)
         update_rows: List[tuple] = []
@@ -309,6 +382,8 @@ class Store:
                 amb = [st for st in pts if lo <= st <= hi]
                 if amb:
                     existing = self._existing_steps(cur, s[6], amb)
+                    if existing and existing_out is not None:
+                        existing_out[key] = existing
             new = len(pts) - len(existing)
             inserted_total += new
             tss = col.tss
@@ -479,6 +554,8 @@ class Store:
         groups: Dict[Tuple[str, str, int, str], List[str]] = {}
         for k in keys:
             groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
+        if len(groups) > 1:
+            groups = self._load_summaries_of_ranks(cur, keys, groups, out)
         for (uid, src, rank, run_id), names in groups.items():
             names = sorted(set(names))
             for i in range(0, len(names), 500):
@@ -491,6 +568,36 @@ class Store:
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
         return out
+
+    def _load_summaries_of_ranks(self, cur, keys, groups, out) -> dict:
+        """A group commit of many ranks' requests (one run, the same metric names): their
+        summaries in one query over ``rank IN (...) AND metric_name IN (...)`` rather than
+        one query per rank, where that cross product is not much more than the keys asked
+        for (rows of it that were not asked for are dropped).  Returns the groups left."""
+        by_run: Dict[Tuple[str, str, str], Dict[int, List[str]]] = {}
+        for (uid, src, rank, run_id), names in groups.items():
+            by_run.setdefault((uid, src, run_id), {})[rank] = names
+        wanted = set(keys)
+        left = dict(groups)
+        for (uid, src, run_id), ranks in by_run.items():
+            if len(ranks) < 2:
+                continue
+            names = sorted({n for ns in ranks.values() for n in ns})
+            n_keys = sum(len(ns) for ns in ranks.values())
+            if len(ranks) * len(names) > 2 * n_keys or len(ranks) + len(names) > 900:
+                continue
+            self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
+                          "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                          f"AND data_source = ? AND metric_name IN ({', '.join('?' * len(names))}) "
+                          f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?",
+                     (uid, src, *names, *sorted(ranks), run_id))
+            for r in cur.fetchall():
+                k = tuple(r[:5])
+                if k in wanted:
+                    out[k] = tuple(r[5:])
+            for rank in ranks:
+                del left[(uid, src, rank, run_id)]
+        return left
 
     def _existing_steps(self, cur, sid: int, steps: List[int]) -> set:
         lo, hi = min(steps), max(steps)

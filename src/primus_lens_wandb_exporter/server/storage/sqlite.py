@@ -225,6 +225,9 @@ class SQLiteStore(Store):
     def _encode_points(self, sid, pts):
         # Flat (series_id, row, step, value, ts, series_id, ...) parameters, sliced into
         # multi-row INSERTs by _write_points.
+        if len(pts) == 1:  # the exporter's one point per metric per request: no iterator chain
+            (row, (v, ts, step)), = pts.items()
+            return [sid, row, step, v, ts]
         return list(chain.from_iterable(point_rows(sid, pts)))
 
     def _insert_series(self, cur, rows):

@@ -1,0 +1,304 @@
+"""A fleet of training ranks against one Lens server: request rate, latency, server CPU.
+
+Starts the real server (``python -m primus_lens_wandb_exporter.server``, one worker
+unless ``--workers``) on a fresh SQLite file or PostgreSQL database.  Each simulated
+rank is an asyncio client on its own keep-alive connection speaking HTTP/1.1 (raw
+streams: the client must cost far less than the server it measures, on the same
+cores).  A rank does what an exporter does: one detection report, one run
+``started``, then every ``1/--rate`` seconds (start phase random, each interval
+jittered by +-10 %) a ``/wandb/metrics`` body of ``--points`` points (10 metrics of
+one step, the exporter's body shape with its ``exporter`` counters), sequentially
+on its connection.  ``--endpoint batch`` sends the points as ``/wandb/batch``.
+
+Prints requests/s, latency p50/p95/p99/max (send to last byte of the answer), the
+server process's CPU seconds per request (psutil/proc; PostgreSQL's own CPU is not
+included), the machine's load, and verifies nothing was lost: the points counted
+back through the query API (``metrics/sources``) equal the points sent and the
+answers' ``inserted`` sum.
+
+``--capacity``: closed loop instead.  ``--connections`` clients send back to back
+(no pause), so the server is saturated; requests per server CPU-second is then the
+capacity of one server core for this request shape.
+
+    python benchmarks/bench_fleet.py                           # 1,000 ranks x 1 req/s x 30 s, SQLite
+    python benchmarks/bench_fleet.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
+    python benchmarks/bench_fleet.py --capacity --duration 10  # max req/s and req per server CPU-s
+    python benchmarks/bench_fleet.py --quick                   # 50 ranks, 3 s (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _common import pct  # noqa: E402
+from bench_server_ingest import cpu_times, server_cpu_seconds, steal_share  # noqa: E402
+from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+
+METRICS = 10
+EXPORTER_COUNTERS = {"filtered_points": 0, "rejected_points": 0, "rejected_batches": 0, "auth_rejected_batches": 0,
+                     "spooled_points": 0, "spool_write_errors": 0, "spool_dropped_points": 0,
+                     "failed_attempts": 0, "replayed_points": 0}
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: ``request(path, body) -> (status, json)``."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+        self.head = (f"Host: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                     "User-Agent: primus-lens-wandb-exporter\r\n").encode()
+
+    async def request(self, path: str, body: bytes):
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
+            try:
+                self.writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\n" + self.head
+                                  + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                return await self._response()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                # The server closed the kept-alive connection (serve --workers rebalancing): reconnect.
+                self.close()
+                if attempt:
+                    raise
+
+    async def _response(self):
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        close = False
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            k = k.strip().lower()
+            if k == b"content-length":
+                length = int(v)
+            elif k == b"connection" and v.strip().lower() == b"close":
+                close = True
+        payload = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, payload
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def identity(rank: int, job_of: int, ranks_per_job: int) -> dict:
+    local = rank % ranks_per_job
+    return {"workload_uid": f"fleet-job-{job_of}", "pod_name": f"fleet-job-{job_of}-pod-{local // 8}",
+            "pod_uid": f"uid-{job_of}-{local // 8}", "namespace": "bench", "run_id": f"run-{job_of}",
+            "rank": local, "local_rank": local % 8, "node_rank": local // 8, "world_size": ranks_per_job}
+
+
+def metrics_body(ident: dict, step: int, points: int) -> dict:
+    now = time.time()
+    pts = [{"name": f"train/metric_{i % METRICS}", "value": (step * 7 + i) % 1000 / 7.0,
+            "step": step * (points // METRICS or 1) + i // METRICS, "timestamp": now} for i in range(points)]
+    return {"source": "wandb", **ident, "timestamp": now, "batch_id": os.urandom(8).hex(), "metrics": pts,
+            "exporter": EXPORTER_COUNTERS}
+
+
+def detection_body(ident: dict) -> dict:
+    return {"source": "wandb", "type": "framework_detection_raw", "version": "1.0", **ident,
+            "timestamp": time.time(), "evidence": {"wandb_config": {"framework": "megatron"}},
+            "hints": {"wrapper_frameworks": ["primus"], "base_frameworks": ["megatron"], "confidence": 0.9},
+            "detection": {"wrapper": "primus", "base": "megatron", "method": "exact", "confidence": 1.0}}
+
+
+def run_body(ident: dict) -> dict:
+    return {"source": "wandb", **ident, "event": "started", "project": "fleet", "name": ident["run_id"],
+            "mode": "online", "config": {"lr": 3e-4, "batch_size": 8}, "status": "running",
+            "timestamp": time.time()}
+
+
+class Stats:
+    def __init__(self):
+        self.latencies: list = []
+        self.errors: list = []
+        self.sent_points = 0
+        self.inserted = 0
+        self.requests = 0
+
+    def answer(self, status, payload, t0, n_points, endpoint):
+        self.latencies.append(time.perf_counter() - t0)
+        self.requests += 1
+        if status != 200:
+            self.errors.append((status, payload[:200]))
+            return
+        self.sent_points += n_points
+        a = orjson.loads(payload)
+        if endpoint == "batch":
+            a = a["results"]["metrics"]
+        self.inserted += a["inserted"]
+
+
+async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
+    conn = Conn(port)
+    ident = identity(rank, rank // ranks_per_job, ranks_per_job)
+    rng = random.Random(rank)
+    try:
+        # Start-up: the exporter's detection report and run start, spread over the first second.
+        await asyncio.sleep(rng.random() * min(1.0, 1.0 / args.rate))
+        await conn.request("/api/v1/wandb/detection", orjson.dumps(detection_body(ident)))
+        await conn.request("/api/v1/wandb/run", orjson.dumps(run_body(ident)))
+        period = 1.0 / args.rate
+        nxt = time.perf_counter() + rng.random() * period
+        step = 0
+        while True:
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.perf_counter() >= stop_at:
+                break
+            body = metrics_body(ident, step, args.points)
+            step += 1
+            path = "/api/v1/wandb/metrics"
+            if args.endpoint == "batch":
+                body, path = {"metrics": body}, "/api/v1/wandb/batch"
+            raw = orjson.dumps(body)
+            t0 = time.perf_counter()
+            status, payload = await conn.request(path, raw)
+            stats.answer(status, payload, t0, args.points, args.endpoint)
+            # Open loop: the next send is due one jittered period after this one was due
+            # (a late answer delays only this rank's next send, as with the exporter's one sender).
+            nxt += period * rng.uniform(0.9, 1.1)
+    finally:
+        conn.close()
+
+
+async def closed_loop(args, port, idx, stop_at, stats: Stats, ranks_per_job):
+    conn = Conn(port)
+    ident = identity(idx, idx // ranks_per_job, ranks_per_job)
+    step = 0
+    try:
+        while time.perf_counter() < stop_at:
+            body = metrics_body(ident, step, args.points)
+            step += 1
+            path = "/api/v1/wandb/metrics"
+            if args.endpoint == "batch":
+                body, path = {"metrics": body}, "/api/v1/wandb/batch"
+            t0 = time.perf_counter()
+            status, payload = await conn.request(path, orjson.dumps(body))
+            stats.answer(status, payload, t0, args.points, args.endpoint)
+    finally:
+        conn.close()
+
+
+async def drive(args, port, clients, fn, duration):
+    stats = Stats()
+    stop_at = time.perf_counter() + duration
+    ranks_per_job = max(1, clients // args.jobs)
+    await asyncio.gather(*(fn(args, port, i, stop_at, stats, ranks_per_job) for i in range(clients)))
+    return stats
+
+
+def count_back(srv, jobs: int) -> int:
+    import requests
+
+    total = 0
+    for j in range(jobs):
+        r = requests.get(f"{srv.api}/workloads/fleet-job-{j}/metrics/sources", timeout=60)
+        if r.status_code == 404:
+            continue
+        r.raise_for_status()
+        total += sum(s["count"] for s in r.json()["data_sources"])
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--pg-dsn", default=os.environ.get("PRIMUS_LENS_TEST_POSTGRES_DSN"))
+    ap.add_argument("--ranks", type=int, default=1000)
+    ap.add_argument("--jobs", type=int, default=8, help="workloads the ranks are spread over")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of metrics traffic")
+    ap.add_argument("--rate", type=float, default=1.0, help="metrics requests per rank per second")
+    ap.add_argument("--points", type=int, default=10, help="points per request")
+    ap.add_argument("--endpoint", choices=["metrics", "batch"], default="metrics")
+    ap.add_argument("--capacity", action="store_true", help="closed loop: saturate the server")
+    ap.add_argument("--connections", type=int, default=64, help="clients of --capacity")
+    ap.add_argument("--workers", type=int, default=1, help="serve --workers")
+    ap.add_argument("--log-level", default="info", help="the server's --log-level (info: access lines on)")
+    ap.add_argument("--server-arg", action="append", default=[], help="extra serve argument (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="50 ranks, 3 s: a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.ranks, args.duration, args.connections, args.jobs = 50, 3.0, 8, 2
+    if args.db == "postgres" and not args.pg_dsn:
+        ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    tmp = Path(tempfile.mkdtemp(prefix="lens-fleet-"))
+    pg_db = None
+    if args.db == "postgres":
+        db_url = pg_db = create_pg_database(args.pg_dsn, prefix="lens_bench_")
+    else:
+        db_url = f"sqlite:///{tmp}/fleet.db"
+    srv = LensServer(db_url, tmp / "server.log", extra_args=["--log-level", args.log_level, "--workers",
+                                                             str(args.workers), *args.server_arg]).start()
+    try:
+        clients = args.connections if args.capacity else args.ranks
+        cpu0 = server_cpu_seconds(srv.proc.pid)
+        machine0 = cpu_times()
+        load0 = os.getloadavg()[0]
+        client0 = time.process_time()
+        t0 = time.perf_counter()
+        stats = asyncio.run(drive(args, srv.port, clients, closed_loop if args.capacity else rank_loop,
+                                  args.duration))
+        elapsed = time.perf_counter() - t0
+        cpu = server_cpu_seconds(srv.proc.pid) - cpu0
+        client_cpu = time.process_time() - client0
+        steal = steal_share(machine0, cpu_times())
+        stored = count_back(srv, clients // max(1, clients // args.jobs) + 1)
+        lat = stats.latencies
+        n = stats.requests
+        print(f"mode={'capacity' if args.capacity else 'fleet'} database={srv.db_kind} workers={args.workers} "
+              f"clients={clients} rate={args.rate if not args.capacity else 'closed-loop'}/s points={args.points} "
+              f"endpoint={args.endpoint} duration={args.duration:.0f}s")
+        if lat:
+            ms = [x * 1000 for x in lat]
+            print(f"requests={n} ({n / elapsed:,.0f}/s, metrics only; +{2 * clients if not args.capacity else 0} "
+                  f"start-up reports) latency ms p50={pct(ms, 0.5):.1f} p95={pct(ms, 0.95):.1f} "
+                  f"p99={pct(ms, 0.99):.1f} max={max(ms):.1f}")
+        total_req = n + (0 if args.capacity else 2 * clients)
+        if cpu > 0 and total_req:
+            print(f"server_cpu={cpu:.2f}s = {cpu / total_req * 1e3:.3f} ms per request -> capacity "
+                  f"{total_req / cpu:,.0f} requests per server CPU-second; client_cpu={client_cpu:.2f}s "
+                  f"load_average={load0:.2f}->{os.getloadavg()[0]:.2f} cpu_steal={steal:.0%}")
+        ok = not stats.errors and stored == stats.sent_points == stats.inserted
+        print(f"verify: sent={stats.sent_points} acknowledged-new={stats.inserted} counted-back={stored} "
+              f"errors={len(stats.errors)} -> {'OK nothing lost' if ok else 'MISMATCH'}")
+        if stats.errors:
+            print("first errors:", stats.errors[:3])
+        return 0 if ok else 1
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if pg_db:
+            drop_pg_database(pg_db, args.pg_dsn)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
