@@ -153,7 +153,7 @@ def freeze(data: Dict) -> Dict:
     value an untracked dict can hold is a numpy *array* (not a GC type): a one-element
     array logged and then changed in place within milliseconds is read with its new
     value; numpy reductions return immutable scalars, which is what training loops log.
-    The wandb patch inlines this same logic on its hot path (integrations/wandb.py).
+    The one appender inlines this same logic on its hot path (``recorder.make_log_hook``).
     """
     if not gc.is_tracked(data):
         return data.copy()

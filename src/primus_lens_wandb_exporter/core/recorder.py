@@ -8,6 +8,7 @@ batch to the reporter hooks (HTTP sink, JSONL sink, third-party sinks).
 
 import atexit
 import collections
+import gc
 import logging
 import operator
 import os
@@ -17,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from . import normalize
+from . import normalize, patching, sysmetrics
 from ..limits import MAX_VALUE_DEPTH
 from .steps import StepRules, record_row
 from .config import Config, load_config
@@ -33,7 +34,6 @@ from .log import configure, get_logger, log_once, raise_if_testing
 RECORD_WIDTH = 6
 # Record kinds (first field of each record).
 _LOG, _RECORD, _START, _FINISH, _SUMMARY, _CONFIG, _DEFINE, _CLAIM, _FLUSH = range(9)
-LOG_RECORD = _LOG  # used by integrations/wandb.py, which unrolls Recorder.log into its patch
 
 _time = time.time
 
@@ -180,17 +180,17 @@ class Recorder:
         self._exit_registered = False
         self._stats_written = time.monotonic()
         self.enabled = self.config.hook
+        # The same wrapper the wandb patch installs, around wandb's part (none here).
+        self._log_wrapper = self.log_hook()(_no_original)
 
     # ------------------------------------------------------------------ hot path
     def log(self, run, data, step=None, commit=None):
-        """A ``Run.log`` call (training thread): append a snapshot, nothing else."""
-        queue = self._queue
-        if len(queue) >= self._cap:
-            self.counters.dropped_queue_full += 1
-            return
-        queue.extend((_LOG, run, normalize.freeze(data), step, commit, _time()))
-        if self._thread is None:
-            self._start()
+        """A ``Run.log`` call (training thread): the production appender, as the wandb patch runs it."""
+        self._log_wrapper(run, data, step, commit)
+
+    def log_hook(self):
+        """THE appender: ``make(original)`` wrapping ``Run._log`` (``patching.patch``); ``log`` uses it too."""
+        return make_log_hook(self)
 
     def record(self, metrics, step=None, *, source="wandb", run=None, rank=None, framework=None):
         """Metrics an adapter reports itself (no W&B run received them)."""
@@ -677,6 +677,66 @@ class Recorder:
         from .plugins import call_safely
 
         return call_safely(getattr(self._pm.hook, hook_name), **kwargs)
+
+
+def _no_original(run, data, step=None, commit=None, *args, **kwargs):
+    """``Recorder.log`` has no wandb call to wrap."""
+
+
+def make_log_hook(recorder):
+    """THE hot path: wraps ``Run._log`` so each call adds one record to the Recorder's deque.
+
+    Everything is bound to locals here, and the body only adds one flat record (see
+    ``RECORD_WIDTH``); a call costs ~0.1 us.  ``normalize.freeze`` is the same freezing
+    logic as a function: inlined here, and ``patching.our_error`` too, because a function
+    call per ``wandb.log`` is measurable (benchmarks/bench_log_instructions.py).
+    """
+    queue = recorder._queue
+    cap = recorder._cap
+    counters = recorder.counters
+    add = sum
+    tracked = gc.is_tracked
+    snapshot = normalize.snapshot
+    now = time.time
+    kind = _LOG
+    suppress = patching.suppress_state
+    active = patching.suppress_active
+    current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
+    enhance = recorder.config.enhance_metrics
+
+    def make(original):
+        def _log(self, data, step=None, commit=None, *args, **kwargs):
+            if enhance and current.current and isinstance(data, dict):
+                # The one documented change to the user's W&B data: opt-in system metrics.
+                data = {**data, **current.current}
+            # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
+            if step is None and commit is None and not args and not kwargs:
+                result = original(self, data)  # the common call: the cheapest call form
+            else:
+                result = original(self, data, step, commit, *args, **kwargs)
+            if type(data) is dict and not (active[0] and suppress.depth):
+                try:
+                    if len(queue) < cap:
+                        # Values that could change after log() returns must be frozen now
+                        # (normalize.freeze explains both checks).  An untracked dict holds no
+                        # tensor, container or object: a plain copy is exact.
+                        if tracked(data):
+                            try:
+                                frozen = type(add(data.values(), 0.0)) is float
+                            except Exception:
+                                frozen = False
+                        else:
+                            frozen = True
+                        queue.extend((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
+                        if recorder._thread is None:
+                            recorder._start()
+                    else:
+                        counters.dropped_queue_full += 1
+                except Exception as exc:
+                    patching.our_error("wandb.log", exc)
+            return result
+        return _log
+    return make
 
 
 def _detection_key(payload):
