@@ -24,6 +24,7 @@ from .steps import StepRules, record_row
 from .config import Config, load_config
 from .identity import Identity, Ranks, load_identity, resolve_ranks
 from .log import configure, get_logger, log_once, raise_if_testing
+from ..sinks import OFF_STATS, build_sinks, call_sinks
 
 # The queue holds records *flat*: RECORD_WIDTH fields per record, (kind, run, payload,
 # extra, commit, time), added by one ``deque.extend(tuple)`` (atomic under the GIL, so
@@ -160,6 +161,7 @@ class Recorder:
         self._queue = collections.deque()
         self._cap = self.config.queue_size * RECORD_WIDTH  # in fields
         self._pm = plugin_manager
+        self._sinks = None  # this process's sink objects (built by the worker; a forked child builds its own)
         self._runs: Dict[int, RunState] = {}
         self._record_rows: Dict[tuple, int] = {}  # (source, run id, rank) -> last row of Recorder.record
         self._pending: Dict[tuple, List[dict]] = {}
@@ -257,6 +259,12 @@ class Recorder:
 
     def stats(self) -> Dict[str, Any]:
         out = {"recorder": self.counters.as_dict(), "queue_length": len(self._queue) // RECORD_WIDTH}
+        out.update(OFF_STATS)
+        for sink in self._sinks or ():
+            try:
+                out[sink.name] = sink.stats()
+            except Exception as exc:
+                self._error("sink stats", exc)
         if self._pm is not None:
             from .plugins import call_safely
 
@@ -326,6 +334,7 @@ class Recorder:
         self._wake = threading.Event()
         self._stopping = False
         self._sysmetrics = None
+        self._sinks = None  # the parent's (its threads are not here): the child's worker builds its own
         self._pid = os.getpid()
 
     def _at_exit(self):
@@ -382,6 +391,8 @@ class Recorder:
             from .plugins import create_plugin_manager
 
             self._pm = create_plugin_manager(cfg.disabled_integrations)
+        if self._sinks is None:
+            self._sinks = build_sinks(self._pm, cfg, self.identity, self.request_stats)
         log.debug("recorder started: workload=%s pod=%s api=%s reporting=%s local=%s",
                   self.identity.workload_uid, self.identity.pod_name, cfg.api_base_url,
                   cfg.api_reporting, cfg.output_path if cfg.local_enabled else None)
@@ -439,6 +450,7 @@ class Recorder:
                     self._close_rows(state, ts, provisional=True)
                 self._emit_all()
                 self._report_detection()
+                call_sinks(self._sinks or (), "flush", deadline)
                 self._call("lens_flush", deadline=deadline)
                 self._write_stats()
             finally:
@@ -592,7 +604,7 @@ class Recorder:
         (``spool.stats_fallback_dir``, /dev/shm): a full or read-only spool is exactly when
         doctor must still read the counts of what was lost.
         """
-        from .spool import default_spool_dir, stats_fallback_dir, write_file_atomic
+        from ..sinks.spool import default_spool_dir, stats_fallback_dir, write_file_atomic
 
         self._stats_written = time.monotonic()
         try:
@@ -635,6 +647,7 @@ class Recorder:
                                 node_rank=ranks.node_rank, world_size=ranks.world_size,
                                 points=points, identity=self.identity, exporter=self.counters.exporter())
             self.counters.batches += 1
+            call_sinks(self._sinks or (), "report_metrics", batch)
             self._call("lens_report_metrics", batch=batch)
         get_logger().debug("✓ Metrics data queued for reporting (%d batches)", len(pending))
 
@@ -654,6 +667,7 @@ class Recorder:
         run["event"] = event
         if event == "started":
             self._call("lens_run_started", run=run)
+        call_sinks(self._sinks or (), "report_run", run, event)
         self._call("lens_report_run", run=run, event=event)
 
     def _report_detection(self, force=False):
@@ -665,6 +679,7 @@ class Recorder:
             return
         self._detection_sent = key
         self.counters.detections += 1
+        call_sinks(self._sinks or (), "report_detection", payload)
         self._call("lens_report_detection", detection=payload)
         det = payload.get("detection", {})
         get_logger().debug("framework detection: wrapper=%s base=%s method=%s confidence=%.2f",
