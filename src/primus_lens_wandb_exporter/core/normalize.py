@@ -126,7 +126,13 @@ def _refused(name, reason):
 
 
 # Top-level names already accepted once (only strings that passed name_problem get here).
+# Process-wide on purpose: a name's verdict does not depend on the run or the recorder.
 _GOOD_NAMES = set()
+
+
+def known_names() -> set:
+    """Top-level names already accepted as points (the worker's fast path: ``keys() <= known_names()``)."""
+    return _GOOD_NAMES
 
 
 def _safe_name(prefix, key):

@@ -29,7 +29,7 @@ from .. import limits
 from ..core.hookspecs import hookimpl
 from ..core.log import log_once
 from .http_delivery import (ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN, WRITE_AHEAD, Delivery, _Item,
-                            _encode)
+                            _encode, _settle_environment)
 from .spool import Spool
 
 class HttpSink(Delivery):
@@ -53,6 +53,7 @@ class HttpSink(Delivery):
         self.session.headers["User-Agent"] = "primus-lens-wandb-exporter"
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        _settle_environment(self.session, self.base_url)
         self._requests = requests
         self._queue = collections.deque()
         self._queue_limit = queue_limit
@@ -88,12 +89,25 @@ class HttpSink(Delivery):
 
     # -------------------------------------------------------------- producer side
     def report_metrics(self, batch):
-        """A batch from the recorder: gains this sink's counters (SPEC ``exporter``), then is sent."""
-        payload = batch.to_payload()
-        self._base_exporter = payload.get("exporter") or {}
-        self._envelope = {k: v for k, v in payload.items() if k not in ("metrics", "exporter", "batch_id")}
-        payload["exporter"] = self.exporter_counters(self._base_exporter)
-        self.submit_metrics(payload)
+        """A batch from the recorder: gains this sink's counters (SPEC ``exporter``), then is sent.
+
+        Filtered against the server's limits and split under them like ``submit_metrics``; the
+        bodies are encoded from the batch's Point structs (``MetricBatch.encode``), in C.
+        """
+        self._base_exporter = batch.exporter or {}
+        self._envelope = batch.envelope()
+        exporter = self.exporter_counters(self._base_exporter)
+        if not batch.within_limits():
+            batch = batch.drop(self._refused(batch.points))
+        total = len(batch)
+        for start in range(0, total, self.max_points):
+            stop = min(total, start + self.max_points)
+            batch_id = None
+            if stop - start != total:
+                batch_id = "%s-%d" % (batch.batch_id, self.counters["split_requests"])
+                self.counters["split_requests"] += 1
+            self._submit_sized(ENDPOINT_METRICS, batch.wire_payload(exporter, start, stop if stop < total else None,
+                                                                     batch_id), stop - start)
 
     def _report_health(self):
         """At a flush: counters that changed since Lens last acknowledged them go in a point-less

@@ -1,13 +1,18 @@
 """Batching: pending points per (data source, run, rank), emitted as MetricBatch by size and time."""
 
 import time
+from itertools import repeat
 
 from .. import normalize
 from ..identity import Ranks, resolve_ranks
 from ..log import get_logger
 from ..steps import record_row
 from ...sinks import call_sinks
-from .batch import MetricBatch
+from ... import limits
+from .batch import MetricBatch, Point
+
+# A fast-path row is its points' step and row: Lens takes it when it is within both limits.
+_TOP_ROW = min(limits.MAX_ROW, int(limits.MAX_ABS_STEP))
 
 
 class Batcher:
@@ -50,25 +55,28 @@ class Batcher:
         """Queue ``(name, value, step, row, timestamp)`` points for the sinks."""
         if not row_points:
             return
-        ranks = self._current_ranks()
-        rank = ranks.rank if rank is None else rank
-        key = (source, run_id, rank)
+        rank = self._current_ranks().rank if rank is None else rank
+        wire = normalize.wire_value
+        # value - value == 0 is False only for NaN/±Inf, which travel as strings.  The wire's
+        # default for a missing row is the (integer) step: most points are charted by their
+        # row, and leaving it out keeps request bodies ~15 % smaller (docs/protocol.md).
+        points = [Point(name, value if value - value == 0 else wire(value), step, ts,
+                        None if row == step and type(step) is int else row)
+                  for name, value, step, row, ts in row_points]
+        self._queue_points((source, run_id, rank), points, len(points))
+
+    def _add_row(self, key, data, row, ts):
+        """A fast-path row (``Worker._drain``): ``data`` {name: finite float}, each point charted by ``row``."""
+        self._queue_points(key, (data, row, ts), len(data))
+
+    def _queue_points(self, key, entry, count):
+        # Entries keep their order: a list of Points (slow path) or one (data, row, ts) row.
         bucket = self._pending.get(key)
         if bucket is None:
             bucket = self._pending[key] = []
-        wire = normalize.wire_value
-        for name, value, step, row, ts in row_points:
-            # value - value == 0 is False only for NaN/±Inf, which travel as strings.
-            point = {"name": name, "value": value if value - value == 0 else wire(value),
-                     "step": step, "timestamp": ts}
-            # The wire's default for a missing row is the (integer) step: most points are
-            # charted by their row, and leaving it out keeps request bodies ~15 % smaller
-            # (what the server spends per point is mostly parsing; docs/protocol.md).
-            if row != step or type(step) is not int:
-                point["row"] = row
-            bucket.append(point)
-        self.counters.points += len(row_points)
-        self._pending_count += len(row_points)
+        bucket.append(entry)
+        self.counters.points += count
+        self._pending_count += count
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         if self._pending_count >= self.config.batch_size:
@@ -94,11 +102,33 @@ class Batcher:
         self._pending_count = 0
         self._pending_since = None
         ranks = self._current_ranks()
-        for (source, run_id, rank), points in pending.items():
+        for (source, run_id, rank), entries in pending.items():
+            points, checked = _expand(entries)
             batch = MetricBatch(source=source, run_id=run_id, rank=rank, local_rank=ranks.local_rank,
-                                node_rank=ranks.node_rank, world_size=ranks.world_size,
-                                points=points, identity=self.identity, exporter=self.counters.exporter())
+                                node_rank=ranks.node_rank, world_size=ranks.world_size, identity=self.identity,
+                                exporter=self.counters.exporter(), wire=points, checked=checked)
             self.counters.batches += 1
             call_sinks(self._sinks or (), "report_metrics", batch)
             self._call("lens_report_metrics", batch=batch)
         get_logger().debug("✓ Metrics data queued for reporting (%d batches)", len(pending))
+
+
+def _expand(entries):
+    """The Points of a key's entries, in order; and whether all are fast-path rows within Lens's limits.
+
+    A fast row becomes its Points in one ``map`` (C): no tuple or dict per point.
+    """
+    points = []
+    extend = points.extend
+    rows = []
+    slow = False
+    for entry in entries:
+        if type(entry) is tuple:
+            data, row, ts = entry
+            extend(map(Point, data, data.values(), repeat(row), repeat(ts)))
+            rows.append(row)
+        else:
+            extend(entry)
+            slow = True
+    checked = not slow and (not rows or (min(rows) >= 0 and max(rows) <= _TOP_ROW))
+    return points, checked

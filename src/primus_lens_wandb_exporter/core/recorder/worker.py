@@ -5,10 +5,16 @@ import logging
 import os
 import threading
 import time
+from itertools import repeat, starmap
 
 from ..log import configure, get_logger, log_once, raise_if_testing
 from ...sinks import build_sinks, call_sinks
-from .records import _CLAIM, _CONFIG, _DEFINE, _FINISH, _FLUSH, _LOG, _RECORD, _START, _SUMMARY, _time
+from .. import normalize
+from .records import RECORD_WIDTH, _CLAIM, _CONFIG, _DEFINE, _FINISH, _FLUSH, _LOG, _RECORD, _START, _SUMMARY, _time
+
+
+#: Records handled per drain step; the GIL is handed back between steps (~0.3 ms of work each).
+CHUNK = 256
 
 
 class Worker:
@@ -115,24 +121,59 @@ class Worker:
         except Exception as exc:
             self._error("setup", exc)
         queue = self._queue
-        pop = queue.popleft
         interval = min(0.05, self.config.flush_interval)
         while True:
             try:
-                handled = 0
                 while queue:
-                    # Complete records only: each was added by one atomic extend().
-                    item = (pop(), pop(), pop(), pop(), pop(), pop())
-                    self._handle(item)
-                    handled += 1
-                    if not handled & 31:
-                        # Hand the GIL back now and then: a long drain must not stall training.
-                        time.sleep(0)
+                    self._drain(queue)
+                    # Hand the GIL back between chunks: a long drain must not stall training.
+                    time.sleep(0)
                 self._maybe_emit()
             except Exception as exc:
                 self._error("worker", exc)
             self._wake.wait(interval)
             self._wake.clear()
+
+    def _drain(self, queue):
+        """Handle up to ``CHUNK`` queued records, in order.
+
+        Bulk: the fields are popped in C (``starmap``) and regrouped by ``zip`` -- complete
+        records only, each was added by one atomic ``extend()``.  The common record, a plain
+        ``wandb.log(dict of floats)`` (no step, no commit, a run whose rows follow no
+        ``define_metric`` and have nothing open, every key a name already accepted, every
+        value a finite float), takes the fast path: its row is numbered and the dict itself
+        is queued for its batch (``Batcher._add_row``); the rest goes through ``_handle``.
+        Both give the same points (tests/core/recorder/test_appender.py).
+        """
+        count = min(len(queue) // RECORD_WIDTH, CHUNK)
+        fields = iter(list(starmap(queue.popleft, repeat((), RECORD_WIDTH * count))))
+        runs = self._runs
+        good = normalize.known_names()
+        is_int = int.__instancecheck__
+        add_row = self._add_row
+        rank = self._current_ranks().rank
+        counters = self.counters
+        for item in zip(fields, fields, fields, fields, fields, fields):
+            try:
+                kind, run, data, step, commit, ts = item
+                if kind == _LOG and step is None and commit is None and data:
+                    state = runs.get(id(run))
+                    if state is not None and state.ref is run and not state.pending_summary \
+                            and data.keys() <= good:
+                        try:
+                            total = sum(data.values(), 0.0)
+                        except Exception:
+                            total = None
+                        if type(total) is float and total - total == 0.0 and not any(map(is_int, data.values())):
+                            row = state.rules.next_row(data, ts)
+                            if row is not None:
+                                counters.log_calls += 1
+                                state.history_keys.update(data)
+                                add_row(("wandb", state.run_id, rank), data, row, ts)
+                                continue
+                self._handle(item)
+            except Exception as exc:
+                self._error("worker", exc)
 
     def _setup(self):
         cfg = self.config
