@@ -50,6 +50,7 @@ def main():
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default="disabled,offline")
+    parser.add_argument("--states", default="up,down,blackholed", help="Lens states to run (bench_worker_cpu: up)")
     args = parser.parse_args()
     hole = blackhole()
     with Server() as server:
@@ -59,7 +60,7 @@ def main():
         summary = {}
         for mode in args.modes.split(","):
             for state, api in apis.items():
-                if mode == "offline" and state == "blackholed":
+                if (mode == "offline" and state == "blackholed") or state not in args.states.split(","):
                     continue
                 results = {True: [], False: []}
                 for _ in range(args.rounds):

@@ -134,7 +134,7 @@ wandb.finish()
 """, env, timeout=45)
     finally:
         hole.close()
-    from primus_lens_wandb_exporter.core.spool import Spool
+    from primus_lens_wandb_exporter.sinks.spool import Spool
 
     _files, points, _size = Spool(str(tmp_path / "spool")).backlog()
     assert points == 2000

@@ -15,7 +15,7 @@ import pytest
 
 from support import exporter_env, get_json, run_python, wait_for
 
-from primus_lens_wandb_exporter.core.spool import Spool
+from primus_lens_wandb_exporter.sinks.spool import Spool
 
 
 def _counts(server, uid):
@@ -266,7 +266,7 @@ def test_a_read_only_spool_counts_every_point_as_lost_and_doctor_says_so(tmp_pat
 
 
 def test_a_claim_of_a_pid_now_used_by_another_process_is_replayed(lens_server, tmp_path):
-    from primus_lens_wandb_exporter.core.spool import process_start
+    from primus_lens_wandb_exporter._procs import process_start
 
     spool_dir = tmp_path / "spool"
     spool = Spool(str(spool_dir))

@@ -33,6 +33,21 @@ def lens_detect_frameworks(context):
 # --- reporting (sinks) -----------------------------------------------------------
 
 @hookspec
+def lens_make_sinks(config, identity, on_problem):
+    """Return this process's sink objects for ``config``, or ``None`` (this sink is off).
+
+    Called once per process by the recorder's worker (again in a forked child).  A sink
+    has the methods of :class:`~primus_lens_wandb_exporter.sinks.Sink` (``report_metrics(batch)``,
+    ``report_detection``, ``report_run``, ``flush(deadline)``, ``stats()``, ``close()``);
+    the recorder calls them before the ``lens_report_*`` hooks below.  ``config`` is the
+    :class:`~primus_lens_wandb_exporter.core.config.Config`, ``identity`` the
+    :class:`~primus_lens_wandb_exporter.core.identity.Identity`; ``on_problem()`` asks the
+    recorder to write its stats file soon (a sink saw something ``primus-lens doctor``
+    must show).  A sink needs nothing else from the recorder.
+    """
+
+
+@hookspec
 def lens_report_metrics(batch):
     """Deliver a :class:`~primus_lens_wandb_exporter.core.recorder.MetricBatch`.
 

@@ -126,7 +126,13 @@ def _refused(name, reason):
 
 
 # Top-level names already accepted once (only strings that passed name_problem get here).
+# Process-wide on purpose: a name's verdict does not depend on the run or the recorder.
 _GOOD_NAMES = set()
+
+
+def known_names() -> set:
+    """Top-level names already accepted as points (the worker's fast path: ``keys() <= known_names()``)."""
+    return _GOOD_NAMES
 
 
 def _safe_name(prefix, key):
@@ -153,7 +159,7 @@ def freeze(data: Dict) -> Dict:
     value an untracked dict can hold is a numpy *array* (not a GC type): a one-element
     array logged and then changed in place within milliseconds is read with its new
     value; numpy reductions return immutable scalars, which is what training loops log.
-    The wandb patch inlines this same logic on its hot path (integrations/wandb.py).
+    The one appender inlines this same logic on its hot path (``recorder.make_log_hook``).
     """
     if not gc.is_tracked(data):
         return data.copy()

@@ -160,6 +160,21 @@ class StepRules:
             closed.extend(self._close(self.row + 1))
         return closed
 
+    def next_row(self, values: Dict[str, float], ts: float = 0.0) -> Optional[int]:
+        """The plain call's fast path: ``log(points)`` with no step, no commit, no rules, nothing open.
+
+        Numbers the row as ``log`` would (its points are ``values``, each charted by the
+        row) and returns it; ``None`` (nothing changed) when the rules are not that plain.
+        """
+        if self.defined or self.globs or self._open or self._others:
+            return None
+        row = self.row
+        self.row = row + 1
+        self.last_row = row
+        self.last_values = values
+        self._ts = ts
+        return row
+
     def close(self) -> List[Tuple[int, List[RowPoint]]]:
         """``finish``: the open row is written."""
         return self._close(self.row + 1)

@@ -15,20 +15,17 @@ unchanged (system metrics are added only when the user turns them on).
 """
 
 import functools
-import gc
 import inspect
 import sys
-import time
 
-from ..core import normalize, patching, sysmetrics
+from ..core import patching
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
-from ..core.recorder import LOG_RECORD, get_recorder
+from ..core.recorder import get_recorder
 from ..core.versions import version_tuple as _version_tuple
 
 NAME = "wandb"
 MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
-_suppress = patching.suppress_state
 
 
 def raw_wandb_active():
@@ -62,7 +59,7 @@ def on_import(wandb):
     if not recorder.enabled:
         return
     Run = wandb_run.Run
-    patching.patch(Run, "_log", _make_log(recorder))
+    patching.patch(Run, "_log", recorder.log_hook())
     patching.patch(Run, "_summary_update_callback", _make_summary(recorder))
     patching.patch(Run, "_config_callback", _make_config(recorder))
     # _define_metric: what define_metric and wandb's own callers end in (NoopRun overrides
@@ -73,7 +70,7 @@ def on_import(wandb):
     try:
         from wandb.sdk.lib import noop_run
 
-        patching.patch(noop_run.NoopRun, "log", _make_log(recorder))
+        patching.patch(noop_run.NoopRun, "log", recorder.log_hook())
         patching.patch(noop_run.NoopRun, "define_metric", _make_define_metric(recorder, Run.define_metric))
         patching.patch(noop_run.NoopRun, "finish", _make_finish(recorder))
     except ImportError:  # older wandb: disabled mode used a different object
@@ -85,57 +82,6 @@ def on_import(wandb):
     wandb._primus_lens_patched = True
     get_logger().debug("WandB hook installed (wandb %s, Run._log/NoopRun.log/init/finish patched)", version)
     return init_wrapper
-
-
-def _make_log(recorder):
-    # The hot path: everything is bound to locals here, and the body only adds one record
-    # to the Recorder's deque (flat, see recorder.RECORD_WIDTH).  Recorder.log and
-    # normalize.freeze are the same logic as functions; a call costs ~0.1 us here.
-    queue = recorder._queue
-    cap = recorder._cap
-    counters = recorder.counters
-    add = sum
-    tracked = gc.is_tracked
-    snapshot = normalize.snapshot
-    now = time.time
-    kind = LOG_RECORD
-    active = patching.suppress_active
-    current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
-    enhance = recorder.config.enhance_metrics
-
-    def make(original):
-        def _log(self, data, step=None, commit=None, *args, **kwargs):
-            if enhance and current.current and isinstance(data, dict):
-                # The one documented change to the user's W&B data: opt-in system metrics.
-                data = {**data, **current.current}
-            # The original runs first: what wandb rejects (non-dict, non-str keys) is not recorded.
-            if step is None and commit is None and not args and not kwargs:
-                result = original(self, data)  # the common call: the cheapest call form
-            else:
-                result = original(self, data, step, commit, *args, **kwargs)
-            if type(data) is dict and not (active[0] and _suppress.depth):
-                try:
-                    if len(queue) < cap:
-                        # Values that could change after log() returns must be frozen now
-                        # (normalize.freeze explains both checks).  An untracked dict holds no
-                        # tensor, container or object: a plain copy is exact.
-                        if tracked(data):
-                            try:
-                                frozen = type(add(data.values(), 0.0)) is float
-                            except Exception:
-                                frozen = False
-                        else:
-                            frozen = True
-                        queue.extend((kind, self, data.copy() if frozen else snapshot(data), step, commit, now()))
-                        if recorder._thread is None:
-                            recorder._start()
-                    else:
-                        counters.dropped_queue_full += 1
-                except Exception as exc:
-                    patching.our_error("wandb.log", exc)
-            return result
-        return _log
-    return make
 
 
 def _key_name(key):
@@ -218,7 +164,7 @@ def _wrap_instance_methods(recorder, run):
     wandb = sys.modules.get("wandb")
     if callable(own.get("log")) and not hasattr(own["log"], patching.MARK):
         plain_log = own["log"]
-        wrapped = _make_log(recorder)(lambda self, data, step=None, commit=None, *a, **k: plain_log(data, step, commit, *a, **k))
+        wrapped = recorder.log_hook()(lambda self, data, step=None, commit=None, *a, **k: plain_log(data, step, commit, *a, **k))
 
         def log(data, step=None, commit=None, *args, **kwargs):
             return wrapped(run, data, step, commit, *args, **kwargs)

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..core.spool import process_alive
+from .._procs import process_alive
 
 log = logging.getLogger("primus_lens.server")
 

@@ -7,8 +7,8 @@ import pytest
 from support import get_json, wait_for
 
 from primus_lens_wandb_exporter import limits
-from primus_lens_wandb_exporter.core.spool import Spool
-from primus_lens_wandb_exporter.core.transport import HttpSink
+from primus_lens_wandb_exporter.sinks.spool import Spool
+from primus_lens_wandb_exporter.sinks.http import HttpSink
 
 
 def _payload(uid, points):

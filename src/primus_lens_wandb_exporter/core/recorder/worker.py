@@ -1,0 +1,262 @@
+"""The worker: its thread, exit handling (atexit, SIGTERM), fork reset, the drain loop and dispatch."""
+
+import atexit
+import logging
+import os
+import threading
+import time
+from itertools import repeat, starmap
+
+from ..log import configure, get_logger, log_once, raise_if_testing
+from ...sinks import build_sinks, call_sinks
+from .. import normalize
+from .records import RECORD_WIDTH, _CLAIM, _CONFIG, _DEFINE, _FINISH, _FLUSH, _LOG, _RECORD, _START, _SUMMARY, _time
+
+
+#: Records handled per drain step; the GIL is handed back between steps (~0.3 ms of work each).
+CHUNK = 256
+
+
+class Worker:
+    """The background thread that drains the queue in order (mixin of Recorder)."""
+
+    def flush(self, timeout=None) -> bool:
+        """Process everything queued so far and ask sinks to deliver it.
+
+        Blocks at most ``timeout`` seconds (default ``PRIMUS_LENS_EXIT_TIMEOUT``);
+        what cannot be delivered in time is persisted by the sinks (spool).
+        """
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        timeout = self.config.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        done = threading.Event()
+        self._queue.extend((_FLUSH, None, deadline, done, None, _time()))
+        self._wake.set()
+        return done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+
+    def _start(self):
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            configure(self.config.debug)
+            thread = threading.Thread(target=self._run, name="primus-lens-recorder", daemon=True)
+            self._thread = thread
+            thread.start()
+            if not self._exit_registered:
+                self._exit_registered = True
+                atexit.register(self._at_exit)
+                self._install_sigterm()
+
+    def _install_sigterm(self):
+        """Flush (bounded) on SIGTERM, then let the previous handler decide what happens."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+        except (ValueError, OSError):
+            return
+        if previous is signal.SIG_IGN:
+            return
+
+        def on_sigterm(signum, frame):
+            try:
+                get_logger().debug("SIGTERM: flushing (at most %.1f s)", self.config.exit_timeout)
+                self.flush(self.config.exit_timeout)
+            except Exception as exc:
+                self._error("sigterm", exc)
+            if callable(previous):
+                previous(signum, frame)
+            else:  # SIG_DFL: die of the signal as if we had not been here
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        try:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        except (ValueError, OSError):
+            pass
+
+    def _forked(self):
+        """In a forked child: the parent's queue, batches and threads are the parent's.
+
+        Reset in place (the wandb patches captured this object, its queue and counters);
+        the child's next record starts its own worker, its own HTTP session (sinks are per
+        process) and reports under the child's pid.
+        """
+        self._queue.clear()
+        self._pending = {}
+        self._pending_count = 0
+        self._pending_since = None
+        for name in vars(self.counters):
+            setattr(self.counters, name, 0)
+        self._thread = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._sysmetrics = None
+        self._sinks = None  # the parent's (its threads are not here): the child's worker builds its own
+        self._pid = os.getpid()
+
+    def _at_exit(self):
+        if os.getpid() != self._pid:
+            return
+        self.flush(self.config.exit_timeout)
+        self._stopping = True
+
+    def _error(self, where, exc):
+        self.counters.worker_errors += 1
+        log_once(("recorder", where, type(exc).__name__), logging.WARNING,
+                 "internal error in %s (counted, training unaffected): %r", where, exc)
+        raise_if_testing(exc)
+
+    def _run(self):
+        # Plugin discovery and imports cost ~0.2 s of CPU once: let wandb.init return to the
+        # training thread first (nothing is due yet). A flush request wakes us at once.
+        self._wake.wait(0.25)
+        self._wake.clear()
+        try:
+            self._setup()
+        except Exception as exc:
+            self._error("setup", exc)
+        queue = self._queue
+        interval = min(0.05, self.config.flush_interval)
+        while True:
+            try:
+                while queue:
+                    self._drain(queue)
+                    # Hand the GIL back between chunks: a long drain must not stall training.
+                    time.sleep(0)
+                self._maybe_emit()
+            except Exception as exc:
+                self._error("worker", exc)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def _drain(self, queue):
+        """Handle up to ``CHUNK`` queued records, in order.
+
+        Bulk: the fields are popped in C (``starmap``) and regrouped by ``zip`` -- complete
+        records only, each was added by one atomic ``extend()``.  The common record, a plain
+        ``wandb.log(dict of floats)`` (no step, no commit, a run whose rows follow no
+        ``define_metric`` and have nothing open, every key a name already accepted, every
+        value a finite float), takes the fast path: its row is numbered and the dict itself
+        is queued for its batch (``Batcher._add_row``); the rest goes through ``_handle``.
+        Both give the same points (tests/core/recorder/test_appender.py).
+        """
+        count = min(len(queue) // RECORD_WIDTH, CHUNK)
+        fields = iter(list(starmap(queue.popleft, repeat((), RECORD_WIDTH * count))))
+        runs = self._runs
+        good = normalize.known_names()
+        is_int = int.__instancecheck__
+        add_row = self._add_row
+        rank = self._current_ranks().rank
+        counters = self.counters
+        for item in zip(fields, fields, fields, fields, fields, fields):
+            try:
+                kind, run, data, step, commit, ts = item
+                if kind == _LOG and step is None and commit is None and data:
+                    state = runs.get(id(run))
+                    if state is not None and state.ref is run and not state.pending_summary \
+                            and data.keys() <= good:
+                        try:
+                            total = sum(data.values(), 0.0)
+                        except Exception:
+                            total = None
+                        if type(total) is float and total - total == 0.0 and not any(map(is_int, data.values())):
+                            row = state.rules.next_row(data, ts)
+                            if row is not None:
+                                counters.log_calls += 1
+                                state.history_keys.update(data)
+                                add_row(("wandb", state.run_id, rank), data, row, ts)
+                                continue
+                self._handle(item)
+            except Exception as exc:
+                self._error("worker", exc)
+
+    def _setup(self):
+        cfg = self.config
+        log = get_logger()
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        if not self.identity.pod_name_from_env:
+            log_once("pod_name", logging.WARNING,
+                     "POD_NAME is not set; using host name %r (workload %r)",
+                     self.identity.pod_name, self.identity.workload_uid)
+        if self._pm is None:
+            from ..plugins import create_plugin_manager
+
+            self._pm = create_plugin_manager(cfg.disabled_integrations)
+        if self._sinks is None:
+            self._sinks = build_sinks(self._pm, cfg, self.identity, self.request_stats)
+        log.debug("recorder started: workload=%s pod=%s api=%s reporting=%s local=%s",
+                  self.identity.workload_uid, self.identity.pod_name, cfg.api_base_url,
+                  cfg.api_reporting, cfg.output_path if cfg.local_enabled else None)
+        from ..detection import Detector
+
+        self._detector = Detector(self)
+        if cfg.enhance_metrics:
+            from ..sysmetrics import SystemSampler
+
+            self._sysmetrics = SystemSampler(cfg.sysmetrics_interval)
+            self._sysmetrics.start()
+
+    # One queued item, in order.
+
+    def _handle(self, item):
+        kind, run, payload, extra, commit, ts = item
+        if kind == _LOG:
+            self.counters.log_calls += 1
+            state = self._state(run)
+            self._on_log(state, payload, extra, commit, ts)
+        elif kind == _RECORD:
+            source, rank, framework = commit
+            state = self._state(run) if run is not None else None
+            self._on_record(state, payload, extra, ts, source, rank)
+        elif kind == _START:
+            state = self._state(run)
+            state.refresh(self)
+            self._report_run(state, "started")
+            self._report_detection(force=True)
+        elif kind == _FINISH:
+            state = self._runs.get(id(run))
+            if state is not None:
+                state.finished = True
+                state.info["status"] = "failed" if payload else "finished"
+                state.info["exit_code"] = payload
+                self._close_rows(state, ts)
+                self._emit_all()
+                self._report_run(state, "finished")
+                self._call("lens_run_finished", run=self._run_dict(state), status=state.info["status"])
+        elif kind == _SUMMARY:
+            self._on_summary(self._state(run), payload, ts)
+        elif kind == _CONFIG:
+            state = self._state(run)
+            if isinstance(payload, dict):
+                state.config.update(payload)
+            self._report_run(state, "config")
+        elif kind == _DEFINE:
+            self._state(run).rules.define(*payload)
+        elif kind == _CLAIM:
+            self._claims.append(payload)
+            self._report_detection()
+        elif kind == _FLUSH:
+            deadline, done = payload, extra
+            try:
+                for state in list(self._runs.values()):
+                    self._close_rows(state, ts, provisional=True)
+                self._emit_all()
+                self._report_detection()
+                call_sinks(self._sinks or (), "flush", deadline)
+                self._call("lens_flush", deadline=deadline)
+                self._write_stats()
+            finally:
+                done.set()
+
+    def _call(self, hook_name, **kwargs):
+        if self._pm is None:
+            return []
+        from ..plugins import call_safely
+
+        return call_safely(getattr(self._pm.hook, hook_name), **kwargs)
