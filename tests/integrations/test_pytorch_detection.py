@@ -130,4 +130,4 @@ def test_optimizer_hook_errors_never_reach_training_unless_testing(tmp_path):
 def test_pytorch_adapter_enables_itself_only_on_tested_torch_versions(version, supported):
     from primus_lens_wandb_exporter.integrations import pytorch
 
-    assert pytorch.version_supported(version) is supported
+    assert pytorch.PYTORCH.versions.allows(version) is supported

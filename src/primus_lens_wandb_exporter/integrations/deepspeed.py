@@ -27,17 +27,26 @@ user's import already loaded.
 import sys
 
 from ..core import patching
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "deepspeed"
-# The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
-# only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
-MIN_VERSION = (0, 14, 0)
-MAX_VERSION = (0, 20, 0)   # exclusive
 SOURCE = "deepspeed"
+FRAMEWORK = Framework(NAME, BASE, ("deepspeed",), (
+    Hint("module", "deepspeed.runtime.engine", 0.6),
+    Hint("env", "ACCELERATE_USE_DEEPSPEED", 0.5),
+    Hint("env", "DEEPSPEED_CONFIG", 0.4),
+    Hint("wandb_config", "zero_optimization", 0.5),
+))
+DEEPSPEED = Integration(
+    name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("deepspeed.monitor.monitor"),),
+    # The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
+    # only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
+    # A pip-installed DeepSpeed always has a version: an unknown one is refused.
+    versions=VersionRange((0, 14, 0), (0, 20, 0)), version_of=lambda module: _installed_version(),
+    exports=("LensDeepSpeedMonitor",))
+INTEGRATIONS = (DEEPSPEED,)
 
 _LENS_ATTR = "_primus_lens_monitor"
 _stage_by_config = {}      # id(monitor_config) -> (monitor_config, zero stage); bounded
@@ -50,29 +59,17 @@ def _installed_version():
     # Metadata only: ``deepspeed/__init__`` is still executing when our hook runs.
     from ..core.detection import dist_version
 
-    return dist_version("deepspeed")
+    return dist_version(FRAMEWORK)
 
 
-def version_supported(version):
-    """True inside the supported range (``MIN_VERSION`` <= version < ``MAX_VERSION``)."""
-    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
-
-
-def on_import(module):
-    """Called by the import watcher right after ``deepspeed.monitor.monitor`` is imported."""
+def setup(module):
+    """``deepspeed.monitor.monitor`` was imported (the registry's gate passed)."""
     version = _installed_version()
-    if not version_supported(version):
-        get_logger().debug("deepspeed %s is outside the tested range [%s, %s): adapter not installed",
-                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-        return None
     master = getattr(module, "MonitorMaster", None)
     base = getattr(module, "Monitor", None)
     if master is None or base is None:
-        get_logger().debug("deepspeed %s has no MonitorMaster/Monitor: adapter not installed", version)
-        return None
+        raise NotEnabled(f"deepspeed {version} has no MonitorMaster/Monitor")
     recorder = get_recorder()
-    if not recorder.enabled:
-        return None
     _patch_config_class()
     patching.patch(master, "__init__", _make_init(recorder, module, version))
     patching.patch(master, "write_events", _make_write_events())
@@ -216,8 +213,3 @@ def __getattr__(name):
         return monitor_class()
     raise AttributeError(name)
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """Exact claims come from ``MonitorMaster``; the core heuristics cover the rest."""
-    return None

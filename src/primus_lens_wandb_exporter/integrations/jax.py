@@ -23,16 +23,25 @@ import weakref
 
 from ..core import patching
 from ..core.detection import dist_version
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "jax"
-#: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07).
-CLU_MIN_VERSION = (0, 0, 9)
-CLU_MAX_VERSION = (0, 0, 99)
+MAXTEXT_FRAMEWORK = Framework("maxtext", BASE, ("maxtext",), (Hint("module", "MaxText", 0.6),))
+JAX_FRAMEWORK = Framework("jax", BASE, ("jax",), (Hint("module", "jax", 0.5),))
+MAXTEXT = Integration(
+    name="maxtext", family=NAME, module=__name__, frameworks=(MAXTEXT_FRAMEWORK,),
+    # MaxText moved its logger twice (2026-01): every location is watched.
+    watches=(Watch("MaxText.metric_logger", "setup_maxtext"), Watch("MaxText.common.metric_logger", "setup_maxtext"),
+             Watch("maxtext.common.metric_logger", "setup_maxtext")))
+CLU = Integration(
+    name="clu", family=NAME, module=__name__, frameworks=(JAX_FRAMEWORK,),
+    watches=(Watch("clu.metric_writers", "setup_clu"),),
+    #: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07); unknown: allowed.
+    versions=VersionRange((0, 0, 9), (0, 0, 100), unknown="allow"), version_of=lambda module: dist_version_clu())
+INTEGRATIONS = (MAXTEXT, CLU)
 
 
 def process_index():
@@ -82,7 +91,7 @@ def _make_write_metrics(signature, module_name):
                 wandb_on = bool(getattr(config, "enable_wandb", False)) and raw_wandb_active()
                 if not _maxtext["claimed"]:
                     _maxtext["claimed"] = True
-                    recorder.claim("maxtext", "base", version=dist_version("maxtext"),
+                    recorder.claim("maxtext", "base", version=dist_version(MAXTEXT_FRAMEWORK),
                                    indicators=(indicator,),
                                    rank=index if index is not None else -1, step_source="step",
                                    wandb_logger="on" if wandb_on else "off", jax_version=_jax_version())
@@ -108,20 +117,16 @@ def _make_write_metrics(signature, module_name):
     return make
 
 
-def on_maxtext_import(module):
-    """Called when MaxText's ``metric_logger`` module has been imported."""
+def setup_maxtext(module):
+    """One of MaxText's ``metric_logger`` modules was imported (the registry's gate passed)."""
     import inspect
 
-    if not get_recorder().enabled:
-        return None
     logger_cls = getattr(module, "MetricLogger", None)
     if logger_cls is None or "write_metrics" not in vars(logger_cls):
-        get_logger().debug("maxtext: no MetricLogger.write_metrics; adapter not installed")
-        return None
+        raise NotEnabled("no MetricLogger.write_metrics")
     signature = inspect.signature(vars(logger_cls)["write_metrics"])
     if not {"metrics", "step"} <= set(signature.parameters):
-        get_logger().debug("maxtext: write_metrics has no metrics/step parameters; adapter not installed")
-        return None
+        raise NotEnabled("write_metrics has no metrics/step parameters")
     wrapper = patching.patch(logger_cls, "write_metrics", _make_write_metrics(signature, module.__name__))
     get_logger().debug("MaxText hook installed (MetricLogger.write_metrics%s)", signature)
     return wrapper
@@ -176,7 +181,7 @@ def _make_write_scalars(original):
                 index = process_index()
                 if not _clu["claimed"]:
                     _clu["claimed"] = True
-                    recorder.claim("jax", "base", version=_jax_version() or dist_version("jax"),
+                    recorder.claim("jax", "base", version=_jax_version() or dist_version(JAX_FRAMEWORK),
                                    indicators=("hook:clu.metric_writers.MetricWriter.write_scalars",),
                                    library="clu", clu_version=dist_version_clu(),
                                    rank=index if index is not None else -1, step_source="step")
@@ -256,26 +261,14 @@ def _wrap_future_subclasses(base):
         pass
 
 
-def on_clu_import(module):
-    """Called when ``clu.metric_writers`` has been imported: wrap every writer's ``write_scalars``."""
-    if not get_recorder().enabled:
-        return None
-    version = version_tuple(dist_version_clu())
-    if version is not None and not (CLU_MIN_VERSION <= version <= CLU_MAX_VERSION):
-        get_logger().debug("clu %s is outside the tested range: adapter not installed", version)
-        return None
+def setup_clu(module):
+    """``clu.metric_writers`` was imported: wrap every writer's ``write_scalars`` (the gate passed)."""
     classes = _writer_classes(module)
     if not classes:
-        get_logger().debug("clu: no MetricWriter implementations found; adapter not installed")
-        return None
+        raise NotEnabled("no MetricWriter implementations found")
     for cls in classes:
         patching.patch(cls, "write_scalars", _make_write_scalars)
     _wrap_future_subclasses(_base_writer(module))
     get_logger().debug("CLU hook installed (%d MetricWriter classes)", len(classes))
     return True
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """MaxText and CLU are claimed exactly by the hooks above."""
-    return None

@@ -18,14 +18,22 @@ Claims: wrapper ``keras``, base from ``keras.backend.backend()`` (``tensorflow``
 import sys
 
 from ..core import patching
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, WRAPPER, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
 
 NAME = "keras"
-#: Keras releases whose fit/callback protocol we reproduced (3.0 .. 3.x).
-MIN_VERSION = (3, 0)
-MAX_VERSION = (3, 99)
+KERAS = Integration(
+    name=NAME, module=__name__,
+    frameworks=(Framework(NAME, WRAPPER, ("keras", "tf-keras")),
+                Framework("tensorflow", BASE, ("tensorflow", "tensorflow-cpu"), (Hint("module", "tensorflow", 0.4),))),
+    watches=(Watch("keras"),),
+    #: Keras releases whose fit/callback protocol we reproduced (3.0 .. 3.x, compared on two parts).
+    versions=VersionRange((3, 0), (3, 100), unknown="allow"),
+    version_of=lambda keras_module: getattr(keras_module, "__version__", None))
+KERAS_WANDB = Integration(name="keras_wandb", family=NAME, module=__name__,
+                          watches=(Watch("wandb.integration.keras", "setup_wandb_keras"),))
+INTEGRATIONS = (KERAS, KERAS_WANDB)
 
 _BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "pytorch", "numpy": None}
 _WANDB_CALLBACKS = ("WandbMetricsLogger", "WandbCallback", "WandbModelCheckpoint")
@@ -100,28 +108,17 @@ def _make_fit(keras_module, signature):
     return make
 
 
-def on_import(keras_module):
-    """Called when ``keras`` has been imported: wrap ``keras.Model.fit``."""
+def setup(keras_module):
+    """``keras`` was imported: wrap ``keras.Model.fit`` (the registry's gate passed)."""
     import inspect
 
-    from .megatron import in_range, version_tuple
-
-    if not get_recorder().enabled:
-        return None
-    version = getattr(keras_module, "__version__", None)
-    if not in_range(version_tuple(version), MIN_VERSION, MAX_VERSION):
-        get_logger().debug("keras %s is outside the tested range %s..%s: adapter not installed",
-                           version, MIN_VERSION, MAX_VERSION)
-        return None
     model = getattr(keras_module, "Model", None)
     fit = getattr(model, "fit", None)
     if fit is None or not hasattr(keras_module, "callbacks"):
-        get_logger().debug("keras: no Model.fit; adapter not installed")
-        return None
+        raise NotEnabled("no Model.fit")
     signature = inspect.signature(fit)
     if "callbacks" not in signature.parameters:
-        get_logger().debug("keras: Model.fit takes no callbacks; adapter not installed")
-        return None
+        raise NotEnabled("Model.fit takes no callbacks")
     wrapper = patching.patch(model, "fit", _make_fit(keras_module, signature))
     get_logger().debug("Keras hook installed (Model.fit)")
     return wrapper
@@ -142,18 +139,11 @@ def _make_wandb_logger_init(original):
     return __init__
 
 
-def on_wandb_keras_import(module):
-    """Called when ``wandb.integration.keras`` has been imported (needs a WATCHES entry)."""
-    if not get_recorder().enabled:
-        return None
+def setup_wandb_keras(module):
+    """``wandb.integration.keras`` was imported (the registry's gate passed)."""
     for name in ("WandbMetricsLogger", "WandbCallback"):
         cls = getattr(module, name, None)
         if isinstance(cls, type) and "__init__" in vars(cls):
             patching.patch(cls, "__init__", _make_wandb_logger_init)
     return True
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """Keras is claimed by the hooks above."""
-    return None

@@ -22,21 +22,32 @@ asks for one of its classes.
 
 import importlib
 import importlib.util
-import logging
 import sys
 import weakref
 
 from ..core import patching
-from ..core.log import get_logger, log_once
+from ..core.integration import WRAPPER, Framework, Hint, Integration, VersionRange
+from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "lightning"
 SOURCE = "lightning"
 STEP_SOURCE = "trainer/global_step"
-MIN_VERSION = (2, 0, 0)  # tested: 2.6.6 (tests/integrations/test_lightning.py)
-MAX_VERSION = (3, 0, 0)  # exclusive
+# No import watch: Lightning calls our callbacks factory itself (pyproject entry points
+# ``lightning.pytorch.callbacks_factory`` / ``pytorch_lightning.callbacks_factory``).
+LIGHTNING = Integration(
+    name=NAME, module=__name__,
+    frameworks=(Framework(NAME, WRAPPER, ("lightning", "pytorch-lightning"), (
+        Hint("module", "lightning.pytorch.trainer", 0.7),
+        Hint("module", "pytorch_lightning.trainer", 0.7),
+    )),),
+    # Tested: 2.6.6 (tests/integrations/test_lightning.py).  A source checkout without
+    # __version__ is taken as current.
+    versions=VersionRange((2, 0, 0), (3, 0, 0), unknown="allow"),
+    version_of=lambda namespace: namespace_version(namespace), what="Lightning",
+    exports=("LensLogger", "LensCallback"))
+INTEGRATIONS = (LIGHTNING,)
 
 # namespace -> distribution module that carries __version__
 NAMESPACES = {"lightning.pytorch": "lightning", "pytorch_lightning": "pytorch_lightning"}
@@ -64,28 +75,6 @@ _classes = {}  # namespace -> (LensLogger, LensCallback)
 def namespace_version(namespace):
     module = sys.modules.get(NAMESPACES.get(namespace, ""))
     return str(getattr(module, "__version__", "") or "") or None
-
-
-def version_supported(namespace):
-    """True when the imported Lightning is inside the tested range (one debug line otherwise)."""
-    version = namespace_version(namespace)
-    if version is None:
-        return True  # a source checkout without __version__: assume current
-    if MIN_VERSION <= _version_tuple(version) < MAX_VERSION:
-        return True
-    log_once(("lightning-version", version), logging.DEBUG,
-             "Lightning %s is outside the tested range [%s, %s): Lightning adapter not enabled",
-             version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-    return False
-
-
-def _integration_enabled():
-    from ..core import autoload
-
-    if not autoload.hook_enabled():
-        return False
-    disabled = autoload.disabled_integrations()
-    return "*" not in disabled and NAME not in disabled and get_recorder().enabled
 
 
 def _namespace_in_use():
@@ -290,7 +279,9 @@ def __getattr__(name):
 
 def _factory(namespace):
     try:
-        if not _integration_enabled() or not version_supported(namespace):
+        from ..core.registry import gate
+
+        if not gate(LIGHTNING, namespace):
             return []
         return [_classes_for(namespace)[1]()]
     except Exception as exc:  # Lightning does not catch: never break Trainer construction

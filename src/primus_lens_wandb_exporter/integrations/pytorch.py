@@ -26,13 +26,17 @@ import threading
 
 from ..core import patching
 from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "pytorch"
-MIN_VERSION = (2, 0, 0)    # register_optimizer_step_post_hook exists since 2.0
-MAX_VERSION = (2, 14, 0)   # exclusive: tested on 2.13
+FRAMEWORK = Framework(NAME, BASE, ("torch",), (Hint("module", "torch", 0.3),))
+PYTORCH = Integration(
+    name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("torch.optim.optimizer"),),
+    # register_optimizer_step_post_hook exists since 2.0; tested on 2.13.  torch always has a version.
+    versions=VersionRange((2, 0, 0), (2, 14, 0)), version_of=lambda module: _torch_version(), what="torch")
+INTEGRATIONS = (PYTORCH,)
 CONFIDENCE = 1.0           # a specific base claim still wins: the Detector prefers it over pytorch
 _PG = "torch.distributed.is_initialized"
 
@@ -54,23 +58,15 @@ def _torch_version():
         return str(version)
     from ..core.detection import dist_version
 
-    return dist_version("pytorch")
+    return dist_version(FRAMEWORK)
 
 
-def version_supported(version):
-    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
-
-
-def on_import(module):
-    """Called by the import watcher after ``torch.optim.optimizer`` is imported."""
+def setup(module):
+    """``torch.optim.optimizer`` was imported (the registry's gate passed)."""
     version = _torch_version()
-    if not version_supported(version):
-        get_logger().debug("torch %s is outside the tested range [%s, %s): pytorch adapter not installed",
-                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-        return None
     register = getattr(module, "register_optimizer_step_post_hook", None)
-    if register is None or not get_recorder().enabled:
-        return None
+    if register is None:
+        raise NotEnabled("torch.optim.optimizer has no register_optimizer_step_post_hook")
     with _lock:
         if _state.handle is None:
             _state.handle = register(_after_optimizer_step)
@@ -133,7 +129,7 @@ def _claim(signal):
 @hookimpl
 def lens_run_started(run):
     """A W&B run started in this process: claim if PyTorch is already seen training."""
-    if _state.claimed or not version_supported(_torch_version()):
+    if _state.claimed or not PYTORCH.versions.allows(_torch_version()):
         return
     if _distributed() is not None:
         _claim(_PG)

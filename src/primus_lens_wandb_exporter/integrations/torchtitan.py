@@ -22,16 +22,22 @@ import weakref
 
 from ..core import patching
 from ..core.detection import dist_version
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import in_range, version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "torchtitan"
-#: TorchTitan releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).
-MIN_VERSION = (0, 2)
-MAX_VERSION = (0, 3)
+FRAMEWORK = Framework(NAME, BASE, ("torchtitan",), (
+    Hint("module", "torchtitan.train", 0.7),
+    Hint("module", "torchtitan.components", 0.6),
+))
+TORCHTITAN = Integration(
+    name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("torchtitan.components.metrics"),),
+    #: Releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).  A source checkout
+    #: reports "0.0.0+unknown" (read as unknown): the structural checks decide.
+    versions=VersionRange((0, 2), (0, 4), unknown="allow"), version_of=lambda module: torchtitan_version())
+INTEGRATIONS = (TORCHTITAN,)
 
 _local = threading.local()
 _pp_schedules = weakref.WeakKeyDictionary()  # 0.3.0 passes pp_schedule to __init__ only
@@ -41,7 +47,7 @@ _claimed = {"done": False}
 def torchtitan_version():
     """The installed version; ``None`` when unknown (torchtitan says ``"0.0.0+unknown"`` then)."""
     pkg = sys.modules.get("torchtitan")
-    text = getattr(pkg, "__version__", None) or dist_version(NAME)
+    text = getattr(pkg, "__version__", None) or dist_version(FRAMEWORK)
     return None if not text or str(text).startswith("0.0.0") else str(text)
 
 
@@ -186,25 +192,16 @@ def _make_init(original):
     return __init__
 
 
-def on_import(module):
-    """Called when ``torchtitan.components.metrics`` has been imported."""
+def setup(module):
+    """``torchtitan.components.metrics`` was imported (the registry's gate passed)."""
     import inspect
 
-    if not get_recorder().enabled:
-        return None
     processor = getattr(module, "MetricsProcessor", None)
     if processor is None or "log" not in vars(processor):
-        get_logger().debug("torchtitan: no MetricsProcessor.log; adapter not installed")
-        return None
-    version_text = torchtitan_version()
-    if not in_range(version_tuple(version_text), MIN_VERSION, MAX_VERSION):
-        get_logger().debug("torchtitan %s is outside the tested range %s..%s: adapter not installed",
-                           version_text, MIN_VERSION, MAX_VERSION)
-        return None
+        raise NotEnabled("no MetricsProcessor.log")
     signature = inspect.signature(vars(processor)["log"])
     if "step" not in signature.parameters:
-        get_logger().debug("torchtitan: MetricsProcessor.log has no step parameter; adapter not installed")
-        return None
+        raise NotEnabled("MetricsProcessor.log has no step parameter")
     base_logger = getattr(module, "BaseLogger", None)
     if base_logger is not None:
         for value in list(vars(module).values()):
@@ -221,8 +218,3 @@ def on_import(module):
     get_logger().debug("TorchTitan hook installed (MetricsProcessor.log%s)", signature)
     return wrapper
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """TorchTitan is claimed exactly by the MetricsProcessor hook."""
-    return None

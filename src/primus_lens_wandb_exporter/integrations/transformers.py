@@ -21,39 +21,34 @@ HF's ``CallbackHandler`` catches nothing, so every callback method here is
 exception-safe: our error never reaches training.
 """
 
-import logging
 import sys
 import weakref
 
 from ..core import patching
-from ..core.log import get_logger, log_once
+from ..core.integration import BASE, WRAPPER, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
+from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "hf_trainer"
 SOURCE = "transformers"
 STEP_SOURCE = "state.global_step"
-MIN_VERSION = (4, 40, 0)  # tested: 5.24.0 (tests/integrations/test_transformers.py)
-MAX_VERSION = (6, 0, 0)  # exclusive
+TRANSFORMERS = Integration(
+    name="transformers", module=__name__,
+    frameworks=(Framework(NAME, WRAPPER, ("transformers",), (Hint("module", "transformers.trainer", 0.6),)),
+                Framework("transformers", BASE, ("transformers",), (Hint("wandb_config", "_name_or_path", 0.4),))),
+    watches=(Watch("transformers.trainer"),),
+    # Tested: 5.24.0 (tests/integrations/test_transformers.py).  A source checkout without a
+    # version is taken as current.
+    versions=VersionRange((4, 40, 0), (6, 0, 0), unknown="allow"),
+    version_of=lambda module: transformers_version(), exports=("LensTrainerCallback",))
+INTEGRATIONS = (TRANSFORMERS,)
 
 _class = None  # the LensTrainerCallback class (subclasses transformers.TrainerCallback)
 
 
 def transformers_version():
     return str(getattr(sys.modules.get("transformers"), "__version__", "") or "") or None
-
-
-def version_supported():
-    version = transformers_version()
-    if version is None:
-        return True
-    if MIN_VERSION <= _version_tuple(version) < MAX_VERSION:
-        return True
-    log_once(("transformers-version", version), logging.DEBUG,
-             "transformers %s is outside the tested range [%s, %s): HF Trainer adapter not enabled",
-             version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-    return False
 
 
 # --------------------------------------------------------------------------- what the run is
@@ -223,15 +218,11 @@ def _make_init(original):
     return __init__
 
 
-def on_import(module):
-    """Called by the import watcher when ``transformers.trainer`` has been imported."""
-    if not version_supported():
-        return None
-    if not get_recorder().enabled:
-        return None
+def setup(module):
+    """``transformers.trainer`` was imported (the registry's gate passed)."""
     trainer_cls = getattr(module, "Trainer", None)
     if trainer_cls is None:
-        return None
+        raise NotEnabled("transformers.trainer has no Trainer")
     patching.patch(trainer_cls, "__init__", _make_init)
     get_logger().debug("HF Trainer hook installed (transformers %s, Trainer.__init__ patched)",
                        transformers_version())

@@ -21,13 +21,17 @@ import sys
 import time
 
 from ..core import normalize, patching, sysmetrics
-from ..core.hookspecs import hookimpl
+from ..core.integration import Integration, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import LOG_RECORD, get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "wandb"
-MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
+#: W&B is not a training framework (nothing to detect): it is the stream every framework logs to.
+WANDB = Integration(
+    name=NAME, module=__name__, watches=(Watch("wandb"),),
+    # Oldest tested: 0.19.11 (tox.ini env wandb-floor); no upper bound.  wandb always has a version.
+    versions=VersionRange((0, 19, 0)), version_of=lambda wandb: getattr(wandb, "__version__", "0"))
+INTEGRATIONS = (WANDB,)
 _suppress = patching.suppress_state
 
 
@@ -50,17 +54,12 @@ def raw_wandb_active():
     return run_cls is not None and patching.is_patched(run_cls, "_log")
 
 
-def on_import(wandb):
-    """Called by the import watcher right after ``import wandb`` (or by ``install()``)."""
+def setup(wandb):
+    """Right after ``import wandb`` (or ``install()``), once the registry's gate passed."""
     version = getattr(wandb, "__version__", "0")
-    if _version_tuple(version) < MIN_VERSION:
-        get_logger().debug("wandb %s is older than %s: hook not installed", version, MIN_VERSION)
-        return
     from wandb.sdk import wandb_run
 
     recorder = get_recorder()
-    if not recorder.enabled:
-        return
     Run = wandb_run.Run
     patching.patch(Run, "_log", _make_log(recorder))
     patching.patch(Run, "_summary_update_callback", _make_summary(recorder))
@@ -253,8 +252,3 @@ def _make_finish(recorder):
         return finish
     return make
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """W&B itself is not a training framework: nothing to claim here."""
-    return None

@@ -4,7 +4,7 @@ import textwrap
 
 from support import exporter_env, run_python
 
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 
 
 def _dist(tmp_path, name, entry_points, modules):
