@@ -85,7 +85,7 @@ import primus_lens_wandb_exporter as lens
 from primus_lens_wandb_exporter.integrations import pytorch
 before = len(opt_mod._global_optimizer_post_hooks)
 lens.uninstall()
-print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch._state.handle is None)
+print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch.PYTORCH.state.handle is None)
 """
     proc = run_python(code, exporter_env(None, tmp_path, "torch-uninstall", PRIMUS_LENS_WANDB_API_REPORTING="false"))
     assert proc.stdout.split() == ["hooks", "1", "0", "True"], proc.stdout + proc.stderr

@@ -39,8 +39,20 @@ FRAMEWORK = Framework(NAME, BASE, ("deepspeed",), (
     Hint("env", "DEEPSPEED_CONFIG", 0.4),
     Hint("wandb_config", "zero_optimization", 0.5),
 ))
+
+
+class _State:
+    """What the adapter remembers per process (``DEEPSPEED.state``)."""
+
+    def __init__(self):
+        self.stage_by_config = {}  # id(monitor_config) -> (monitor_config, zero stage); bounded
+        self.claimed = set()       # ZeRO stages claimed (engines may be many: RLHF)
+        self.monitor_class = None  # LensDeepSpeedMonitor, built from the imported Monitor
+
+
 DEEPSPEED = Integration(
-    name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("deepspeed.monitor.monitor"),),
+    name=NAME, module=__name__, state=_State(), frameworks=(FRAMEWORK,),
+    watches=(Watch("deepspeed.monitor.monitor"),),
     # The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
     # only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
     # A pip-installed DeepSpeed always has a version: an unknown one is refused.
@@ -49,10 +61,7 @@ DEEPSPEED = Integration(
 INTEGRATIONS = (DEEPSPEED,)
 
 _LENS_ATTR = "_primus_lens_monitor"
-_stage_by_config = {}      # id(monitor_config) -> (monitor_config, zero stage); bounded
 _STAGE_MEMORY = 16
-_claimed = set()
-_monitor_class = None
 
 
 def _installed_version():
@@ -84,41 +93,29 @@ def _patch_config_class():
     if config_class is None or patching.is_patched(config_class, "__init__"):
         return
 
-    def make(original):
-        def __init__(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            try:
-                monitor_config = getattr(self, "monitor_config", None)
-                stage = getattr(self, "zero_optimization_stage", None)
-                if monitor_config is not None and stage is not None:
-                    if len(_stage_by_config) >= _STAGE_MEMORY:
-                        _stage_by_config.pop(next(iter(_stage_by_config)))
-                    # Keeping the object alive keeps its id() unique while we remember it.
-                    _stage_by_config[id(monitor_config)] = (monitor_config, int(stage))
-            except Exception as exc:
-                patching.our_error("deepspeed DeepSpeedConfig", exc)
-        return __init__
+    def remember(self, *args, **kwargs):
+        monitor_config = getattr(self, "monitor_config", None)
+        stage = getattr(self, "zero_optimization_stage", None)
+        if monitor_config is not None and stage is not None:
+            if len(DEEPSPEED.state.stage_by_config) >= _STAGE_MEMORY:
+                DEEPSPEED.state.stage_by_config.pop(next(iter(DEEPSPEED.state.stage_by_config)))
+            # Keeping the object alive keeps its id() unique while we remember it.
+            DEEPSPEED.state.stage_by_config[id(monitor_config)] = (monitor_config, int(stage))
 
-    patching.patch(config_class, "__init__", make)
+    patching.patch_after(config_class, "__init__", "deepspeed DeepSpeedConfig", remember)
 
 
 def _zero_stage(monitor_config):
-    entry = _stage_by_config.get(id(monitor_config))
+    entry = DEEPSPEED.state.stage_by_config.get(id(monitor_config))
     if entry is not None and entry[0] is monitor_config:
         return entry[1]
     return None
 
 
 def _make_init(recorder, module, version):
-    def make(original):
-        def __init__(self, monitor_config, *args, **kwargs):
-            original(self, monitor_config, *args, **kwargs)
-            try:
-                _after_master_init(recorder, module, version, self, monitor_config)
-            except Exception as exc:
-                patching.our_error("deepspeed MonitorMaster.__init__", exc)
-        return __init__
-    return make
+    def report(master, monitor_config, *args, **kwargs):
+        _after_master_init(recorder, module, version, master, monitor_config)
+    return patching.then("deepspeed MonitorMaster.__init__", report)
 
 
 def _after_master_init(recorder, module, version, master, monitor_config):
@@ -129,8 +126,8 @@ def _after_master_init(recorder, module, version, master, monitor_config):
     # MonitorMaster only builds backends on rank 0; the other ranks still ran a DeepSpeed
     # engine, so they claim too.  Once per (stage) per process: engines may be many (RLHF).
     key = stage
-    if key not in _claimed:
-        _claimed.add(key)
+    if key not in DEEPSPEED.state.claimed:
+        DEEPSPEED.state.claimed.add(key)
         extra = {"rank": rank, "step_source": "global_samples"}
         if stage is not None:
             extra["zero_stage"] = stage
@@ -151,19 +148,15 @@ def _wandb_stream_mirrored():
     return run_class is not None and patching.is_patched(run_class, "_log")
 
 
+def _write_to_lens(master, event_list, *args, **kwargs):
+    lens = master.__dict__.get(_LENS_ATTR)
+    if lens is not None:
+        lens.write_events(event_list)
+
+
 def _make_write_events():
-    def make(original):
-        def write_events(self, event_list, *args, **kwargs):
-            result = original(self, event_list, *args, **kwargs)
-            lens = self.__dict__.get(_LENS_ATTR)
-            if lens is not None:
-                try:
-                    lens.write_events(event_list)
-                except Exception as exc:
-                    patching.our_error("deepspeed Monitor.write_events", exc)
-            return result
-        return write_events
-    return make
+    # After DeepSpeed's own fan-out, the same events go to our monitor (rank 0 only has one).
+    return patching.then("deepspeed Monitor.write_events", _write_to_lens)
 
 
 def monitor_class(module=None):
@@ -172,9 +165,8 @@ def monitor_class(module=None):
     Created on first use from the ``Monitor`` class the program already imported
     (pass the module, or it is taken from ``sys.modules``; DeepSpeed must be imported).
     """
-    global _monitor_class
-    if _monitor_class is not None:
-        return _monitor_class
+    if DEEPSPEED.state.monitor_class is not None:
+        return DEEPSPEED.state.monitor_class
     if module is None:
         module = sys.modules.get("deepspeed.monitor.monitor")
         if module is None:
@@ -204,8 +196,8 @@ def monitor_class(module=None):
             for step, metrics in by_step.items():
                 record(metrics, step=int(step), source=SOURCE)
 
-    _monitor_class = LensDeepSpeedMonitor
-    return _monitor_class
+    DEEPSPEED.state.monitor_class = LensDeepSpeedMonitor
+    return DEEPSPEED.state.monitor_class
 
 
 def __getattr__(name):

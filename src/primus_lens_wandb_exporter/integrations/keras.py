@@ -23,8 +23,18 @@ from ..core.log import get_logger
 from ..core.recorder import get_recorder
 
 NAME = "keras"
+
+
+class _State:
+    """What the adapter remembers per process (``KERAS.state``)."""
+
+    def __init__(self):
+        self.claimed = set()         # (via, backend, wandb_on) claimed
+        self.callback_class = {}     # id(keras module) -> LensKerasCallback
+
+
 KERAS = Integration(
-    name=NAME, module=__name__,
+    name=NAME, module=__name__, state=_State(),
     frameworks=(Framework(NAME, WRAPPER, ("keras", "tf-keras")),
                 Framework("tensorflow", BASE, ("tensorflow", "tensorflow-cpu"), (Hint("module", "tensorflow", 0.4),))),
     watches=(Watch("keras"),),
@@ -37,8 +47,6 @@ INTEGRATIONS = (KERAS, KERAS_WANDB)
 
 _BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "pytorch", "numpy": None}
 _WANDB_CALLBACKS = ("WandbMetricsLogger", "WandbCallback", "WandbModelCheckpoint")
-_claimed = set()
-_callback_class = {}
 
 
 def _claim(keras_module, via, wandb_on):
@@ -49,9 +57,9 @@ def _claim(keras_module, via, wandb_on):
     except Exception:
         pass
     key = (via, backend, wandb_on)
-    if key in _claimed:
+    if key in KERAS.state.claimed:
         return
-    _claimed.add(key)
+    KERAS.state.claimed.add(key)
     recorder = get_recorder()
     indicator = f"hook:{via}"
     recorder.claim(NAME, "wrapper", version=version, indicators=(indicator,), backend=str(backend),
@@ -67,7 +75,7 @@ def _is_wandb_callback(callback):
 
 
 def _lens_callback(keras_module):
-    cls = _callback_class.get(id(keras_module))
+    cls = KERAS.state.callback_class.get(id(keras_module))
     if cls is not None:
         return cls
     base = keras_module.callbacks.Callback
@@ -75,34 +83,38 @@ def _lens_callback(keras_module):
     class LensKerasCallback(base):
         """Reports each epoch's ``logs`` to Lens (used when no W&B callback is present)."""
 
+        @patching.guard("keras.on_epoch_end")
         def on_epoch_end(self, epoch, logs=None):
-            try:
-                if logs:
-                    get_recorder().record(dict(logs), int(epoch), source=NAME)
-            except Exception as exc:
-                patching.our_error("keras.on_epoch_end", exc)
+            if logs:
+                get_recorder().record(dict(logs), int(epoch), source=NAME)
 
-    cls = _callback_class[id(keras_module)] = LensKerasCallback
+    cls = KERAS.state.callback_class[id(keras_module)] = LensKerasCallback
     return cls
+
+
+def _with_lens_callback(keras_module, signature, model, args, kwargs):
+    """Claim; and unless W&B's callback reports, (args, kwargs) with a LensKerasCallback appended."""
+    bound = signature.bind(model, *args, **kwargs)
+    callbacks = bound.arguments.get("callbacks")
+    listed = list(callbacks) if isinstance(callbacks, (list, tuple)) else None
+    from .wandb import raw_wandb_active
+
+    wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ())) and raw_wandb_active()
+    _claim(keras_module, "keras.Model.fit", wandb_on)
+    if not wandb_on and (callbacks is None or listed is not None):
+        if not any(type(cb).__name__ == "LensKerasCallback" for cb in (listed or ())):
+            bound.arguments["callbacks"] = (listed or []) + [_lens_callback(keras_module)()]
+            return bound.args[1:], bound.kwargs
+    return None
 
 
 def _make_fit(keras_module, signature):
     def make(original):
         def fit(self, *args, **kwargs):
-            try:
-                bound = signature.bind(self, *args, **kwargs)
-                callbacks = bound.arguments.get("callbacks")
-                listed = list(callbacks) if isinstance(callbacks, (list, tuple)) else None
-                from .wandb import raw_wandb_active
-
-                wandb_on = any(_is_wandb_callback(cb) for cb in (listed or ())) and raw_wandb_active()
-                _claim(keras_module, "keras.Model.fit", wandb_on)
-                if not wandb_on and (callbacks is None or listed is not None):
-                    if not any(type(cb).__name__ == "LensKerasCallback" for cb in (listed or ())):
-                        bound.arguments["callbacks"] = (listed or []) + [_lens_callback(keras_module)()]
-                        args, kwargs = bound.args[1:], bound.kwargs
-            except Exception as exc:
-                patching.our_error("keras.Model.fit", exc)
+            changed = patching.call_ours("keras.Model.fit", _with_lens_callback, keras_module, signature,
+                                         self, args, kwargs)
+            if changed is not None:
+                args, kwargs = changed
             return original(self, *args, **kwargs)  # Keras's own errors propagate untouched
         return fit
     return make
@@ -124,19 +136,16 @@ def setup(keras_module):
     return wrapper
 
 
-def _make_wandb_logger_init(original):
-    def __init__(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)  # W&B's own errors propagate
-        try:
-            keras_module = sys.modules.get("keras") or sys.modules.get("tensorflow.keras")
-            if keras_module is not None:
-                _claim(keras_module, f"wandb.integration.keras.{type(self).__name__}", True)
-            else:
-                get_recorder().claim("tensorflow", "base", indicators=("hook:wandb.integration.keras",))
-        except Exception as exc:
-            patching.our_error("wandb.integration.keras", exc)
-        return result
-    return __init__
+def _claim_from_wandb_logger(callback, *args, **kwargs):
+    keras_module = sys.modules.get("keras") or sys.modules.get("tensorflow.keras")
+    if keras_module is not None:
+        _claim(keras_module, f"wandb.integration.keras.{type(callback).__name__}", True)
+    else:
+        get_recorder().claim("tensorflow", "base", indicators=("hook:wandb.integration.keras",))
+
+
+# W&B's own errors propagate; ours are counted.
+_make_wandb_logger_init = patching.then("wandb.integration.keras", _claim_from_wandb_logger)
 
 
 def setup_wandb_keras(module):

@@ -36,8 +36,17 @@ SOURCE = "lightning"
 STEP_SOURCE = "trainer/global_step"
 # No import watch: Lightning calls our callbacks factory itself (pyproject entry points
 # ``lightning.pytorch.callbacks_factory`` / ``pytorch_lightning.callbacks_factory``).
+
+
+class _State:
+    """The classes built per Lightning namespace (``LIGHTNING.state``)."""
+
+    def __init__(self):
+        self.classes = {}  # namespace -> (LensLogger, LensCallback)
+
+
 LIGHTNING = Integration(
-    name=NAME, module=__name__,
+    name=NAME, module=__name__, state=_State(),
     frameworks=(Framework(NAME, WRAPPER, ("lightning", "pytorch-lightning"), (
         Hint("module", "lightning.pytorch.trainer", 0.7),
         Hint("module", "pytorch_lightning.trainer", 0.7),
@@ -69,7 +78,6 @@ _STRATEGIES = (
     ("ParallelStrategy", "pytorch", "parallel"),
 )
 
-_classes = {}  # namespace -> (LensLogger, LensCallback)
 
 
 def namespace_version(namespace):
@@ -137,27 +145,25 @@ class _LensLoggerMixin:
         """The Lens Recorder (what this logger writes to)."""
         return self._lens_recorder
 
+    @patching.guard("lightning LensLogger.log_metrics")
     def log_metrics(self, metrics, step=None):
-        try:
-            if self._lens_muted or not metrics:
-                return
-            trainer = self._lens_trainer() if self._lens_trainer is not None else None
-            rank = getattr(trainer, "global_rank", None) if trainer is not None else None
-            if rank is None:
-                rank = getattr(_rank_zero_only(self._lens_namespace), "rank", 0) or 0
-            if rank != 0:
-                return  # like every Lightning logger: rank zero reports
-            if not self._lens_claimed:
-                self._lens_claimed = True
-                if trainer is None:  # used without the callback: we still know the wrapper exactly
-                    self._lens_recorder.claim(NAME, "wrapper", version=namespace_version(self._lens_namespace),
-                                              indicators=("logger:LensLogger",), namespace=self._lens_namespace,
-                                              step_source=STEP_SOURCE)
-            if step is None and trainer is not None:
-                step = getattr(trainer, "global_step", None)
-            self._lens_recorder.record(dict(metrics), step, source=SOURCE, rank=rank)
-        except Exception as exc:
-            patching.our_error("lightning LensLogger.log_metrics", exc)
+        if self._lens_muted or not metrics:
+            return
+        trainer = self._lens_trainer() if self._lens_trainer is not None else None
+        rank = getattr(trainer, "global_rank", None) if trainer is not None else None
+        if rank is None:
+            rank = getattr(_rank_zero_only(self._lens_namespace), "rank", 0) or 0
+        if rank != 0:
+            return  # like every Lightning logger: rank zero reports
+        if not self._lens_claimed:
+            self._lens_claimed = True
+            if trainer is None:  # used without the callback: we still know the wrapper exactly
+                self._lens_recorder.claim(NAME, "wrapper", version=namespace_version(self._lens_namespace),
+                                          indicators=("logger:LensLogger",), namespace=self._lens_namespace,
+                                          step_source=STEP_SOURCE)
+        if step is None and trainer is not None:
+            step = getattr(trainer, "global_step", None)
+        self._lens_recorder.record(dict(metrics), step, source=SOURCE, rank=rank)
 
     def log_hyperparams(self, params, *args, **kwargs):
         # Hyperparameters are run metadata, not metrics; W&B users already get them via wandb config.
@@ -181,11 +187,9 @@ class _LensCallbackMixin:
 
     _lens_namespace = "lightning.pytorch"
 
+    @patching.guard("lightning LensCallback.setup")
     def setup(self, trainer, pl_module, stage=None):
-        try:
-            self._lens_setup(trainer, stage)
-        except Exception as exc:
-            patching.our_error("lightning LensCallback.setup", exc)
+        self._lens_setup(trainer, stage)
 
     def _lens_setup(self, trainer, stage):
         # Several LensCallbacks (explicit + the factory's): the first one acts.
@@ -238,7 +242,7 @@ def _rank_zero_only(namespace):
 
 def _classes_for(namespace):
     """(LensLogger, LensCallback) subclassing ``namespace``'s Logger and Callback (imports it)."""
-    classes = _classes.get(namespace)
+    classes = LIGHTNING.state.classes.get(namespace)
     if classes is not None:
         return classes
     logger_base = importlib.import_module(namespace + ".loggers.logger").Logger
@@ -251,7 +255,7 @@ def _classes_for(namespace):
     callback_cls = type("LensCallback", (_LensCallbackMixin, callback_base),
                         {"__module__": __name__, "__qualname__": "LensCallback", "__doc__": doc_callback,
                          "_lens_namespace": namespace})
-    classes = _classes[namespace] = (logger_cls, callback_cls)
+    classes = LIGHTNING.state.classes[namespace] = (logger_cls, callback_cls)
     return classes
 
 
@@ -277,16 +281,17 @@ def __getattr__(name):
 # --------------------------------------------------------------------------- entry points
 
 
-def _factory(namespace):
-    try:
-        from ..core.registry import gate
+def _callbacks(namespace):
+    from ..core.registry import gate
 
-        if not gate(LIGHTNING, namespace):
-            return []
-        return [_classes_for(namespace)[1]()]
-    except Exception as exc:  # Lightning does not catch: never break Trainer construction
-        patching.our_error("lightning callbacks_factory", exc)
+    if not gate(LIGHTNING, namespace):
         return []
+    return [_classes_for(namespace)[1]()]
+
+
+def _factory(namespace):
+    # Lightning does not catch: never break Trainer construction.
+    return patching.call_ours("lightning callbacks_factory", _callbacks, namespace) or []
 
 
 def _calling_group():

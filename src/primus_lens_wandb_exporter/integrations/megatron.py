@@ -26,6 +26,7 @@ import sys
 
 from ..core import patching
 from ..core.detection import dist_version
+from ..core.identity import dist_rank_world
 from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
@@ -40,6 +41,15 @@ FRAMEWORK = Framework(NAME, BASE, ("megatron-core", "megatron-lm"), (
     Hint("wandb_config", "pipeline_model_parallel_size", 0.4),
 ))
 BRIDGE_FRAMEWORK = Framework("megatron_bridge", BASE, ("megatron-bridge",), (Hint("module", "megatron.bridge", 0.6),))
+
+
+class _BridgeState:
+    """``BRIDGE.state``: the LensBridgeCallback class, built from the imported ``Callback``."""
+
+    def __init__(self):
+        self.callback_class = None
+
+
 # Source checkouts often carry no version: unknown versions are allowed (the structural checks decide).
 MEGATRON = Integration(
     name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("megatron.training.training"),),
@@ -47,7 +57,7 @@ MEGATRON = Integration(
     versions=VersionRange((0, 15), (0, 21), unknown="allow"), version_of=lambda module: megatron_version(),
     what="megatron-core")
 BRIDGE = Integration(
-    name="megatron_bridge", family=NAME, module=__name__, frameworks=(BRIDGE_FRAMEWORK,),
+    name="megatron_bridge", family=NAME, module=__name__, state=_BridgeState(), frameworks=(BRIDGE_FRAMEWORK,),
     watches=(Watch("megatron.bridge.training.callbacks", "setup_bridge"),),
     #: Bridge releases whose ``callbacks`` module we reproduced (v0.5 .. 0.9 / HEAD 2026-08).
     versions=VersionRange((0, 5), (0, 10), unknown="allow"), version_of=lambda module: _bridge_version(),
@@ -82,13 +92,9 @@ def megatron_version():
 
 def dist_ranks(args_obj=None):
     """(rank, world_size): torch.distributed when initialised, else Megatron's args, else env."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None:
-        try:
-            if dist.is_available() and dist.is_initialized():
-                return dist.get_rank(), dist.get_world_size()
-        except Exception:
-            pass
+    from_dist = dist_rank_world()
+    if from_dist is not None:
+        return from_dist
     rank = getattr(args_obj, "rank", None)
     world = getattr(args_obj, "world_size", None)
     if isinstance(rank, int) and isinstance(world, int):
@@ -238,26 +244,14 @@ class _MegatronState:
         return (metrics, iteration, rank) if metrics else None
 
 
-def _make_training_log(state):
-    def make(original):
-        def training_log(*args, **kwargs):
-            try:
-                pending = state.capture(args, kwargs)
-            except Exception as exc:  # ours: the original still runs
-                pending = exc
-            result = original(*args, **kwargs)  # Megatron's own exceptions propagate untouched
-            if pending is not None:
-                try:
-                    if isinstance(pending, Exception):
-                        raise pending
-                    metrics, step, rank = pending
-                    get_recorder().record(metrics, step, source=NAME, rank=rank)
-                except Exception as exc:
-                    patching.our_error("megatron.training_log", exc)
-            return result
+def _record(pending, *args, **kwargs):
+    metrics, step, rank = pending
+    get_recorder().record(metrics, step, source=NAME, rank=rank)
 
-        return training_log
-    return make
+
+def _make_training_log(state):
+    # Bind by name before Megatron runs (cheap), report after it (its own exceptions propagate).
+    return patching.around("megatron.training_log", lambda *args, **kwargs: state.capture(args, kwargs), _record)
 
 
 def setup(module):
@@ -280,7 +274,6 @@ def setup(module):
 
 # ---------------------------------------------------------------- Megatron-Bridge
 
-_bridge_callback_class = None
 
 
 def _bridge_version():
@@ -300,11 +293,9 @@ def _make_bridge_callback(callbacks_module):
             self._claimed = False
             self._ranks = None
 
+        @patching.guard("megatron_bridge.on_train_step_end")
         def on_train_step_end(self, context):
-            try:
-                self._step_end(context)
-            except Exception as exc:
-                patching.our_error("megatron_bridge.on_train_step_end", exc)
+            self._step_end(context)
 
         def _step_end(self, context):
             state = getattr(context, "state", None)
@@ -336,22 +327,25 @@ def _make_bridge_callback(callbacks_module):
     return LensBridgeCallback
 
 
+def _add_bridge_callback(callbacks_module, manager):
+    if manager is None:
+        manager = callbacks_module.CallbackManager()
+    already = any(getattr(getattr(fn, "__self__", None), _MARK, False)
+                  for fn in manager.list_callbacks("on_train_step_end"))
+    if not already:
+        callback = BRIDGE.state.callback_class()
+        setattr(callback, _MARK, True)
+        manager.add(callback)
+    return manager
+
+
 def _make_normalize(callbacks_module):
     def make(original):
         def normalize_callbacks(callbacks, *args, **kwargs):
             manager = original(callbacks, *args, **kwargs)
-            try:
-                if manager is None:
-                    manager = callbacks_module.CallbackManager()
-                already = any(getattr(getattr(fn, "__self__", None), _MARK, False)
-                              for fn in manager.list_callbacks("on_train_step_end"))
-                if not already:
-                    callback = _bridge_callback_class()
-                    setattr(callback, _MARK, True)
-                    manager.add(callback)
-            except Exception as exc:
-                patching.our_error("megatron_bridge.normalize_callbacks", exc)
-            return manager
+            ours = patching.call_ours("megatron_bridge.normalize_callbacks", _add_bridge_callback,
+                                      callbacks_module, manager)
+            return manager if ours is None else ours
 
         return normalize_callbacks
     return make
@@ -359,10 +353,9 @@ def _make_normalize(callbacks_module):
 
 def setup_bridge(module):
     """``megatron.bridge.training.callbacks`` was imported (the registry's gate passed)."""
-    global _bridge_callback_class
     for name in ("Callback", "CallbackManager", "normalize_callbacks"):
         if not hasattr(module, name):
             raise NotEnabled(f"the callbacks module lacks {name}")
-    _bridge_callback_class = _make_bridge_callback(module)
+    BRIDGE.state.callback_class = _make_bridge_callback(module)
     return patching.patch(module, "normalize_callbacks", _make_normalize(module))
 

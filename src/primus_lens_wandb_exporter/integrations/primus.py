@@ -28,37 +28,9 @@ def _is_amd_primus(modules) -> bool:
     return any(m.startswith(("primus.core", "primus.backends", "primus.modules")) for m in modules)
 
 
-PRIMUS = Integration(
-    name=NAME, module=__name__,
-    frameworks=(Framework(NAME, WRAPPER, ("primus",), (
-        Hint("module", "primus.core.runtime", 0.8, when=_is_amd_primus),
-        Hint("module", "primus.backends", 0.8, when=_is_amd_primus),
-        Hint("env", "PRIMUS_PATH", 0.4),
-        Hint("env", "PRIMUS_CONFIG", 0.4),
-    )),),
-    watches=(Watch("primus.core.runtime.train_runtime"),),
-    # Releases whose runtime we reproduced: v26.2 .. v26.12 (compared on two parts), v26.5.1 and
-    # main of 2026-11 tested.  A source checkout has no version: the structural check decides.
-    versions=VersionRange((26, 2), (26, 13), unknown="allow"), version_of=lambda module: primus_version())
-INTEGRATIONS = (PRIMUS,)
-
-# Primus backend name -> our base framework name (a Framework declared by an integration).
-BACKENDS = {
-    "megatron": "megatron",
-    "megatron_bridge": "megatron_bridge",
-    "torchtitan": "torchtitan",
-    "maxtext": "maxtext",
-    "maxdiffusion": "jax",
-    "jax": "jax",
-}
-
-
-def primus_version():
-    pkg = sys.modules.get("primus")
-    return getattr(pkg, "__version__", None) if pkg is not None else None
-
-
 class _Claims:
+    """``PRIMUS.state``: the last wrapper/base claim (claimed again only when it changes)."""
+
     def __init__(self):
         self.base = None
         self.base_version = None
@@ -91,33 +63,53 @@ class _Claims:
                        indicators=(indicator, f"primus.ctx.framework={framework}"), **extra)
 
 
-_claims = _Claims()
+PRIMUS = Integration(
+    name=NAME, module=__name__, state=_Claims(),
+    frameworks=(Framework(NAME, WRAPPER, ("primus",), (
+        Hint("module", "primus.core.runtime", 0.8, when=_is_amd_primus),
+        Hint("module", "primus.backends", 0.8, when=_is_amd_primus),
+        Hint("env", "PRIMUS_PATH", 0.4),
+        Hint("env", "PRIMUS_CONFIG", 0.4),
+    )),),
+    watches=(Watch("primus.core.runtime.train_runtime"),),
+    # Releases whose runtime we reproduced: v26.2 .. v26.12 (compared on two parts), v26.5.1 and
+    # main of 2026-11 tested.  A source checkout has no version: the structural check decides.
+    versions=VersionRange((26, 2), (26, 13), unknown="allow"), version_of=lambda module: primus_version())
+INTEGRATIONS = (PRIMUS,)
+
+# Primus backend name -> our base framework name (a Framework declared by an integration).
+BACKENDS = {
+    "megatron": "megatron",
+    "megatron_bridge": "megatron_bridge",
+    "torchtitan": "torchtitan",
+    "maxtext": "maxtext",
+    "maxdiffusion": "jax",
+    "jax": "jax",
+}
 
 
-def _make_initialize_adapter(original):
-    def _initialize_adapter(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)  # Primus's own errors propagate untouched
-        try:
-            ctx = getattr(self, "ctx", None)
-            if ctx is not None:
-                _claims.claim(ctx, getattr(ctx, "backend_version", None))
-        except Exception as exc:
-            patching.our_error("primus._initialize_adapter", exc)
-        return result
-    return _initialize_adapter
+def primus_version():
+    pkg = sys.modules.get("primus")
+    return getattr(pkg, "__version__", None) if pkg is not None else None
 
 
-def _make_get_backend_version(original):
-    def _get_backend_version(self, *args, **kwargs):
-        version = original(self, *args, **kwargs)
-        try:
-            ctx = getattr(self, "ctx", None)
-            if ctx is not None and version is not None:
-                _claims.claim(ctx, str(version))
-        except Exception as exc:
-            patching.our_error("primus._get_backend_version", exc)
-        return version
-    return _get_backend_version
+
+
+def _after_initialize_adapter(runtime, *args, **kwargs):
+    ctx = getattr(runtime, "ctx", None)
+    if ctx is not None:
+        PRIMUS.state.claim(ctx, getattr(ctx, "backend_version", None))
+
+
+def _after_get_backend_version(version, runtime, *args, **kwargs):
+    ctx = getattr(runtime, "ctx", None)
+    if ctx is not None and version is not None:
+        PRIMUS.state.claim(ctx, str(version))
+
+
+# Primus's own errors propagate untouched; ours are counted (core/patching.py).
+_make_initialize_adapter = patching.then("primus._initialize_adapter", _after_initialize_adapter)
+_make_get_backend_version = patching.then("primus._get_backend_version", _after_get_backend_version, result=True)
 
 
 def setup(module):

@@ -33,8 +33,17 @@ from .wandb import raw_wandb_active
 NAME = "hf_trainer"
 SOURCE = "transformers"
 STEP_SOURCE = "state.global_step"
+
+
+class _State:
+    """``TRANSFORMERS.state``: the LensTrainerCallback class (subclasses transformers.TrainerCallback)."""
+
+    def __init__(self):
+        self.callback_class = None
+
+
 TRANSFORMERS = Integration(
-    name="transformers", module=__name__,
+    name="transformers", module=__name__, state=_State(),
     frameworks=(Framework(NAME, WRAPPER, ("transformers",), (Hint("module", "transformers.trainer", 0.6),)),
                 Framework("transformers", BASE, ("transformers",), (Hint("wandb_config", "_name_or_path", 0.4),))),
     watches=(Watch("transformers.trainer"),),
@@ -44,7 +53,6 @@ TRANSFORMERS = Integration(
     version_of=lambda module: transformers_version(), exports=("LensTrainerCallback",))
 INTEGRATIONS = (TRANSFORMERS,)
 
-_class = None  # the LensTrainerCallback class (subclasses transformers.TrainerCallback)
 
 
 def transformers_version():
@@ -138,36 +146,31 @@ class _LensTrainerCallbackMixin:
     def on_init_end(self, args, state, control, **kwargs):
         return None  # claimed once the trainer is built (the zero-code patch) or first used
 
+    @patching.guard("transformers LensTrainerCallback.on_train_begin")
     def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            self._lens_claim(args)
-        except Exception as exc:
-            patching.our_error("transformers LensTrainerCallback.on_train_begin", exc)
+        self._lens_claim(args)
         return None
 
+    @patching.guard("transformers LensTrainerCallback.on_log")
     def on_log(self, args, state, control, logs=None, **kwargs):
-        try:
-            self._lens_claim(args)
-            if self._lens_silent or not logs or not getattr(state, "is_world_process_zero", True):
-                return None
-            if _wandb_feeds(self._lens_get_trainer(), args):
-                return None  # the W&B stream is the source
-            get_recorder().record(dict(logs), int(getattr(state, "global_step", 0) or 0), source=SOURCE,
-                                  rank=int(getattr(args, "process_index", 0) or 0))
-        except Exception as exc:
-            patching.our_error("transformers LensTrainerCallback.on_log", exc)
+        self._lens_claim(args)
+        if self._lens_silent or not logs or not getattr(state, "is_world_process_zero", True):
+            return None
+        if _wandb_feeds(self._lens_get_trainer(), args):
+            return None  # the W&B stream is the source
+        get_recorder().record(dict(logs), int(getattr(state, "global_step", 0) or 0), source=SOURCE,
+                              rank=int(getattr(args, "process_index", 0) or 0))
         return None
 
 
 def _callback_class():
-    global _class
-    if _class is None:
+    if TRANSFORMERS.state.callback_class is None:
         from transformers.trainer_callback import TrainerCallback
 
-        _class = type("LensTrainerCallback", (_LensTrainerCallbackMixin, TrainerCallback),
+        TRANSFORMERS.state.callback_class = type("LensTrainerCallback", (_LensTrainerCallbackMixin, TrainerCallback),
                       {"__module__": __name__, "__qualname__": "LensTrainerCallback",
                        "__doc__": _LensTrainerCallbackMixin.__doc__})
-    return _class
+    return TRANSFORMERS.state.callback_class
 
 
 def __getattr__(name):
@@ -208,14 +211,8 @@ def attach(trainer):
     return ours[0]
 
 
-def _make_init(original):
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)  # the user's errors propagate unchanged
-        try:
-            attach(self)
-        except Exception as exc:
-            patching.our_error("transformers Trainer.__init__", exc)
-    return __init__
+# The user's errors propagate unchanged; ours are counted.
+_make_init = patching.then("transformers Trainer.__init__", lambda trainer, *args, **kwargs: attach(trainer))
 
 
 def setup(module):

@@ -195,19 +195,12 @@ def _make_define_metric(recorder, api=None):
 
 
 def _make_init(recorder):
-    def make(original):
-        def init(*args, **kwargs):
-            run = original(*args, **kwargs)
-            try:
-                if run is not None:
-                    _wrap_instance_methods(recorder, run)
-                    recorder.run_started(run)
-                    get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
-            except Exception as exc:
-                patching.our_error("wandb.init", exc)
-            return run
-        return init
-    return make
+    def report(run, *args, **kwargs):
+        if run is not None:
+            _wrap_instance_methods(recorder, run)
+            recorder.run_started(run)
+            get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
+    return patching.then("wandb.init", report, result=True)
 
 
 def _wrap_instance_methods(recorder, run):
@@ -238,17 +231,8 @@ def _wrap_instance_methods(recorder, run):
 
 
 def _make_finish(recorder):
-    def make(original):
-        def finish(self, exit_code=None, *args, **kwargs):
-            try:
-                result = original(self, exit_code, *args, **kwargs)
-            finally:
-                try:
-                    recorder.run_finished(self, exit_code or 0)
-                    recorder.flush()
-                except Exception as exc:
-                    patching.our_error("wandb.finish", exc)
-            return result
-        return finish
-    return make
-
+    def report(run, exit_code=None, *args, **kwargs):
+        recorder.run_finished(run, exit_code or 0)
+        recorder.flush()
+    # Also when W&B's finish raised: the run is over for Lens either way.
+    return patching.then("wandb.finish", report, always=True)
