@@ -18,6 +18,8 @@ import threading
 
 from .log import log_once, raise_if_testing
 
+# Process-wide by nature (a patch changes a class for the whole interpreter): the record of
+# what we patched, so uninstall() can undo it, and the count of our errors (stats, tests).
 _patches = []  # (owner, attribute name, original as found in owner.__dict__, had_own)
 _undo_actions = []  # callables run by undo_all() (registered hooks are not attributes)
 MARK = "_primus_lens_original"

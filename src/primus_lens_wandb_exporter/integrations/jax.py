@@ -62,7 +62,7 @@ def process_index():
         return None
     try:
         return int(jax.process_index())
-    except Exception:
+    except Exception:  # a read of the user's jax (not initialised yet ...): rank unknown, not our error
         return None
 
 
@@ -211,7 +211,7 @@ def dist_version_clu():
 
     try:
         return metadata.version("clu")
-    except Exception:
+    except Exception:  # no metadata (a source checkout): unknown version
         return None
 
 

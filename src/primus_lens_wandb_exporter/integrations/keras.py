@@ -54,7 +54,7 @@ def _claim(keras_module, via, wandb_on):
     backend = None
     try:
         backend = keras_module.backend.backend()
-    except Exception:
+    except Exception:  # a read of the user's Keras: the claim goes out without a backend
         pass
     key = (via, backend, wandb_on)
     if key in KERAS.state.claimed:

@@ -137,7 +137,7 @@ class _LensLoggerMixin:
     def version(self):
         try:
             return str(self._lens_recorder.identity.workload_uid)
-        except Exception:
+        except Exception:  # a property Lightning reads: never raise into it
             return "0"
 
     @property
@@ -305,7 +305,7 @@ def _calling_group():
             if isinstance(group, str) and group in _GROUPS:
                 return _GROUPS[group]
             frame = frame.f_back
-    except Exception:
+    except Exception:  # frame inspection is best effort: fall back to the namespace in use
         pass
     return None
 
