@@ -41,3 +41,30 @@ def test_check_raises_not_enabled_saying_why():
 def test_an_unknown_policy_name_is_refused():
     with pytest.raises(ValueError):
         VersionRange((1,), unknown="maybe")
+
+
+def test_integration_modules_keep_their_state_in_their_integration_objects():
+    # Module-level mutable values (dicts, sets, None placeholders, thread-locals ...) in
+    # integrations/ hide per-process state; each integration holds one ``state`` object instead.
+    import ast
+    import pathlib
+
+    import primus_lens_wandb_exporter.integrations as package
+
+    mutable_calls = {"dict", "list", "set", "WeakSet", "WeakKeyDictionary", "WeakValueDictionary", "local", "Lock"}
+    found = []
+    for path in sorted(pathlib.Path(package.__file__).parent.glob("*.py")):
+        body = ast.parse(path.read_text()).body
+        classes = {node.name for node in body if isinstance(node, ast.ClassDef)}  # an instance of its own class
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            value = getattr(node, "value", None)
+            call = value.func if isinstance(value, ast.Call) else None
+            name_of_call = getattr(call, "attr", None) or getattr(call, "id", None)
+            mutable = (isinstance(value, (ast.Dict, ast.List, ast.Set))
+                       or (isinstance(value, ast.Constant) and value.value is None)
+                       or name_of_call in mutable_calls or name_of_call in classes)
+            for target in targets:
+                if isinstance(target, ast.Name) and mutable and not target.id.isupper():
+                    found.append(f"{path.name}:{node.lineno} {target.id}")
+    assert found == []
