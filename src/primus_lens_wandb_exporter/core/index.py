@@ -13,9 +13,9 @@ PLUGINS = {
     'heuristics': 'primus_lens_wandb_exporter.core.detection.heuristics',
     'primus': 'primus_lens_wandb_exporter.integrations.primus',
     'lightning': 'primus_lens_wandb_exporter.integrations.lightning',
-    'transformers': 'primus_lens_wandb_exporter.integrations.transformers',
     'megatron': 'primus_lens_wandb_exporter.integrations.megatron',
     'deepspeed': 'primus_lens_wandb_exporter.integrations.deepspeed',
+    'transformers': 'primus_lens_wandb_exporter.integrations.transformers',
     'torchtitan': 'primus_lens_wandb_exporter.integrations.torchtitan',
     'jax': 'primus_lens_wandb_exporter.integrations.jax',
     'keras': 'primus_lens_wandb_exporter.integrations.keras',
@@ -27,9 +27,9 @@ INTEGRATION_MODULES = (
     'primus_lens_wandb_exporter.integrations.wandb',
     'primus_lens_wandb_exporter.integrations.primus',
     'primus_lens_wandb_exporter.integrations.lightning',
-    'primus_lens_wandb_exporter.integrations.transformers',
     'primus_lens_wandb_exporter.integrations.megatron',
     'primus_lens_wandb_exporter.integrations.deepspeed',
+    'primus_lens_wandb_exporter.integrations.transformers',
     'primus_lens_wandb_exporter.integrations.torchtitan',
     'primus_lens_wandb_exporter.integrations.jax',
     'primus_lens_wandb_exporter.integrations.keras',
@@ -41,10 +41,10 @@ NAMES = frozenset({
     'wandb',
     'primus',
     'lightning',
-    'transformers',
     'megatron',
     'megatron_bridge',
     'deepspeed',
+    'transformers',
     'torchtitan',
     'maxtext',
     'clu',
@@ -61,9 +61,6 @@ WATCHED = {
     'primus.core.runtime.train_runtime': (
         ('primus', None, 'primus_lens_wandb_exporter.integrations.primus'),
     ),
-    'transformers.trainer': (
-        ('transformers', None, 'primus_lens_wandb_exporter.integrations.transformers'),
-    ),
     'megatron.training.training': (
         ('megatron', None, 'primus_lens_wandb_exporter.integrations.megatron'),
     ),
@@ -72,6 +69,9 @@ WATCHED = {
     ),
     'deepspeed.monitor.monitor': (
         ('deepspeed', None, 'primus_lens_wandb_exporter.integrations.deepspeed'),
+    ),
+    'transformers.trainer': (
+        ('transformers', None, 'primus_lens_wandb_exporter.integrations.transformers'),
     ),
     'torchtitan.components.metrics': (
         ('torchtitan', None, 'primus_lens_wandb_exporter.integrations.torchtitan'),
@@ -103,6 +103,6 @@ WATCHED = {
 EXPORTS = {
     'LensLogger': 'primus_lens_wandb_exporter.integrations.lightning',
     'LensCallback': 'primus_lens_wandb_exporter.integrations.lightning',
-    'LensTrainerCallback': 'primus_lens_wandb_exporter.integrations.transformers',
     'LensDeepSpeedMonitor': 'primus_lens_wandb_exporter.integrations.deepspeed',
+    'LensTrainerCallback': 'primus_lens_wandb_exporter.integrations.transformers',
 }

@@ -41,9 +41,15 @@ def lens_detect_frameworks(context):
     modules = context.modules
     environ = context.environ
     config = context.wandb_config
+    # Evidence order decides equal-confidence ties in payload._choose (the first of a layer wins).
+    # Loaded modules and config keys are read in registry order (pyproject's entry points), env vars
+    # in reverse: exactly the order of the hand-written tables this loop replaced (compared over
+    # random contexts), so no detection result changed.
+    ordered = list(known.values())
     for kind, present in (("module", lambda key: key in modules), ("env", lambda key: bool(environ.get(key))),
                           ("wandb_config", lambda key: key in config)):
-        for framework in known.values():
+        frameworks_in_order = ordered[::-1] if kind == "env" else ordered
+        for framework in frameworks_in_order:
             for hint in framework.hints:
                 if hint.kind != kind or not present(hint.key):
                     continue
