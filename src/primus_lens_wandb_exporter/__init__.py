@@ -17,23 +17,25 @@ __all__ = [
 ]
 
 # Lazy, even __version__: this package is imported by the start-up line of every interpreter.
+# The integrations' public classes (LensLogger ...) come from their declarations
+# (``Integration.exports``, copied into the generated ``core/index.py``).
 _LAZY = {
     "__version__": ("primus_lens_wandb_exporter._version", "__version__"),
     "install": ("primus_lens_wandb_exporter.core.autoload", "install"),
     "uninstall": ("primus_lens_wandb_exporter.core.autoload", "uninstall"),
     "get_recorder": ("primus_lens_wandb_exporter.core.recorder", "get_recorder"),
-    "LensLogger": ("primus_lens_wandb_exporter.integrations.lightning", "LensLogger"),
-    "LensCallback": ("primus_lens_wandb_exporter.integrations.lightning", "LensCallback"),
-    "LensTrainerCallback": ("primus_lens_wandb_exporter.integrations.transformers", "LensTrainerCallback"),
-    "LensDeepSpeedMonitor": ("primus_lens_wandb_exporter.integrations.deepspeed", "LensDeepSpeedMonitor"),
 }
 
 
 def __getattr__(name):
+    import importlib
+
     try:
         module_name, attr = _LAZY[name]
     except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    import importlib
+        from .core.index import EXPORTS
 
+        if name not in EXPORTS:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        module_name, attr = EXPORTS[name], name
     return getattr(importlib.import_module(module_name), attr)

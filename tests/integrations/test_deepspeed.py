@@ -227,4 +227,4 @@ def test_deepspeed_monitor_errors_never_reach_training_unless_testing(tmp_path):
 def test_deepspeed_adapter_enables_itself_only_on_tested_versions(version, supported):
     from primus_lens_wandb_exporter.integrations import deepspeed
 
-    assert deepspeed.version_supported(version) is supported
+    assert deepspeed.DEEPSPEED.versions.allows(version) is supported

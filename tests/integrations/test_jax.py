@@ -70,13 +70,14 @@ def test_maxtext_reports_scalars_from_process_0_only(module_server, tmp_path):
 
 def test_maxtext_head_with_wandb_leaves_the_metrics_to_the_wandb_stream(module_server, tmp_path):
     pytest.importorskip("wandb")
-    # maxtext.common.metric_logger is watched once core/autoload.py WATCHES lists it
-    # (requested); until then the program hands the module to the adapter itself.
+    # maxtext.common.metric_logger is watched once the MAXTEXT integration declares it
+    # (core/index.py); until then the program hands the module to the adapter itself.
     hook = """from maxtext.common import metric_logger
-from primus_lens_wandb_exporter.core import autoload
-if "maxtext.common.metric_logger" not in {m for m, _ in autoload.WATCHES.values()}:
-    from primus_lens_wandb_exporter.integrations.jax import on_maxtext_import
-    on_maxtext_import(metric_logger)"""
+from primus_lens_wandb_exporter.core import index
+if "maxtext.common.metric_logger" not in index.WATCHED:
+    from primus_lens_wandb_exporter.core import registry
+    from primus_lens_wandb_exporter.integrations.jax import MAXTEXT
+    registry.run_watch(MAXTEXT, None, metric_logger)"""
     code = MAXTEXT_LOOP % (hook, "logger.buffer_and_write_metrics")
     result = harness.run(code, tmp_path, ["jax_standin", "maxtext_head"],
                          workload=new_workload("maxtext-wb"), server=module_server, WB=1)

@@ -71,7 +71,7 @@ class WandbMetricsLogger(keras.callbacks.Callback):
 
 WandbMetricsLogger.__module__ = "wandb.integration.keras.callbacks.metrics_logger"
 from primus_lens_wandb_exporter.integrations import keras as lens_keras
-lens_keras.on_wandb_keras_import(types.SimpleNamespace(WandbMetricsLogger=WandbMetricsLogger))
+lens_keras.setup_wandb_keras(types.SimpleNamespace(WandbMetricsLogger=WandbMetricsLogger))
 """
 
 
@@ -112,7 +112,7 @@ def test_real_keras_on_torch_backend(module_server, tmp_path):
 def test_adapter_enables_itself_only_on_keras_3(version, patched):
     import types
 
-    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.core import patching, registry
     from primus_lens_wandb_exporter.integrations import keras as adapter
 
     class Model:
@@ -122,7 +122,7 @@ def test_adapter_enables_itself_only_on_keras_3(version, patched):
     original = Model.__dict__["fit"]
     module = types.SimpleNamespace(__version__=version, Model=Model, callbacks=types.SimpleNamespace())
     try:
-        adapter.on_import(module)
+        registry.run_watch(adapter.KERAS, None, module)
         assert (Model.__dict__["fit"] is not original) is patched
     finally:
         patching._patches[:] = [p for p in patching._patches if p[0] is not Model]

@@ -226,7 +226,7 @@ def test_bridge_with_its_wandb_logger_only_claims(module_server, tmp_path):
 def test_adapter_enables_itself_only_on_tested_megatron_core_versions(monkeypatch, version, patched):
     import types
 
-    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.core import patching, registry
     from primus_lens_wandb_exporter.integrations import megatron as adapter
 
     def training_log(loss_dict, total_loss_dict, learning_rate, iteration, loss_scale, report_memory_flag,
@@ -238,7 +238,7 @@ def test_adapter_enables_itself_only_on_tested_megatron_core_versions(monkeypatc
     module.training_log = training_log
     monkeypatch.setitem(sys.modules, "megatron.core.package_info", types.SimpleNamespace(__version__=version))
     try:
-        adapter.on_import(module)
+        registry.run_watch(adapter.MEGATRON, None, module)
         assert (module.training_log is not training_log) is patched
     finally:
         if module.training_log is not training_log:  # undo only our patch of this throwaway module

@@ -110,7 +110,7 @@ def test_pypi_primus_is_not_taken_for_amd_primus(tmp_path):
 def test_adapter_enables_itself_only_on_tested_primus_versions(monkeypatch, version, patched):
     import types
 
-    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.core import patching, registry
     from primus_lens_wandb_exporter.integrations import primus as adapter
 
     class PrimusRuntime:
@@ -122,7 +122,7 @@ def test_adapter_enables_itself_only_on_tested_primus_versions(monkeypatch, vers
     module.PrimusRuntime = PrimusRuntime
     monkeypatch.setitem(sys.modules, "primus", types.SimpleNamespace(__version__=version))
     try:
-        adapter.on_import(module)
+        registry.run_watch(adapter.PRIMUS, None, module)
         assert (PrimusRuntime.__dict__["_initialize_adapter"] is not original) is patched
     finally:
         patching._patches[:] = [p for p in patching._patches if p[0] is not PrimusRuntime]

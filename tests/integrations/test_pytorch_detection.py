@@ -85,7 +85,7 @@ import primus_lens_wandb_exporter as lens
 from primus_lens_wandb_exporter.integrations import pytorch
 before = len(opt_mod._global_optimizer_post_hooks)
 lens.uninstall()
-print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch._state.handle is None)
+print("hooks", before, len(opt_mod._global_optimizer_post_hooks), pytorch.PYTORCH.state.handle is None)
 """
     proc = run_python(code, exporter_env(None, tmp_path, "torch-uninstall", PRIMUS_LENS_WANDB_API_REPORTING="false"))
     assert proc.stdout.split() == ["hooks", "1", "0", "True"], proc.stdout + proc.stderr
@@ -130,4 +130,4 @@ def test_optimizer_hook_errors_never_reach_training_unless_testing(tmp_path):
 def test_pytorch_adapter_enables_itself_only_on_tested_torch_versions(version, supported):
     from primus_lens_wandb_exporter.integrations import pytorch
 
-    assert pytorch.version_supported(version) is supported
+    assert pytorch.PYTORCH.versions.allows(version) is supported

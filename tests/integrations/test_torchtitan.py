@@ -145,7 +145,7 @@ except AssertionError as exc:
 def test_adapter_enables_itself_only_on_tested_torchtitan_versions(monkeypatch, version, patched):
     import types
 
-    from primus_lens_wandb_exporter.core import patching
+    from primus_lens_wandb_exporter.core import patching, registry
     from primus_lens_wandb_exporter.integrations import torchtitan as adapter
 
     class MetricsProcessor:
@@ -157,7 +157,7 @@ def test_adapter_enables_itself_only_on_tested_torchtitan_versions(monkeypatch, 
     module.MetricsProcessor = MetricsProcessor
     monkeypatch.setitem(sys.modules, "torchtitan", types.SimpleNamespace(__version__=version))
     try:
-        adapter.on_import(module)
+        registry.run_watch(adapter.TORCHTITAN, None, module)
         assert (MetricsProcessor.__dict__["log"] is not original) is patched
     finally:
         patching._patches[:] = [p for p in patching._patches if p[0] is not MetricsProcessor]

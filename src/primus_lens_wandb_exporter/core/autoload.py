@@ -11,34 +11,21 @@ imported when :func:`install` runs, the patch happens at once.
 import os
 import sys
 
-# integration name -> (watched module, "module:function" called with the imported module).
-# Built-in integrations only; third-party plugins come through the ``primus_lens``
-# entry-point group, loaded later off the training thread.
-WATCHES = {
-    "wandb": ("wandb", "primus_lens_wandb_exporter.integrations.wandb:on_import"),
-    "transformers": ("transformers.trainer", "primus_lens_wandb_exporter.integrations.transformers:on_import"),
-    "deepspeed": ("deepspeed.monitor.monitor", "primus_lens_wandb_exporter.integrations.deepspeed:on_import"),
-    "megatron": ("megatron.training.training", "primus_lens_wandb_exporter.integrations.megatron:on_import"),
-    "megatron_bridge": (
-        "megatron.bridge.training.callbacks",
-        "primus_lens_wandb_exporter.integrations.megatron:on_bridge_import",
-    ),
-    "primus": ("primus.core.runtime.train_runtime", "primus_lens_wandb_exporter.integrations.primus:on_import"),
-    "torchtitan": ("torchtitan.components.metrics", "primus_lens_wandb_exporter.integrations.torchtitan:on_import"),
-    # MaxText moved its logger twice (2026-01): every location is watched.
-    "maxtext": ("MaxText.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
-    "maxtext_common": ("MaxText.common.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
-    "maxtext_pkg": ("maxtext.common.metric_logger", "primus_lens_wandb_exporter.integrations.jax:on_maxtext_import"),
-    "clu": ("clu.metric_writers", "primus_lens_wandb_exporter.integrations.jax:on_clu_import"),
-    "keras": ("keras", "primus_lens_wandb_exporter.integrations.keras:on_import"),
-    "keras_wandb": ("wandb.integration.keras", "primus_lens_wandb_exporter.integrations.keras:on_wandb_keras_import"),
-    "pytorch": ("torch.optim.optimizer", "primus_lens_wandb_exporter.integrations.pytorch:on_import"),
-}
+from . import index
 
 _FALSE = ("0", "false", "no", "off", "disabled")
-_finder = None
-_hooks = {}  # watched module -> [(integration, target)]
-_fired = set()
+
+
+class _Watcher:
+    """The import watcher: process-wide by nature (one ``sys.meta_path`` per interpreter)."""
+
+    def __init__(self):
+        self.finder = None
+        self.hooks = {}  # watched module -> [(integration name, integration module | Integration)]
+        self.fired = set()
+
+
+_watcher = _Watcher()
 
 
 def hook_enabled(environ=os.environ):
@@ -52,13 +39,8 @@ def disabled_integrations(environ=os.environ):
     return {part.strip().lower() for part in raw.split(",") if part.strip()}
 
 
-def _integration_allowed(name, disabled):
-    if "*" in disabled or name in disabled:
-        return False
-    # "megatron" also switches the Megatron-Bridge hook off; "jax" the MaxText/CLU hooks.
-    family = {"megatron_bridge": "megatron", "maxtext": "jax", "maxtext_common": "jax", "maxtext_pkg": "jax",
-              "clu": "jax", "keras_wandb": "keras"}.get(name)
-    return family not in disabled
+def _allowed(name, family, disabled):
+    return not ("*" in disabled or name in disabled or (family is not None and family in disabled))
 
 
 class _HookedLoader:
@@ -95,7 +77,7 @@ class _Watchdog:
         self._busy = set()
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _hooks or fullname in self._busy or fullname in _fired:
+        if fullname not in _watcher.hooks or fullname in self._busy or fullname in _watcher.fired:
             return None
         self._busy.add(fullname)
         try:
@@ -118,41 +100,58 @@ class _Watchdog:
 
 
 def _run_hooks(fullname, module):
-    if fullname in _fired:
+    if fullname in _watcher.fired:
         return
-    _fired.add(fullname)
-    for integration, target in _hooks.get(fullname, ()):
-        try:
-            module_name, func_name = target.split(":")
-            import importlib
+    _watcher.fired.add(fullname)
+    for name, target in _watcher.hooks.get(fullname, ()):
+        _run_hook(fullname, module, name, target)
 
-            func = getattr(importlib.import_module(module_name), func_name)
-            func(module)
-        except Exception as exc:  # never break the user's import
-            _report_hook_error(integration, exc)
+
+def _run_hook(fullname, module, name, target):
+    try:
+        from . import registry
+
+        integration = target if not isinstance(target, str) else registry.find(name, target)
+        watch = next(w for w in integration.watches if w.module == fullname)
+        registry.run_watch(integration, watch, module)
+    except Exception as exc:  # never break the user's import
+        _report_hook_error(name, exc)
 
 
 def _report_hook_error(integration, exc):
     try:
-        from .log import get_logger, raise_if_testing
+        from .registry import report_failure
 
-        get_logger().warning("integration %s did not enable: %r", integration, exc)
-        raise_if_testing(exc)
+        report_failure(integration, exc)
     except ImportError:
         pass
 
 
+def add_hook(module_name, name, target):
+    """Watch ``module_name`` for the integration ``name`` (a third party's, added by the
+    registry); set it up at once when the module is already imported."""
+    if _watcher.finder is None:
+        return
+    entries = _watcher.hooks.setdefault(module_name, [])
+    if any(existing == name for existing, _ in entries):
+        return
+    entries.append((name, target))
+    module = sys.modules.get(module_name)
+    if module is not None:
+        _run_hook(module_name, module, name, target)
+
+
 def bootstrap(environ=os.environ):
     """Install the import watcher (idempotent). Called by the start-up line."""
-    global _finder
-    if _finder is not None or not hook_enabled(environ):
+    if _watcher.finder is not None or not hook_enabled(environ):
         return
     disabled = disabled_integrations(environ)
-    for integration, (module_name, target) in WATCHES.items():
-        if _integration_allowed(integration, disabled):
-            _hooks.setdefault(module_name, []).append((integration, target))
-    _finder = _Watchdog()
-    sys.meta_path.insert(0, _finder)
+    for module_name, entries in index.WATCHED.items():
+        for name, family, integration_module in entries:
+            if _allowed(name, family, disabled):
+                _watcher.hooks.setdefault(module_name, []).append((name, integration_module))
+    _watcher.finder = _Watchdog()
+    sys.meta_path.insert(0, _watcher.finder)
 
 
 def install(environ=os.environ):
@@ -162,9 +161,15 @@ def install(environ=os.environ):
     Returns True when the hook is active.
     """
     bootstrap(environ)
-    if _finder is None:
+    if _watcher.finder is None:
         return False
-    for module_name in list(_hooks):
+    try:  # third-party integrations' watches (importlib.metadata: fine here, not at start-up)
+        from .registry import add_watches
+
+        add_watches(disabled_integrations(environ))
+    except Exception as exc:
+        _report_hook_error("third-party", exc)
+    for module_name in list(_watcher.hooks):
         module = sys.modules.get(module_name)
         if module is not None:
             _run_hooks(module_name, module)
@@ -173,15 +178,14 @@ def install(environ=os.environ):
 
 def uninstall():
     """Remove the import watcher and undo every patch we made."""
-    global _finder
-    if _finder is not None:
+    if _watcher.finder is not None:
         try:
-            sys.meta_path.remove(_finder)
+            sys.meta_path.remove(_watcher.finder)
         except ValueError:
             pass
-    _finder = None
-    _hooks.clear()
-    _fired.clear()
+    _watcher.finder = None
+    _watcher.hooks.clear()
+    _watcher.fired.clear()
     try:
         from .patching import undo_all
 

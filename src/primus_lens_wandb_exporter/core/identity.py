@@ -5,7 +5,7 @@ import re
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 # Kubernetes pod-name shapes, most specific first. Each pattern's group 1 is the workload.
 # The table in docs/identity.md lists a tested example for every row.
@@ -117,7 +117,6 @@ def resolve_ranks(environ: Mapping[str, str] = os.environ) -> Ranks:
     comes from the most trusted launcher that sets it.  Never imports torch:
     ``torch.distributed`` is consulted only if the user imported it.
     """
-    dist = sys.modules.get("torch.distributed")
     values = list(_DEFAULTS)
     found = [None, None, None, None]
     source = "default"
@@ -132,11 +131,40 @@ def resolve_ranks(environ: Mapping[str, str] = os.environ) -> Ranks:
                 if index == 0 or source == "default":
                     source = name  # where the rank came from, else the first field found
     ranks = Ranks(values[0], values[1], values[2], values[3], source)
-    if dist is not None:
-        try:
-            if dist.is_available() and dist.is_initialized():
-                ranks = Ranks(dist.get_rank(), ranks.local_rank, ranks.node_rank,
-                              dist.get_world_size(), "torch.distributed")
-        except Exception:
-            pass
+    from_dist = dist_rank_world()
+    if from_dist is not None:
+        ranks = Ranks(from_dist[0], ranks.local_rank, ranks.node_rank, from_dist[1], "torch.distributed")
     return ranks
+
+
+def _initialized_dist():
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return None
+    try:
+        return dist if dist.is_available() and dist.is_initialized() else None
+    except Exception:  # a half-imported torch: as if not initialised
+        return None
+
+
+def dist_rank_world() -> Optional[Tuple[int, int]]:
+    """THE rank resolver: ``(rank, world_size)`` from ``torch.distributed`` when the user
+    imported and initialised it, else ``None``.  Never imports torch; never raises."""
+    dist = _initialized_dist()
+    if dist is None:
+        return None
+    try:
+        return int(dist.get_rank()), int(dist.get_world_size())
+    except Exception:  # torch.distributed refused (destroyed group ...): callers fall back
+        return None
+
+
+def dist_backend() -> Optional[str]:
+    """The initialised process group's backend (``"gloo"``, ``"nccl"`` ...), else ``None``."""
+    dist = _initialized_dist()
+    if dist is None:
+        return None
+    try:
+        return str(dist.get_backend())
+    except Exception:  # as dist_rank_world
+        return None

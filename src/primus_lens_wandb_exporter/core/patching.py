@@ -1,5 +1,10 @@
 """Patching someone else's code safely (after MLflow's ``safe_patch`` contract).
 
+Every patch goes through here: :func:`patch` with :func:`then` / :func:`around` (or
+:func:`patch_after` / :func:`patch_around`), :func:`guard` for our callback methods and
+:func:`call_ours` for one guarded call.  These are the only ``try/except -> our_error``
+sites; the wandb ``_log`` hot path inlines the same contract for speed (its docstring).
+
 - The user's exceptions propagate unchanged; the original always runs, also when
   our code before it failed.
 - Our exceptions are caught, counted and logged once; ``PRIMUS_LENS_TESTING=1``
@@ -13,6 +18,8 @@ import threading
 
 from .log import log_once, raise_if_testing
 
+# Process-wide by nature (a patch changes a class for the whole interpreter): the record of
+# what we patched, so uninstall() can undo it, and the count of our errors (stats, tests).
 _patches = []  # (owner, attribute name, original as found in owner.__dict__, had_own)
 _undo_actions = []  # callables run by undo_all() (registered hooks are not attributes)
 MARK = "_primus_lens_original"
@@ -48,20 +55,112 @@ def patch(owner, name, make_wrapper):
     return wrapper
 
 
-def then(where, report):
-    """A ``make_wrapper`` for :func:`patch`: call the original, then ``report`` with the same
-    arguments.  The original's result and exceptions pass through untouched; an error in
-    ``report`` (ours) is counted and logged by :func:`our_error`, never raised."""
-    def make(original):
-        def wrapper(*args, **kwargs):
-            result = original(*args, **kwargs)
+def call_ours(where, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, our code: an exception is counted and logged by :func:`our_error`
+    (raised only under ``PRIMUS_LENS_TESTING``); returns ``None`` then."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        our_error(where, exc)
+        return None
+
+
+def guard(where):
+    """Decorator for our callback methods that a framework calls (``LensCallback.setup``,
+    ``on_log`` ...): frameworks rarely catch, so our error must stop here (returns ``None``)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
             try:
-                report(*args, **kwargs)
+                return fn(*args, **kwargs)
             except Exception as exc:
                 our_error(where, exc)
-            return result
+                return None
+        return guarded
+    return decorate
+
+
+def then(where, report, *, result=False, always=False):
+    """A ``make_wrapper`` for :func:`patch`: call the original, then ``report`` with the same
+    arguments (``report(result, *args, **kwargs)`` with ``result=True``; also when the original
+    raised with ``always=True``).  The original's result and exceptions pass through untouched;
+    an error in ``report`` (ours) is counted and logged by :func:`our_error`, never raised."""
+    def make(original):
+        if always:
+            def wrapper(*args, **kwargs):
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    try:
+                        report(*args, **kwargs)
+                    except Exception as exc:
+                        our_error(where, exc)
+        elif result:
+            def wrapper(*args, **kwargs):
+                value = original(*args, **kwargs)
+                try:
+                    report(value, *args, **kwargs)
+                except Exception as exc:
+                    our_error(where, exc)
+                return value
+        else:
+            def wrapper(*args, **kwargs):
+                value = original(*args, **kwargs)
+                try:
+                    report(*args, **kwargs)
+                except Exception as exc:
+                    our_error(where, exc)
+                return value
         return wrapper
     return make
+
+
+class _Failed:
+    """Our ``before`` raised: reported after the original ran (the original always runs)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def around(where, before, after, during=None):
+    """A ``make_wrapper`` for :func:`patch`: ``plan = before(*args, **kwargs)`` (ours, cheap:
+    bind the arguments, decide what to report), the original, then ``after(plan, *args,
+    **kwargs)`` when ``plan`` is not ``None``.  An error in ``before`` is reported only after
+    the original ran, so the user's call is never skipped or delayed by ours.  ``during``: a
+    context manager factory around the original call (thread-local capture state)."""
+    def make(original):
+        def wrapper(*args, **kwargs):
+            try:
+                plan = before(*args, **kwargs)
+            except Exception as exc:
+                plan = _Failed(exc)
+            if during is None:
+                value = original(*args, **kwargs)  # the framework's own errors propagate untouched
+            else:
+                with during():
+                    value = original(*args, **kwargs)
+            if plan is not None:
+                try:
+                    if isinstance(plan, _Failed):
+                        raise plan.exc
+                    after(plan, *args, **kwargs)
+                except Exception as exc:
+                    our_error(where, exc)
+            return value
+        return wrapper
+    return make
+
+
+def patch_after(owner, name, where, report, **options):
+    """``patch(owner, name, then(where, report, **options))``."""
+    return patch(owner, name, then(where, report, **options))
+
+
+def patch_around(owner, name, where, before, after, during=None):
+    """``patch(owner, name, around(where, before, after, during))``."""
+    return patch(owner, name, around(where, before, after, during))
 
 
 def on_undo(action):

@@ -27,52 +27,58 @@ user's import already loaded.
 import sys
 
 from ..core import patching
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "deepspeed"
-# The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
-# only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
-MIN_VERSION = (0, 14, 0)
-MAX_VERSION = (0, 20, 0)   # exclusive
 SOURCE = "deepspeed"
+FRAMEWORK = Framework(NAME, BASE, ("deepspeed",), (
+    Hint("module", "deepspeed.runtime.engine", 0.6),
+    Hint("env", "ACCELERATE_USE_DEEPSPEED", 0.5),
+    Hint("env", "DEEPSPEED_CONFIG", 0.4),
+    Hint("wandb_config", "zero_optimization", 0.5),
+))
+
+
+class _State:
+    """What the adapter remembers per process (``DEEPSPEED.state``)."""
+
+    def __init__(self):
+        self.stage_by_config = {}  # id(monitor_config) -> (monitor_config, zero stage); bounded
+        self.claimed = set()       # ZeRO stages claimed (engines may be many: RLHF)
+        self.monitor_class = None  # LensDeepSpeedMonitor, built from the imported Monitor
+
+
+DEEPSPEED = Integration(
+    name=NAME, module=__name__, state=_State(), frameworks=(FRAMEWORK,),
+    watches=(Watch("deepspeed.monitor.monitor"),),
+    # The range the project supports (pyproject: deepspeed>=0.14); CI here tests 0.19.8.  We rely
+    # only on Monitor, MonitorMaster(__init__, write_events, wandb_monitor) and DeepSpeedConfig.
+    # A pip-installed DeepSpeed always has a version: an unknown one is refused.
+    versions=VersionRange((0, 14, 0), (0, 20, 0)), version_of=lambda module: _installed_version(),
+    exports=("LensDeepSpeedMonitor",))
+INTEGRATIONS = (DEEPSPEED,)
 
 _LENS_ATTR = "_primus_lens_monitor"
-_stage_by_config = {}      # id(monitor_config) -> (monitor_config, zero stage); bounded
 _STAGE_MEMORY = 16
-_claimed = set()
-_monitor_class = None
 
 
 def _installed_version():
     # Metadata only: ``deepspeed/__init__`` is still executing when our hook runs.
     from ..core.detection import dist_version
 
-    return dist_version("deepspeed")
+    return dist_version(FRAMEWORK)
 
 
-def version_supported(version):
-    """True inside the supported range (``MIN_VERSION`` <= version < ``MAX_VERSION``)."""
-    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
-
-
-def on_import(module):
-    """Called by the import watcher right after ``deepspeed.monitor.monitor`` is imported."""
+def setup(module):
+    """``deepspeed.monitor.monitor`` was imported (the registry's gate passed)."""
     version = _installed_version()
-    if not version_supported(version):
-        get_logger().debug("deepspeed %s is outside the tested range [%s, %s): adapter not installed",
-                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-        return None
     master = getattr(module, "MonitorMaster", None)
     base = getattr(module, "Monitor", None)
     if master is None or base is None:
-        get_logger().debug("deepspeed %s has no MonitorMaster/Monitor: adapter not installed", version)
-        return None
+        raise NotEnabled(f"deepspeed {version} has no MonitorMaster/Monitor")
     recorder = get_recorder()
-    if not recorder.enabled:
-        return None
     _patch_config_class()
     patching.patch(master, "__init__", _make_init(recorder, module, version))
     patching.patch(master, "write_events", _make_write_events())
@@ -87,41 +93,29 @@ def _patch_config_class():
     if config_class is None or patching.is_patched(config_class, "__init__"):
         return
 
-    def make(original):
-        def __init__(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            try:
-                monitor_config = getattr(self, "monitor_config", None)
-                stage = getattr(self, "zero_optimization_stage", None)
-                if monitor_config is not None and stage is not None:
-                    if len(_stage_by_config) >= _STAGE_MEMORY:
-                        _stage_by_config.pop(next(iter(_stage_by_config)))
-                    # Keeping the object alive keeps its id() unique while we remember it.
-                    _stage_by_config[id(monitor_config)] = (monitor_config, int(stage))
-            except Exception as exc:
-                patching.our_error("deepspeed DeepSpeedConfig", exc)
-        return __init__
+    def remember(self, *args, **kwargs):
+        monitor_config = getattr(self, "monitor_config", None)
+        stage = getattr(self, "zero_optimization_stage", None)
+        if monitor_config is not None and stage is not None:
+            if len(DEEPSPEED.state.stage_by_config) >= _STAGE_MEMORY:
+                DEEPSPEED.state.stage_by_config.pop(next(iter(DEEPSPEED.state.stage_by_config)))
+            # Keeping the object alive keeps its id() unique while we remember it.
+            DEEPSPEED.state.stage_by_config[id(monitor_config)] = (monitor_config, int(stage))
 
-    patching.patch(config_class, "__init__", make)
+    patching.patch_after(config_class, "__init__", "deepspeed DeepSpeedConfig", remember)
 
 
 def _zero_stage(monitor_config):
-    entry = _stage_by_config.get(id(monitor_config))
+    entry = DEEPSPEED.state.stage_by_config.get(id(monitor_config))
     if entry is not None and entry[0] is monitor_config:
         return entry[1]
     return None
 
 
 def _make_init(recorder, module, version):
-    def make(original):
-        def __init__(self, monitor_config, *args, **kwargs):
-            original(self, monitor_config, *args, **kwargs)
-            try:
-                _after_master_init(recorder, module, version, self, monitor_config)
-            except Exception as exc:
-                patching.our_error("deepspeed MonitorMaster.__init__", exc)
-        return __init__
-    return make
+    def report(master, monitor_config, *args, **kwargs):
+        _after_master_init(recorder, module, version, master, monitor_config)
+    return patching.then("deepspeed MonitorMaster.__init__", report)
 
 
 def _after_master_init(recorder, module, version, master, monitor_config):
@@ -132,8 +126,8 @@ def _after_master_init(recorder, module, version, master, monitor_config):
     # MonitorMaster only builds backends on rank 0; the other ranks still ran a DeepSpeed
     # engine, so they claim too.  Once per (stage) per process: engines may be many (RLHF).
     key = stage
-    if key not in _claimed:
-        _claimed.add(key)
+    if key not in DEEPSPEED.state.claimed:
+        DEEPSPEED.state.claimed.add(key)
         extra = {"rank": rank, "step_source": "global_samples"}
         if stage is not None:
             extra["zero_stage"] = stage
@@ -154,19 +148,15 @@ def _wandb_stream_mirrored():
     return run_class is not None and patching.is_patched(run_class, "_log")
 
 
+def _write_to_lens(master, event_list, *args, **kwargs):
+    lens = master.__dict__.get(_LENS_ATTR)
+    if lens is not None:
+        lens.write_events(event_list)
+
+
 def _make_write_events():
-    def make(original):
-        def write_events(self, event_list, *args, **kwargs):
-            result = original(self, event_list, *args, **kwargs)
-            lens = self.__dict__.get(_LENS_ATTR)
-            if lens is not None:
-                try:
-                    lens.write_events(event_list)
-                except Exception as exc:
-                    patching.our_error("deepspeed Monitor.write_events", exc)
-            return result
-        return write_events
-    return make
+    # After DeepSpeed's own fan-out, the same events go to our monitor (rank 0 only has one).
+    return patching.then("deepspeed Monitor.write_events", _write_to_lens)
 
 
 def monitor_class(module=None):
@@ -175,9 +165,8 @@ def monitor_class(module=None):
     Created on first use from the ``Monitor`` class the program already imported
     (pass the module, or it is taken from ``sys.modules``; DeepSpeed must be imported).
     """
-    global _monitor_class
-    if _monitor_class is not None:
-        return _monitor_class
+    if DEEPSPEED.state.monitor_class is not None:
+        return DEEPSPEED.state.monitor_class
     if module is None:
         module = sys.modules.get("deepspeed.monitor.monitor")
         if module is None:
@@ -207,8 +196,8 @@ def monitor_class(module=None):
             for step, metrics in by_step.items():
                 record(metrics, step=int(step), source=SOURCE)
 
-    _monitor_class = LensDeepSpeedMonitor
-    return _monitor_class
+    DEEPSPEED.state.monitor_class = LensDeepSpeedMonitor
+    return DEEPSPEED.state.monitor_class
 
 
 def __getattr__(name):
@@ -216,8 +205,3 @@ def __getattr__(name):
         return monitor_class()
     raise AttributeError(name)
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """Exact claims come from ``MonitorMaster``; the core heuristics cover the rest."""
-    return None

@@ -23,16 +23,36 @@ import weakref
 
 from ..core import patching
 from ..core.detection import dist_version
-from ..core.hookspecs import hookimpl
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "jax"
-#: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07).
-CLU_MIN_VERSION = (0, 0, 9)
-CLU_MAX_VERSION = (0, 0, 99)
+MAXTEXT_FRAMEWORK = Framework("maxtext", BASE, ("maxtext",), (Hint("module", "MaxText", 0.6),))
+JAX_FRAMEWORK = Framework("jax", BASE, ("jax",), (Hint("module", "jax", 0.5),))
+
+
+class _State:
+    """What the adapters remember per process (``MAXTEXT.state``, ``CLU.state``)."""
+
+    def __init__(self):
+        self.claimed = False
+        self.local = threading.local()    # CLU: nesting depth of write_scalars on this thread
+        self.inner = weakref.WeakSet()    # CLU: writers another writer delegates to (reported at the outer one)
+
+
+MAXTEXT = Integration(
+    name="maxtext", family=NAME, module=__name__, state=_State(), frameworks=(MAXTEXT_FRAMEWORK,),
+    # MaxText moved its logger twice (2026-01): every location is watched.
+    watches=(Watch("MaxText.metric_logger", "setup_maxtext"), Watch("MaxText.common.metric_logger", "setup_maxtext"),
+             Watch("maxtext.common.metric_logger", "setup_maxtext")))
+CLU = Integration(
+    name="clu", family=NAME, module=__name__, state=_State(), frameworks=(JAX_FRAMEWORK,),
+    watches=(Watch("clu.metric_writers", "setup_clu"),),
+    #: CLU releases whose metric_writers we reproduced (v0.0.9 .. v0.0.12 / main 2026-07); unknown: allowed.
+    versions=VersionRange((0, 0, 9), (0, 0, 100), unknown="allow"), version_of=lambda module: dist_version_clu())
+INTEGRATIONS = (MAXTEXT, CLU)
 
 
 def process_index():
@@ -42,7 +62,7 @@ def process_index():
         return None
     try:
         return int(jax.process_index())
-    except Exception:
+    except Exception:  # a read of the user's jax (not initialised yet ...): rank unknown, not our error
         return None
 
 
@@ -64,64 +84,50 @@ def _scalars(metrics):
 
 # -------------------------------------------------------------------------- MaxText
 
-_maxtext = {"claimed": False}
 
 
 def _make_write_metrics(signature, module_name):
     recorder = get_recorder()
     indicator = f"hook:{module_name}.MetricLogger.write_metrics"
 
-    def make(original):
-        def write_metrics(self, *args, **kwargs):
-            plan = None
-            try:
-                values = signature.bind(self, *args, **kwargs).arguments
-                metrics = values.get("metrics")
-                index = process_index()
-                config = getattr(self, "config", None)
-                wandb_on = bool(getattr(config, "enable_wandb", False)) and raw_wandb_active()
-                if not _maxtext["claimed"]:
-                    _maxtext["claimed"] = True
-                    recorder.claim("maxtext", "base", version=dist_version("maxtext"),
-                                   indicators=(indicator,),
-                                   rank=index if index is not None else -1, step_source="step",
-                                   wandb_logger="on" if wandb_on else "off", jax_version=_jax_version())
-                # running_eval snapshots are partial eval averages keyed by the eval batch
-                # index, not a training step: Lens gets the final eval metrics instead.
-                running = values.get("metric_type") == "running_eval"
-                if metrics and not wandb_on and not running and (index is None or index == 0):
-                    plan = (_scalars(metrics), int(values["step"]), index)
-            except Exception as exc:
-                plan = exc
-            result = original(self, *args, **kwargs)  # MaxText's own errors propagate
-            if plan is not None:
-                try:
-                    if isinstance(plan, Exception):
-                        raise plan
-                    scalars, step, index = plan
-                    if scalars:
-                        recorder.record(scalars, step, source="maxtext", rank=index)
-                except Exception as exc:
-                    patching.our_error("maxtext.write_metrics", exc)
-            return result
-        return write_metrics
-    return make
+    def before(self, *args, **kwargs):
+        values = signature.bind(self, *args, **kwargs).arguments
+        metrics = values.get("metrics")
+        index = process_index()
+        config = getattr(self, "config", None)
+        wandb_on = bool(getattr(config, "enable_wandb", False)) and raw_wandb_active()
+        if not MAXTEXT.state.claimed:
+            MAXTEXT.state.claimed = True
+            recorder.claim("maxtext", "base", version=dist_version(MAXTEXT_FRAMEWORK),
+                           indicators=(indicator,),
+                           rank=index if index is not None else -1, step_source="step",
+                           wandb_logger="on" if wandb_on else "off", jax_version=_jax_version())
+        # running_eval snapshots are partial eval averages keyed by the eval batch
+        # index, not a training step: Lens gets the final eval metrics instead.
+        running = values.get("metric_type") == "running_eval"
+        if metrics and not wandb_on and not running and (index is None or index == 0):
+            return _scalars(metrics), int(values["step"]), index
+        return None
+
+    def after(plan, *args, **kwargs):
+        scalars, step, index = plan
+        if scalars:
+            recorder.record(scalars, step, source="maxtext", rank=index)
+
+    # MaxText's own errors propagate; ours are counted after its call.
+    return patching.around("maxtext.write_metrics", before, after)
 
 
-def on_maxtext_import(module):
-    """Called when MaxText's ``metric_logger`` module has been imported."""
+def setup_maxtext(module):
+    """One of MaxText's ``metric_logger`` modules was imported (the registry's gate passed)."""
     import inspect
 
-    if not get_recorder().enabled:
-        return None
     logger_cls = getattr(module, "MetricLogger", None)
     if logger_cls is None or "write_metrics" not in vars(logger_cls):
-        get_logger().debug("maxtext: no MetricLogger.write_metrics; adapter not installed")
-        return None
+        raise NotEnabled("no MetricLogger.write_metrics")
     signature = inspect.signature(vars(logger_cls)["write_metrics"])
     if not {"metrics", "step"} <= set(signature.parameters):
-        get_logger().debug("maxtext: write_metrics has no metrics/step parameters; adapter not installed")
-        return None
+        raise NotEnabled("write_metrics has no metrics/step parameters")
     wrapper = patching.patch(logger_cls, "write_metrics", _make_write_metrics(signature, module.__name__))
     get_logger().debug("MaxText hook installed (MetricLogger.write_metrics%s)", signature)
     return wrapper
@@ -129,9 +135,6 @@ def on_maxtext_import(module):
 
 # ------------------------------------------------------------------------------ CLU
 
-_clu = {"claimed": False}
-_local = threading.local()
-_inner = weakref.WeakSet()  # writers another writer delegates to (reported at the outer one)
 
 
 def _children(writer):
@@ -146,8 +149,8 @@ def _mark_inner(writer, depth=0):
     if depth > 6:
         return
     for child in _children(writer):
-        if child not in _inner:
-            _inner.add(child)
+        if child not in CLU.state.inner:
+            CLU.state.inner.add(child)
             _mark_inner(child, depth + 1)
 
 
@@ -165,41 +168,42 @@ def _wandb_run_active():
     return wandb is not None and getattr(wandb, "run", None) is not None and raw_wandb_active()
 
 
-def _make_write_scalars(original):
-    recorder = get_recorder()
+class _Nested:
+    """Around the original ``write_scalars``: inner writers it calls on this thread are not outermost."""
 
-    def write_scalars(self, step, scalars, *args, **kwargs):
-        plan = None
-        try:
-            if not getattr(_local, "depth", 0) and self not in _inner:
-                _mark_inner(self)
-                index = process_index()
-                if not _clu["claimed"]:
-                    _clu["claimed"] = True
-                    recorder.claim("jax", "base", version=_jax_version() or dist_version("jax"),
-                                   indicators=("hook:clu.metric_writers.MetricWriter.write_scalars",),
-                                   library="clu", clu_version=dist_version_clu(),
-                                   rank=index if index is not None else -1, step_source="step")
-                owned_by_wandb = _foreign(self) and _wandb_run_active()
-                if not owned_by_wandb and (index is None or index == 0) and scalars:
-                    plan = (dict(scalars), int(step), index)
-        except Exception as exc:
-            plan = exc
-        _local.depth = getattr(_local, "depth", 0) + 1
-        try:
-            result = original(self, step, scalars, *args, **kwargs)  # CLU's own errors propagate
-        finally:
-            _local.depth -= 1
-        if plan is not None:
-            try:
-                if isinstance(plan, Exception):
-                    raise plan
-                values, step_value, index = plan
-                recorder.record(values, step_value, source="clu", rank=index)
-            except Exception as exc:
-                patching.our_error("clu.write_scalars", exc)
-        return result
-    return write_scalars
+    def __enter__(self):
+        CLU.state.local.depth = getattr(CLU.state.local, "depth", 0) + 1
+        return self
+
+    def __exit__(self, *exc):
+        CLU.state.local.depth -= 1
+        return False
+
+
+def _clu_before(self, step, scalars, *args, **kwargs):
+    if getattr(CLU.state.local, "depth", 0) or self in CLU.state.inner:
+        return None
+    _mark_inner(self)
+    index = process_index()
+    if not CLU.state.claimed:
+        CLU.state.claimed = True
+        get_recorder().claim("jax", "base", version=_jax_version() or dist_version(JAX_FRAMEWORK),
+                             indicators=("hook:clu.metric_writers.MetricWriter.write_scalars",),
+                             library="clu", clu_version=dist_version_clu(),
+                             rank=index if index is not None else -1, step_source="step")
+    owned_by_wandb = _foreign(self) and _wandb_run_active()
+    if not owned_by_wandb and (index is None or index == 0) and scalars:
+        return dict(scalars), int(step), index
+    return None
+
+
+def _clu_after(plan, *args, **kwargs):
+    values, step_value, index = plan
+    get_recorder().record(values, step_value, source="clu", rank=index)
+
+
+# CLU's own errors propagate; ours are counted after its call.
+_make_write_scalars = patching.around("clu.write_scalars", _clu_before, _clu_after, during=_Nested)
 
 
 def dist_version_clu():
@@ -207,7 +211,7 @@ def dist_version_clu():
 
     try:
         return metadata.version("clu")
-    except Exception:
+    except Exception:  # no metadata (a source checkout): unknown version
         return None
 
 
@@ -235,6 +239,11 @@ def _is_concrete(cls):
     return func is not None and not getattr(func, "__isabstractmethod__", False)
 
 
+def _wrap_writer_class(cls):
+    if _is_concrete(cls):
+        patching.patch(cls, "write_scalars", _make_write_scalars)
+
+
 def _wrap_future_subclasses(base):
     """Writer classes defined after the import (the user's own) are wrapped as they are defined."""
     if "__init_subclass__" in vars(base):
@@ -243,11 +252,7 @@ def _wrap_future_subclasses(base):
     def make(_inherited):
         def __init_subclass__(cls, **kwargs):
             super(base, cls).__init_subclass__(**kwargs)
-            try:
-                if _is_concrete(cls):
-                    patching.patch(cls, "write_scalars", _make_write_scalars)
-            except Exception as exc:
-                patching.our_error("clu writer subclass", exc)
+            patching.call_ours("clu writer subclass", _wrap_writer_class, cls)
         return classmethod(__init_subclass__)
 
     try:
@@ -256,26 +261,14 @@ def _wrap_future_subclasses(base):
         pass
 
 
-def on_clu_import(module):
-    """Called when ``clu.metric_writers`` has been imported: wrap every writer's ``write_scalars``."""
-    if not get_recorder().enabled:
-        return None
-    version = version_tuple(dist_version_clu())
-    if version is not None and not (CLU_MIN_VERSION <= version <= CLU_MAX_VERSION):
-        get_logger().debug("clu %s is outside the tested range: adapter not installed", version)
-        return None
+def setup_clu(module):
+    """``clu.metric_writers`` was imported: wrap every writer's ``write_scalars`` (the gate passed)."""
     classes = _writer_classes(module)
     if not classes:
-        get_logger().debug("clu: no MetricWriter implementations found; adapter not installed")
-        return None
+        raise NotEnabled("no MetricWriter implementations found")
     for cls in classes:
         patching.patch(cls, "write_scalars", _make_write_scalars)
     _wrap_future_subclasses(_base_writer(module))
     get_logger().debug("CLU hook installed (%d MetricWriter classes)", len(classes))
     return True
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """MaxText and CLU are claimed exactly by the hooks above."""
-    return None

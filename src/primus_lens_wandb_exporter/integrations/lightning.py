@@ -22,21 +22,41 @@ asks for one of its classes.
 
 import importlib
 import importlib.util
-import logging
 import sys
 import weakref
 
 from ..core import patching
-from ..core.log import get_logger, log_once
+from ..core.integration import WRAPPER, Framework, Hint, Integration, VersionRange
+from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "lightning"
 SOURCE = "lightning"
 STEP_SOURCE = "trainer/global_step"
-MIN_VERSION = (2, 0, 0)  # tested: 2.6.6 (tests/integrations/test_lightning.py)
-MAX_VERSION = (3, 0, 0)  # exclusive
+# No import watch: Lightning calls our callbacks factory itself (pyproject entry points
+# ``lightning.pytorch.callbacks_factory`` / ``pytorch_lightning.callbacks_factory``).
+
+
+class _State:
+    """The classes built per Lightning namespace (``LIGHTNING.state``)."""
+
+    def __init__(self):
+        self.classes = {}  # namespace -> (LensLogger, LensCallback)
+
+
+LIGHTNING = Integration(
+    name=NAME, module=__name__, state=_State(),
+    frameworks=(Framework(NAME, WRAPPER, ("lightning", "pytorch-lightning"), (
+        Hint("module", "lightning.pytorch.trainer", 0.7),
+        Hint("module", "pytorch_lightning.trainer", 0.7),
+    )),),
+    # Tested: 2.6.6 (tests/integrations/test_lightning.py).  A source checkout without
+    # __version__ is taken as current.
+    versions=VersionRange((2, 0, 0), (3, 0, 0), unknown="allow"),
+    version_of=lambda namespace: namespace_version(namespace), what="Lightning",
+    exports=("LensLogger", "LensCallback"))
+INTEGRATIONS = (LIGHTNING,)
 
 # namespace -> distribution module that carries __version__
 NAMESPACES = {"lightning.pytorch": "lightning", "pytorch_lightning": "pytorch_lightning"}
@@ -58,34 +78,11 @@ _STRATEGIES = (
     ("ParallelStrategy", "pytorch", "parallel"),
 )
 
-_classes = {}  # namespace -> (LensLogger, LensCallback)
 
 
 def namespace_version(namespace):
     module = sys.modules.get(NAMESPACES.get(namespace, ""))
     return str(getattr(module, "__version__", "") or "") or None
-
-
-def version_supported(namespace):
-    """True when the imported Lightning is inside the tested range (one debug line otherwise)."""
-    version = namespace_version(namespace)
-    if version is None:
-        return True  # a source checkout without __version__: assume current
-    if MIN_VERSION <= _version_tuple(version) < MAX_VERSION:
-        return True
-    log_once(("lightning-version", version), logging.DEBUG,
-             "Lightning %s is outside the tested range [%s, %s): Lightning adapter not enabled",
-             version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-    return False
-
-
-def _integration_enabled():
-    from ..core import autoload
-
-    if not autoload.hook_enabled():
-        return False
-    disabled = autoload.disabled_integrations()
-    return "*" not in disabled and NAME not in disabled and get_recorder().enabled
 
 
 def _namespace_in_use():
@@ -140,7 +137,7 @@ class _LensLoggerMixin:
     def version(self):
         try:
             return str(self._lens_recorder.identity.workload_uid)
-        except Exception:
+        except Exception:  # a property Lightning reads: never raise into it
             return "0"
 
     @property
@@ -148,27 +145,25 @@ class _LensLoggerMixin:
         """The Lens Recorder (what this logger writes to)."""
         return self._lens_recorder
 
+    @patching.guard("lightning LensLogger.log_metrics")
     def log_metrics(self, metrics, step=None):
-        try:
-            if self._lens_muted or not metrics:
-                return
-            trainer = self._lens_trainer() if self._lens_trainer is not None else None
-            rank = getattr(trainer, "global_rank", None) if trainer is not None else None
-            if rank is None:
-                rank = getattr(_rank_zero_only(self._lens_namespace), "rank", 0) or 0
-            if rank != 0:
-                return  # like every Lightning logger: rank zero reports
-            if not self._lens_claimed:
-                self._lens_claimed = True
-                if trainer is None:  # used without the callback: we still know the wrapper exactly
-                    self._lens_recorder.claim(NAME, "wrapper", version=namespace_version(self._lens_namespace),
-                                              indicators=("logger:LensLogger",), namespace=self._lens_namespace,
-                                              step_source=STEP_SOURCE)
-            if step is None and trainer is not None:
-                step = getattr(trainer, "global_step", None)
-            self._lens_recorder.record(dict(metrics), step, source=SOURCE, rank=rank)
-        except Exception as exc:
-            patching.our_error("lightning LensLogger.log_metrics", exc)
+        if self._lens_muted or not metrics:
+            return
+        trainer = self._lens_trainer() if self._lens_trainer is not None else None
+        rank = getattr(trainer, "global_rank", None) if trainer is not None else None
+        if rank is None:
+            rank = getattr(_rank_zero_only(self._lens_namespace), "rank", 0) or 0
+        if rank != 0:
+            return  # like every Lightning logger: rank zero reports
+        if not self._lens_claimed:
+            self._lens_claimed = True
+            if trainer is None:  # used without the callback: we still know the wrapper exactly
+                self._lens_recorder.claim(NAME, "wrapper", version=namespace_version(self._lens_namespace),
+                                          indicators=("logger:LensLogger",), namespace=self._lens_namespace,
+                                          step_source=STEP_SOURCE)
+        if step is None and trainer is not None:
+            step = getattr(trainer, "global_step", None)
+        self._lens_recorder.record(dict(metrics), step, source=SOURCE, rank=rank)
 
     def log_hyperparams(self, params, *args, **kwargs):
         # Hyperparameters are run metadata, not metrics; W&B users already get them via wandb config.
@@ -192,11 +187,9 @@ class _LensCallbackMixin:
 
     _lens_namespace = "lightning.pytorch"
 
+    @patching.guard("lightning LensCallback.setup")
     def setup(self, trainer, pl_module, stage=None):
-        try:
-            self._lens_setup(trainer, stage)
-        except Exception as exc:
-            patching.our_error("lightning LensCallback.setup", exc)
+        self._lens_setup(trainer, stage)
 
     def _lens_setup(self, trainer, stage):
         # Several LensCallbacks (explicit + the factory's): the first one acts.
@@ -249,7 +242,7 @@ def _rank_zero_only(namespace):
 
 def _classes_for(namespace):
     """(LensLogger, LensCallback) subclassing ``namespace``'s Logger and Callback (imports it)."""
-    classes = _classes.get(namespace)
+    classes = LIGHTNING.state.classes.get(namespace)
     if classes is not None:
         return classes
     logger_base = importlib.import_module(namespace + ".loggers.logger").Logger
@@ -262,7 +255,7 @@ def _classes_for(namespace):
     callback_cls = type("LensCallback", (_LensCallbackMixin, callback_base),
                         {"__module__": __name__, "__qualname__": "LensCallback", "__doc__": doc_callback,
                          "_lens_namespace": namespace})
-    classes = _classes[namespace] = (logger_cls, callback_cls)
+    classes = LIGHTNING.state.classes[namespace] = (logger_cls, callback_cls)
     return classes
 
 
@@ -288,14 +281,17 @@ def __getattr__(name):
 # --------------------------------------------------------------------------- entry points
 
 
-def _factory(namespace):
-    try:
-        if not _integration_enabled() or not version_supported(namespace):
-            return []
-        return [_classes_for(namespace)[1]()]
-    except Exception as exc:  # Lightning does not catch: never break Trainer construction
-        patching.our_error("lightning callbacks_factory", exc)
+def _callbacks(namespace):
+    from ..core.registry import gate
+
+    if not gate(LIGHTNING, namespace):
         return []
+    return [_classes_for(namespace)[1]()]
+
+
+def _factory(namespace):
+    # Lightning does not catch: never break Trainer construction.
+    return patching.call_ours("lightning callbacks_factory", _callbacks, namespace) or []
 
 
 def _calling_group():
@@ -309,7 +305,7 @@ def _calling_group():
             if isinstance(group, str) and group in _GROUPS:
                 return _GROUPS[group]
             frame = frame.f_back
-    except Exception:
+    except Exception:  # frame inspection is best effort: fall back to the namespace in use
         pass
     return None
 

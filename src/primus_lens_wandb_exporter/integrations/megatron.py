@@ -26,19 +26,43 @@ import sys
 
 from ..core import patching
 from ..core.detection import dist_version
-from ..core.hookspecs import hookimpl
+from ..core.identity import dist_rank_world
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _parse_version
 from .wandb import raw_wandb_active
 
 NAME = "megatron"
-#: megatron-core versions whose ``training_log`` we reproduced and tested (core_v0.15.0 .. 0.20 / HEAD 2026-08).
-MIN_VERSION = (0, 15)
-MAX_VERSION = (0, 20)
-#: Bridge releases whose ``callbacks`` module we reproduced (v0.5 .. HEAD 2026-08).
-BRIDGE_MIN_VERSION = (0, 5)
-BRIDGE_MAX_VERSION = (0, 9)
+FRAMEWORK = Framework(NAME, BASE, ("megatron-core", "megatron-lm"), (
+    Hint("module", "megatron.training", 0.75),
+    Hint("module", "megatron.core", 0.6),
+    Hint("env", "MEGATRON_LM_PATH", 0.4),
+    Hint("wandb_config", "tensor_model_parallel_size", 0.5),
+    Hint("wandb_config", "pipeline_model_parallel_size", 0.4),
+))
+BRIDGE_FRAMEWORK = Framework("megatron_bridge", BASE, ("megatron-bridge",), (Hint("module", "megatron.bridge", 0.6),))
+
+
+class _BridgeState:
+    """``BRIDGE.state``: the LensBridgeCallback class, built from the imported ``Callback``."""
+
+    def __init__(self):
+        self.callback_class = None
+
+
+# Source checkouts often carry no version: unknown versions are allowed (the structural checks decide).
+MEGATRON = Integration(
+    name=NAME, module=__name__, frameworks=(FRAMEWORK,), watches=(Watch("megatron.training.training"),),
+    #: megatron-core versions whose ``training_log`` we reproduced and tested (core_v0.15.0 .. 0.20 / HEAD 2026-08).
+    versions=VersionRange((0, 15), (0, 21), unknown="allow"), version_of=lambda module: megatron_version(),
+    what="megatron-core")
+BRIDGE = Integration(
+    name="megatron_bridge", family=NAME, module=__name__, state=_BridgeState(), frameworks=(BRIDGE_FRAMEWORK,),
+    watches=(Watch("megatron.bridge.training.callbacks", "setup_bridge"),),
+    #: Bridge releases whose ``callbacks`` module we reproduced (v0.5 .. 0.9 / HEAD 2026-08).
+    versions=VersionRange((0, 5), (0, 10), unknown="allow"), version_of=lambda module: _bridge_version(),
+    what="megatron-bridge")
+INTEGRATIONS = (MEGATRON, BRIDGE)
 
 _MARK = "_primus_lens_megatron"
 _TRAINING_LOG = "training_log"
@@ -59,34 +83,18 @@ _WANDB_FLAG = {"loss-scale": "log_loss_scale_to_tensorboard", "max_attention_log
 _NEVER_TO_WANDB = frozenset({"decoupled-learning-rate"})
 
 
-def version_tuple(text):
-    """``"0.15.0rc2"`` -> ``(0, 15, 0)``; ``None`` for no version."""
-    return _parse_version(text) if text else None
-
-
-def in_range(version, low, high):
-    """Unknown versions pass (the structural checks still apply); known ones must be in [low, high]."""
-    if version is None:
-        return True
-    return low <= version[:len(low)] and version[:len(high)] <= high
-
-
 def megatron_version():
     """megatron-core's version, from its already-imported ``package_info`` or the metadata."""
     info = sys.modules.get("megatron.core.package_info")
     text = getattr(info, "__version__", None) if info is not None else None
-    return text or dist_version("megatron")
+    return text or dist_version(FRAMEWORK)
 
 
 def dist_ranks(args_obj=None):
     """(rank, world_size): torch.distributed when initialised, else Megatron's args, else env."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None:
-        try:
-            if dist.is_available() and dist.is_initialized():
-                return dist.get_rank(), dist.get_world_size()
-        except Exception:
-            pass
+    from_dist = dist_rank_world()
+    if from_dist is not None:
+        return from_dist
     rank = getattr(args_obj, "rank", None)
     world = getattr(args_obj, "world_size", None)
     if isinstance(rank, int) and isinstance(world, int):
@@ -236,47 +244,27 @@ class _MegatronState:
         return (metrics, iteration, rank) if metrics else None
 
 
+def _record(pending, *args, **kwargs):
+    metrics, step, rank = pending
+    get_recorder().record(metrics, step, source=NAME, rank=rank)
+
+
 def _make_training_log(state):
-    def make(original):
-        def training_log(*args, **kwargs):
-            try:
-                pending = state.capture(args, kwargs)
-            except Exception as exc:  # ours: the original still runs
-                pending = exc
-            result = original(*args, **kwargs)  # Megatron's own exceptions propagate untouched
-            if pending is not None:
-                try:
-                    if isinstance(pending, Exception):
-                        raise pending
-                    metrics, step, rank = pending
-                    get_recorder().record(metrics, step, source=NAME, rank=rank)
-                except Exception as exc:
-                    patching.our_error("megatron.training_log", exc)
-            return result
-
-        return training_log
-    return make
+    # Bind by name before Megatron runs (cheap), report after it (its own exceptions propagate).
+    return patching.around("megatron.training_log", lambda *args, **kwargs: state.capture(args, kwargs), _record)
 
 
-def on_import(module):
-    """Called when ``megatron.training.training`` has been imported."""
-    if not get_recorder().enabled:
-        return None
+def setup(module):
+    """``megatron.training.training`` was imported (the registry's gate passed)."""
     current = getattr(module, _TRAINING_LOG, None)
     if current is None:
-        get_logger().debug("megatron: no training_log in %s; adapter not installed", module.__name__)
-        return None
+        raise NotEnabled(f"no training_log in {module.__name__}")
     if _is_ours(current):
         return current
     version_text = megatron_version()
-    if not in_range(version_tuple(version_text), MIN_VERSION, MAX_VERSION):
-        get_logger().debug("megatron-core %s is outside the tested range %s..%s: adapter not installed",
-                           version_text, MIN_VERSION, MAX_VERSION)
-        return None
     signature = real_signature(current, module.__name__)
     if signature is None:
-        get_logger().debug("megatron: training_log has no loss_dict/iteration parameters; adapter not installed")
-        return None
+        raise NotEnabled("training_log has no loss_dict/iteration parameters")
     state = _MegatronState(module, signature, version_text)
     wrapper = patching.patch(module, _TRAINING_LOG, _make_training_log(state))
     setattr(wrapper, _MARK, True)
@@ -286,13 +274,12 @@ def on_import(module):
 
 # ---------------------------------------------------------------- Megatron-Bridge
 
-_bridge_callback_class = None
 
 
 def _bridge_version():
     pkg = sys.modules.get("megatron.bridge")
     text = getattr(pkg, "__version__", None) if pkg is not None else None
-    return text or dist_version("megatron_bridge")
+    return text or dist_version(BRIDGE_FRAMEWORK)
 
 
 def _make_bridge_callback(callbacks_module):
@@ -306,11 +293,9 @@ def _make_bridge_callback(callbacks_module):
             self._claimed = False
             self._ranks = None
 
+        @patching.guard("megatron_bridge.on_train_step_end")
         def on_train_step_end(self, context):
-            try:
-                self._step_end(context)
-            except Exception as exc:
-                patching.our_error("megatron_bridge.on_train_step_end", exc)
+            self._step_end(context)
 
         def _step_end(self, context):
             state = getattr(context, "state", None)
@@ -342,45 +327,35 @@ def _make_bridge_callback(callbacks_module):
     return LensBridgeCallback
 
 
+def _add_bridge_callback(callbacks_module, manager):
+    if manager is None:
+        manager = callbacks_module.CallbackManager()
+    already = any(getattr(getattr(fn, "__self__", None), _MARK, False)
+                  for fn in manager.list_callbacks("on_train_step_end"))
+    if not already:
+        callback = BRIDGE.state.callback_class()
+        setattr(callback, _MARK, True)
+        manager.add(callback)
+    return manager
+
+
 def _make_normalize(callbacks_module):
     def make(original):
         def normalize_callbacks(callbacks, *args, **kwargs):
             manager = original(callbacks, *args, **kwargs)
-            try:
-                if manager is None:
-                    manager = callbacks_module.CallbackManager()
-                already = any(getattr(getattr(fn, "__self__", None), _MARK, False)
-                              for fn in manager.list_callbacks("on_train_step_end"))
-                if not already:
-                    callback = _bridge_callback_class()
-                    setattr(callback, _MARK, True)
-                    manager.add(callback)
-            except Exception as exc:
-                patching.our_error("megatron_bridge.normalize_callbacks", exc)
-            return manager
+            ours = patching.call_ours("megatron_bridge.normalize_callbacks", _add_bridge_callback,
+                                      callbacks_module, manager)
+            return manager if ours is None else ours
 
         return normalize_callbacks
     return make
 
 
-def on_bridge_import(module):
-    """Called when ``megatron.bridge.training.callbacks`` has been imported."""
-    global _bridge_callback_class
-    if not get_recorder().enabled:
-        return None
+def setup_bridge(module):
+    """``megatron.bridge.training.callbacks`` was imported (the registry's gate passed)."""
     for name in ("Callback", "CallbackManager", "normalize_callbacks"):
         if not hasattr(module, name):
-            get_logger().debug("megatron-bridge: callbacks module lacks %s; adapter not installed", name)
-            return None
-    version_text = _bridge_version()
-    if not in_range(version_tuple(version_text), BRIDGE_MIN_VERSION, BRIDGE_MAX_VERSION):
-        get_logger().debug("megatron-bridge %s is outside the tested range: adapter not installed", version_text)
-        return None
-    _bridge_callback_class = _make_bridge_callback(module)
+            raise NotEnabled(f"the callbacks module lacks {name}")
+    BRIDGE.state.callback_class = _make_bridge_callback(module)
     return patching.patch(module, "normalize_callbacks", _make_normalize(module))
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """Exact claims come from the wrappers above; the module heuristics live in core."""
-    return None

@@ -16,38 +16,21 @@ ever imported by the import watcher for AMD's Primus.
 import sys
 
 from ..core import patching
-from ..core.hookspecs import hookimpl
+from ..core.integration import WRAPPER, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
 
 NAME = "primus"
-#: Primus releases whose runtime we reproduced (v26.2 .. v26.5.1 and main of 2026-11).
-MIN_VERSION = (26, 2)
-MAX_VERSION = (26, 12)
-
-# Primus backend name -> our base framework name (core/detection.py FRAMEWORKS).
-BACKENDS = {
-    "megatron": "megatron",
-    "megatron_bridge": "megatron_bridge",
-    "torchtitan": "torchtitan",
-    "maxtext": "maxtext",
-    "maxdiffusion": "jax",
-    "jax": "jax",
-}
 
 
-def _version_tuple(text):
-    from .megatron import version_tuple
-
-    return version_tuple(text)
-
-
-def primus_version():
-    pkg = sys.modules.get("primus")
-    return getattr(pkg, "__version__", None) if pkg is not None else None
+def _is_amd_primus(modules) -> bool:
+    # PyPI's unrelated "primus" has none of AMD Primus's sub-packages.
+    return any(m.startswith(("primus.core", "primus.backends", "primus.modules")) for m in modules)
 
 
 class _Claims:
+    """``PRIMUS.state``: the last wrapper/base claim (claimed again only when it changes)."""
+
     def __init__(self):
         self.base = None
         self.base_version = None
@@ -80,56 +63,63 @@ class _Claims:
                        indicators=(indicator, f"primus.ctx.framework={framework}"), **extra)
 
 
-_claims = _Claims()
+PRIMUS = Integration(
+    name=NAME, module=__name__, state=_Claims(),
+    frameworks=(Framework(NAME, WRAPPER, ("primus",), (
+        Hint("module", "primus.core.runtime", 0.8, when=_is_amd_primus),
+        Hint("module", "primus.backends", 0.8, when=_is_amd_primus),
+        Hint("env", "PRIMUS_PATH", 0.4),
+        Hint("env", "PRIMUS_CONFIG", 0.4),
+    )),),
+    watches=(Watch("primus.core.runtime.train_runtime"),),
+    # Releases whose runtime we reproduced: v26.2 .. v26.12 (compared on two parts), v26.5.1 and
+    # main of 2026-11 tested.  A source checkout has no version: the structural check decides.
+    versions=VersionRange((26, 2), (26, 13), unknown="allow"), version_of=lambda module: primus_version())
+INTEGRATIONS = (PRIMUS,)
+
+# Primus backend name -> our base framework name (a Framework declared by an integration).
+BACKENDS = {
+    "megatron": "megatron",
+    "megatron_bridge": "megatron_bridge",
+    "torchtitan": "torchtitan",
+    "maxtext": "maxtext",
+    "maxdiffusion": "jax",
+    "jax": "jax",
+}
 
 
-def _make_initialize_adapter(original):
-    def _initialize_adapter(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)  # Primus's own errors propagate untouched
-        try:
-            ctx = getattr(self, "ctx", None)
-            if ctx is not None:
-                _claims.claim(ctx, getattr(ctx, "backend_version", None))
-        except Exception as exc:
-            patching.our_error("primus._initialize_adapter", exc)
-        return result
-    return _initialize_adapter
+def primus_version():
+    pkg = sys.modules.get("primus")
+    return getattr(pkg, "__version__", None) if pkg is not None else None
 
 
-def _make_get_backend_version(original):
-    def _get_backend_version(self, *args, **kwargs):
-        version = original(self, *args, **kwargs)
-        try:
-            ctx = getattr(self, "ctx", None)
-            if ctx is not None and version is not None:
-                _claims.claim(ctx, str(version))
-        except Exception as exc:
-            patching.our_error("primus._get_backend_version", exc)
-        return version
-    return _get_backend_version
 
 
-def on_import(module):
-    """Called when ``primus.core.runtime.train_runtime`` has been imported (AMD Primus only)."""
-    if not get_recorder().enabled:
-        return None
+def _after_initialize_adapter(runtime, *args, **kwargs):
+    ctx = getattr(runtime, "ctx", None)
+    if ctx is not None:
+        PRIMUS.state.claim(ctx, getattr(ctx, "backend_version", None))
+
+
+def _after_get_backend_version(version, runtime, *args, **kwargs):
+    ctx = getattr(runtime, "ctx", None)
+    if ctx is not None and version is not None:
+        PRIMUS.state.claim(ctx, str(version))
+
+
+# Primus's own errors propagate untouched; ours are counted (core/patching.py).
+_make_initialize_adapter = patching.then("primus._initialize_adapter", _after_initialize_adapter)
+_make_get_backend_version = patching.then("primus._get_backend_version", _after_get_backend_version, result=True)
+
+
+def setup(module):
+    """``primus.core.runtime.train_runtime`` was imported (AMD Primus only; the gate passed)."""
     runtime = getattr(module, "PrimusRuntime", None)
     if runtime is None or not hasattr(runtime, "_initialize_adapter"):
-        get_logger().debug("primus: no PrimusRuntime._initialize_adapter; adapter not installed")
-        return None
-    version = _version_tuple(primus_version())
-    if version is not None and not (MIN_VERSION <= version[:2] <= MAX_VERSION):
-        get_logger().debug("primus %s is outside the tested range %s..%s: adapter not installed",
-                           primus_version(), MIN_VERSION, MAX_VERSION)
-        return None
+        raise NotEnabled("no PrimusRuntime._initialize_adapter")
     wrapper = patching.patch(runtime, "_initialize_adapter", _make_initialize_adapter)
     if hasattr(runtime, "_get_backend_version"):
         patching.patch(runtime, "_get_backend_version", _make_get_backend_version)
     get_logger().debug("Primus hook installed (PrimusRuntime._initialize_adapter)")
     return wrapper
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """Primus is claimed exactly by the runtime hook; heuristics for it live in core."""
-    return None

@@ -26,25 +26,34 @@ import threading
 
 from ..core import patching
 from ..core.hookspecs import hookimpl
+from ..core.identity import dist_backend, dist_rank_world
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "pytorch"
-MIN_VERSION = (2, 0, 0)    # register_optimizer_step_post_hook exists since 2.0
-MAX_VERSION = (2, 14, 0)   # exclusive: tested on 2.13
+FRAMEWORK = Framework(NAME, BASE, ("torch",), (Hint("module", "torch", 0.3),))
+
+
+class _State:
+    """``PYTORCH.state``: the hook handle and what this process saw."""
+
+    def __init__(self):
+        self.handle = None          # RemovableHandle of our global optimizer post-hook
+        self.stepped = False        # an optimizer step ran in this process
+        self.claimed = False
+        self.lock = threading.Lock()
+
+
+PYTORCH = Integration(
+    name=NAME, module=__name__, state=_State(), frameworks=(FRAMEWORK,), watches=(Watch("torch.optim.optimizer"),),
+    # register_optimizer_step_post_hook exists since 2.0; tested on 2.13.  torch always has a version.
+    versions=VersionRange((2, 0, 0), (2, 14, 0)), version_of=lambda module: _torch_version(), what="torch")
+INTEGRATIONS = (PYTORCH,)
 CONFIDENCE = 1.0           # a specific base claim still wins: the Detector prefers it over pytorch
 _PG = "torch.distributed.is_initialized"
 
 
-class _State:
-    handle = None          # RemovableHandle of our global optimizer post-hook
-    stepped = False        # an optimizer step ran in this process
-    claimed = False
-
-
-_state = _State()
-_lock = threading.Lock()
 
 
 def _torch_version():
@@ -54,72 +63,61 @@ def _torch_version():
         return str(version)
     from ..core.detection import dist_version
 
-    return dist_version("pytorch")
+    return dist_version(FRAMEWORK)
 
 
-def version_supported(version):
-    return version is not None and MIN_VERSION <= _version_tuple(version) < MAX_VERSION
-
-
-def on_import(module):
-    """Called by the import watcher after ``torch.optim.optimizer`` is imported."""
+def setup(module):
+    """``torch.optim.optimizer`` was imported (the registry's gate passed)."""
     version = _torch_version()
-    if not version_supported(version):
-        get_logger().debug("torch %s is outside the tested range [%s, %s): pytorch adapter not installed",
-                           version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-        return None
     register = getattr(module, "register_optimizer_step_post_hook", None)
-    if register is None or not get_recorder().enabled:
-        return None
-    with _lock:
-        if _state.handle is None:
-            _state.handle = register(_after_optimizer_step)
+    if register is None:
+        raise NotEnabled("torch.optim.optimizer has no register_optimizer_step_post_hook")
+    with PYTORCH.state.lock:
+        if PYTORCH.state.handle is None:
+            PYTORCH.state.handle = register(_after_optimizer_step)
             on_undo = getattr(patching, "on_undo", None)  # core request R4
             if on_undo is not None:
                 on_undo(remove_hook)
     get_logger().debug("PyTorch adapter installed (torch %s, global optimizer step post-hook)", version)
-    return _state.handle
+    return PYTORCH.state.handle
 
 
 def remove_hook():
     """Unregister the optimizer hook (``uninstall()``); call from the training thread."""
-    with _lock:
-        handle, _state.handle = _state.handle, None
+    with PYTORCH.state.lock:
+        handle, PYTORCH.state.handle = PYTORCH.state.handle, None
     if handle is not None:
         handle.remove()
 
 
 def _after_optimizer_step(optimizer, args, kwargs):
     """Global optimizer post-hook (training thread): nothing after the claim."""
-    if _state.claimed:
+    if PYTORCH.state.claimed:
         return
-    try:
-        _state.stepped = True
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            _claim("torch.optim.Optimizer.step")
-    except Exception as exc:
-        patching.our_error("pytorch optimizer hook", exc)
+    patching.call_ours("pytorch optimizer hook", _first_steps)
+
+
+def _first_steps():
+    PYTORCH.state.stepped = True
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        _claim("torch.optim.Optimizer.step")
 
 
 def _distributed():
     """(backend, world size, rank) when the user's program initialised torch.distributed."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is None:
+    rank_world = dist_rank_world()
+    backend = dist_backend() if rank_world is not None else None
+    if backend is None:
         return None
-    try:
-        if dist.is_available() and dist.is_initialized():
-            return str(dist.get_backend()), int(dist.get_world_size()), int(dist.get_rank())
-    except Exception:
-        return None
-    return None
+    return backend, rank_world[1], rank_world[0]
 
 
 def _claim(signal):
-    with _lock:
-        if _state.claimed:
+    with PYTORCH.state.lock:
+        if PYTORCH.state.claimed:
             return
-        _state.claimed = True
+        PYTORCH.state.claimed = True
     extra = {"signal": signal, "distributed": False}
     dist = _distributed()
     if dist is not None:
@@ -133,9 +131,9 @@ def _claim(signal):
 @hookimpl
 def lens_run_started(run):
     """A W&B run started in this process: claim if PyTorch is already seen training."""
-    if _state.claimed or not version_supported(_torch_version()):
+    if PYTORCH.state.claimed or not PYTORCH.versions.allows(_torch_version()):
         return
     if _distributed() is not None:
         _claim(_PG)
-    elif _state.stepped:
+    elif PYTORCH.state.stepped:
         _claim("torch.optim.Optimizer.step")

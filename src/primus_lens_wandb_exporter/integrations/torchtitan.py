@@ -22,37 +22,49 @@ import weakref
 
 from ..core import patching
 from ..core.detection import dist_version
-from ..core.hookspecs import hookimpl
+from ..core.identity import dist_rank_world
+from ..core.integration import BASE, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from .megatron import in_range, version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "torchtitan"
-#: TorchTitan releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).
-MIN_VERSION = (0, 2)
-MAX_VERSION = (0, 3)
+FRAMEWORK = Framework(NAME, BASE, ("torchtitan",), (
+    Hint("module", "torchtitan.train", 0.7),
+    Hint("module", "torchtitan.components", 0.6),
+))
 
-_local = threading.local()
-_pp_schedules = weakref.WeakKeyDictionary()  # 0.3.0 passes pp_schedule to __init__ only
-_claimed = {"done": False}
+
+class _State:
+    """What the adapter remembers per process (``TORCHTITAN.state``)."""
+
+    def __init__(self):
+        self.local = threading.local()                # capture flag + captured dict, per thread
+        self.pp_schedules = weakref.WeakKeyDictionary()  # 0.3.0 passes pp_schedule to __init__ only
+        self.claimed = False
+
+
+TORCHTITAN = Integration(
+    name=NAME, module=__name__, state=_State(), frameworks=(FRAMEWORK,),
+    watches=(Watch("torchtitan.components.metrics"),),
+    #: Releases whose metrics module we reproduced and tested (v0.2.2 .. 0.3.x).  A source checkout
+    #: reports "0.0.0+unknown" (read as unknown): the structural checks decide.
+    versions=VersionRange((0, 2), (0, 4), unknown="allow"), version_of=lambda module: torchtitan_version())
+INTEGRATIONS = (TORCHTITAN,)
+
 
 
 def torchtitan_version():
     """The installed version; ``None`` when unknown (torchtitan says ``"0.0.0+unknown"`` then)."""
     pkg = sys.modules.get("torchtitan")
-    text = getattr(pkg, "__version__", None) or dist_version(NAME)
+    text = getattr(pkg, "__version__", None) or dist_version(FRAMEWORK)
     return None if not text or str(text).startswith("0.0.0") else str(text)
 
 
 def _dist_rank():
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None:
-        try:
-            if dist.is_available() and dist.is_initialized():
-                return dist.get_rank(), dist.get_world_size()
-        except Exception:
-            pass
+    from_dist = dist_rank_world()
+    if from_dist is not None:
+        return from_dist
     try:
         return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
@@ -72,7 +84,7 @@ def _pp_schedule(processor):
     schedule = getattr(getattr(job, "parallelism", None), "pipeline_parallel_schedule", None)
     if schedule is None:
         try:
-            schedule = _pp_schedules.get(processor)
+            schedule = TORCHTITAN.state.pp_schedules.get(processor)
         except TypeError:
             schedule = None
     return schedule or "1F1B"
@@ -111,100 +123,88 @@ def _validation_fallback(values):
     return {"validation_metrics/loss": values.get("loss")}
 
 
+class _Capturing:
+    """Around the original ``log``: the capture flag is down again whatever happens."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        TORCHTITAN.state.local.active = False
+        return False
+
+
 def _make_processor_log(module, signature, fallback=_train_fallback, where="MetricsProcessor.log"):
     recorder = get_recorder()
 
-    def make(original):
-        def log(self, *args, **kwargs):
-            plan = None
-            try:
-                bound = signature.bind(self, *args, **kwargs)
-                values = bound.arguments
-                step = int(values["step"])
-                rank, world = _dist_rank()
-                config = _metrics_config(self)
-                all_ranks = bool(getattr(config, "save_for_all_ranks", False))
-                wandb_on = _has_wandb(getattr(self, "logger", None), getattr(module, "WandBLogger", None)) \
-                    and raw_wandb_active()
-                logging_rank = metrics_rank(self, world)
-                if not _claimed["done"]:
-                    _claimed["done"] = True
-                    recorder.claim(NAME, "base", version=torchtitan_version(),
-                                   indicators=("hook:torchtitan.components.metrics.MetricsProcessor.log",),
-                                   rank=rank, world_size=world, logging_rank=logging_rank,
-                                   step_source="step", wandb_logger="on" if wandb_on else "off")
-                if not wandb_on and (all_ranks or rank == logging_rank):
-                    plan = (step, rank, values)
-                    _local.captured = None
-                    _local.active = True
-            except Exception as exc:
-                plan = exc
-            try:
-                result = original(self, *args, **kwargs)  # TorchTitan's own errors propagate
-            finally:
-                _local.active = False
-            if plan is not None:
-                try:
-                    if isinstance(plan, Exception):
-                        raise plan
-                    step, rank, values = plan
-                    metrics = _local.captured
-                    _local.captured = None
-                    if metrics is None:
-                        # A logger class we did not wrap: report what the arguments say.
-                        metrics = {k: v for k, v in fallback(values).items() if v is not None}
-                    if metrics:
-                        recorder.record(metrics, step, source=NAME, rank=rank)
-                except Exception as exc:
-                    patching.our_error("torchtitan." + where, exc)
-            return result
-        return log
-    return make
+    def before(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        values = bound.arguments
+        step = int(values["step"])
+        rank, world = _dist_rank()
+        config = _metrics_config(self)
+        all_ranks = bool(getattr(config, "save_for_all_ranks", False))
+        wandb_on = _has_wandb(getattr(self, "logger", None), getattr(module, "WandBLogger", None)) \
+            and raw_wandb_active()
+        logging_rank = metrics_rank(self, world)
+        if not TORCHTITAN.state.claimed:
+            TORCHTITAN.state.claimed = True
+            recorder.claim(NAME, "base", version=torchtitan_version(),
+                           indicators=("hook:torchtitan.components.metrics.MetricsProcessor.log",),
+                           rank=rank, world_size=world, logging_rank=logging_rank,
+                           step_source="step", wandb_logger="on" if wandb_on else "off")
+        if not wandb_on and (all_ranks or rank == logging_rank):
+            TORCHTITAN.state.local.captured = None
+            TORCHTITAN.state.local.active = True
+            return step, rank, values
+        return None
+
+    def after(plan, *args, **kwargs):
+        step, rank, values = plan
+        metrics = TORCHTITAN.state.local.captured
+        TORCHTITAN.state.local.captured = None
+        if metrics is None:
+            # A logger class we did not wrap: report what the arguments say.
+            metrics = {k: v for k, v in fallback(values).items() if v is not None}
+        if metrics:
+            recorder.record(metrics, step, source=NAME, rank=rank)
+
+    # TorchTitan's own errors propagate; ours are counted after its call.
+    return patching.around("torchtitan." + where, before, after, during=_Capturing)
+
+
+def _capture(metrics):
+    if getattr(TORCHTITAN.state.local, "active", False) and getattr(TORCHTITAN.state.local, "captured", None) is None \
+            and isinstance(metrics, dict):
+        TORCHTITAN.state.local.captured = dict(metrics)  # the first (outermost) logger sees the whole dict
 
 
 def _make_logger_log(original):
     def log(self, metrics, step, *args, **kwargs):
-        try:
-            if getattr(_local, "active", False) and getattr(_local, "captured", None) is None \
-                    and isinstance(metrics, dict):
-                _local.captured = dict(metrics)  # the first (outermost) logger sees the whole dict
-        except Exception as exc:
-            patching.our_error("torchtitan logger.log", exc)
+        patching.call_ours("torchtitan logger.log", _capture, metrics)
         return original(self, metrics, step, *args, **kwargs)
     return log
 
 
-def _make_init(original):
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        try:
-            schedule = kwargs.get("pp_schedule")
-            if schedule is not None:
-                _pp_schedules[self] = schedule
-        except Exception as exc:
-            patching.our_error("torchtitan.MetricsProcessor.__init__", exc)
-    return __init__
+def _remember_schedule(processor, *args, **kwargs):
+    schedule = kwargs.get("pp_schedule")
+    if schedule is not None:
+        TORCHTITAN.state.pp_schedules[processor] = schedule
 
 
-def on_import(module):
-    """Called when ``torchtitan.components.metrics`` has been imported."""
+_make_init = patching.then("torchtitan.MetricsProcessor.__init__", _remember_schedule)
+
+
+def setup(module):
+    """``torchtitan.components.metrics`` was imported (the registry's gate passed)."""
     import inspect
 
-    if not get_recorder().enabled:
-        return None
     processor = getattr(module, "MetricsProcessor", None)
     if processor is None or "log" not in vars(processor):
-        get_logger().debug("torchtitan: no MetricsProcessor.log; adapter not installed")
-        return None
-    version_text = torchtitan_version()
-    if not in_range(version_tuple(version_text), MIN_VERSION, MAX_VERSION):
-        get_logger().debug("torchtitan %s is outside the tested range %s..%s: adapter not installed",
-                           version_text, MIN_VERSION, MAX_VERSION)
-        return None
+        raise NotEnabled("no MetricsProcessor.log")
     signature = inspect.signature(vars(processor)["log"])
     if "step" not in signature.parameters:
-        get_logger().debug("torchtitan: MetricsProcessor.log has no step parameter; adapter not installed")
-        return None
+        raise NotEnabled("MetricsProcessor.log has no step parameter")
     base_logger = getattr(module, "BaseLogger", None)
     if base_logger is not None:
         for value in list(vars(module).values()):
@@ -221,8 +221,3 @@ def on_import(module):
     get_logger().debug("TorchTitan hook installed (MetricsProcessor.log%s)", signature)
     return wrapper
 
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """TorchTitan is claimed exactly by the MetricsProcessor hook."""
-    return None

@@ -21,39 +21,42 @@ HF's ``CallbackHandler`` catches nothing, so every callback method here is
 exception-safe: our error never reaches training.
 """
 
-import logging
 import sys
 import weakref
 
 from ..core import patching
-from ..core.log import get_logger, log_once
+from ..core.integration import BASE, WRAPPER, Framework, Hint, Integration, NotEnabled, VersionRange, Watch
+from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 from .wandb import raw_wandb_active
 
 NAME = "hf_trainer"
 SOURCE = "transformers"
 STEP_SOURCE = "state.global_step"
-MIN_VERSION = (4, 40, 0)  # tested: 5.24.0 (tests/integrations/test_transformers.py)
-MAX_VERSION = (6, 0, 0)  # exclusive
 
-_class = None  # the LensTrainerCallback class (subclasses transformers.TrainerCallback)
+
+class _State:
+    """``TRANSFORMERS.state``: the LensTrainerCallback class (subclasses transformers.TrainerCallback)."""
+
+    def __init__(self):
+        self.callback_class = None
+
+
+TRANSFORMERS = Integration(
+    name="transformers", module=__name__, state=_State(),
+    frameworks=(Framework(NAME, WRAPPER, ("transformers",), (Hint("module", "transformers.trainer", 0.6),)),
+                Framework("transformers", BASE, ("transformers",), (Hint("wandb_config", "_name_or_path", 0.4),))),
+    watches=(Watch("transformers.trainer"),),
+    # Tested: 5.24.0 (tests/integrations/test_transformers.py).  A source checkout without a
+    # version is taken as current.
+    versions=VersionRange((4, 40, 0), (6, 0, 0), unknown="allow"),
+    version_of=lambda module: transformers_version(), exports=("LensTrainerCallback",))
+INTEGRATIONS = (TRANSFORMERS,)
+
 
 
 def transformers_version():
     return str(getattr(sys.modules.get("transformers"), "__version__", "") or "") or None
-
-
-def version_supported():
-    version = transformers_version()
-    if version is None:
-        return True
-    if MIN_VERSION <= _version_tuple(version) < MAX_VERSION:
-        return True
-    log_once(("transformers-version", version), logging.DEBUG,
-             "transformers %s is outside the tested range [%s, %s): HF Trainer adapter not enabled",
-             version, ".".join(map(str, MIN_VERSION)), ".".join(map(str, MAX_VERSION)))
-    return False
 
 
 # --------------------------------------------------------------------------- what the run is
@@ -143,36 +146,31 @@ class _LensTrainerCallbackMixin:
     def on_init_end(self, args, state, control, **kwargs):
         return None  # claimed once the trainer is built (the zero-code patch) or first used
 
+    @patching.guard("transformers LensTrainerCallback.on_train_begin")
     def on_train_begin(self, args, state, control, **kwargs):
-        try:
-            self._lens_claim(args)
-        except Exception as exc:
-            patching.our_error("transformers LensTrainerCallback.on_train_begin", exc)
+        self._lens_claim(args)
         return None
 
+    @patching.guard("transformers LensTrainerCallback.on_log")
     def on_log(self, args, state, control, logs=None, **kwargs):
-        try:
-            self._lens_claim(args)
-            if self._lens_silent or not logs or not getattr(state, "is_world_process_zero", True):
-                return None
-            if _wandb_feeds(self._lens_get_trainer(), args):
-                return None  # the W&B stream is the source
-            get_recorder().record(dict(logs), int(getattr(state, "global_step", 0) or 0), source=SOURCE,
-                                  rank=int(getattr(args, "process_index", 0) or 0))
-        except Exception as exc:
-            patching.our_error("transformers LensTrainerCallback.on_log", exc)
+        self._lens_claim(args)
+        if self._lens_silent or not logs or not getattr(state, "is_world_process_zero", True):
+            return None
+        if _wandb_feeds(self._lens_get_trainer(), args):
+            return None  # the W&B stream is the source
+        get_recorder().record(dict(logs), int(getattr(state, "global_step", 0) or 0), source=SOURCE,
+                              rank=int(getattr(args, "process_index", 0) or 0))
         return None
 
 
 def _callback_class():
-    global _class
-    if _class is None:
+    if TRANSFORMERS.state.callback_class is None:
         from transformers.trainer_callback import TrainerCallback
 
-        _class = type("LensTrainerCallback", (_LensTrainerCallbackMixin, TrainerCallback),
+        TRANSFORMERS.state.callback_class = type("LensTrainerCallback", (_LensTrainerCallbackMixin, TrainerCallback),
                       {"__module__": __name__, "__qualname__": "LensTrainerCallback",
                        "__doc__": _LensTrainerCallbackMixin.__doc__})
-    return _class
+    return TRANSFORMERS.state.callback_class
 
 
 def __getattr__(name):
@@ -213,25 +211,15 @@ def attach(trainer):
     return ours[0]
 
 
-def _make_init(original):
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)  # the user's errors propagate unchanged
-        try:
-            attach(self)
-        except Exception as exc:
-            patching.our_error("transformers Trainer.__init__", exc)
-    return __init__
+# The user's errors propagate unchanged; ours are counted.
+_make_init = patching.then("transformers Trainer.__init__", lambda trainer, *args, **kwargs: attach(trainer))
 
 
-def on_import(module):
-    """Called by the import watcher when ``transformers.trainer`` has been imported."""
-    if not version_supported():
-        return None
-    if not get_recorder().enabled:
-        return None
+def setup(module):
+    """``transformers.trainer`` was imported (the registry's gate passed)."""
     trainer_cls = getattr(module, "Trainer", None)
     if trainer_cls is None:
-        return None
+        raise NotEnabled("transformers.trainer has no Trainer")
     patching.patch(trainer_cls, "__init__", _make_init)
     get_logger().debug("HF Trainer hook installed (transformers %s, Trainer.__init__ patched)",
                        transformers_version())

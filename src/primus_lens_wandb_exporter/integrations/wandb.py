@@ -19,13 +19,17 @@ import inspect
 import sys
 
 from ..core import patching
-from ..core.hookspecs import hookimpl
+from ..core.integration import Integration, VersionRange, Watch
 from ..core.log import get_logger
 from ..core.recorder import get_recorder
-from ..core.versions import version_tuple as _version_tuple
 
 NAME = "wandb"
-MIN_VERSION = (0, 19, 0)  # oldest tested: 0.19.11, tox.ini env wandb-floor
+#: W&B is not a training framework (nothing to detect): it is the stream every framework logs to.
+WANDB = Integration(
+    name=NAME, module=__name__, watches=(Watch("wandb"),),
+    # Oldest tested: 0.19.11 (tox.ini env wandb-floor); no upper bound.  wandb always has a version.
+    versions=VersionRange((0, 19, 0)), version_of=lambda wandb: getattr(wandb, "__version__", "0"))
+INTEGRATIONS = (WANDB,)
 
 
 def raw_wandb_active():
@@ -47,17 +51,12 @@ def raw_wandb_active():
     return run_cls is not None and patching.is_patched(run_cls, "_log")
 
 
-def on_import(wandb):
-    """Called by the import watcher right after ``import wandb`` (or by ``install()``)."""
+def setup(wandb):
+    """Right after ``import wandb`` (or ``install()``), once the registry's gate passed."""
     version = getattr(wandb, "__version__", "0")
-    if _version_tuple(version) < MIN_VERSION:
-        get_logger().debug("wandb %s is older than %s: hook not installed", version, MIN_VERSION)
-        return
     from wandb.sdk import wandb_run
 
     recorder = get_recorder()
-    if not recorder.enabled:
-        return
     Run = wandb_run.Run
     patching.patch(Run, "_log", recorder.log_hook())
     patching.patch(Run, "_summary_update_callback", _make_summary(recorder))
@@ -142,19 +141,12 @@ def _make_define_metric(recorder, api=None):
 
 
 def _make_init(recorder):
-    def make(original):
-        def init(*args, **kwargs):
-            run = original(*args, **kwargs)
-            try:
-                if run is not None:
-                    _wrap_instance_methods(recorder, run)
-                    recorder.run_started(run)
-                    get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
-            except Exception as exc:
-                patching.our_error("wandb.init", exc)
-            return run
-        return init
-    return make
+    def report(run, *args, **kwargs):
+        if run is not None:
+            _wrap_instance_methods(recorder, run)
+            recorder.run_started(run)
+            get_logger().debug("intercepted wandb.init (run %s)", getattr(run, "id", None))
+    return patching.then("wandb.init", report, result=True)
 
 
 def _wrap_instance_methods(recorder, run):
@@ -185,22 +177,8 @@ def _wrap_instance_methods(recorder, run):
 
 
 def _make_finish(recorder):
-    def make(original):
-        def finish(self, exit_code=None, *args, **kwargs):
-            try:
-                result = original(self, exit_code, *args, **kwargs)
-            finally:
-                try:
-                    recorder.run_finished(self, exit_code or 0)
-                    recorder.flush()
-                except Exception as exc:
-                    patching.our_error("wandb.finish", exc)
-            return result
-        return finish
-    return make
-
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """W&B itself is not a training framework: nothing to claim here."""
-    return None
+    def report(run, exit_code=None, *args, **kwargs):
+        recorder.run_finished(run, exit_code or 0)
+        recorder.flush()
+    # Also when W&B's finish raised: the run is over for Lens either way.
+    return patching.then("wandb.finish", report, always=True)

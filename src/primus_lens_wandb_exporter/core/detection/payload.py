@@ -1,10 +1,10 @@
-"""Framework detection: exact claims from adapters, heuristics only for the gaps.
+"""The detection payload: exact claims from adapters, heuristics only for the gaps.
 
 An adapter called by a framework knows the framework: it claims it through
-``Recorder.claim`` with ``method="exact"``.  The heuristics here (loaded modules,
-environment variables, wandb config keys, installed versions) never import a
-framework, never initialise a device and never start a process, and run on the
-Recorder's worker thread.  Their findings say ``method="heuristic"``.
+``Recorder.claim`` with ``method="exact"``.  Heuristics (``heuristics.py`` and third-party
+``lens_detect_frameworks`` plugins) never import a framework, never initialise a device and
+never start a process, and run on the Recorder's worker thread.  Their findings say
+``method="heuristic"``.  :func:`build_payload` chooses one wrapper and one base.
 """
 
 import os
@@ -12,152 +12,11 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from importlib import metadata
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List
 
-from ..redact import redact_url_credentials
-from .hookspecs import hookimpl
-
-SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PASSWD", "AUTH")
-
-WRAPPER, BASE = "wrapper", "base"
-
-# name -> (layer, distribution names for the version)
-FRAMEWORKS = {
-    "primus": (WRAPPER, ("primus",)),
-    "lightning": (WRAPPER, ("lightning", "pytorch-lightning")),
-    "hf_trainer": (WRAPPER, ("transformers",)),
-    "keras": (WRAPPER, ("keras", "tf-keras")),
-    "megatron": (BASE, ("megatron-core", "megatron-lm")),
-    "megatron_bridge": (BASE, ("megatron-bridge",)),
-    "deepspeed": (BASE, ("deepspeed",)),
-    "torchtitan": (BASE, ("torchtitan",)),
-    "maxtext": (BASE, ("maxtext",)),
-    "jax": (BASE, ("jax",)),
-    "transformers": (BASE, ("transformers",)),
-    "tensorflow": (BASE, ("tensorflow", "tensorflow-cpu")),
-    "pytorch": (BASE, ("torch",)),
-}
-
-# Loaded-module evidence: module -> (framework, confidence).  Only modules a program
-# loads when it *uses* the framework, not ones a mere dependency pulls in.
-_MODULE_HINTS = (
-    ("primus.core.runtime", "primus", 0.8),
-    ("primus.backends", "primus", 0.8),
-    ("lightning.pytorch.trainer", "lightning", 0.7),
-    ("pytorch_lightning.trainer", "lightning", 0.7),
-    ("transformers.trainer", "hf_trainer", 0.6),
-    ("megatron.training", "megatron", 0.75),
-    ("megatron.core", "megatron", 0.6),
-    ("megatron.bridge", "megatron_bridge", 0.6),
-    ("deepspeed.runtime.engine", "deepspeed", 0.6),
-    ("torchtitan.train", "torchtitan", 0.7),
-    ("torchtitan.components", "torchtitan", 0.6),
-    ("MaxText", "maxtext", 0.6),
-    ("jax", "jax", 0.5),
-    ("tensorflow", "tensorflow", 0.4),
-    ("torch", "pytorch", 0.3),
-)
-
-_ENV_HINTS = (
-    ("ACCELERATE_USE_DEEPSPEED", "deepspeed", 0.5),
-    ("DEEPSPEED_CONFIG", "deepspeed", 0.4),
-    ("MEGATRON_LM_PATH", "megatron", 0.4),
-    ("PRIMUS_PATH", "primus", 0.4),
-    ("PRIMUS_CONFIG", "primus", 0.4),
-)
-
-# wandb config keys that only one framework writes.
-_CONFIG_HINTS = (
-    ("tensor_model_parallel_size", "megatron", 0.5),
-    ("pipeline_model_parallel_size", "megatron", 0.4),
-    ("zero_optimization", "deepspeed", 0.5),
-    ("_name_or_path", "transformers", 0.4),
-)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One finding: a framework at a layer, how it was found and how sure we are."""
-
-    name: str
-    layer: str
-    version: Optional[str] = None
-    method: str = "heuristic"
-    confidence: float = 0.5
-    indicators: Tuple[str, ...] = ()
-    extra: Dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class DetectionContext:
-    """What heuristic detectors may look at (a snapshot; nothing is imported)."""
-
-    modules: frozenset
-    environ: Mapping[str, str]
-    wandb_config: Mapping[str, Any]
-
-
-def is_secret(name: str) -> bool:
-    upper = str(name).upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
-
-
-_versions: Dict[str, Optional[str]] = {}
-
-
-def dist_version(framework: str) -> Optional[str]:
-    """Installed version of a framework's distribution (cached; metadata only, no import)."""
-    if framework in _versions:
-        return _versions[framework]
-    version = None
-    for dist in FRAMEWORKS.get(framework, (None, ()))[1]:
-        try:
-            version = metadata.version(dist)
-            break
-        except Exception:
-            continue
-    _versions[framework] = version
-    return version
-
-
-@hookimpl
-def lens_detect_frameworks(context):
-    """The built-in heuristics (modules, env vars, wandb config keys)."""
-    found: Dict[str, Evidence] = {}
-
-    def add(name, confidence, indicator):
-        layer = FRAMEWORKS[name][0]
-        old = found.get(name)
-        indicators = (old.indicators if old else ()) + (indicator,)
-        found[name] = Evidence(name=name, layer=layer, version=dist_version(name), method="heuristic",
-                               confidence=max(confidence, old.confidence if old else 0.0), indicators=indicators)
-
-    modules = context.modules
-    for module, name, confidence in _MODULE_HINTS:
-        if module in modules:
-            if name == "primus" and not _is_amd_primus(modules):
-                continue
-            add(name, confidence, f"module:{module}")
-    for var, name, confidence in _ENV_HINTS:
-        if context.environ.get(var):
-            add(name, confidence, f"env:{var}")
-    config = context.wandb_config
-    for key, name, confidence in _CONFIG_HINTS:
-        if key in config:
-            add(name, confidence, f"wandb_config:{key}")
-    # The user guide's Primus example puts framework / base_framework into the W&B config.
-    for key, layer_default in (("framework", WRAPPER), ("base_framework", BASE)):
-        value = config.get(key)
-        if isinstance(value, str) and value.strip().lower() in FRAMEWORKS:
-            add(value.strip().lower(), 0.6, f"wandb_config:{key}={value}")
-    return list(found.values())
-
-
-def _is_amd_primus(modules) -> bool:
-    # PyPI's unrelated "primus" has none of AMD Primus's sub-packages.
-    return any(m.startswith(("primus.core", "primus.backends", "primus.modules")) for m in modules)
+from ...redact import redact_url_credentials
+from ..integration import BASE, WRAPPER
+from .evidence import DetectionContext, Evidence, dist_version, is_secret
 
 
 class Detector:
@@ -178,7 +37,7 @@ class Detector:
         context = DetectionContext(modules=frozenset(sys.modules), environ=environ, wandb_config=config)
         heuristic: List[Evidence] = []
         if rec._pm is not None:
-            from .plugins import call_safely
+            from ..registry import call_safely
 
             for result in call_safely(rec._pm.hook.lens_detect_frameworks, context=context):
                 heuristic.extend(e for e in result if isinstance(e, Evidence))
