@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import limits
 from .._version import __version__
-from . import auth, ingest, security
+from . import auth, ingest, openapi, security
+from .. import wire
 from .ingest import RETRY_AFTER_S
 from .errors import ApiError
 from .settings import Settings
@@ -67,62 +68,6 @@ def _encode_value(v: float):
     if v == -math.inf:
         return "-Infinity"
     return v
-
-
-# -- OpenAPI request body schemas (documentation and schemathesis; validation is by hand) --
-
-_NUMBER_OR_NONFINITE = {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
-_POINT = {"type": "object", "required": ["name", "value"], "properties": {
-    "name": {"type": "string", "minLength": 1, "maxLength": limits.MAX_NAME_LEN},
-    "value": _NUMBER_OR_NONFINITE,
-    "row": {"type": "integer", "minimum": 0, "maximum": limits.MAX_ROW,
-            "description": "W&B history row (_step) the value was logged in; the point's identity. "
-                           "Default: step, when that is a non-negative integer"},
-    "step": {"type": "number", "minimum": -limits.MAX_ABS_STEP, "maximum": limits.MAX_ABS_STEP,
-             "description": "chart x (the define_metric step metric's value, else the row); default: row"},
-    "timestamp": {"type": "number", "minimum": 0, "description": "epoch seconds"},
-    "tags": {"type": "object"}}}
-_COMMON = {
-    "source": {"type": "string", "default": "wandb"},
-    "workload_uid": {"type": "string", "minLength": 1, "maxLength": limits.MAX_UID_LEN},
-    "pod_uid": {"type": "string"}, "pod_name": {"type": "string"}, "namespace": {"type": "string"},
-    "run_id": {"type": "string"},
-    "rank": {"type": "integer", "minimum": 0}, "timestamp": {"type": "number", "minimum": 0}}
-METRICS_SCHEMA = {"type": "object", "required": ["workload_uid", "metrics"], "properties": {
-    **_COMMON, "local_rank": {"type": "integer", "minimum": 0}, "node_rank": {"type": "integer", "minimum": 0},
-    "world_size": {"type": "integer", "minimum": 1}, "batch_id": {"type": "string"},
-    "exporter": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
-                 "description": "the exporter process's cumulative health counters (optional)"},
-    "metrics": {"type": "array", "maxItems": limits.MAX_POINTS_PER_REQUEST, "items": _POINT}}}
-DETECTION_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties": {
-    **_COMMON, "type": {"type": "string", "default": "framework_detection_raw"}, "version": {"type": "string"},
-    "evidence": {"type": "object"},
-    "hints": {"type": "object", "properties": {
-        "wrapper_frameworks": {"type": "array", "items": {"type": "string"}},
-        "base_frameworks": {"type": "array", "items": {"type": "string"}},
-        "possible_frameworks": {"type": "array", "items": {"type": "string"}},
-        "confidence": {"description": "a number 0..1 or a word such as \"high\" (seed clients)"},
-        "primary_indicators": {"type": "array", "items": {"type": "string"}},
-        "framework_layers": {"type": "object"}}},
-    "detection": {"type": "object", "properties": {
-        "wrapper": {"type": "string", "nullable": True}, "base": {"type": "string", "nullable": True},
-        "method": {"type": "string", "enum": ["exact", "heuristic"]},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}}}
-RUN_SCHEMA = {"type": "object", "required": ["workload_uid"], "properties": {
-    **_COMMON, "event": {"type": "string", "enum": ["started", "config", "summary", "finished"]},
-    "project": {"type": "string"}, "name": {"type": "string"}, "entity": {"type": "string", "nullable": True},
-    "group": {"type": "string", "nullable": True}, "tags": {"type": "array", "items": {"type": "string"}},
-    "mode": {"type": "string"}, "config": {"type": "object"}, "summary": {"type": "object"},
-    "status": {"type": "string", "enum": ["running", "finished", "failed"]}, "exit_code": {"type": "integer"}}}
-BATCH_SCHEMA = {"type": "object", "properties": {
-    "detection": DETECTION_SCHEMA,
-    "metrics": {"oneOf": [METRICS_SCHEMA, {"type": "array", "items": METRICS_SCHEMA}]},
-    "logs": {},
-    "run": {"oneOf": [RUN_SCHEMA, {"type": "array", "items": RUN_SCHEMA}]}}}
-
-
-def _body_doc(schema: dict) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _csv(value: Optional[str]) -> List[str]:
@@ -241,22 +186,22 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
     responses = {200: ok, 400: err, 401: {"description": "Missing or wrong bearer token"},
                  413: {"description": "Body or point count over the limit"}}
 
-    @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=_body_doc(METRICS_SCHEMA),
+    @app.post("/api/v1/wandb/metrics", tags=["ingest"], openapi_extra=openapi.body_doc(wire.MetricsRequest),
               responses=responses, summary="Report metric points (upsert on the point key)")
     async def post_metrics(request: Request):
         return await admitted(request)
 
-    @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=_body_doc(DETECTION_SCHEMA),
+    @app.post("/api/v1/wandb/detection", tags=["ingest"], openapi_extra=openapi.body_doc(wire.DetectionRequest),
               responses=responses, summary="Report a framework detection")
     async def post_detection(request: Request):
         return await admitted(request)
 
-    @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=_body_doc(RUN_SCHEMA),
+    @app.post("/api/v1/wandb/run", tags=["ingest"], openapi_extra=openapi.body_doc(wire.RunRequest),
               responses=responses, summary="Report a run lifecycle event (upsert per workload and run)")
     async def post_run(request: Request):
         return await admitted(request)
 
-    @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=_body_doc(BATCH_SCHEMA),
+    @app.post("/api/v1/wandb/batch", tags=["ingest"], openapi_extra=openapi.body_doc(wire.BatchRequest),
               responses=responses, summary="Report detection, metrics and runs in one transaction")
     async def post_batch(request: Request):
         return await admitted(request)
@@ -425,6 +370,7 @@ def create_app(settings: Settings, store: Optional[Store] = None) -> "FastAPI":
         return StreamingResponse(body(), media_type="application/json")
 
     ops.add_routes(app, store, json_response)
+    openapi.install(app)
 
     try:
         from .ui import mount_ui
