@@ -35,28 +35,22 @@ import orjson
 
 from .. import limits
 from ..redact import redact_url_credentials
+from ..wire import ENDPOINT_BATCH, ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from . import validate
-from .errors import ApiError
+from .auth import API_PREFIX
+from .errors import RETRY_AFTER_S, ApiError, busy_body
 from .storage.base import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
 
 #: The ingest routes this module answers, and what each stores.
-PATHS = ("/api/v1/wandb/metrics", "/api/v1/wandb/detection", "/api/v1/wandb/run", "/api/v1/wandb/batch")
+PATHS = tuple(API_PREFIX + e for e in (ENDPOINT_METRICS, ENDPOINT_DETECTION, ENDPOINT_RUN, ENDPOINT_BATCH))
 #: A group stops growing past this many body bytes (its parsed bodies are held at once) ...
 GROUP_BYTES = 4 * 1024 * 1024
 #: ... or this many requests (one transaction's work stays short: the first answer waits for the last).
 GROUP_REQUESTS = 512
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_S = 1
 
 _JSON = [(b"content-type", b"application/json")]
-
-
-def busy_body(message: str) -> bytes:
-    """The JSON error body of a 503 (admission refused, nothing was done); sent with
-    ``Retry-After: RETRY_AFTER_S``."""
-    return orjson.dumps({"error": "busy", "message": message, "field": None})
 _INTERNAL = {"error": "internal_error", "message": "internal server error (logged on the server)", "field": None}
 
 

@@ -1,5 +1,10 @@
 """Validation of ingest bodies: one tight loop per request, no per-point objects.
 
+Over 400 lines on purpose: it is one job, the checks of the ingest bodies, and the
+msgspec fast path of ``/wandb/metrics`` sits next to the full validator it must agree
+with (tests/server/test_server_validate_fast.py checks both build the same batch);
+split, each half would have to be read with the other open.
+
 pydantic per point would cost more than the database write at the throughput
 Lens targets, so bodies are parsed with orjson and checked here by hand.  A
 request-level problem raises :class:`ApiError` naming the offending field (the
