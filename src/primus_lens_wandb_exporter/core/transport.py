@@ -47,7 +47,9 @@ except ImportError:  # pragma: no cover - orjson is a dependency, this is a safe
 from .log import get_logger, log_once
 from .spool import Spool
 
-from ..wire import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN  # noqa: F401 (re-exported)
+ENDPOINT_METRICS = "/wandb/metrics"
+ENDPOINT_DETECTION = "/wandb/detection"
+ENDPOINT_RUN = "/wandb/run"
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Lens refuses who we are, not what we send: kept and replayed once it accepts again.
