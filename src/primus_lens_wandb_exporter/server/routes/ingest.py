@@ -1,7 +1,7 @@
 """``POST /api/v1/wandb/{metrics,detection,run,batch}``: the FastAPI entry of the ingest path.
 
-A request normally never gets here: :class:`..ingest.IngestFastPath` answers these
-POSTs below the security middlewares.  These routes stay for the OpenAPI document
+A request normally never gets here: :class:`..middleware.Edge` answers these POSTs
+after its checks.  These routes stay for the OpenAPI document
 (their bodies are the wire Structs, :mod:`..openapi`) and for an app mounted without
 that layer; both call the same :meth:`..ingest.IngestPath.handle`.
 """
