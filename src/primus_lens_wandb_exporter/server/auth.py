@@ -1,4 +1,4 @@
-"""Who may do what on ``/api/v1``: bearer tokens with roles, and the access log.
+"""Who may do what on ``/api/v1``: bearer tokens with roles (checked by :mod:`.middleware`).
 
 Three roles, each given by a list of tokens (comma-separated, so a token can be
 rotated: add the new one, roll the clients, remove the old one):
@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import time
 from typing import FrozenSet, Iterable, Optional
 
 import orjson
 
 from .errors import ApiError
-
-access_log = logging.getLogger("primus_lens.server.access")
 
 ADMIN, INGEST, READ = "admin", "ingest", "read"
 #: The environment variables of the ingest and read tokens (the admin token's is the
@@ -103,13 +99,25 @@ class Tokens:
                 roles.add(role)
         return frozenset(roles)
 
+    def check(self, authorization: Optional[bytes], method: str, path: str) -> Optional[ApiError]:
+        """The 401/403 of a request under /api/v1 (``authorization``: its first
+        Authorization header), or None when its token's role covers it."""
+        cred = _bearer(authorization)
+        roles = self.roles_of(cred) if cred is not None else frozenset()
+        if not roles:
+            return _UNAUTHORIZED
+        allowed = allowed_roles(method, path)
+        if roles & allowed:
+            return None
+        return _forbidden(method, path, roles, allowed)
 
-def _bearer(scope) -> Optional[bytes]:
-    for k, v in scope.get("headers", ()):
-        if k == b"authorization":
-            scheme, _, cred = v.partition(b" ")
-            return cred.strip() if scheme.lower() == b"bearer" and cred.strip() else None
-    return None
+
+def _bearer(value: Optional[bytes]) -> Optional[bytes]:
+    """The token of an ``Authorization: Bearer <token>`` header value (the request's first)."""
+    if value is None:
+        return None
+    scheme, _, cred = value.partition(b" ")
+    return cred.strip() if scheme.lower() == b"bearer" and cred.strip() else None
 
 
 _UNAUTHORIZED = ApiError(401, "unauthorized", "missing or invalid bearer token in the Authorization header",
@@ -126,67 +134,11 @@ def _forbidden(method: str, path: str, roles: FrozenSet[str], allowed: FrozenSet
                     + (f", which {may}" if may else ""), "Authorization")
 
 
-class AccessAndAuth:
-    """ASGI middleware: the role check for ``/api/v1`` and one JSON log line per request.
-
-    Pure ASGI rather than ``BaseHTTPMiddleware``: it adds no task or stream copy
-    per request, which matters at thousands of ingest requests per second.
-    """
-
-    def __init__(self, app, tokens: Tokens):
-        self.app = app
-        self.tokens = tokens if tokens.enabled else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        path = scope.get("path", "")
-        status_box = [0, 0]
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status_box[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                status_box[1] += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            # Matched as the router will: without a root_path the ASGI server may have put in front.
-            root = scope.get("root_path") or ""
-            route_path = path[len(root):] if root and path.startswith(root) else path
-            refusal = (self._check(scope, route_path)
-                       if self.tokens is not None and route_path.startswith(API_PREFIX) else None)
-            if refusal is not None:
-                await _send_refusal(send_wrapper, refusal)
-            else:
-                await self.app(scope, receive, send_wrapper)
-        finally:
-            client = scope.get("client")
-            access_log.info(orjson.dumps({
-                "ts": round(time.time(), 3), "event": "access", "method": scope.get("method"), "path": path,
-                "query": scope.get("query_string", b"").decode("latin-1")[:512], "status": status_box[0],
-                "bytes": status_box[1], "ms": round((time.perf_counter() - start) * 1000, 2),
-                "client": f"{client[0]}:{client[1]}" if client else None}).decode())
-
-    def _check(self, scope, path: str) -> Optional[ApiError]:
-        cred = _bearer(scope)
-        roles = self.tokens.roles_of(cred) if cred is not None else frozenset()
-        if not roles:
-            return _UNAUTHORIZED
-        method = scope.get("method", "")
-        allowed = allowed_roles(method, path)
-        if roles & allowed:
-            return None
-        return _forbidden(method, path, roles, allowed)
-
-
-async def _send_refusal(send, err: ApiError) -> None:
+def refusal(err: ApiError):
+    """``(status, body, headers)`` of a 401/403."""
     data = orjson.dumps(err.body())
     # RFC 6750: which scheme to use (401), or that the token lacks the scope (403).
     challenge = b'Bearer realm="primus-lens"' if err.status == 401 else \
         b'Bearer realm="primus-lens", error="insufficient_scope"'
-    await send({"type": "http.response.start", "status": err.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"www-authenticate", challenge)]})
-    await send({"type": "http.response.body", "body": data})
+    return err.status, data, [(b"content-type", b"application/json"),
+                              (b"content-length", str(len(data)).encode()), (b"www-authenticate", challenge)]

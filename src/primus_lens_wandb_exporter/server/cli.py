@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import ipaddress
 import json
 import logging
@@ -16,6 +15,8 @@ import shutil
 import socket
 import sys
 from typing import Optional, Sequence
+
+from .gc_tuning import tune_gc
 
 log = logging.getLogger("primus_lens.server")
 
@@ -168,7 +169,7 @@ def serve(args: argparse.Namespace) -> int:
             shutil.rmtree(stats_dir, ignore_errors=True)
     app = create_app(settings, store)
     config = uvicorn.Config(app, **common)
-    _tune_gc()
+    tune_gc()
     server = _server_class()(config)
     server.db_where = _redact(db_url)
     server.run()
@@ -187,18 +188,8 @@ def worker_app():
     conf = json.loads(os.environ[_WORKER_ENV])
     logs.configure(conf.pop("log_level"))
     app = create_app(Settings(**conf))
-    _tune_gc()
+    tune_gc()
     return app
-
-
-def _tune_gc() -> None:
-    # An ingest request allocates tens of thousands of small containers (parsed
-    # points, row tuples); CPython's default gen-0 threshold (700) then runs the
-    # collector dozens of times per request.  Nothing here builds reference cycles
-    # at that rate, so collect rarely, and never rescan the start-up objects.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _redact(url: str) -> str:

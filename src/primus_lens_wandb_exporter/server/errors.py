@@ -1,8 +1,23 @@
-"""The one error type the API raises: rendered as ``{"error", "message", "field"}``."""
+"""The API's JSON answers: :class:`ApiError`, the error handlers, :func:`json_response`.
+
+Every error, whoever raises it (a route, FastAPI's parameter validation, Starlette's
+404/405, a bug), is answered in the protocol's shape ``{"error", "message", "field"}``.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+from typing import Any, Optional
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("primus_lens.server")
+
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -21,3 +36,50 @@ class ApiError(Exception):
         if self.field is not None:
             out["field"] = self.field
         return out
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    """An orjson-encoded response (FastAPI's default encoder is far slower)."""
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def busy_body(message: str) -> bytes:
+    """The JSON error body of a 503 (admission refused, nothing was done); sent with
+    ``Retry-After: RETRY_AFTER_S``."""
+    return orjson.dumps({"error": "busy", "message": message, "field": None})
+
+
+def busy(message: str) -> Response:
+    """503 + Retry-After in the JSON error shape: admission refused, nothing was done."""
+    return Response(busy_body(message), status_code=503, media_type="application/json",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def install_error_handlers(app) -> None:
+    """Answer every exception of ``app``'s routes in the JSON error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return json_response(exc.body(), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")]
+        field = ".".join(loc) or "request"
+        return json_response({"error": "invalid_parameter", "message": f"{field}: {first.get('msg', 'invalid')}",
+                              "field": field}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request, exc: Exception):
+        # A bug, not a client error: logged with its traceback, answered in the
+        # documented JSON error shape rather than Starlette's plain-text 500.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return json_response({"error": "internal_error", "message": "internal server error (logged on the server)",
+                              "field": None}, 500)

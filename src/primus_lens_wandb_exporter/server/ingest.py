@@ -7,10 +7,9 @@ exception layers, one threadpool hop per request (the GIL handed to a worker
 thread and back, each hop a futex wake-up contended by the event loop), and one
 database transaction per request.  So:
 
-- :class:`IngestFastPath`, a raw ASGI layer *inside* the security and auth
-  middlewares (innermost of them: a request reaches it only after the Host,
-  Origin, Content-Type and token checks, and is access-logged and counted by
-  them like any other), answers the ingest POSTs itself.  Every other request,
+- The one ASGI layer (:class:`.middleware.Edge`), after the Host, Origin,
+  Content-Type and token checks (and access-logged and counted like any other
+  request), answers the ingest POSTs itself.  Every other request,
   and the FastAPI routes of the same paths (they stay for the OpenAPI document),
   go on to FastAPI.  Both call :meth:`IngestPath.handle`: one definition of the
   admission, the size limits and the answer.
@@ -35,28 +34,21 @@ import orjson
 
 from .. import limits
 from ..redact import redact_url_credentials
+from ..wire import ENDPOINT_BATCH, ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from . import validate
-from .errors import ApiError
+from .auth import API_PREFIX
+from .errors import RETRY_AFTER_S, ApiError, busy_body
 from .storage.base import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
 
 #: The ingest routes this module answers, and what each stores.
-PATHS = ("/api/v1/wandb/metrics", "/api/v1/wandb/detection", "/api/v1/wandb/run", "/api/v1/wandb/batch")
+PATHS = tuple(API_PREFIX + e for e in (ENDPOINT_METRICS, ENDPOINT_DETECTION, ENDPOINT_RUN, ENDPOINT_BATCH))
 #: A group stops growing past this many body bytes (its parsed bodies are held at once) ...
 GROUP_BYTES = 4 * 1024 * 1024
 #: ... or this many requests (one transaction's work stays short: the first answer waits for the last).
 GROUP_REQUESTS = 512
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_S = 1
 
-_JSON = [(b"content-type", b"application/json")]
-
-
-def busy_body(message: str) -> bytes:
-    """The JSON error body of a 503 (admission refused, nothing was done); sent with
-    ``Retry-After: RETRY_AFTER_S``."""
-    return orjson.dumps({"error": "busy", "message": message, "field": None})
 _INTERNAL = {"error": "internal_error", "message": "internal server error (logged on the server)", "field": None}
 
 
@@ -353,7 +345,8 @@ class ClientGone(Exception):
     """The client disconnected before its body was read: there is nobody to answer."""
 
 
-async def _asgi_chunks(receive):
+async def asgi_chunks(receive):
+    """The body of an ASGI request as chunks; raises ClientGone on a disconnect."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -363,36 +356,3 @@ async def _asgi_chunks(receive):
             yield body
         if not message.get("more_body", False):
             return
-
-
-class IngestFastPath:
-    """ASGI middleware: answer ``POST`` to the ingest paths without FastAPI (see the module doc).
-
-    ``routes`` maps each path to its FastAPI route, put in the scope as the
-    router would, so /metrics labels these requests by their route.
-    """
-
-    def __init__(self, app, ingest: IngestPath, routes: Dict[str, Any]):
-        self.app = app
-        self.ingest = ingest
-        self.routes = routes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PREPARE:
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        route = self.routes.get(path)
-        if route is not None:
-            scope["route"] = route
-        length = None
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                length = v
-                break
-        out = await self.ingest.handle(path, length, _asgi_chunks(receive))
-        if out is None:
-            return
-        status, body, extra = out
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(body)).encode()), *_JSON, *extra]})
-        await send({"type": "http.response.body", "body": body})

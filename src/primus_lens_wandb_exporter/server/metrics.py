@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -106,36 +105,9 @@ class PrometheusMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
-    """ASGI middleware: count and time every HTTP request by route template."""
-
-    def __init__(self, app, metrics: PrometheusMetrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status = [500]  # what the client sees if the app raises before answering
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            # The router stores the matched route in the scope; its template keeps ids out of labels.
-            label = getattr(route, "path", None) or "other"
-            self.metrics.observe(scope.get("method", ""), label, status[0], time.perf_counter() - start)
-
-
-def install(app, store, shared) -> None:
-    """Add ``GET /metrics`` and the request middleware to ``app``.  Call it after
-    the other middleware, so that requests refused by them (401 ...) are counted."""
+def install(app, store, shared) -> PrometheusMetrics:
+    """Add ``GET /metrics`` to ``app``; return the metrics, whose ``observe`` the
+    ASGI layer (:mod:`.middleware`) calls for every request, refused ones (401 ...) too."""
     from fastapi.responses import Response
 
     metrics = PrometheusMetrics(store, shared)
@@ -145,4 +117,4 @@ def install(app, store, shared) -> None:
     def prometheus_metrics():
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return metrics

@@ -6,7 +6,8 @@ stuck; ``/readyz`` answers 503 while the database is unreachable, so a
 PostgreSQL restart takes the pods out of the Service instead of restarting all
 of them.  ``/health`` (the old combined check with the counters) is unchanged.
 
-``DELETE /api/v1/workloads/{uid}`` removes everything stored for a workload;
+``DELETE /api/v1/workloads/{uid}`` removes everything stored for a workload (the routes
+are in :mod:`.routes.ops`);
 ``serve --retention-days N`` runs :class:`Retention`, which deletes workloads
 whose last report is older than N days, at start and then every hour.
 """
@@ -18,48 +19,10 @@ import threading
 import time
 from typing import Optional
 
-from fastapi import FastAPI
-
-from .._version import __version__
-from .errors import ApiError
-
 log = logging.getLogger("primus_lens.server")
 
 #: seconds between two retention sweeps
 RETENTION_INTERVAL = 3600.0
-
-
-def add_routes(app: FastAPI, store, json_response) -> None:
-    """Add the probe and delete routes to ``app`` (which serves ``store``)."""
-
-    @app.get("/livez", tags=["operations"], summary="Liveness: the process serves requests (no database access)")
-    async def livez():
-        # async and database-free: answered by the event loop even when every
-        # threadpool thread waits on a database that is down.
-        return json_response({"status": "ok", "version": __version__})
-
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers",
-             responses={503: {"description": "Database unreachable"}})
-    def readyz():
-        try:
-            store.ping()
-        except Exception as e:  # any database failure means "not ready", reported, not raised
-            log.warning("readiness check failed: %s", e)
-            return json_response({"status": "unavailable", "database": store.kind, "version": __version__,
-                                  "error": "database_unavailable",
-                                  "message": f"database unavailable: {e}"}, 503)
-        return json_response({"status": "ok", "database": store.kind, "version": __version__})
-
-    @app.delete("/api/v1/workloads/{uid}", tags=["operations"],
-                summary="Delete a workload and everything stored for it",
-                responses={404: {"description": "Unknown workload"}})
-    def delete_workload(uid: str):
-        counts = store.delete_workload(uid)
-        if counts is None:
-            raise ApiError(404, "workload_not_found", f"workload {uid!r} not found: nothing was reported for it",
-                           "workload_uid")
-        log.info("deleted workload %s: %s", uid, counts)
-        return json_response({"message": f"workload {uid!r} deleted", "workload_uid": uid, "deleted": counts})
 
 
 class Retention:

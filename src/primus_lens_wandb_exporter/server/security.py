@@ -1,6 +1,6 @@
 """Browser safety: what stops a web page in someone's browser from using the Lens server.
 
-Two pure ASGI middlewares (no task or body copy per request, like the access log):
+Checked and added by the one ASGI layer every request passes (:mod:`.middleware`):
 
 - :class:`BrowserGuard` refuses, before any route runs:
 
@@ -17,8 +17,8 @@ Two pure ASGI middlewares (no task or body copy per request, like the access log
     ``application/json`` (415): the content types a page may send cross-site without
     a CORS preflight (``text/plain``, forms) are never parsed.
 
-- :class:`SecurityHeaders` adds ``X-Content-Type-Options``, a
-  ``Content-Security-Policy``, ``X-Frame-Options`` and ``Referrer-Policy`` to every
+- :data:`SECURITY_HEADERS` (``X-Content-Type-Options``, ``X-Frame-Options``,
+  ``Referrer-Policy``) and a ``Content-Security-Policy`` (:data:`DEFAULT_CSP`) go on every
   answer (API, UI, docs, errors, 401s), keeping a ``Content-Security-Policy`` a route
   set itself (``/api/docs`` allows the hash of its one inline script).
 """
@@ -43,6 +43,10 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 DEFAULT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
                "form-action 'self'; frame-ancestors 'none'")
+
+#: Added to every answer (with DEFAULT_CSP unless the route set its own CSP).
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"))
 
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
@@ -121,18 +125,16 @@ def parse_host_list(value: Optional[str]) -> list:
     return [p.strip() for p in (value or "").split(",") if p.strip()]
 
 
-async def _reject(send, status: int, code: str, message: str, field: str) -> None:
+def _refusal(status: int, code: str, message: str, field: str):
+    """``(status, body, headers)`` of a refusal in the JSON error shape."""
     body = orjson.dumps({"error": code, "message": message, "field": field})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    return status, body, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 
 
 class BrowserGuard:
-    """ASGI middleware: Host allow-list (400), cross-origin writes (403), JSON-only bodies (415)."""
+    """Host allow-list (400), cross-origin writes (403), JSON-only bodies (415)."""
 
-    def __init__(self, app, hosts: Optional[Sequence[str]] = None):
-        self.app = app
+    def __init__(self, hosts: Optional[Sequence[str]] = None):
         self.hosts = None if hosts is None else frozenset(hosts)
         self.suffixes = tuple(h[1:] for h in (hosts or ()) if h.startswith("*."))
         self._seen: dict = {}
@@ -142,17 +144,10 @@ class BrowserGuard:
             return True
         return bool(self.suffixes) and name.endswith(self.suffixes)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        host = origin = ctype = None
-        for k, v in scope["headers"]:
-            if k == b"host":
-                host = v
-            elif k == b"origin":
-                origin = v.decode("latin-1")
-            elif k == b"content-type":
-                ctype = v
+    def check(self, scope, host: Optional[bytes], origin: Optional[bytes], ctype: Optional[bytes], method: str,
+              path: str):
+        """The refusal ``(status, body, headers)`` of a request, or None to let it through.
+        ``host``/``origin``/``ctype``: the last such header of the request (or None)."""
         if host is None:   # HTTP/1.0 without Host: the address the client connected to
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}".encode() if server else b""
@@ -165,21 +160,21 @@ class BrowserGuard:
                 self._seen[host] = known
         ok, name, port = known
         if not ok:
-            return await _reject(send, 400, "host_not_allowed",
-                                 f"Host: {name!r} is not a name this server answers to; add it with "
-                                 "--allowed-host / PRIMUS_LENS_ALLOWED_HOSTS", "Host")
-        method = scope["method"]
+            return _refusal(400, "host_not_allowed",
+                            f"Host: {name!r} is not a name this server answers to; add it with "
+                            "--allowed-host / PRIMUS_LENS_ALLOWED_HOSTS", "Host")
         if method in _SAFE_METHODS:
-            return await self.app(scope, receive, send)
-        if origin is not None and not self._same_origin(origin, name, port):
-            return await _reject(send, 403, "cross_origin_refused",
-                                 f"Origin: {origin!r} is not this server's origin; writes from other "
-                                 "web sites are refused", "Origin")
-        if method in _BODY_METHODS and scope["path"].startswith("/api/v1") and (
+            return None
+        if origin is not None:
+            origin = origin.decode("latin-1")
+            if not self._same_origin(origin, name, port):
+                return _refusal(403, "cross_origin_refused",
+                                f"Origin: {origin!r} is not this server's origin; writes from other "
+                                "web sites are refused", "Origin")
+        if method in _BODY_METHODS and path.startswith("/api/v1") and (
                 ctype is None or ctype.split(b";", 1)[0].strip().lower() != b"application/json"):
-            return await _reject(send, 415, "unsupported_media_type",
-                                 "Content-Type: must be application/json", "Content-Type")
-        return await self.app(scope, receive, send)
+            return _refusal(415, "unsupported_media_type", "Content-Type: must be application/json", "Content-Type")
+        return None
 
     @staticmethod
     def _same_origin(origin: str, name: str, port: str) -> bool:
@@ -191,31 +186,3 @@ class BrowserGuard:
         # Behind a TLS-terminating proxy the Host has no port while the origin is https:
         # compare the port the browser used with the Host's, defaulting both by the origin's scheme.
         return o_name == name and o_port == (port or _DEFAULT_PORT.get(o_scheme, ""))
-
-
-class SecurityHeaders:
-    """ASGI middleware: the security headers on every answer (a route's own CSP is kept)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                        (b"referrer-policy", b"no-referrer")]
-        self.csp = (b"content-security-policy", DEFAULT_CSP.encode())
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                for k, _ in headers:
-                    if k == b"content-security-policy" or k == b"Content-Security-Policy":
-                        break
-                else:
-                    headers.append(self.csp)
-                headers.extend(self.headers)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        return await self.app(scope, receive, send_with_headers)

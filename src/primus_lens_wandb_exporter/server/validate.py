@@ -1,12 +1,18 @@
 """Validation of ingest bodies: one tight loop per request, no per-point objects.
 
+Over 400 lines on purpose: it is one job, the checks of the ingest bodies, and the
+msgspec fast path of ``/wandb/metrics`` sits next to the full validator it must agree
+with (tests/server/test_server_validate_fast.py checks both build the same batch);
+split, each half would have to be read with the other open.
+
 pydantic per point would cost more than the database write at the throughput
 Lens targets, so bodies are parsed with orjson and checked here by hand.  A
 request-level problem raises :class:`ApiError` naming the offending field (the
 whole request is refused); a bad **point** (``metrics[12].value``) is refused
 alone: it is listed in the batch's ``rejected`` and every other point is kept.
-The limits are those of :mod:`primus_lens_wandb_exporter.limits`, which the
-exporter checks before sending.
+The fields, their order, bounds and enums are read from the body Structs of
+:mod:`primus_lens_wandb_exporter.wire` (which take them from ``limits``, which the
+exporter checks before sending); the msgspec fast path decodes into the same Structs.
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ from __future__ import annotations
 import math
 import time
 from itertools import chain
-from typing import Annotated, Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import msgspec
-from msgspec import Meta
 
+from .. import wire
 from ..limits import (MAX_ABS_STEP, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST, MAX_RANK, MAX_ROW, MAX_TEXT_LEN,
-                      MAX_UID_LEN, metric_name_problem, text_problem)
+                      metric_name_problem, text_problem)
 from .errors import ApiError
 from .storage.base import MAX_REJECTED_LISTED, MetricsBatch
 
@@ -30,8 +36,12 @@ MAX_COUNTER = 2**63 - 1
 #: a common client mistake that would otherwise put points far in the future.
 _MS_THRESHOLD = 1e11
 
-_NONFINITE = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
-              "-Infinity": -math.inf, "-inf": -math.inf}
+_NONFINITE = wire.NONFINITE
+#: Each body's top-level fields as the wire Structs declare them (name -> bounds).
+_M = wire.field_bounds(wire.MetricsRequest)
+_D = wire.field_bounds(wire.DetectionRequest)
+_DD = wire.field_bounds(wire.Detected)
+_R = wire.field_bounds(wire.RunRequest)
 
 
 def bad(field: str, message: str) -> ApiError:
@@ -101,14 +111,16 @@ def _str(body: dict, key: str, prefix: str, default: str = "", max_len: int = MA
     return v
 
 
-def _uid(body: dict, prefix: str) -> str:
-    v = _str(body, "workload_uid", prefix, max_len=MAX_UID_LEN, required=True)
+def _uid(body: dict, prefix: str, fields: Dict[str, wire.Bounds]) -> str:
+    b = fields["workload_uid"]
+    v = _str(body, "workload_uid", prefix, max_len=b.max_len, required=b.required)
     if not v:
         raise bad(prefix + "workload_uid", "must not be empty")
     return v
 
 
 def _int(body: dict, key: str, prefix: str, default: int, lo: int = 0, hi: int = MAX_RANK) -> int:
+    # lo/hi: the field's bounds in its wire Struct (callers pass them).
     v = body.get(key)
     if v is None:
         return default
@@ -157,19 +169,20 @@ def require_object(body: Any, field: str = "body") -> dict:
 def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
     """Validate one ``/wandb/metrics`` body."""
     body = require_object(body, prefix.rstrip(".") or "body")
-    uid = _uid(body, prefix)
-    source = _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb"
-    run_id = _str(body, "run_id", prefix, "", MAX_UID_LEN)
-    rank = _int(body, "rank", prefix, 0)
+    M = _M
+    uid = _uid(body, prefix, M)
+    source = _str(body, "source", prefix, "wandb", M["source"].max_len) or "wandb"
+    run_id = _str(body, "run_id", prefix, "", M["run_id"].max_len)
+    rank = _int(body, "rank", prefix, 0, M["rank"].lo, M["rank"].hi)
     for k in ("local_rank", "node_rank"):
-        _int(body, k, prefix, 0)
-    _int(body, "world_size", prefix, 1, 0)
-    _str(body, "batch_id", prefix, "", MAX_UID_LEN)
+        _int(body, k, prefix, 0, M[k].lo, M[k].hi)
+    _int(body, "world_size", prefix, 1, M["world_size"].lo, M["world_size"].hi)
+    _str(body, "batch_id", prefix, "", M["batch_id"].max_len)
     req_ts = _opt_ts_ms(body, "timestamp", prefix)
     default_ts = req_ts if req_ts is not None else time.time() * 1000.0
-    batch = MetricsBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", MAX_UID_LEN),
-                         _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
-                         _str(body, "namespace", prefix, "", MAX_UID_LEN))
+    batch = MetricsBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", M["pod_name"].max_len),
+                         _str(body, "pod_uid", prefix, "", M["pod_uid"].max_len),
+                         _str(body, "namespace", prefix, "", M["namespace"].max_len))
     batch.exporter = exporter_stats(body.get("exporter"))
     metrics = body.get("metrics")
     if metrics is None:
@@ -301,46 +314,13 @@ def exporter_stats(obj: Any) -> Optional[Dict[str, int]]:
 
 
 # -- the fast path of /wandb/metrics ------------------------------------------------
-# msgspec decodes a well-formed body straight into these structs, checking types and
+# msgspec decodes a well-formed body straight into wire.MetricsRequest, checking types and
 # ranges in C (about half the time of orjson + the loop above).  It only ever accepts:
 # anything it rejects, and anything the checks after it doubt, goes to metrics_batch()
 # on the orjson parse, which names the offending field.  test_server_validate_fast.py
 # checks that both paths agree on what they accept and store.
 
-_Uid = Annotated[str, Meta(min_length=1, max_length=MAX_UID_LEN)]
-_Id = Annotated[str, Meta(max_length=MAX_UID_LEN)]
-_Rank = Annotated[int, Meta(ge=0, le=MAX_RANK)]
-
-
-class _Point(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    # gc=False: a point holds no containers, so the collector need not track the
-    # 5,000 of a batch (decoding one 5,000-point body: 1.64 -> 1.42 ms).
-    name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
-    value: Union[float, str]
-    step: Union[Annotated[int, Meta(ge=-MAX_ROW, le=MAX_ROW)],
-                Annotated[float, Meta(ge=-MAX_ABS_STEP, le=MAX_ABS_STEP)], None] = None
-    row: Optional[Annotated[int, Meta(ge=0, le=MAX_ROW)]] = None
-    timestamp: Optional[float] = None
-
-
-class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    workload_uid: _Uid
-    source: Optional[Annotated[str, Meta(max_length=MAX_NAME_LEN)]] = None
-    run_id: Optional[_Id] = None
-    rank: Optional[_Rank] = None
-    local_rank: Optional[_Rank] = None
-    node_rank: Optional[_Rank] = None
-    world_size: Optional[_Rank] = None
-    batch_id: Optional[_Id] = None
-    timestamp: Optional[float] = None
-    pod_name: Optional[_Id] = None
-    pod_uid: Optional[_Id] = None
-    namespace: Optional[_Id] = None
-    exporter: Any = None
-    metrics: Optional[List[_Point]] = None
-
-
-_decode_body = msgspec.json.Decoder(_Body).decode
+_decode_body = msgspec.json.Decoder(wire.MetricsRequest).decode
 
 
 def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
@@ -471,21 +451,22 @@ def metrics_list(body: Any, field: str) -> List[MetricsBatch]:
     return [metrics_batch(body, field + ".")]
 
 
-_METHODS = ("exact", "heuristic", "")
+_METHODS = (*_DD["method"].values, "")
 
 
 def detection(body: Any, prefix: str = "") -> dict:
     """Validate one ``/wandb/detection`` body into the dict the store expects."""
     body = require_object(body, prefix.rstrip(".") or "body")
-    out = {"workload_uid": _uid(body, prefix),
-           "source": _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb",
-           "type": _str(body, "type", prefix, "framework_detection_raw", MAX_NAME_LEN),
-           "version": _str(body, "version", prefix, "", MAX_NAME_LEN),
-           "pod_uid": _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
-           "pod_name": _str(body, "pod_name", prefix, "", MAX_UID_LEN),
-           "namespace": _str(body, "namespace", prefix, "", MAX_UID_LEN),
-           "run_id": _str(body, "run_id", prefix, "", MAX_UID_LEN),
-           "rank": _int(body, "rank", prefix, 0),
+    D = _D
+    out = {"workload_uid": _uid(body, prefix, D),
+           "source": _str(body, "source", prefix, "wandb", D["source"].max_len) or "wandb",
+           "type": _str(body, "type", prefix, "framework_detection_raw", D["type"].max_len),
+           "version": _str(body, "version", prefix, "", D["version"].max_len),
+           "pod_uid": _str(body, "pod_uid", prefix, "", D["pod_uid"].max_len),
+           "pod_name": _str(body, "pod_name", prefix, "", D["pod_name"].max_len),
+           "namespace": _str(body, "namespace", prefix, "", D["namespace"].max_len),
+           "run_id": _str(body, "run_id", prefix, "", D["run_id"].max_len),
+           "rank": _int(body, "rank", prefix, 0, D["rank"].lo, D["rank"].hi),
            "timestamp_ms": _opt_ts_ms(body, "timestamp", prefix),
            "evidence": _obj(body, "evidence", prefix),
            "hints": _obj(body, "hints", prefix)}
@@ -502,8 +483,8 @@ def detection(body: Any, prefix: str = "") -> dict:
             if type(conf) not in (int, float) or type(conf) is bool or not 0.0 <= conf <= 1.0:
                 raise bad(p + "confidence", "must be a number between 0 and 1")
             conf = float(conf)
-        det = {"wrapper": _str(det, "wrapper", p, None, MAX_NAME_LEN) or None,
-               "base": _str(det, "base", p, None, MAX_NAME_LEN) or None,
+        det = {"wrapper": _str(det, "wrapper", p, None, _DD["wrapper"].max_len) or None,
+               "base": _str(det, "base", p, None, _DD["base"].max_len) or None,
                "method": method or "heuristic", "confidence": conf}
     out["detection"] = det
     return out
@@ -525,26 +506,30 @@ def _from_hints(hints: Optional[dict]) -> dict:
             "confidence": conf}
 
 
-_EVENTS = ("started", "config", "summary", "finished", "")
+# The message lists them in lifecycle order; the set is the Struct's.
+_EVENT_ORDER = ("started", "config", "summary", "finished")
+_EVENTS = (*sorted(_R["event"].values, key=_EVENT_ORDER.index), "")
 
 
 def run(body: Any, prefix: str = "") -> dict:
     """Validate one ``/wandb/run`` body."""
     body = require_object(body, prefix.rstrip(".") or "body")
-    out = {"workload_uid": _uid(body, prefix),
-           "source": _str(body, "source", prefix, "wandb", MAX_NAME_LEN) or "wandb",
-           "pod_name": _str(body, "pod_name", prefix, "", MAX_UID_LEN),
-           "pod_uid": _str(body, "pod_uid", prefix, "", MAX_UID_LEN),
-           "run_id": _str(body, "run_id", prefix, "", MAX_UID_LEN),
-           "rank": _int(body, "rank", prefix, 0),
+    R = _R
+    out = {"workload_uid": _uid(body, prefix, R),
+           "source": _str(body, "source", prefix, "wandb", R["source"].max_len) or "wandb",
+           "pod_name": _str(body, "pod_name", prefix, "", R["pod_name"].max_len),
+           "pod_uid": _str(body, "pod_uid", prefix, "", R["pod_uid"].max_len),
+           "run_id": _str(body, "run_id", prefix, "", R["run_id"].max_len),
+           "rank": _int(body, "rank", prefix, 0, R["rank"].lo, R["rank"].hi),
            "timestamp_ms": _opt_ts_ms(body, "timestamp", prefix),
-           "exit_code": _int(body, "exit_code", prefix, None, -(2**31), 2**31 - 1)}
+           "exit_code": _int(body, "exit_code", prefix, None, R["exit_code"].lo, R["exit_code"].hi)}
     event = _str(body, "event", prefix, "", 32)
     if event not in _EVENTS:
-        raise bad(prefix + "event", "must be one of started, config, summary, finished")
+        raise bad(prefix + "event", "must be one of " + ", ".join(_EVENTS[:-1]))
     out["event"] = event or None
+    # status is documented as an enum but stored as sent (any name), as it always was.
     for k in ("project", "name", "entity", "group", "mode", "status"):
-        v = _str(body, k, prefix, None, MAX_NAME_LEN)
+        v = _str(body, k, prefix, None, R[k].max_len or MAX_NAME_LEN)
         out[k] = v
     tags = body.get("tags")
     if tags is not None:

@@ -121,7 +121,7 @@ def _worker(index: int, conf: dict, common: dict, ready) -> None:
 
     from . import logs
     from .app import create_app
-    from .cli import _tune_gc
+    from .gc_tuning import tune_gc
     from .settings import Settings
 
     logs.configure(conf.pop("log_level"))
@@ -136,7 +136,7 @@ def _worker(index: int, conf: dict, common: dict, ready) -> None:
                 ready.send(index)
                 ready.close()
 
-    _tune_gc()
+    tune_gc()
     Server(config).run(sockets=[sock])
 
 

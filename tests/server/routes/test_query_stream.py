@@ -10,7 +10,7 @@ import time
 import requests
 from server_helpers import metrics_body
 
-from primus_lens_wandb_exporter.server.app import MAX_STREAMS
+from primus_lens_wandb_exporter.server.runtime import MAX_STREAMS
 from primus_lens_wandb_exporter.server.storage.base import Store
 
 T0 = 1_700_000_000.0

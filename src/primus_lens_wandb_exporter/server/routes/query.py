@@ -1,0 +1,253 @@
+"""The query routes: ``/health``, ``/api/v1``, workloads, metric sources/names/data.
+
+Plain functions, so FastAPI runs them in its threadpool (the store's reads block).
+``metrics/data`` without ``max_points`` is streamed: see :func:`_stream_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from typing import List, Literal, Optional
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ... import limits
+from ..._version import __version__
+from ..errors import ApiError, busy, json_response
+from ..runtime import MAX_STREAMS
+
+log = logging.getLogger("primus_lens.server")
+
+router = APIRouter(tags=["query"])
+
+#: Longest comma-separated list a query parameter may hold (SQL placeholders are finite).
+MAX_LIST = 1000
+#: Encoded chunks (~1 MiB each) buffered per streamed answer: its memory bound.
+_STREAM_BUFFER = 4
+_END = object()
+_NOT_FOUND = {404: {"description": "Unknown workload"}}
+
+
+class _ClientGone(Exception):
+    """The client of a streamed answer disconnected: its read stops."""
+
+
+def _encode_value(v: float):
+    # JSON has no NaN/Infinity: they travel as the strings the protocol names.
+    if v != v:
+        return "NaN"
+    if v == math.inf:
+        return "Infinity"
+    if v == -math.inf:
+        return "-Infinity"
+    return v
+
+
+def _csv(value: Optional[str]) -> List[str]:
+    return [p.strip() for p in value.split(",") if p.strip()] if value else []
+
+
+def _ranks(value: Optional[str]) -> Optional[List[int]]:
+    parts = _csv(value)
+    if not parts:
+        return None
+    if len(parts) > MAX_LIST:
+        raise ApiError(400, "invalid_parameter", f"rank: at most {MAX_LIST} ranks per request", "rank")
+    out = []
+    for p in parts:
+        try:
+            r = int(p)
+        except ValueError:
+            raise ApiError(400, "invalid_parameter", f"rank: {p!r} is not an integer (use rank=0 or rank=0,1)",
+                           "rank") from None
+        if not 0 <= r <= limits.MAX_RANK:
+            raise ApiError(400, "invalid_parameter", f"rank: {r} is out of range", "rank")
+        out.append(r)
+    return out
+
+
+def _store(request: Request):
+    return request.app.state.runtime.store
+
+
+def _require(store, uid: str) -> None:
+    if not store.workload_exists(uid):
+        raise ApiError(404, "workload_not_found", f"workload {uid!r} not found: nothing was reported for it",
+                       "workload_uid")
+
+
+@router.get("/health", summary="Liveness and database check")
+def health(request: Request):
+    rt = request.app.state.runtime
+    store = rt.store
+    try:
+        store.ping()
+    except Exception as e:  # any database failure is "down", reported, not raised
+        log.warning("health check failed: %s", e)
+        return json_response({"status": "error", "database": store.kind, "version": __version__,
+                              "message": f"database unavailable: {e}"}, 503)
+    body = {"status": "ok", "database": store.kind, "version": __version__, "storage": store.stats(),
+            "exporters": store.exporter_totals()}
+    if rt.shared is not None:  # serve --workers N: every process's counters, added up
+        body["storage"], body["workers"] = rt.shared.snapshot()
+    return json_response(body)
+
+
+@router.get("/api/v1", summary="API index (also what Grafana's 'Save & test' probes)")
+def api_index(request: Request):
+    return json_response({"name": "Primus Lens telemetry API", "version": __version__,
+                          "database": _store(request).kind, "docs": "/api/docs",
+                          "endpoints": sorted({r.path for r in request.app.routes
+                                               if getattr(r, "path", "").startswith("/api/v1/")})})
+
+
+@router.get("/api/v1/workloads", summary="All workloads with detection and counts")
+def workloads(request: Request, search: str = Query("", max_length=256),
+              sort: Literal["last_update", "workload_uid", "points"] = "last_update",
+              order: Literal["asc", "desc"] = "desc"):
+    rows = _store(request).list_workloads(search, sort, order)
+    return json_response({"workloads": rows, "total_count": len(rows)})
+
+
+@router.get("/api/v1/workloads/{uid}", summary="One workload: detection, runs, ranks, counts", responses=_NOT_FOUND)
+def workload(uid: str, request: Request):
+    store = _store(request)
+    w = store.get_workload(uid)
+    if w is None:
+        _require(store, uid)
+    return json_response(w)
+
+
+@router.get("/api/v1/workloads/{uid}/metrics/sources", summary="Data sources with point counts",
+            responses=_NOT_FOUND)
+def metrics_sources(uid: str, request: Request):
+    store = _store(request)
+    _require(store, uid)
+    src = store.sources(uid)
+    return json_response({"workload_uid": uid, "data_sources": [{"name": n, "count": c} for n, c in src],
+                          "total_count": len(src)})
+
+
+@router.get("/api/v1/workloads/{uid}/metrics/available", summary="Metric names with point counts",
+            responses=_NOT_FOUND)
+def metrics_available(uid: str, request: Request,
+                      data_source: Optional[str] = Query(None, max_length=limits.MAX_NAME_LEN)):
+    store = _store(request)
+    _require(store, uid)
+    rows = store.available(uid, data_source or None)
+    return json_response({"workload_uid": uid,
+                          "metrics": [{"name": n, "data_source": s, "count": c} for n, s, c in rows],
+                          "total_count": len(rows)})
+
+
+@router.get("/api/v1/workloads/{uid}/metrics/data", summary="Metric points, optionally downsampled",
+            responses=_NOT_FOUND)
+def metrics_data(uid: str, request: Request,
+                 data_source: str = Query("wandb", max_length=limits.MAX_NAME_LEN),
+                 metrics: Optional[str] = Query(None, description="comma-separated names; all when absent"),
+                 start: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
+                 end: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
+                 rank: Optional[str] = Query(None, description="rank or comma-separated ranks"),
+                 run_id: Optional[str] = Query(None, max_length=limits.MAX_UID_LEN),
+                 max_points: Optional[int] = Query(None, ge=4, le=1_000_000,
+                                                   description="per-series bound; keeps first, last, min, "
+                                                               "max of each bucket of rows (history order) "
+                                                               "and every non-finite point"),
+                 after_step: Optional[float] = Query(None, ge=-limits.MAX_ABS_STEP, le=limits.MAX_ABS_STEP,
+                                                     description="only points whose step is greater"),
+                 after_row: Optional[int] = Query(None, ge=-1, le=limits.MAX_ROW,
+                                                  description="only rows greater than this (live refresh)"),
+                 x: Literal["step", "row", "time"] = Query("step", description="order within a series: "
+                                                           "step (step, row), row, or time (timestamp, row)")):
+    rt = request.app.state.runtime
+    store = rt.store
+    _require(store, uid)
+    names = _csv(metrics) or None
+    if names and len(names) > MAX_LIST:
+        raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
+    src = data_source or "wandb"
+    ranks = _ranks(rank)
+    if max_points is None:
+        return _stream_data(rt, uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+    rows = store.data(uid, src, names, start, end, ranks, run_id, max_points, after_step, after_row, x)
+    data = _data_items(rows, src)
+    return json_response({"workload_uid": uid, "data_source": src, "data": data, "total_count": len(data)})
+
+
+def _data_items(rows, src):
+    enc = _encode_value
+    # iteration is the chart step: an int when integral (what old clients expect), else a float.
+    return [{"metric_name": m, "value": enc(v), "timestamp": ts, "iteration": int(st) if st.is_integer() else st,
+             "row": row, "data_source": src, "rank": rk, "run_id": run} for m, rk, run, st, v, ts, row in rows]
+
+
+# Streamed answers: the database read and the encoding run in one of MAX_STREAMS
+# threads (a cursor stays on its thread; the slots and pool are the runtime's),
+# handing ~1 MiB chunks through a bounded queue, so an answer of any size costs the
+# server a constant amount of memory.
+def _stream_data(rt, uid, src, names, start, end, ranks, run_id, after_step, after_row, x):
+    store, stream_slots = rt.store, rt.stream_slots
+    if not stream_slots.acquire(blocking=False):
+        return busy(f"{MAX_STREAMS} unbounded metrics/data answers are streaming already; retry later "
+                    "or pass max_points")
+    chunks: "queue.Queue" = queue.Queue(_STREAM_BUFFER)
+    stop = threading.Event()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise _ClientGone
+
+    def produce():
+        n = 0
+        rows_iter = store.stream_data(uid, src, names, start, end, ranks, run_id, after_step, after_row, x)
+        try:
+            for rows in rows_iter:
+                part = orjson.dumps(_data_items(rows, src))[1:-1]
+                put(part if n == 0 else b"," + part)
+                n += len(rows)
+            put(b'],"total_count":' + str(n).encode() + b"}")
+            put(_END)
+        except _ClientGone:
+            pass
+        except Exception as e:  # the answer is cut short (invalid JSON), never silently partial
+            log.error("streaming metrics/data of %r failed after %d points", uid, n, exc_info=e)
+            try:
+                put(e)
+            except _ClientGone:
+                pass
+        finally:
+            rows_iter.close()  # ends the read transaction on this thread
+            stream_slots.release()
+
+    try:
+        rt.stream_pool.submit(produce)
+    except Exception:
+        stream_slots.release()
+        raise
+
+    async def body():
+        try:
+            yield (b'{"workload_uid":' + orjson.dumps(uid) + b',"data_source":' + orjson.dumps(src)
+                   + b',"data":[')
+            while True:
+                item = await run_in_threadpool(chunks.get)
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise RuntimeError("metrics/data stream failed") from item
+                yield item
+        finally:
+            stop.set()
+
+    return StreamingResponse(body(), media_type="application/json")
