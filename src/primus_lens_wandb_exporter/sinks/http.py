@@ -28,8 +28,8 @@ from typing import Optional
 from .. import limits
 from ..core.hookspecs import hookimpl
 from ..core.log import log_once
-from .http_delivery import (ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN, WRITE_AHEAD, Delivery, _Item,
-                            _encode, _settle_environment)
+from ..wire import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
+from .http_delivery import WRITE_AHEAD, Delivery, _Item, _encode, _settle_environment
 from .spool import Spool
 
 class HttpSink(Delivery):

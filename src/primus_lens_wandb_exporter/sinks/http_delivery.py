@@ -17,6 +17,7 @@ import msgspec
 import orjson
 
 from .. import limits
+from ..wire import ENDPOINT_METRICS
 from ..core.log import get_logger, log_once
 
 
@@ -32,9 +33,6 @@ def _encode(payload) -> bytes:
 
 _decode = orjson.loads  # the answer: a small dict
 
-ENDPOINT_METRICS = "/wandb/metrics"
-ENDPOINT_DETECTION = "/wandb/detection"
-ENDPOINT_RUN = "/wandb/run"
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 # Lens refuses who we are, not what we send: kept and replayed once it accepts again.

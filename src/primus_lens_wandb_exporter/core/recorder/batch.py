@@ -9,24 +9,18 @@ with ``map`` over its columns and a sink encodes a request body in C (``encode``
 import time
 import uuid
 from operator import attrgetter
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional
 
 import msgspec
 
-from ... import limits
+from ... import limits, wire
 from ..identity import Identity
 
 
-class Point(msgspec.Struct, gc=False, omit_defaults=True):
-    """One point as the wire carries it (docs/protocol.md): ``row`` is left out when it equals
-    the integer step (most points), which keeps request bodies ~15 % smaller.  Field order is
-    the order of today's wire dicts."""
-
-    name: str
-    value: Union[float, str]  # non-finite values travel as "NaN" / "Infinity" / "-Infinity"
-    step: Union[int, float]
-    timestamp: float
-    row: Optional[int] = None
+# The wire's own description of a point (``wire.Point``: the server decodes the same struct).
+# ``row`` is left out when it equals the integer step (most points), which keeps request
+# bodies ~15 % smaller; constraints are checked by the server's decoder, not on construction.
+Point = wire.Point
 
 
 _encode = msgspec.json.encode

@@ -60,8 +60,8 @@ class Batcher:
         # value - value == 0 is False only for NaN/±Inf, which travel as strings.  The wire's
         # default for a missing row is the (integer) step: most points are charted by their
         # row, and leaving it out keeps request bodies ~15 % smaller (docs/protocol.md).
-        points = [Point(name, value if value - value == 0 else wire(value), step, ts,
-                        None if row == step and type(step) is int else row)
+        points = [Point(name, value if value - value == 0 else wire(value), step,
+                        None if row == step and type(step) is int else row, ts)
                   for name, value, step, row, ts in row_points]
         self._queue_points((source, run_id, rank), points, len(points))
 
@@ -125,7 +125,7 @@ def _expand(entries):
     for entry in entries:
         if type(entry) is tuple:
             data, row, ts = entry
-            extend(map(Point, data, data.values(), repeat(row), repeat(ts)))
+            extend(map(Point, data, data.values(), repeat(row), repeat(None), repeat(ts)))
             rows.append(row)
         else:
             extend(entry)
