@@ -125,6 +125,13 @@ def tb_only(module_server, tmp_path_factory):
                     TT_WANDB=0, TT_TB=1)
 
 
+@pytest.fixture(scope="module")
+def own_logger(module_server, tmp_path_factory):
+    # A fixture, so that a program that fails to run is an error, never taken for the xfail.
+    return run_real(module_server, tmp_path_factory.mktemp("tt-own"), "torchtitan-own", PROGRAM,
+                    TT_WANDB=0, TT_TB=0, TT_OWN_LOGGER=1)
+
+
 TRAIN_NAMES = {
     "grad_norm", "loss_metrics/global_avg_loss", "loss_metrics/global_max_loss", "lr", "n_tokens_seen",
     "memory/max_active(%)", "memory/max_active(GiB)", "memory/max_reserved(%)", "memory/max_reserved(GiB)",
@@ -173,11 +180,11 @@ def test_tensorboard_only_run_reports_what_tensorboard_got(tb_only):
 
 @pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/torchtitan.py _validation_fallback "
                                        "ignores log_validation's extra_metrics (real 0.3.0 signature has it)")
-def test_own_logger_gets_validation_extra_metrics(module_server, tmp_path):
+def test_own_logger_gets_validation_extra_metrics(own_logger):
     """A logger that is not one of TorchTitan's classes: the hook reports from the arguments.
     ``log_validation(loss, step, extra_metrics=None)`` (metrics.py:539) merges ``extra_metrics``
     into the dict, so they must be reported too, as they are for ``log``."""
-    run = run_real(module_server, tmp_path, "torchtitan-own", PROGRAM, TT_WANDB=0, TT_TB=0, TT_OWN_LOGGER=1)
+    run = own_logger
     assert_detected(run, "off")
     got = {(r["name"], r["step"]) for r in run.rows if r["source"] == "torchtitan"}
     # What the train fallback knows from log()'s arguments, every step; validation at step 5.
