@@ -91,12 +91,17 @@ class RealRun:
 
     def detection(self, base: str, timeout: float = 30) -> dict:
         """The server's detection once it names ``base`` exactly (else the last one, for the message)."""
+        def current():
+            try:
+                return (support.workload(self.server, self.workload) or {}).get("detection") or {}
+            except AssertionError:  # 404 until the first report is stored: keep waiting
+                return {}
+
         def ready():
-            det = (support.workload(self.server, self.workload) or {}).get("detection") or {}
+            det = current()
             return det if det.get("base") == base and det.get("method") == "exact" else None
 
-        return support.wait_for(ready, timeout=timeout) or \
-            (support.workload(self.server, self.workload) or {}).get("detection") or {}
+        return support.wait_for(ready, timeout=timeout) or current()
 
     def server_points(self, source: str, expected: int, timeout: float = 30) -> List[dict]:
         """The server's points of one data source, once ``expected`` of them arrived."""
