@@ -131,8 +131,8 @@ def test_each_scalar_is_reported_once_at_the_outermost_writer(clu_run):
         assert_server_has(clu_run, "clu", clu_written)
 
 
-@pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/jax.py _make_write_scalars takes every "
-                                       "non-CLU writer as W&B's while a W&B run is active (_foreign and "
+@pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/jax.py's CLU hook (_clu_before; "
+                                       "_make_write_scalars before the i12 refactor) takes every non-CLU writer as W&B's while a W&B run is active (_foreign and "
                                        "_wandb_run_active), so a program's own writer that never calls wandb.log "
                                        "is dropped silently")
 def test_own_writer_that_does_not_log_to_wandb_is_reported(clu_run):
