@@ -1,6 +1,7 @@
 # Primus Lens WandB exporter: the two commands of the README.
 #   make demo   install, start a Lens server, train a tiny model with wandb, show what arrived
 #   make test   install (incl. Chromium and PostgreSQL from Debian), start PostgreSQL, run every test
+#   make test-real  the adapters against the real framework packages from PyPI (tox envs real-torch, real-jax)
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PG_DIR ?= /tmp/primus-lens-test-pg
@@ -8,7 +9,7 @@ PG_PORT ?= 55432
 PYTEST_ARGS ?=
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
-.PHONY: install npm install-system demo test test-fast postgres bench lint
+.PHONY: install npm install-system demo test test-fast test-real postgres bench lint
 
 # torch is pinned and installed first: that exact version is a local CPU wheel on our machines
 # (an unpinned torch pulls a multi-GB CUDA build).  `npm ci` installs the browser libraries the
@@ -47,6 +48,20 @@ test: install install-system postgres
 
 test-fast:
 	$(PYTHON) -m pytest -n 2 --dist loadfile -ra -m "not slow and not browser" $(PYTEST_ARGS)
+
+# The real framework packages (tests/integrations/real, docs/frameworks/verified.md): one tox env
+# per stack, on top of the base env of `make install` (sitepackages: torch is not reinstalled).
+# An env that cannot be created here (no PyPI, no wheel for this platform ...) is skipped with a
+# clear line instead of failing the target; a test that fails does fail it.
+REAL_ENVS ?= real-torch real-jax
+test-real:
+	@if ! $(PYTHON) -m tox --version >/dev/null 2>&1; then \
+	  echo "test-real: SKIPPED: tox is not installed (pip install -e '.[dev]')"; exit 0; fi; \
+	status=0; for env in $(REAL_ENVS); do \
+	  if $(PYTHON) -m tox -e $$env --notest; then \
+	    $(PYTHON) -m tox -e $$env -- $(PYTEST_ARGS) || status=1; \
+	  else echo "test-real: SKIPPED $$env: its environment could not be created (see the tox output above)"; fi; \
+	done; exit $$status
 
 bench: install
 	$(PYTHON) benchmarks/bench_log_overhead.py
