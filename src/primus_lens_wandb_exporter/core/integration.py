@@ -24,6 +24,11 @@ class NotEnabled(Exception):
     """
 
 
+class VersionDeclined(NotEnabled):
+    """The installed release is outside the range the adapter was checked against: unlike a
+    missing hook this is something the user can act on, so it is one warning, not a debug line."""
+
+
 def version_tuple(text, width: int = 3) -> Tuple[int, ...]:
     """``"2.6.6+cu121"`` -> ``(2, 6, 6)``: the leading digits of each dotted part."""
     out = []
@@ -74,7 +79,7 @@ class VersionRange:
     def check(self, version: Optional[str], what: str) -> None:
         """Raise :class:`NotEnabled` when ``version`` is outside the range."""
         if not self.allows(version):
-            raise NotEnabled(f"{what} {version} is outside the tested range {self.describe()}")
+            raise VersionDeclined(f"{what} {version} is outside the tested range {self.describe()}")
 
 
 @dataclass(frozen=True)

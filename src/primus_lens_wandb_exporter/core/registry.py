@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Iterable, Optional, Tuple
 
-from .integration import Integration, NotEnabled, Watch
+from .integration import Integration, NotEnabled, VersionDeclined, Watch
 from .log import get_logger, log_once, raise_if_testing
 
 GROUP = "primus_lens"
@@ -113,6 +113,11 @@ def allowed(integration: Integration, disabled: Iterable[str]) -> bool:
 
 def _did_not_enable(integration: Integration, exc: NotEnabled) -> None:
     # Once per (integration, reason): a Lightning Trainer per run asks the gate again.
+    if isinstance(exc, VersionDeclined):
+        log_once(("not-enabled", integration.name, str(exc)), logging.WARNING,
+                 "integration %s did not enable: %s; its adapter stays off "
+                 "(releases checked: docs/frameworks/verified.md)", integration.name, exc)
+        return
     log_once(("not-enabled", integration.name, str(exc)), logging.DEBUG,
              "integration %s did not enable: %s", integration.name, exc)
 

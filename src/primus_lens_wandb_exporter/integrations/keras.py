@@ -66,7 +66,11 @@ def _claim(keras_module, via, wandb_on):
                    wandb_callback="on" if wandb_on else "off")
     base = _BACKENDS.get(str(backend))
     if base:
-        recorder.claim(base, "base", indicators=(indicator, f"keras.backend={backend}"))
+        # The backend's package is imported by Keras itself once it runs on it: its version
+        # is read from there (never imported by us).
+        backend_module = sys.modules.get(str(backend))
+        recorder.claim(base, "base", version=getattr(backend_module, "__version__", None),
+                       indicators=(indicator, f"keras.backend={backend}"))
 
 
 def _is_wandb_callback(callback):

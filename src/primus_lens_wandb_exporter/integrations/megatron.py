@@ -60,7 +60,7 @@ BRIDGE = Integration(
     name="megatron_bridge", family=NAME, module=__name__, state=_BridgeState(), frameworks=(BRIDGE_FRAMEWORK,),
     watches=(Watch("megatron.bridge.training.callbacks", "setup_bridge"),),
     #: Bridge releases whose ``callbacks`` module we reproduced (v0.5 .. 0.9 / HEAD 2026-08).
-    versions=VersionRange((0, 5), (0, 10), unknown="allow"), version_of=lambda module: _bridge_version(),
+    versions=VersionRange((0, 3), (0, 10), unknown="allow"), version_of=lambda module: _bridge_version(),
     what="megatron-bridge")
 INTEGRATIONS = (MEGATRON, BRIDGE)
 

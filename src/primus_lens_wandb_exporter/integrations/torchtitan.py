@@ -120,7 +120,11 @@ def _train_fallback(values):
 
 
 def _validation_fallback(values):
-    return {"validation_metrics/loss": values.get("loss")}
+    # log_validation(loss, step, extra_metrics=None) (0.3.0, metrics.py) merges extra_metrics
+    # into what it logs, as log() does.
+    metrics = {"validation_metrics/loss": values.get("loss")}
+    metrics.update(values.get("extra_metrics") or {})
+    return metrics
 
 
 class _Capturing:

@@ -71,8 +71,6 @@ def test_fit_reports_the_history_once_per_epoch(plain_fit):
     assert oracle["callbacks_after"] == 0, "the user's callbacks list was changed"
 
 
-@pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/keras.py _claim claims the backend "
-                                       "base (pytorch) without a version; pass torch.__version__ from sys.modules")
 def test_backend_claim_carries_the_backend_version(plain_fit):
     det = plain_fit.detection("pytorch")
     base = det["evidence"]["base_frameworks"]["pytorch"]

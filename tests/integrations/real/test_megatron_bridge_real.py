@@ -12,10 +12,9 @@ then ``global_state.train_state.step += 1`` (``train.py:445``), then the W&B wri
 ``iteration = train_state.step``) through the real lazy ``GlobalState.wandb_logger``
 (``state.py:187``).  The training step itself (a GPT model on GPU) is not run.
 
-The adapter's version gate (``BRIDGE_MIN_VERSION = (0, 5)``) declines 0.3.1 although its hooked
-API is the one the adapter expects: the test with the gate as shipped expects the correct
-behaviour and is an xfail until the gate is widened; the others widen the gate inside the
-program (what the fix does) and check the whole path.  megatron-core wheels carry no
+The adapter's version gate once declined 0.3.1 (its low bound was 0.5, from an unreleased
+0.7.0 read in source) although its hooked API is the one the adapter expects; this run checked
+that and the gate now starts at 0.3.  megatron-core wheels carry no
 ``megatron/training``: the Megatron-LM ``training_log`` hook stays stand-in-tested.
 """
 
@@ -40,15 +39,6 @@ import megatron.core, megatron.core.tensor_parallel, megatron.core.models.gpt, m
 import megatron.core.optimizer
 import bridge_cpu_stubs
 bridge_cpu_stubs.install()
-
-if os.environ.get("GATE") == "open":  # what widening the adapter's gate to 0.3 does
-    import dataclasses
-    import primus_lens_wandb_exporter.integrations.megatron as lens_megatron
-    if hasattr(lens_megatron, "BRIDGE"):  # the Integration object's VersionRange (frozen dataclasses)
-        object.__setattr__(lens_megatron.BRIDGE, "versions",
-                           dataclasses.replace(lens_megatron.BRIDGE.versions, low=(0, 3)))
-    else:  # before the Integration objects: a module constant
-        lens_megatron.BRIDGE_MIN_VERSION = (0, 3)
 
 import megatron.bridge
 from megatron.bridge.training import callbacks as cbm
@@ -110,13 +100,13 @@ def _run(server, tmp, prefix, **env):
 
 @pytest.fixture(scope="module")
 def gate_open(module_server, tmp_path_factory):
-    return _run(module_server, tmp_path_factory.mktemp("bridge"), "bridge-open", GATE="open")
+    return _run(module_server, tmp_path_factory.mktemp("bridge"), "bridge-open")
 
 
 @pytest.fixture(scope="module")
-def gate_shipped(module_server, tmp_path_factory):
-    # A fixture, so that a program that fails to run is an error, never taken for the xfail.
-    return _run(module_server, tmp_path_factory.mktemp("bridge-shipped"), "bridge-shipped")
+def gate_shipped(gate_open):
+    # The gate as shipped admits 0.3.1: the same run.
+    return gate_open
 
 
 def assert_detected(run, wandb_logger):
@@ -148,7 +138,7 @@ def test_callback_path_reports_at_bridges_iteration(gate_open):
 def test_wandb_logger_run_is_mirrored_exactly_from_wandb(module_server, tmp_path):
     """Gate widened, ``logger.wandb_project`` set: W&B is the source (wandb.init happens lazily,
     after the first callback), nothing comes from the callback too."""
-    run = _run(module_server, tmp_path, "bridge-wandb", GATE="open", WB=1)
+    run = _run(module_server, tmp_path, "bridge-wandb", WB=1)
     assert_detected(run, "on")
     expected = wandb_oracle.wandb_expected_points(run.wandb_run_dir())
     assert {(n, s) for (n, _), (s, _) in expected.items()} == set(expected_points(run))
@@ -158,9 +148,6 @@ def test_wandb_logger_run_is_mirrored_exactly_from_wandb(module_server, tmp_path
     wandb_oracle.assert_same_points(expected, mirrored_points(run.server, run.workload, expected), "Lens server")
 
 
-@pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/megatron.py's Bridge gate (0, 5) "
-                                       "declines 0.3.1, whose hooked API (normalize_callbacks, CallbackContext, "
-                                       "on_train_step_end before step += 1) is verified here; widen its low bound to (0, 3)")
 def test_bridge_0_3_1_is_hooked_with_the_gate_as_shipped(gate_shipped):
     run = gate_shipped
     expected = expected_points(run)

@@ -178,8 +178,6 @@ def test_tensorboard_only_run_reports_what_tensorboard_got(tb_only):
     assert_server_has(tb_only, "torchtitan", expected, rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="adapter fix pending: integrations/torchtitan.py _validation_fallback "
-                                       "ignores log_validation's extra_metrics (real 0.3.0 signature has it)")
 def test_own_logger_gets_validation_extra_metrics(own_logger):
     """A logger that is not one of TorchTitan's classes: the hook reports from the arguments.
     ``log_validation(loss, step, extra_metrics=None)`` (metrics.py:539) merges ``extra_metrics``
