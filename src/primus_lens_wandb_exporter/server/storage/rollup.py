@@ -279,16 +279,6 @@ def sibling_needs_of_blocks(base: Iterable[int], top: int, old_top: Optional[int
     dirty child is read from the database.
     """
     old_top = top if old_top is None else old_top
-    if top == old_top and len(base) == 1:
-        # One touched base block (an exporter's append: one point per series per
-        # request) under an unchanged top level: its ancestors are one chain and
-        # each needs its sibling, what the loop below finds without a set per level.
-        (b,) = base
-        needs = {}
-        for k in range(BASE_LEVEL, top):
-            needs[k] = [b ^ 1]
-            b >>= 1
-        return needs
     dirty = set(base)
     needs: Dict[int, List[int]] = {}
     for k in range(BASE_LEVEL, top):
@@ -310,19 +300,6 @@ def build_levels(base: Dict[int, Agg], siblings: Dict[Tuple[int, int], Agg], top
     Yields ``(level, block, agg)``.
     """
     old_top = top if old_top is None else old_top
-    if top == old_top and len(base) == 1:
-        # One dirty chain (see sibling_needs_of_blocks): the loop below, without the
-        # per-level set and dict.  A block's other input is its stored sibling.
-        ((b, agg),) = base.items()
-        yield BASE_LEVEL, b, agg
-        for k in range(BASE_LEVEL + 1, top + 1):
-            if b & 1:
-                agg = combine(siblings.get((k - 1, b - 1)), agg)
-            else:
-                agg = combine(agg, siblings.get((k - 1, b + 1)))
-            b >>= 1
-            yield k, b, agg
-        return
     cur = base
     for b, agg in cur.items():
         yield BASE_LEVEL, b, agg
