@@ -17,7 +17,7 @@ Everything here is plain Python shared by both storage backends.
 
 Query-time downsampling (which points of a block an answer keeps) is in
 :mod:`.downsample`, the per-process tail and id caches in :mod:`.caches`.  This
-module stays over 400 lines (~460) because the block math and :class:`Tail`
+module stays a little over 400 lines (~435) because the block math and :class:`Tail`
 (the rollup state an append carries from one batch to the next) are one job:
 :func:`update` builds the next tail and :meth:`Tail.update` calls :func:`update`,
 so splitting them would make two modules import each other.
