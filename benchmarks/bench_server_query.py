@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
-from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store  # noqa: E402
-from primus_lens_wandb_exporter.server.storage.base import POINT_COLS, SERIES_SUMMARY_COLS  # noqa: E402
+from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store  # noqa: E402
+from primus_lens_wandb_exporter.server.storage.model import POINT_COLS, SERIES_SUMMARY_COLS  # noqa: E402
 
 T0_MS = 1_700_000_000_000.0
 
@@ -46,7 +46,7 @@ def load_million(store, n: int) -> None:
     row / 4: its downsampled answers look up the kept points' steps)."""
     chunk = 50_000
     for lo in range(0, n, chunk):
-        b = MetricsBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
+        b = SeriesBatch("bench-1m", "wandb", "run", 0, "pod-0", "", "")
         for name, div in (("loss", 1.0), ("eval/loss", 4.0)):
             b.series[name] = {s: ((math.nan if s % 100_003 == 7 else math.sin(s / 1000.0)), T0_MS + s * 100.0,
                                   s / div) for s in range(lo, min(n, lo + chunk))}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from .base import IngestResult, MetricsBatch, Store
+from .model import IngestResult, SeriesBatch
+from .store import Store
 
-__all__ = ["IngestResult", "MetricsBatch", "Store", "open_store", "default_sqlite_path", "normalize_db_url"]
+__all__ = ["IngestResult", "SeriesBatch", "Store", "open_store", "default_sqlite_path", "normalize_db_url"]
 
 
 def default_sqlite_path() -> str:

@@ -22,7 +22,8 @@ from typing import Dict, Iterator, Sequence
 import psycopg
 
 from . import schema
-from .base import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey, Store
+from .model import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey
+from .store import Store
 
 _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
 

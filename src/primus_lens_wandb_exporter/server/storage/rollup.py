@@ -15,6 +15,13 @@ the rollup is exact after updates (a retried batch with other values) too.
 
 Everything here is plain Python shared by both storage backends.
 
+Query-time downsampling (which points of a block an answer keeps) is in
+:mod:`.downsample`, the per-process tail and id caches in :mod:`.caches`.  This
+module stays a little over 400 lines (~435) because the block math and :class:`Tail`
+(the rollup state an append carries from one batch to the next) are one job:
+:func:`update` builds the next tail and :meth:`Tail.update` calls :func:`update`,
+so splitting them would make two modules import each other.
+
 "Step" in this module means a point's W&B history **row** (``row_index``, the
 integer key of a point): rollups bucket over rows, i.e. in history order.  A
 point's chart step (a double, possibly repeated or fractional) plays no part
@@ -24,7 +31,6 @@ here; the query looks up the steps of the points a rollup keeps.
 from __future__ import annotations
 
 import math
-import threading
 from bisect import bisect_left
 from operator import eq, itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -370,71 +376,6 @@ def full_levels(points: Sequence[Tuple[int, float, float]], top: int):
     return build_levels(base_blocks(points), {}, top)
 
 
-def representatives(agg: Agg) -> List[Tuple[int, float, float]]:
-    """The distinct points a block contributes to a downsampled answer."""
-    pts = {agg[2]: (agg[2], agg[3], agg[4]), agg[5]: (agg[5], agg[6], agg[7])}
-    if agg[8] is not None:
-        pts[agg[8]] = (agg[8], agg[9], agg[10])
-        pts[agg[11]] = (agg[11], agg[12], agg[13])
-    return [pts[s] for s in sorted(pts)]
-
-
-def downsample_raw(points: Sequence[Tuple[int, float, float]], max_points: int):
-    """Downsample sorted raw points: per step bucket keep first/last/min/max and
-    every non-finite point.  Used for small series and partial edge blocks."""
-    if len(points) <= max_points:
-        return list(points)
-    lo = points[0][0]
-    hi = points[-1][0]
-    nb = max(1, max_points // 4)
-    width = max(1, -(-(hi - lo + 1) // nb))
-    out: List[Tuple[int, float, float]] = []
-    buf: List[Tuple[int, float, float]] = []
-    cur = None
-    for p in points:
-        b = (p[0] - lo) // width
-        if b != cur and buf:
-            out.extend(_reps_with_nonfinite(buf))
-            buf = []
-        cur = b
-        buf.append(p)
-    if buf:
-        out.extend(_reps_with_nonfinite(buf))
-    return out
-
-
-def _reps_with_nonfinite(buf):
-    agg = aggregate(buf)
-    pts = {p[0]: p for p in representatives(agg)}
-    if agg[1]:
-        for p in buf:
-            v = p[1]
-            if v != v or v in (math.inf, -math.inf):
-                pts[p[0]] = p
-    return [pts[s] for s in sorted(pts)]
-
-
-def choose_level(lo: int, hi: int, max_points: int) -> int:
-    """Finest level at which the steps ``lo..hi`` fall in at most ``max_points // 4`` blocks.
-
-    Counts the blocks the range really touches, ``(hi >> k) - (lo >> k) + 1``,
-    rather than an upper bound from the span alone: that bound is never below 2,
-    so for ``max_points < 8`` (one block allowed) no level satisfied it and the
-    search never ended.  The exact count reaches 1 at ``k = hi.bit_length()``
-    (block 0 then covers every step), so the search always ends there, at or
-    below the series' :func:`top_level`.  Each block contributes at most four
-    points (plus its non-finite ones), so the answer stays within ``max_points``.
-
-    Returns a level below :data:`BASE_LEVEL` when the span is small enough to
-    downsample from raw points (those are bounded by ``8 * max_points``).
-    """
-    nb = max(1, max_points // 4)
-    k = 0
-    while (hi >> k) - (lo >> k) + 1 > nb:
-        k += 1
-    return k
-
-
 class Tail:
     """What the next append to a series needs from the database, kept in memory.
 
@@ -491,55 +432,3 @@ class Tail:
                 if (k, b) not in blocks and (b << k) <= max_step:
                     return False
         return True
-
-
-class TailCache:
-    """:class:`Tail` per series id, least recently written dropped first.
-
-    A tail takes ~2–10 KiB (up to 64 points and two blocks per level), so the
-    default bounds it at ~16–80 MiB per server process; a series whose tail was
-    dropped is read back from the database at its next write, as without a cache.
-    """
-
-    def __init__(self, capacity: int = 8192):
-        self.capacity = capacity
-        self._tails: Dict[int, Tail] = {}
-        self._lock = threading.Lock()
-
-    def get(self, sid: int) -> Optional[Tail]:
-        """The tail last kept for ``sid`` (current or not)."""
-        return self._tails.get(sid)
-
-    def usable(self, sid: int, rev: int, max_step: int, stored: Sequence[int],
-               needs: Dict[int, List[int]]) -> Optional[Tail]:
-        """The tail of ``sid`` when it answers the reads of this batch, else None."""
-        t = self._tails.get(sid)
-        return t if t is not None and t.covers(rev, max_step, stored, needs) else None
-
-    def put(self, tails: Sequence[Tail]) -> None:
-        """Keep tails of committed batches (never replacing a newer one)."""
-        if not tails:
-            return
-        with self._lock:
-            d = self._tails
-            for t in tails:
-                old = d.pop(t.sid, None)
-                d[t.sid] = t if old is None or old.rev <= t.rev else old
-            while len(d) > self.capacity:
-                del d[next(iter(d))]
-
-
-class IdCache:
-    """Series key -> series id, as assigned by the database (ids never change)."""
-
-    def __init__(self, capacity: int = 200_000):
-        self.capacity = capacity
-        self._ids: dict = {}
-
-    def get(self, key) -> Optional[int]:
-        return self._ids.get(key)
-
-    def put(self, ids: dict) -> None:
-        if len(self._ids) + len(ids) > self.capacity:
-            self._ids = {}  # rare: a server with this many live series just re-learns them
-        self._ids.update(ids)

@@ -24,7 +24,8 @@ except ImportError:  # Windows: one process only
     fcntl = None
 
 from . import schema
-from .base import KEY_COLS, POINT_COLS, SERIES_SUMMARY_COLS, Store, point_rows
+from .model import KEY_COLS, POINT_COLS, SERIES_SUMMARY_COLS, point_rows
+from .store import Store
 
 log = logging.getLogger("primus_lens.server")
 
@@ -262,7 +263,7 @@ class SQLiteStore(Store):
     def _delete_series_rows(self, cur, uid):
         # SQLite gives a new row max(id) + 1: were the highest id deleted, the next
         # new series would get it again, and another --workers process's cached
-        # rollup tail of the deleted series (keyed by id, see rollup.TailCache)
+        # rollup tail of the deleted series (keyed by id, see caches.TailCache)
         # could pass for the new one's.  So that row stays, re-keyed as a
         # tombstone with no points, and series ids are never handed out twice.
         cur.execute("SELECT id, workload_uid FROM series ORDER BY id DESC LIMIT 1")

@@ -1,22 +1,18 @@
-"""The ``primus-lens`` command: ``serve``, ``demo``, ``doctor``, ``replay``, ``import-wandb``."""
+"""``primus-lens doctor``: check that capture works in a fresh interpreter, that Lens answers
+and accepts this token, and what the spool and the recent exporter processes hold."""
 
-import argparse
 import glob
 import json
 import os
 import site
-import socket
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from ._version import __version__
+from .._version import __version__
 
 PTH_NAME = "primus_lens_wandb_exporter.pth"
-
-
-# ----------------------------------------------------------------------------- doctor
 
 
 def _site_dirs() -> List[str]:
@@ -47,9 +43,9 @@ _PROBE = (
 
 def doctor_report(environ=os.environ) -> Dict:
     """Everything ``primus-lens doctor`` checks, as a dict."""
-    from .core.config import ENV_VARS, load_config
-    from .core.identity import load_identity, resolve_ranks
-    from .core.spool import Spool, default_spool_dir
+    from ..core.config import ENV_VARS, load_config
+    from ..core.identity import load_identity, resolve_ranks
+    from ..core.spool import Spool, default_spool_dir
 
     config = load_config(environ)
     identity = load_identity(environ)
@@ -131,7 +127,7 @@ def doctor_report(environ=os.environ) -> Dict:
 
 def _writable(directory: str) -> bool:
     """Whether a spool file can be created in ``directory`` (tried for real: root ignores modes)."""
-    from .core.spool import write_file_atomic
+    from ..core.spool import write_file_atomic
 
     while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
         directory = os.path.dirname(directory)  # not created yet: the exporter would create it here
@@ -226,7 +222,7 @@ RECENT_RUNS = 10
 def _read_stats(spool_dir: str) -> List[Dict]:
     """Counters of every exporter process that used ``spool_dir`` (from the spool and its
     fallback), newest first by when the process last wrote them, not by file name."""
-    from .core.spool import stats_fallback_dir
+    from ..core.spool import stats_fallback_dir
 
     latest: Dict[str, Dict] = {}
     for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):
@@ -353,310 +349,8 @@ def _print_doctor(report: Dict) -> None:
             print(f"! {problem}")
 
 
-# ----------------------------------------------------------------------------- replay
-
-
-def _jsonl_files(path: str) -> List[str]:
-    if os.path.isfile(path):
-        return [path]
-    return sorted(glob.glob(os.path.join(path, "**", "*.jsonl"), recursive=True))
-
-
-def _spool_files(path: str) -> List[str]:
-    """Spool files under ``path``: waiting ones, claims of processes that are gone, and ``rejected/``.
-
-    ``rejected/`` holds batches Lens refused as a whole (or, from older versions, for a bad
-    token): after the cause is fixed, replay sends them like any other.
-    """
-    from .core.spool import Spool
-
-    if os.path.isfile(path) and (path.endswith(".json") or ".claimed-" in path):
-        return [path]
-    out = []
-    for directory in (path, os.path.join(path, "rejected")):
-        spool = Spool(directory)
-        out.extend(spool.files())
-        out.extend(c["file"] for c in spool.claims() if c["pid"] is not None and not c["alive"])
-    return sorted(out, key=os.path.basename)
-
-
-def _jsonl_requests(files: Iterable[str], batch_size: int) -> Iterable[Tuple[str, Dict, int]]:
-    groups: Dict[tuple, Dict] = {}
-    for path in files:
-        with open(path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    print(f"skipping {path}:{line_no}: not JSON", file=sys.stderr)
-                    continue
-                key = (row.get("workload_uid"), row.get("source", "wandb"), row.get("run_id", ""), row.get("rank", 0))
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = {
-                        "source": key[1], "workload_uid": key[0], "pod_name": row.get("pod_name", ""),
-                        "run_id": key[2], "rank": key[3], "local_rank": row.get("local_rank", 0),
-                        "node_rank": row.get("node_rank", 0), "world_size": row.get("world_size", 1),
-                        "timestamp": time.time(), "metrics": []}
-                group["metrics"].append({k: row[k] for k in ("name", "value", "step", "timestamp") if k in row})
-                if len(group["metrics"]) >= batch_size:
-                    yield "/wandb/metrics", groups.pop(key), batch_size
-    for group in groups.values():
-        yield "/wandb/metrics", group, len(group["metrics"])
-
-
-def cmd_replay(args) -> int:
-    import requests
-
-    from .limits import MAX_POINTS_PER_REQUEST
-
-    from .core.config import load_config
-
-    config = load_config()
-    base = (args.url or config.api_base_url).rstrip("/")
-    token = args.token or config.api_token
-    session = requests.Session()
-    if token:
-        session.headers["Authorization"] = f"Bearer {token}"
-    spool_files = _spool_files(args.path)
-    jsonl = _jsonl_files(args.path) if not spool_files else []
-    if not spool_files and not jsonl:
-        print(f"nothing to replay under {args.path} (expected spool *.json files or *.jsonl)", file=sys.stderr)
-        return 2
-    work: List[Tuple[str, Dict, int, Optional[str]]] = []
-    for path in spool_files:
-        try:
-            with open(path, "rb") as fh:
-                record = json.loads(fh.read())
-            payload, metrics = record["payload"], record["payload"].get("metrics")
-            if isinstance(metrics, list) and len(metrics) > MAX_POINTS_PER_REQUEST:
-                # A file of an older version, bigger than Lens takes in one request.
-                for start in range(0, len(metrics), MAX_POINTS_PER_REQUEST):
-                    part = metrics[start:start + MAX_POINTS_PER_REQUEST]
-                    work.append((record["endpoint"], dict(payload, metrics=part), len(part), path))
-            else:
-                work.append((record["endpoint"], payload, int(record.get("points") or 0), path))
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            print(f"skipping unreadable {path}: {exc!r}", file=sys.stderr)
-    for endpoint, payload, points in _jsonl_requests(jsonl, args.batch_size):
-        work.append((endpoint, payload, points, None))
-    total_points = sum(w[2] for w in work)
-    progress = _progress(total_points)
-    sent = failed = 0
-    failed_paths = set()
-    last_part = {path: index for index, (_e, _p, _n, path) in enumerate(work) if path}
-    for index, (endpoint, payload, points, path) in enumerate(work):
-        try:
-            response = session.post(base + endpoint, json=payload, timeout=60)
-            good = response.status_code < 300
-            error = None if good else f"HTTP {response.status_code}: {response.text[:200]}"
-        except requests.RequestException as exc:
-            good, error = False, repr(exc)
-        if good:
-            sent += points
-            if path and args.delete and last_part[path] == index and path not in failed_paths:
-                os.remove(path)
-        else:
-            failed_paths.add(path)
-            failed += points
-            print(f"\nfailed {endpoint} ({points} points): {error}", file=sys.stderr)
-        progress(points)
-    progress(0, done=True)
-    print(f"replayed {sent} points to {base} ({failed} failed); re-running is safe (points are upserted)")
-    return 0 if not failed else 1
-
-
-def _progress(total: int):
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="pt", file=sys.stderr)
-
-        def update(n, done=False):
-            bar.update(n)
-            if done:
-                bar.close()
-        return update
-    except ImportError:
-        state = {"n": 0}
-
-        def update(n, done=False):
-            state["n"] += n
-            end = "\n" if done else "\r"
-            print(f"{state['n']}/{total} points", end=end, file=sys.stderr)
-        return update
-
-
-# ----------------------------------------------------------------------------- demo
-
-
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-                return sock.getsockname()[1]
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
-
-
-def _find_example(name: str) -> Optional[str]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    for root in (os.getcwd(), os.path.dirname(os.path.dirname(here))):
-        path = os.path.join(root, "examples", name)
-        if os.path.exists(path):
-            return path
-    return None
-
-
-def cmd_demo(args) -> int:
-    import requests
-
-    example = _find_example(args.example)
-    if example is None:
-        print(f"examples/{args.example} not found: run the demo from a clone of the repository", file=sys.stderr)
-        return 2
-    port = _free_port(args.port)
-    data_dir = args.data_dir or os.path.join(os.path.expanduser("~"), ".cache", "primus-lens", "demo")
-    os.makedirs(data_dir, exist_ok=True)
-    db = args.db or f"sqlite:///{os.path.join(data_dir, 'lens-demo.db')}"
-    base = f"http://127.0.0.1:{port}"
-    print(f"▶ starting Lens server on {base} (database {db})")
-    server = subprocess.Popen([sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(port),
-                               "--db", db, "--log-level", "warning"])
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print("the Lens server did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-        workload = args.workload or f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-        env = dict(os.environ)
-        env.update({"WANDB_MODE": env.get("WANDB_MODE", "offline"), "WANDB_SILENT": "true",
-                    "WANDB_DIR": data_dir, "POD_NAME": f"{workload}-pod-0", "WORKLOAD_UID": workload,
-                    "PRIMUS_LENS_API_BASE_URL": base + "/api/v1",
-                    "PRIMUS_LENS_SPOOL_DIR": os.path.join(data_dir, "spool")})
-        print(f"▶ training {os.path.relpath(example)} (tiny PyTorch model on CPU, wandb offline, "
-              f"exporter active, no code changes) as workload {workload}")
-        started = time.monotonic()
-        train = subprocess.run([sys.executable, example, "--steps", str(args.steps)], env=env)
-        if train.returncode != 0:
-            print(f"training failed (exit {train.returncode})", file=sys.stderr)
-            return train.returncode
-        print(f"  training finished in {time.monotonic() - started:.1f} s")
-        _print_metrics_table(base, workload)
-        print(f"\nLens UI:   {base}/#/workloads/{workload}/metrics")
-        print(f"API:       {base}/api/v1/workloads/{workload}/metrics/available?data_source=wandb")
-        print(f"           {base}/api/v1/workloads/{workload}/metrics/data?data_source=wandb&metrics=loss,accuracy")
-        print(f"API docs:  {base}/api/docs")
-        if args.keep_serving if args.keep_serving is not None else sys.stdout.isatty():
-            print("\nServing until Ctrl-C ...")
-            try:
-                server.wait()
-            except KeyboardInterrupt:
-                pass
-        return 0
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-
-
-def _print_metrics_table(base: str, workload: str) -> None:
-    import requests
-
-    available = requests.get(f"{base}/api/v1/workloads/{workload}/metrics/available",
-                             params={"data_source": "wandb"}, timeout=10).json()
-    names = [m["name"] for m in available.get("metrics", [])]
-    data = requests.get(f"{base}/api/v1/workloads/{workload}/metrics/data",
-                        params={"data_source": "wandb", "metrics": ",".join(names)}, timeout=30).json()
-    rows: Dict[str, List] = {}
-    for point in data.get("data", []):
-        rows.setdefault(point["metric_name"], []).append(point)
-    detail = requests.get(f"{base}/api/v1/workloads/{workload}", timeout=10).json()
-    det = detail.get("detection") or {}
-    print(f"\nWorkload {workload}: framework wrapper={det.get('wrapper')} base={det.get('base')} "
-          f"({det.get('method')}), {data.get('total_count', 0)} points stored")
-    print(f"  {'metric':<24} {'points':>7} {'steps':>11} {'last value':>14}")
-    for name in sorted(rows):
-        pts = sorted(rows[name], key=lambda p: p["iteration"])
-        steps = f"{pts[0]['iteration']}..{pts[-1]['iteration']}"
-        last = pts[-1]["value"]
-        last_text = f"{last:.6g}" if isinstance(last, (int, float)) else str(last)
-        print(f"  {name:<24} {len(pts):>7} {steps:>11} {last_text:>14}")
-
-
-# ----------------------------------------------------------------------------- main
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="primus-lens", description="Primus Lens WandB exporter and server")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub) -> None:
+    """``primus-lens doctor``."""
     doctor = sub.add_parser("doctor", help="check that capture works and Lens is reachable")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(func=cmd_doctor)
-
-    replay = sub.add_parser("replay", help="upload local JSONL or a spool directory to Lens (idempotent)")
-    replay.add_argument("path", help="a wandb_metrics.jsonl file, an output directory, or a spool directory")
-    replay.add_argument("--url", help="Lens API base URL (default: PRIMUS_LENS_API_BASE_URL)")
-    replay.add_argument("--token", help="bearer token (default: PRIMUS_LENS_API_TOKEN)")
-    replay.add_argument("--batch-size", type=int, default=5000)
-    replay.add_argument("--delete", action="store_true", help="delete spool files once delivered")
-    replay.set_defaults(func=cmd_replay)
-
-    demo = sub.add_parser("demo", help="start a Lens server, train a tiny model with wandb, show what arrived")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--db", help="database URL (default: SQLite under --data-dir)")
-    demo.add_argument("--data-dir", help="where the demo keeps its database and wandb files")
-    demo.add_argument("--steps", type=int, default=200)
-    demo.add_argument("--workload", help="workload uid (default: demo-<time>)")
-    demo.add_argument("--example", default="train_simple.py")
-    demo.add_argument("--keep-serving", dest="keep_serving", action="store_true", default=None,
-                      help="keep the server up after training (default when run in a terminal)")
-    demo.add_argument("--no-keep-serving", dest="keep_serving", action="store_false")
-    demo.set_defaults(func=cmd_demo)
-
-    from .import_wandb import register as register_import_wandb
-
-    register_import_wandb(sub)
-
-    try:
-        from .server.cli import register
-    except ImportError as exc:
-        serve = sub.add_parser("serve", help="run the Lens server (needs the [server] extra)")
-        serve.set_defaults(func=lambda args, exc=exc: _missing_server(exc))
-    else:
-        register(sub)
-    return parser
-
-
-def _missing_server(exc) -> int:
-    print(f"the Lens server needs the [server] extra: pip install 'primus-lens-wandb-exporter[server]' ({exc})",
-          file=sys.stderr)
-    return 2
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    result = args.func(args)
-    return int(result or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -98,7 +98,7 @@ def test_imported_run_equals_what_the_live_exporter_stored(lens_server, tmp_path
 def test_import_of_the_capture_scenario_equals_live_capture(lens_server, tmp_path):
     # Every call shape of the live-capture tests (explicit steps, commit=False, numpy and
     # torch scalars, nested dicts, non-finite values, text, lists, a summary-only key).
-    from test_wandb_capture import SCENARIO
+    from core.test_wandb_capture import SCENARIO
 
     run_python(SCENARIO, exporter_env(lens_server, tmp_path, "scenario-live"))
     run_cli(["import-wandb", wandb_run_dir(tmp_path), "--workload-uid", "scenario-import"],

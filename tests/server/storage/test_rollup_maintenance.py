@@ -18,7 +18,7 @@ import random
 import pytest
 from fixtures_server import LENS_DB_KINDS, create_pg_database, drop_pg_database
 
-from primus_lens_wandb_exporter.server.storage import MetricsBatch, open_store, rollup
+from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store, rollup
 
 T0 = 1_700_000_000_000.0
 UID = "wl-rollup"
@@ -48,7 +48,7 @@ def _stored_rows(store, name):
 
 
 def rollup_cols():
-    from primus_lens_wandb_exporter.server.storage.base import ROLLUP_COLS
+    from primus_lens_wandb_exporter.server.storage.model import ROLLUP_COLS
 
     return ROLLUP_COLS.split(", ")
 
@@ -111,7 +111,7 @@ def test_incremental_rollups_equal_a_full_rebuild(db_url, seed):
             name = rnd.choice(["loss", "lr", "grad_norm"])
             pts = _next_batch(rnd, model, name)
             writer = other if rnd.random() < 0.15 else store
-            writer.ingest([MetricsBatch(UID, "wandb", "run", 0, "", "", "", {name: pts})])
+            writer.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {name: pts})])
             model.setdefault(name, {}).update(pts)
             _check(store, model)
         # The appends mostly went through the cached tails: the test covers that path.
@@ -129,7 +129,7 @@ def test_stale_tail_of_another_writer_is_not_used(db_url):
     model = {"loss": {}}
 
     def send(store, pts):
-        store.ingest([MetricsBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts})])
+        store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts})])
         model["loss"].update(pts)
 
     try:
@@ -158,7 +158,7 @@ def test_appends_read_nothing_back(db_url):
     try:
         for i in range(8):
             pts = {s: (math.sin(s / 30.0), T0 + s, s) for s in range(i * 450, (i + 1) * 450)}
-            store.ingest([MetricsBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts, "lr": dict(pts)})])
+            store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts, "lr": dict(pts)})])
             for name in ("loss", "lr"):
                 model.setdefault(name, {}).update(pts)
         assert reads and all(req == [] for _, req in reads), reads

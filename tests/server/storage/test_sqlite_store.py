@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 
-from primus_lens_wandb_exporter.server.storage import MetricsBatch, sqlite
+from primus_lens_wandb_exporter.server.storage import SeriesBatch, sqlite
 from primus_lens_wandb_exporter.server.storage.sqlite import SQLiteStore
 
 
 def _batch(lo, n=2000):
-    return MetricsBatch("wl-wal", "wandb", "run", 0, "", "", "",
+    return SeriesBatch("wl-wal", "wandb", "run", 0, "", "", "",
                         {f"m{k}": {s: (s * 0.5 + k, 1.7e12 + s, s) for s in range(lo, lo + n)} for k in range(5)})
 
 

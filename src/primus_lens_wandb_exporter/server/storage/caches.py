@@ -1,0 +1,61 @@
+"""What a server process keeps in memory between batches: each series' rollup tail and
+its id (both checked against the database before use; see :class:`.rollup.Tail`)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Optional, Sequence
+
+from .rollup import Tail
+
+
+class TailCache:
+    """:class:`Tail` per series id, least recently written dropped first.
+
+    A tail takes ~2–10 KiB (up to 64 points and two blocks per level), so the
+    default bounds it at ~16–80 MiB per server process; a series whose tail was
+    dropped is read back from the database at its next write, as without a cache.
+    """
+
+    def __init__(self, capacity: int = 8192):
+        self.capacity = capacity
+        self._tails: Dict[int, Tail] = {}
+        self._lock = threading.Lock()
+
+    def get(self, sid: int) -> Optional[Tail]:
+        """The tail last kept for ``sid`` (current or not)."""
+        return self._tails.get(sid)
+
+    def usable(self, sid: int, rev: int, max_step: int, stored: Sequence[int],
+               needs: Dict[int, List[int]]) -> Optional[Tail]:
+        """The tail of ``sid`` when it answers the reads of this batch, else None."""
+        t = self._tails.get(sid)
+        return t if t is not None and t.covers(rev, max_step, stored, needs) else None
+
+    def put(self, tails: Sequence[Tail]) -> None:
+        """Keep tails of committed batches (never replacing a newer one)."""
+        if not tails:
+            return
+        with self._lock:
+            d = self._tails
+            for t in tails:
+                old = d.pop(t.sid, None)
+                d[t.sid] = t if old is None or old.rev <= t.rev else old
+            while len(d) > self.capacity:
+                del d[next(iter(d))]
+
+
+class IdCache:
+    """Series key -> series id, as assigned by the database (ids never change)."""
+
+    def __init__(self, capacity: int = 200_000):
+        self.capacity = capacity
+        self._ids: dict = {}
+
+    def get(self, key) -> Optional[int]:
+        return self._ids.get(key)
+
+    def put(self, ids: dict) -> None:
+        if len(self._ids) + len(ids) > self.capacity:
+            self._ids = {}  # rare: a server with this many live series just re-learns them
+        self._ids.update(ids)

@@ -1,0 +1,359 @@
+"""The write side of the store: one ingest request (or a group of them) in one transaction.
+
+:meth:`Ingest.ingest` merges the request's series, computes their sorted columns and
+per-block rollup aggregates before the transaction (off the write lock), then in one
+transaction: the points and series summaries, the rollup upkeep (:mod:`.rollup_upkeep`),
+and after them the workload, pod and exporter-counter rows, then detections and runs
+(:mod:`.reports`, serialised per workload by the ``workloads`` row lock taken before them:
+docs/server.md "Scale out").  :meth:`Ingest.ingest_many` is the group commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import rollup
+from .model import KEY_COLS, SERIES_SUMMARY_COLS, IngestResult, SeriesBatch, SeriesKey, _json
+from .reports import Reports
+from .rollup_upkeep import RollupUpkeep
+
+log = logging.getLogger("primus_lens.server")
+
+
+class Ingest(RollupUpkeep, Reports):
+    """Storing validated requests: points, series summaries, rollups, workloads, pods,
+    exporter counters, detections and runs."""
+
+    def ingest_many(self, parts: Sequence[Tuple[Sequence[SeriesBatch], Sequence[dict], Sequence[dict]]]
+                    ) -> List[Any]:
+        """Group commit: store the ``(metrics, detections, runs)`` of several requests in
+        one transaction; return each request's :class:`IngestResult`, or the exception
+        that refused it.
+
+        The same as storing them one after another in this order (a later request's
+        point, pod or run wins; a point is counted ``inserted`` by the first request
+        that wrote it), but one transaction's fixed cost (BEGIN, the workload and pod
+        upserts, the commit) and one multi-row INSERT serve all of them.  Should the
+        shared transaction fail, each request is stored alone, so one request's bad
+        data fails only that request.
+        """
+        if len(parts) == 1:
+            try:
+                return [self.ingest(*parts[0])]
+            except Exception as e:  # the caller answers it; nothing else was in the transaction
+                return [e]
+        # Each request's points per series key (a request's own repeats merged as
+        # ingest merges them), in request order.
+        owners: Dict[SeriesKey, Dict[int, dict]] = {}
+        for i, (metrics, _, _) in enumerate(parts):
+            for b in metrics:
+                for name, pts in b.series.items():
+                    mine = owners.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})
+                    have = mine.get(i)
+                    mine[i] = pts if have is None else {**have, **pts}
+        existing: Dict[SeriesKey, set] = {}
+        try:
+            self.ingest([b for p in parts for b in p[0]], [d for p in parts for d in p[1]],
+                        [r for p in parts for r in p[2]], existing_out=existing)
+        except Exception as e:
+            log.warning("group commit of %d requests failed (%s: %s); storing each alone", len(parts),
+                        type(e).__name__, e)
+            self.counters["group_commit_fallbacks"] = self.counters.get("group_commit_fallbacks", 0) + 1
+            out: List[Any] = []
+            for p in parts:
+                try:
+                    out.append(self.ingest(*p))
+                except Exception as e1:
+                    out.append(e1)
+            return out
+        results = [IngestResult(detections=len(d), runs=len(r)) for _, d, r in parts]
+        for key, mine in owners.items():
+            ex = existing.get(key)
+            if len(mine) == 1 and not ex:  # the rule: one rank's series, appended
+                for i, pts in mine.items():
+                    results[i].count += len(pts)
+                    results[i].inserted += len(pts)
+                continue
+            seen = set(ex) if ex else set()
+            for i, pts in mine.items():
+                new = pts.keys() - seen
+                results[i].count += len(pts)
+                results[i].inserted += len(new)
+                seen |= new
+        return results
+
+    def ingest(self, metrics: Sequence[SeriesBatch] = (), detections: Sequence[dict] = (),
+               runs: Sequence[dict] = (), existing_out: Optional[Dict[SeriesKey, set]] = None) -> IngestResult:
+        """Store validated parts in one transaction; return what was stored.
+
+        ``existing_out``: filled with the rows of each series that were stored before
+        (only series that had any), for :meth:`ingest_many`'s per-request counts."""
+        now = time.time() * 1000.0
+        series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]] = {}
+        workloads: Dict[str, bool] = {}
+        pods: Dict[Tuple[str, str], tuple] = {}
+        exporters: Dict[Tuple[str, str, int], tuple] = {}
+        merged: set = set()
+        for b in metrics:
+            workloads[b.workload_uid] = workloads.get(b.workload_uid, False) or bool(b.series)
+            if b.pod_name:
+                pods[(b.workload_uid, b.pod_name)] = (b.workload_uid, b.pod_name, b.pod_uid, b.namespace, now)
+            if b.exporter is not None:
+                exporters[(b.workload_uid, b.pod_name, b.rank)] = (b.workload_uid, b.pod_name, b.rank,
+                                                                   _json(b.exporter), now)
+            for name, pts in b.series.items():
+                key = (b.workload_uid, b.source, name, b.rank, b.run_id)
+                have = series.get(key)
+                if have is None:
+                    series[key] = pts
+                else:
+                    if key not in merged:
+                        # A copy: the first body's own dict stays as it came (ingest_many
+                        # counts each request's points from it).
+                        have = series[key] = dict(have)
+                        merged.add(key)
+                    have.update(pts)  # a later body of the same batch wins
+        for d in detections:
+            workloads.setdefault(d["workload_uid"], False)
+            if d.get("pod_name"):
+                pods[(d["workload_uid"], d["pod_name"])] = (d["workload_uid"], d["pod_name"], d.get("pod_uid", ""),
+                                                           d.get("namespace", ""), now)
+        for r in runs:
+            workloads.setdefault(r["workload_uid"], False)
+            if r.get("pod_name"):
+                pods[(r["workload_uid"], r["pod_name"])] = (r["workload_uid"], r["pod_name"], r.get("pod_uid", ""),
+                                                           "", now)
+        # Sorted columns and per-block aggregates of every series, computed before
+        # the write transaction (see rollup.Columns).
+        columns = {key: rollup.Columns(pts) for key, pts in series.items()}
+        pre = self._precompute_rollups(columns)
+        # Insert rows of series whose id is known, on the likely assumption that
+        # every point is new (an append); the transaction uses them only then.
+        encoded = {}
+        for key, pts in series.items():
+            sid = self._sids.get(key)
+            if sid is not None:
+                encoded[key] = (sid, self._encode_points(sid, pts))
+        for attempt in range(5):
+            try:
+                if existing_out is not None:
+                    existing_out.clear()  # a retried transaction reads them again
+                result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs,
+                                         exporters, existing_out)
+                self.counters["ingest_transactions"] += 1
+                self.counters["points_inserted"] += result.inserted
+                return result
+            except self.retry_errors:
+                # PostgreSQL may abort one of two colliding transactions; the whole
+                # batch is retried, so the client still sees one answer.
+                self.counters["ingest_retries"] += 1
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs,
+                   exporters, existing_out=None) -> IngestResult:
+        result = IngestResult()
+        tails: list = []
+        sids: dict = {}
+        with self.write_tx() as cur:
+            self._lock_series(cur, sorted(series))
+            if series:
+                result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
+                                                      existing_out)
+                result.count = sum(len(v) for v in series.values())
+            # The workload and pod rows come after the points: every batch of a
+            # workload updates its one workloads row, and PostgreSQL holds that row
+            # lock until commit, so taking it first serialised all the ranks of a
+            # workload over their whole transactions (rollup maintenance included).
+            self._many(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT (workload_uid) DO UPDATE SET "
+                            "last_update = excluded.last_update, "
+                            "last_point_at = COALESCE(excluded.last_point_at, workloads.last_point_at)",
+                       sorted((uid, now, now, now if has_points else None) for uid, has_points in workloads.items()))
+            self._many(cur, "INSERT INTO pods (workload_uid, pod_name, pod_uid, namespace, last_seen) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name) DO UPDATE SET "
+                            "pod_uid = CASE WHEN excluded.pod_uid = '' THEN pods.pod_uid ELSE excluded.pod_uid END, "
+                            "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
+                            "ELSE excluded.namespace END, last_seen = excluded.last_seen",
+                       [pods[k] for k in sorted(pods)])
+            # The latest counters of each exporter process (pod, rank) replace its last report.
+            self._many(cur, "INSERT INTO exporter_stats (workload_uid, pod_name, rank, stats, reported_at) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name, rank) DO UPDATE SET "
+                            "stats = excluded.stats, reported_at = excluded.reported_at",
+                       [exporters[k] for k in sorted(exporters)])
+            for d in detections:
+                self._insert_detection(cur, d, now)
+            result.detections = len(detections)
+            for r in runs:
+                self._upsert_run(cur, r, now)
+            result.runs = len(runs)
+        # Committed: only now may the next batch of these series trust the tails
+        # (and the ids of series this transaction created exist).
+        self._tails.put(tails)
+        self._sids.put(sids)
+        return result
+
+    def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
+                       columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
+                       sids: dict, existing_out: Optional[dict] = None) -> int:
+        keys = sorted(series)
+        summaries = self._load_summaries(cur, keys)
+        update_rows: List[tuple] = []
+        new_series: List[tuple] = []
+        inserted_total = 0
+        plans = []
+        for key in keys:
+            pts = series[key]
+            s = summaries.get(key)
+            col = columns[key]
+            existing: set = set()
+            b_min, b_max = col.steps[0], col.steps[-1]
+            if s is not None and b_min <= s[2] and b_max >= s[1]:
+                # Only rows inside the series' known range can already exist, so the
+                # common append path never reads back points (nor loops over them).
+                lo, hi = s[1], s[2]
+                amb = [st for st in pts if lo <= st <= hi]
+                if amb:
+                    existing = self._existing_steps(cur, s[6], amb)
+                    if existing and existing_out is not None:
+                        existing_out[key] = existing
+            new = len(pts) - len(existing)
+            inserted_total += new
+            tss = col.tss
+            n_total = new + (s[0] if s else 0)
+            min_row = b_min if s is None else min(s[1], b_min)
+            max_row = b_max if s is None else max(s[2], b_max)
+            first_ts = min(tss) if s is None else min(s[3], min(tss))
+            last_ts = max(tss) if s is None else max(s[4], max(tss))
+            had_rollup = bool(s[5]) if s else False
+            has_rollup = had_rollup or n_total > self._rollup_min_points
+            summary = (n_total, min_row, max_row, first_ts, last_ts, 1 if has_rollup else 0)
+            # The step range only ever widens (a re-sent point may move a step
+            # inwards): it is a bound for skipping series, not an exact range.
+            s_lo, s_hi = col.step_range
+            if s is not None:
+                s_lo, s_hi = min(s_lo, s[8]), max(s_hi, s[9])
+            summary += (s_lo, s_hi, 1 if col.step_is_row and (s is None or s[10]) else 0)
+            if s is None:
+                new_series.append(key + summary)
+            else:
+                update_rows.append(summary + (s[6],))
+            # rev: the series' write count, which the summary UPDATE below bumps.
+            rev = s[7] if s else 0
+            plans.append((key, pts, existing, had_rollup, has_rollup, max_row, s[2] if s else max_row, rev))
+        ids = {key: s[6] for key, s in summaries.items()}
+        if new_series:
+            # A new series' summary row is written first: its id is the points' key.
+            ids.update(self._insert_series(cur, new_series))
+        sids.update(ids)
+        self._many(cur, "UPDATE series SET count = ?, min_row = ?, max_row = ?, first_ts = ?, last_ts = ?, "
+                        "has_rollup = ?, min_step = ?, max_step = ?, step_is_row = ?, rev = rev + 1 WHERE id = ?",
+                   update_rows)
+        new_rows: List[Tuple[int, dict]] = []
+        rows: List[tuple] = []
+        rollup_work = []
+        ready: list = []
+        for key, pts, existing, had_rollup, has_rollup, max_row, old_max, rev in plans:
+            sid = ids[key]
+            if existing:
+                new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}, None))
+                rows.extend((sid, st, pts[st][2], pts[st][0], pts[st][1]) for st in existing)
+            else:
+                enc = encoded.get(key)
+                new_rows.append((sid, pts, enc[1] if enc is not None and enc[0] == sid else None))
+            if has_rollup:
+                p = pre.get(key)
+                if p is not None and had_rollup and p[0] == rev and p[1] == old_max:
+                    # Computed before the transaction from the tail this state matches.
+                    ready.append(p[2:])
+                    continue
+                # A new series keeps rev 0; an updated one now has rev + 1.
+                stored = key in summaries
+                state = "update" if had_rollup else ("rebuild" if stored else "new")
+                rollup_work.append((sid, state, columns[key], max_row, old_max, rev, rev + 1 if stored else 0))
+        self._write_points(cur, new_rows, rows)
+        if rollup_work or ready:
+            self._maintain_rollups(cur, rollup_work, ready, tails)
+        return inserted_total
+
+    def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
+        """Insert summary rows of series not stored yet; return their ids."""
+        self._many(cur, f"INSERT INTO series ({KEY_COLS}, {SERIES_SUMMARY_COLS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        keys = [tuple(r[:5]) for r in rows]
+        return {k: s[6] for k, s in self._load_summaries(cur, keys).items()}
+
+
+    def _load_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
+        """``key -> (count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step,
+        step_is_row)`` of stored series."""
+        out = {}
+        # Grouped by everything but the metric name (a batch is usually one rank of
+        # one run): the lookups then use the whole unique key, and a workload's
+        # other ranks' series are not read.
+        groups: Dict[Tuple[str, str, int, str], List[str]] = {}
+        for k in keys:
+            groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
+        if len(groups) > 1:
+            groups = self._load_summaries_of_ranks(cur, keys, groups, out)
+        for (uid, src, rank, run_id), names in groups.items():
+            names = sorted(set(names))
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
+                              "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                              "AND data_source = ? AND rank = ? AND run_id = ? "
+                              f"AND metric_name IN ({', '.join('?' * len(chunk))})",
+                         (uid, src, rank, run_id, *chunk))
+                for r in cur.fetchall():
+                    out[tuple(r[:5])] = tuple(r[5:])
+        return out
+
+    def _load_summaries_of_ranks(self, cur, keys, groups, out) -> dict:
+        """A group commit of many ranks' requests (one run, the same metric names): their
+        summaries in one query over ``rank IN (...) AND metric_name IN (...)`` rather than
+        one query per rank, where that cross product is not much more than the keys asked
+        for (rows of it that were not asked for are dropped).  Returns the groups left."""
+        by_run: Dict[Tuple[str, str, str], Dict[int, List[str]]] = {}
+        for (uid, src, rank, run_id), names in groups.items():
+            by_run.setdefault((uid, src, run_id), {})[rank] = names
+        wanted = set(keys)
+        left = dict(groups)
+        for (uid, src, run_id), ranks in by_run.items():
+            if len(ranks) < 2:
+                continue
+            names = sorted({n for ns in ranks.values() for n in ns})
+            n_keys = sum(len(ns) for ns in ranks.values())
+            if len(ranks) * len(names) > 2 * n_keys or len(ranks) + len(names) > 900:
+                continue
+            self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
+                          "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                          f"AND data_source = ? AND metric_name IN ({', '.join('?' * len(names))}) "
+                          f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?",
+                     (uid, src, *names, *sorted(ranks), run_id))
+            for r in cur.fetchall():
+                k = tuple(r[:5])
+                if k in wanted:
+                    out[k] = tuple(r[5:])
+            for rank in ranks:
+                del left[(uid, src, rank, run_id)]
+        return left
+
+    def _existing_steps(self, cur, sid: int, steps: List[int]) -> set:
+        lo, hi = min(steps), max(steps)
+        found = set()
+        if hi - lo + 1 <= 4 * len(steps):
+            self._ex(cur, "SELECT row_index FROM points WHERE series_id = ? AND row_index BETWEEN ? AND ?",
+                     (sid, lo, hi))
+            found.update(r[0] for r in cur.fetchall())
+        else:
+            for i in range(0, len(steps), 500):
+                chunk = steps[i:i + 500]
+                self._ex(cur, "SELECT row_index FROM points WHERE series_id = ? "
+                              f"AND row_index IN ({', '.join('?' * len(chunk))})", (sid,) + tuple(chunk))
+                found.update(r[0] for r in cur.fetchall())
+        return found & set(steps)
