@@ -247,8 +247,8 @@ class RunImporter:
                 self.pending_summary.pop(key, None)
             self._summary_points(row, values, ts)
         self.last_row = (row, values, ts)
-        if self.first_row_ts is None:
-            self.first_row_ts = ts
+        if self.first_row_ts is None or ts < self.first_row_ts:
+            self.first_row_ts = ts  # the earliest row: _timestamp need not grow row by row
 
     def _summary_points(self, row, values, ts):
         pending, self.pending_summary = self.pending_summary, {}
@@ -316,7 +316,7 @@ class RunImporter:
         started = self.started_at or last_row_ts or time.time()
         if self.first_row_ts is not None:
             # The run record's start time is taken by wandb's service, which can be a few ms
-            # after the first row's client-side _timestamp: a run starts no later than its first row.
+            # after the first row's client-side _timestamp: a run starts no later than its earliest row.
             started = min(started, self.first_row_ts)
         if self.runtime is not None:
             ended = started + self.runtime
