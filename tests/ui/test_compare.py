@@ -232,13 +232,12 @@ def test_many_ranks_do_not_grow_a_tall_legend(ui_page, ui_server):
 def test_a_plain_wandb_workload_gets_a_neutral_label(ui_page, sweep):
     detail = sweep.get("/workloads/ui-compare-lr0003")
     det = detail.get("detection") or {}
-    assert not det.get("wrapper") and not det.get("base")      # only wandb was seen
+    assert not det.get("wrapper") and not det.get("base") and det.get("method"), det   # only wandb was seen
     ui_page.goto(sweep.url + "/")
     row = ui_page.wait_for_selector('#workloads-table tr[data-uid="ui-compare-lr0003"]')
-    if det.get("method"):
-        badge = row.query_selector(".badge.wandb-only")
-        assert badge and badge.inner_text() == "W&B only"
-        assert not row.query_selector(".badge.heuristic")
+    badge = row.query_selector(".badge.wandb-only")
+    assert badge and badge.inner_text() == "W&B only"
+    assert not row.query_selector(".badge.heuristic")
     ui_page.goto(f"{sweep.url}/#/workloads/ui-compare-lr0003")
     ui_page.wait_for_selector("#workload-framework .badge")
     text = ui_page.inner_text("#workload-framework")
