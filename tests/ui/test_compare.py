@@ -196,7 +196,7 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_kept(chromium, sweep):
         context.close()
 
 
-def test_legend_lists_smoothed_lines_once_and_many_ranks_stay_short(ui_page, sweep):
+def test_a_smoothed_chart_lists_each_line_once_in_its_legend(ui_page, sweep):
     ui_page.goto(f"{sweep.url}/#/workloads/ui-compare-lr0001/metrics?metrics=loss")
     ui_page.wait_for_selector('.plot[data-metric="loss"][data-revision]')
     ui_page.fill("#smoothing", "0.5")
