@@ -242,3 +242,32 @@ def test_a_plain_wandb_workload_gets_a_neutral_label(ui_page, sweep):
     ui_page.wait_for_selector("#workload-framework .badge")
     text = ui_page.inner_text("#workload-framework")
     assert "unknown framework" not in text and "heuristic" not in text
+
+
+def test_the_metrics_tab_url_follows_the_view_too(ui_page, sweep, chromium):
+    uid = "ui-compare-lr0001"
+    ui_page.goto(f"{sweep.url}/#/workloads/{uid}/metrics")
+    ui_page.wait_for_selector('.plot[data-metric="acc"][data-revision]')
+    ui_page.uncheck('#metric-picker input[data-metric="acc"]')
+    ui_page.uncheck('#rank-picker input[data-rank="0"]')
+    ui_page.fill("#smoothing", "0.7")
+    ui_page.select_option("#xaxis-select", "time")
+    ui_page.wait_for_function("""() => { const l = document.querySelector('.plot[data-metric="loss"]').__lens;
+        return l.xAxis === 'time' && l.series.some(t => t.kind === 'smoothed') && l.series.every(t => t.rank === 1); }""")
+    url = ui_page.url
+    before = lens_series(ui_page, "loss")
+    ui_page.evaluate("() => localStorage.clear()")     # the new page must get it all from the URL
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        other = context.new_page()
+        other.goto(url)
+        other.wait_for_function("""() => { const el = document.querySelector('.plot[data-metric="loss"]');
+            return el && el.__lens && el.__lens.series.some(t => t.kind === 'smoothed'); }""")
+        assert lens_series(other, "loss") == before
+        assert other.evaluate("() => document.querySelector('.plot[data-metric=\"loss\"]').__lens.xAxis") == "time"
+        assert other.query_selector('.plot[data-metric="acc"]') is None
+        assert not other.is_checked('#rank-picker input[data-rank="0"]')
+        assert other.input_value("#smoothing") == "0.7"
+    finally:
+        context.close()

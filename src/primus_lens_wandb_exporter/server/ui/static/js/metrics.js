@@ -46,6 +46,28 @@ export function metricsTab(el, ctx) {
     for (const m of query.get('metrics').split(',')) if (m) st.selected.add(m);
     st.userSelected = true;
   }
+  // A shared URL states the view; it wins over this browser's saved preferences (not saved
+  // until the user changes a control).
+  if (query.has('x')) prefs.xAxis = query.get('x') === 'time' ? 'time' : 'step';
+  if (query.has('smoothing')) prefs.smoothing = Math.min(0.99, Math.max(0, Number(query.get('smoothing')) || 0));
+  if (query.has('logy')) prefs.logY = query.get('logy') === '1';
+  if (query.has('layout')) prefs.layout = query.get('layout') === 'overlay' ? 'overlay' : 'per-metric';
+  for (const r of (query.get('hide_ranks') || '').split(',')) if (r !== '' && Number.isInteger(Number(r))) st.hiddenRanks.add(Number(r));
+
+  /** The URL follows the view (replaceState: no history entry, no re-render), so it can be shared. */
+  function syncUrl() {
+    const q = new URLSearchParams();
+    if (st.source) q.set('source', st.source);
+    if (st.userSelected) q.set('metrics', st.available.filter((m) => st.selected.has(m)).join(','));
+    if (st.hiddenRanks.size) q.set('hide_ranks', [...st.hiddenRanks].sort((a, b) => a - b).join(','));
+    q.set('x', prefs.xAxis);
+    q.set('smoothing', String(prefs.smoothing));
+    if (prefs.logY) q.set('logy', '1');
+    if (prefs.layout !== 'per-metric') q.set('layout', prefs.layout);
+    const path = location.hash.split('?')[0];
+    if (st.disposed || !path.endsWith('/metrics')) return;
+    history.replaceState(null, '', `${path}?${q.toString().replace(/%2C/g, ',')}`);
+  }
   let timer = null;
   let maxPoints = 1000;
   // Charts follow their card's width (window resized, controls column shown or hidden).
@@ -102,6 +124,7 @@ export function metricsTab(el, ctx) {
     prefs.logY = $('#logy').checked;
     $('#smoothing-value').textContent = prefs.smoothing.toFixed(2);
     savePrefs(prefs);
+    syncUrl();
     scheduleDraw();
   };
   for (const id of ['#layout-select', '#xaxis-select', '#logy']) $(id).addEventListener('change', onPrefs);
@@ -111,16 +134,17 @@ export function metricsTab(el, ctx) {
     resetData();
     st.userSelected = false;
     st.selected.clear();
+    syncUrl();
     loadAvailable().catch(showError);
   });
   $('#metric-filter').addEventListener('input', drawPicker);
   $('#metrics-all').addEventListener('click', () => {
     for (const m of filteredMetrics()) st.selected.add(m);
-    st.userSelected = true; drawPicker(); ensureData();
+    st.userSelected = true; drawPicker(); syncUrl(); ensureData();
   });
   $('#metrics-none').addEventListener('click', () => {
     for (const m of filteredMetrics()) st.selected.delete(m);
-    st.userSelected = true; drawPicker(); ensureData();
+    st.userSelected = true; drawPicker(); syncUrl(); ensureData();
   });
   $('#metric-picker').addEventListener('change', (event) => {
     const box = event.target.closest('input[data-metric]');
@@ -128,6 +152,7 @@ export function metricsTab(el, ctx) {
     if (box.checked) st.selected.add(box.dataset.metric); else st.selected.delete(box.dataset.metric);
     st.userSelected = true;
     $('#metric-count').textContent = `${st.selected.size} / ${st.available.length}`;
+    syncUrl();
     ensureData();
   });
   $('#rank-picker').addEventListener('change', (event) => {
@@ -135,6 +160,7 @@ export function metricsTab(el, ctx) {
     if (!box) return;
     const rank = Number(box.dataset.rank);
     if (box.checked) st.hiddenRanks.delete(rank); else st.hiddenRanks.add(rank);
+    syncUrl();
     scheduleDraw();
   });
   $('#live-bar').addEventListener('click', (event) => {
@@ -504,7 +530,7 @@ export function metricsTab(el, ctx) {
         const source = st.source || 'wandb';
         const prefetched = { source, response: apiGet(`${base}/available`, { data_source: source }) };
         prefetched.response.catch(() => {});       // a wrong guess is simply fetched again
-        if (await loadSources()) await loadAvailable(prefetched);
+        if (await loadSources()) { await loadAvailable(prefetched); syncUrl(); }
       } else if (isLive() && !st.paused) {
         st.wasLive = true;
         st.graceTicks = undefined;
