@@ -88,8 +88,10 @@ def open_compare_from_list(page, server):
     page.wait_for_selector('.plot[data-metric="loss"][data-revision]')
 
 
-def test_compare_overlays_two_workloads_coloured_and_named_by_run(ui_page, sweep):
+def test_compare_overlays_two_workloads_coloured_and_named_by_run(ui_page, sweep, screenshot_dir):
     open_compare_from_list(ui_page, sweep)
+    ui_page.wait_for_selector('.plot[data-metric="acc"][data-revision]')
+    ui_page.screenshot(path=str(screenshot_dir / "compare.png"), full_page=True)
     raw = [t for t in lens_series(ui_page, "loss") if t["kind"] == "raw"]
     got = sorted((t["workload"], t["rank"]) for t in raw)
     assert got == [("ui-compare-lr0001", 0), ("ui-compare-lr0001", 1), ("ui-compare-lr0003", 0)]
@@ -162,11 +164,11 @@ def test_the_url_follows_the_view_and_a_copied_url_opens_the_same_view(ui_page, 
         context.close()
 
 
-def test_dark_mode_follows_the_system_and_the_toggle_is_kept(chromium, sweep):
+def test_dark_mode_follows_the_system_and_the_toggle_is_kept(chromium, sweep, screenshot_dir):
     def background(page):
         return page.evaluate("() => getComputedStyle(document.body).backgroundColor")
 
-    context = chromium.new_context(color_scheme="dark")
+    context = chromium.new_context(color_scheme="dark", viewport={"width": 1280, "height": 860})
     try:
         page = context.new_page()
         page.goto(f"{sweep.url}/#/compare?w={','.join(SWEEP)}")
@@ -177,6 +179,8 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_kept(chromium, sweep):
         axis = page.evaluate("""() => document.querySelector('.plot[data-metric="loss"]').__lens.chart.axes[0]
                                   .stroke(null, 0)""")
         assert axis == "#e5e7eb"
+        page.wait_for_selector('.plot[data-metric="acc"][data-revision]')
+        page.screenshot(path=str(screenshot_dir / "compare-dark.png"), full_page=True)
         page.click("#theme-toggle")
         assert page.evaluate("() => document.documentElement.dataset.theme") == "light"
         assert background(page) == "rgb(246, 247, 249)"
