@@ -32,8 +32,7 @@ export const CHARTS_MISSING = 'The charting library (uPlot) is missing on the se
 function themeColor(name, fallback) {
   return () => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
 }
-const AXIS = { stroke: themeColor('--fg', '#1f2937'), grid: { stroke: themeColor('--grid', 'rgba(0,0,0,0.07)'), width: 1 },
-  ticks: { stroke: themeColor('--grid', 'rgba(0,0,0,0.07)'), width: 1 } };
+const AXIS = { stroke: themeColor('--fg', '#1f2937'), grid: { stroke: themeColor('--grid', 'rgba(0,0,0,0.07)'), width: 1 } };
 
 export function chartsAvailable() {
   return typeof window.uPlot === 'function';
