@@ -275,3 +275,20 @@ def test_the_metrics_tab_url_follows_the_view_too(ui_page, sweep, chromium):
         assert other.input_value("#smoothing") == "0.7"
     finally:
         context.close()
+
+
+def test_compare_shows_the_config_diff_of_the_compared_runs(ui_page, sweep):
+    ui_page.goto(f"{sweep.url}/#/compare?w=ui-compare-lr0001,ui-compare-lr0003")
+    ui_page.wait_for_selector("#config-diff-table")
+
+    def table():
+        return ui_page.evaluate("""() => [...document.querySelectorAll('#config-diff-table tbody tr')].map(
+            r => [...r.querySelectorAll('td')].map(td => td.textContent.trim()))""")
+
+    # Only the keys that differ by default: lr (as logged by wandb.init(config=...)).
+    assert table() == [["lr", "0.001", "0.003"]]
+    ui_page.uncheck("#diff-only")
+    assert table() == [["batch_size", "32", "32"], ["lr", "0.001", "0.003"]]
+    assert ui_page.evaluate("""() => [...document.querySelectorAll('#config-diff-table tbody tr')]
+                                      .map(r => r.classList.contains('differs'))""") == [False, True]
+    assert ui_page.evaluate("() => document.querySelector('#config-diff').open")   # ticking did not fold it

@@ -47,6 +47,23 @@ export function compareHash(s) {
   return '#/compare?' + q.toString().replace(/%2C/g, ',');
 }
 
+/** A workload's W&B config flattened to `a.b.c` -> value text; ranks' runs that disagree are joined by " | ". */
+function workloadConfig(detail) {
+  const out = new Map();
+  const put = (prefix, value) => {
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      for (const [k, v] of Object.entries(value)) put(prefix ? `${prefix}.${k}` : k, v);
+      return;
+    }
+    const text = typeof value === 'string' ? value : JSON.stringify(value);
+    const seen = out.get(prefix);
+    if (seen === undefined) out.set(prefix, text);
+    else if (!seen.split(' | ').includes(text)) out.set(prefix, `${seen} | ${text}`);
+  };
+  for (const run of (detail && detail.runs) || []) if (run.config) put('', run.config);
+  return out;
+}
+
 export function compareView(root, route) {
   const s = compareStateFrom(route.query);
   const st = {
@@ -79,7 +96,11 @@ export function compareView(root, route) {
             <input type="range" id="smoothing" min="0" max="0.99" step="0.01"></label>
           <label class="inline"><input type="checkbox" id="logy"> Log scale (y)</label>
         </aside>
-        <div class="metrics-main"><div id="metrics-state"></div><div id="charts" class="charts"></div></div>
+        <div class="metrics-main"><div id="metrics-state"></div>
+          <details class="card config-diff" id="config-diff" open><summary>Config
+            <label class="inline"><input type="checkbox" id="diff-only" checked> only keys that differ</label></summary>
+            <div id="config-table"></div></details>
+          <div id="charts" class="charts"></div></div>
       </div>
     </section>`;
   const $ = (sel) => root.querySelector(sel);
@@ -115,6 +136,7 @@ export function compareView(root, route) {
     syncUrl();
     ensureData().catch(showError);
   });
+  $('#diff-only').addEventListener('change', drawConfig);
   $('#rank-picker').addEventListener('change', (event) => {
     const box = event.target.closest('input[data-rank]');
     if (!box) return;
@@ -165,6 +187,8 @@ export function compareView(root, route) {
     }));
     if (st.disposed) return;
     const names = new Set();
+    st.configs = new Map(results.map(({ uid, detail }) => [uid, workloadConfig(detail)]));
+    drawConfig();
     for (const { uid, detail, avail } of results) {
       for (const run of (detail && detail.runs) || []) {
         if (run.name) st.runNames.set(`${uid}\u0000${run.run_id}`, run.name);
@@ -180,6 +204,23 @@ export function compareView(root, route) {
       stateEl.innerHTML = `<div class="state empty"><h2>No metrics in “${esc(s.source)}” for these workloads yet</h2></div>`;
     }
     await ensureData();
+  }
+
+  /** Config diff: one row per (flattened) config key, one column per workload. */
+  function drawConfig() {
+    if (!st.configs) return;
+    const keys = new Set();
+    for (const c of st.configs.values()) for (const k of c.keys()) keys.add(k);
+    const onlyDiff = $('#diff-only').checked;
+    const rows = [...keys].sort((a, b) => a.localeCompare(b)).map((k) => {
+      const cells = s.workloads.map((uid) => st.configs.get(uid).get(k));
+      return { k, cells, differs: new Set(cells.map((v) => v ?? '\u0000missing')).size > 1 };
+    }).filter((r) => !onlyDiff || r.differs);
+    $('#config-table').innerHTML = !keys.size ? '<span class="muted">No W&B config reported.</span>'
+      : !rows.length ? '<span class="muted">The configs are identical.</span>'
+      : `<table class="grid" id="config-diff-table"><thead><tr><th>key</th>${s.workloads.map((uid) => `<th>${esc(uid)}</th>`).join('')}</tr></thead>
+        <tbody>${rows.map((r) => `<tr data-key="${esc(r.k)}" class="${r.differs ? 'differs' : ''}"><td><code>${esc(r.k)}</code></td>${
+          r.cells.map((v) => `<td>${v === undefined ? '<span class="muted">—</span>' : esc(v)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   }
 
   async function ensureData() {
