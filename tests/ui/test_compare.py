@@ -292,3 +292,33 @@ def test_compare_shows_the_config_diff_of_the_compared_runs(ui_page, sweep):
     assert ui_page.evaluate("""() => [...document.querySelectorAll('#config-diff-table tbody tr')]
                                       .map(r => r.classList.contains('differs'))""") == [False, True]
     assert ui_page.evaluate("() => document.querySelector('#config-diff').open")   # ticking did not fold it
+
+
+def test_zooming_a_compare_chart_fetches_each_downsampled_workload_in_detail(ui_page, ui_server):
+    from lens import point
+
+    n, t0 = 6000, int(time.time()) - 6000
+    big = ("ui-compare-big-a", "ui-compare-big-b")
+    for k, uid in enumerate(big):
+        ui_server.metrics(uid, [point("loss", math.sin(i / 7) + k, i, t0 + i) for i in range(n)], run_id=f"big-{k}")
+    ui_page.goto(f"{ui_server.url}/#/compare?w={','.join(big)}")
+    ui_page.wait_for_selector('.plot[data-metric="loss"][data-revision]')
+    raw = [t for t in lens_series(ui_page, "loss") if t["kind"] == "raw"]
+    assert len(raw) == 2 and all(len(t["x"]) < n / 2 for t in raw)        # downsampled on the server
+    # Drag-select steps 3000..3100 with the mouse.
+    edges = ui_page.evaluate("""() => { const u = document.querySelector('.plot[data-metric="loss"]').__lens.chart;
+                                        return [u.valToPos(3000, 'x'), u.valToPos(3100, 'x')]; }""")
+    over = ui_page.query_selector('.plot[data-metric="loss"] .u-over').bounding_box()
+    y = over["y"] + over["height"] / 2
+    ui_page.mouse.move(over["x"] + edges[0], y)
+    ui_page.mouse.down()
+    ui_page.mouse.move(over["x"] + edges[1], y)
+    ui_page.mouse.up()
+    zoom = ui_page.evaluate("""() => { const x = document.querySelector('.plot[data-metric="loss"]').__lens.chart.scales.x;
+                                       return [Math.ceil(x.min), Math.floor(x.max)]; }""")
+    lo, hi = zoom
+    assert hi - lo > 50
+    # Both workloads' windows come at full detail: every step in the window, for each.
+    ui_page.wait_for_function(
+        f"""() => document.querySelector('.plot[data-metric="loss"]').__lens.series.filter(t => t.kind === 'raw')
+                 .every(t => Array.from(t.x).filter(s => s >= {lo} && s <= {hi}).length === {hi - lo + 1})""")

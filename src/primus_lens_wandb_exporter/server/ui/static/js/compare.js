@@ -9,7 +9,7 @@
 
 import { apiGet } from './api.js';
 import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
-import { SeriesStore } from './series.js';
+import { SeriesStore, timeWindow } from './series.js';
 import { esc, formatCount } from './util.js';
 
 const DEFAULT_SELECTED = 24;
@@ -71,6 +71,7 @@ export function compareView(root, route) {
     stores: new Map(s.workloads.map((w) => [w, new SeriesStore()])),
     runNames: new Map(),          // `${uid}\u0000${runId}` -> W&B run name
     loaded: new Set(), cards: new Map(), revision: 0,
+    countsBy: new Map(),          // uid -> Map(metric -> points stored)
   };
   let maxPoints = 1000;
   const resizer = new ResizeObserver((entries) => {
@@ -193,6 +194,7 @@ export function compareView(root, route) {
       for (const run of (detail && detail.runs) || []) {
         if (run.name) st.runNames.set(`${uid}\u0000${run.run_id}`, run.name);
       }
+      st.countsBy.set(uid, new Map((avail.metrics || []).map((m) => [m.name, m.count || 0])));
       for (const m of avail.metrics || []) {
         const name = typeof m === 'string' ? m : m.name;
         names.add(name);
@@ -310,9 +312,29 @@ export function compareView(root, route) {
         return manyRanks ? `${name} · rank ${x.rank}` : name;
       },
     });
-    if (!card.chart) { card.chart = new Chart(card.plot, () => {}); resizer.observe(card.plot); }
+    if (!card.chart) {
+      card.chart = new Chart(card.plot, (range) => { if (range) zoomDetail(metric, card, range).catch(showError); });
+      resizer.observe(card.plot);
+    }
     card.chart.draw(fig, ++st.revision);
     card.plot.dataset.revision = String(st.revision);
+  }
+
+  /** Zoomed in: each workload whose series of this metric are downsampled gets the window again
+   * at full detail (start/end, the same max_points), as in the Metrics tab. */
+  async function zoomDetail(metric, card, { min: lo, max: hi }) {
+    const fetched = await Promise.all(s.workloads.map(async (uid) => {
+      const store = st.stores.get(uid);
+      const series = store.forMetric(metric);
+      const held = series.reduce((n, x) => n + x.length, 0);
+      if (!series.length || held >= (st.countsBy.get(uid)?.get(metric) || 0)) return false;   // complete
+      const win = timeWindow(series, s.xAxis, lo, hi);
+      if (!win) return false;
+      const resp = await apiGet(`workloads/${encodeURIComponent(uid)}/metrics/data`,
+        { data_source: s.source, metrics: metric, start: win.start, end: win.end, max_points: maxPoints });
+      return store.merge(resp.data || []).size > 0;
+    }));
+    if (!st.disposed && fetched.some(Boolean)) drawCard(metric, card);
   }
 
   load().catch((err) => { if (!st.disposed) showError(err); });

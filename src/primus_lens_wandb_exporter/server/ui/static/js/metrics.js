@@ -2,7 +2,7 @@
 
 import { apiGet } from './api.js';
 import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
-import { SeriesStore, rowsToCsv } from './series.js';
+import { SeriesStore, rowsToCsv, timeWindow } from './series.js';
 import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
 const LIVE_MS = 1000;              // refresh period while a run is live
@@ -490,22 +490,9 @@ export function metricsTab(el, ctx) {
       const series = st.store.forMetric(metric);
       const held = series.reduce((n, s) => n + s.length, 0);
       if (!series.length || held >= (st.counts.get(metric) || 0)) continue;   // already complete
-      let start, end;
-      if (prefs.xAxis === 'time') {
-        start = Math.floor(lo); end = Math.ceil(hi);
-      } else {
-        // Step window -> time window, through the points we hold (time grows with step).
-        for (const s of series) {
-          const i = s.steps.findIndex((x) => x >= lo);
-          let j = s.steps.length - 1;
-          while (j >= 0 && s.steps[j] > hi) j--;
-          const a = s.times[Math.max(0, i < 0 ? s.steps.length - 1 : i - 1)];
-          const b = s.times[Math.min(s.steps.length - 1, j + 1)];
-          start = start === undefined ? a : Math.min(start, a);
-          end = end === undefined ? b : Math.max(end, b);
-        }
-      }
-      if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) continue;
+      const win = timeWindow(series, prefs.xAxis, lo, hi);
+      if (!win) continue;
+      const { start, end } = win;
       const resp = await apiGet(`${base}/data`, { data_source: st.source, metrics: metric, start, end, max_points: maxPoints });
       if (st.store.merge(resp.data || []).size) changed = true;
     }
