@@ -142,9 +142,9 @@ export function buildChart(seriesList, opts) {
 }
 
 /** y axis wide enough for its longest tick label. */
-function axisSize(u, values, axisIdx, cycleNum) {
+function axisSize(u, values, axisIdx) {
   const axis = u.axes[axisIdx];
-  if (cycleNum > 1) return axis._size;
+  // measured on every layout cycle: the first cycle's ticks can be shorter than the final ones (0.1 then 0.125)
   let size = axis.ticks.size + axis.gap;
   const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), '');
   if (longest) {
