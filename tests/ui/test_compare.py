@@ -322,3 +322,13 @@ def test_zooming_a_compare_chart_fetches_each_downsampled_workload_in_detail(ui_
     ui_page.wait_for_function(
         f"""() => document.querySelector('.plot[data-metric="loss"]').__lens.series.filter(t => t.kind === 'raw')
                  .every(t => Array.from(t.x).filter(s => s >= {lo} && s <= {hi}).length === {hi - lo + 1})""")
+
+
+def test_the_compare_metric_filter_narrows_the_checklist_not_the_charts(ui_page, sweep):
+    ui_page.goto(f"{sweep.url}/#/compare?w=ui-compare-lr0001,ui-compare-lr0003")
+    ui_page.wait_for_selector('.plot[data-metric="acc"][data-revision]')
+    ui_page.fill("#metric-filter", "los")
+    assert ui_page.eval_on_selector_all("#metric-picker input", "els => els.map(e => e.dataset.metric)") == ["loss"]
+    assert ui_page.query_selector('.plot[data-metric="acc"]')       # still drawn
+    ui_page.fill("#metric-filter", "")
+    assert ui_page.eval_on_selector_all("#metric-picker input", "els => els.map(e => e.dataset.metric)") == ["acc", "loss"]

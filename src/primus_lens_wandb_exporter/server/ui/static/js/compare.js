@@ -88,6 +88,7 @@ export function compareView(root, route) {
         <aside class="controls" id="compare-controls">
           <div class="control-group">
             <div class="control-title">Metrics <span class="muted" id="metric-count"></span></div>
+            <input type="search" id="metric-filter" placeholder="Filter metrics" aria-label="Filter metrics">
             <div id="metric-picker" class="checklist"></div>
           </div>
           <div class="control-group"><div class="control-title">Ranks</div>
@@ -138,6 +139,7 @@ export function compareView(root, route) {
     ensureData().catch(showError);
   });
   $('#diff-only').addEventListener('change', drawConfig);
+  $('#metric-filter').addEventListener('input', drawPickers);
   $('#rank-picker').addEventListener('change', (event) => {
     const box = event.target.closest('input[data-rank]');
     if (!box) return;
@@ -164,7 +166,8 @@ export function compareView(root, route) {
   function drawPickers() {
     const selected = new Set(selectedMetrics());
     $('#metric-count').textContent = `${selected.size} / ${st.available.length}`;
-    $('#metric-picker').innerHTML = st.available.map((m) => `
+    const q = $('#metric-filter').value.trim().toLowerCase();   // narrows the checklist only
+    $('#metric-picker').innerHTML = st.available.filter((m) => !q || m.toLowerCase().includes(q)).map((m) => `
       <label title="${esc(m)}"><input type="checkbox" data-metric="${esc(m)}" ${selected.has(m) ? 'checked' : ''}>
       <span>${esc(m)}</span></label>`).join('') || '<span class="muted">no metric</span>';
     const ranks = allRanks();
