@@ -332,3 +332,17 @@ def test_the_compare_metric_filter_narrows_the_checklist_not_the_charts(ui_page,
     assert ui_page.query_selector('.plot[data-metric="acc"]')       # still drawn
     ui_page.fill("#metric-filter", "")
     assert ui_page.eval_on_selector_all("#metric-picker input", "els => els.map(e => e.dataset.metric)") == ["acc", "loss"]
+
+
+def test_the_exporters_system_metrics_get_their_own_section(ui_page, ui_server):
+    from lens import point
+
+    uid, now = "ui-system-metrics", int(time.time())
+    names = ("train/loss", "epoch", "_primus_sys_cpu_percent", "_primus_gpu_0_util", "_primus_gpu_0_mem_used_mb")
+    ui_server.metrics(uid, [point(name, 1.0 + i, i, now - 10 + i) for name in names for i in range(5)])
+    ui_page.goto(f"{ui_server.url}/#/workloads/{uid}/metrics")
+    ui_page.wait_for_selector('.plot[data-metric="_primus_sys_cpu_percent"][data-revision]')
+    order = ui_page.eval_on_selector_all(
+        "#charts > *", "els => els.map(e => e.dataset.section !== undefined ? '#' + e.dataset.section : e.dataset.metric)")
+    assert order == ["#train", "train/loss", "#other", "epoch", "#system (CPU, memory, GPU)",
+                     "_primus_gpu_0_mem_used_mb", "_primus_gpu_0_util", "_primus_sys_cpu_percent"]

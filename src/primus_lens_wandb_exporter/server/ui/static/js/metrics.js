@@ -12,6 +12,7 @@ const DEFAULT_SELECTED = 24;       // metrics drawn by default
 const FETCH_GROUP = 12;            // metrics per metrics/data request on first load
 const PREFS_KEY = 'primus-lens-metric-prefs';
 const SOURCE_LABELS = { wandb: 'WandB' };
+const SYSTEM_SECTION = '\u0002system';
 
 function loadPrefs() {
   const defaults = { xAxis: 'step', smoothing: 0, logY: false, layout: 'per-metric' };
@@ -340,12 +341,17 @@ export function metricsTab(el, ctx) {
     const selected = st.available.filter((m) => st.selected.has(m));
     if (prefs.layout === 'overlay') return selected.length ? [{ key: '\u0000overlay', metrics: selected }] : [];
     // W&B-style sections: metrics grouped by the prefix before the first "/".
-    const sectionOf = (m) => (m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+    // The exporter's system metrics (_primus_sys_*, _primus_gpu_<i>_*) get a section of their
+    // own, after the user's metrics.
+    const sectionOf = (m) => (m.startsWith('_primus_sys_') || m.startsWith('_primus_gpu_') ? SYSTEM_SECTION
+      : m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+    const order = (x) => (x === SYSTEM_SECTION ? 2 : x === '' ? 1 : 0);
     const sections = new Set(selected.map(sectionOf));
     if (!selected.some((m) => sectionOf(m) !== '')) return selected.map((m) => ({ key: m, metrics: [m] }));
     const keys = [];
-    for (const section of [...sections].sort((a, b) => (a === '') - (b === '') || a.localeCompare(b))) {
-      keys.push({ key: `\u0001${section}`, section: section || 'other', metrics: [] });
+    for (const section of [...sections].sort((a, b) => order(a) - order(b) || a.localeCompare(b))) {
+      const name = section === SYSTEM_SECTION ? 'system (CPU, memory, GPU)' : section || 'other';
+      keys.push({ key: `\u0001${section}`, section: name, metrics: [] });
       for (const m of selected) if (sectionOf(m) === section) keys.push({ key: m, metrics: [m] });
     }
     return keys;
