@@ -346,3 +346,21 @@ def test_the_exporters_system_metrics_get_their_own_section(ui_page, ui_server):
         "#charts > *", "els => els.map(e => e.dataset.section !== undefined ? '#' + e.dataset.section : e.dataset.metric)")
     assert order == ["#train", "train/loss", "#other", "epoch", "#system (CPU, memory, GPU)",
                      "_primus_gpu_0_mem_used_mb", "_primus_gpu_0_util", "_primus_sys_cpu_percent"]
+
+
+def test_compare_shows_each_workloads_wandb_summary(ui_page, ui_server):
+    # (The offline wandb runs of the sweep report no summary to Lens: the run events here go
+    # through the ingest API, as the exporter sends them at wandb.finish().)
+    from lens import point
+
+    now = time.time()
+    for uid, loss in (("ui-compare-sum-a", 0.5), ("ui-compare-sum-b", 0.25)):
+        ui_server.run_event(uid, f"run-{uid}", "started", project="ui-sweep", name=uid[-5:], config={"lr": loss})
+        ui_server.metrics(uid, [point("loss", loss, 0, now)], run_id=f"run-{uid}")
+        ui_server.run_event(uid, f"run-{uid}", "finished", status="finished", exit_code=0,
+                            summary={"loss": loss, "eval": {"acc": 1 - loss}})
+    ui_page.goto(f"{ui_server.url}/#/compare?w=ui-compare-sum-a,ui-compare-sum-b")
+    ui_page.wait_for_selector("#summary-table-grid")
+    rows = ui_page.evaluate("""() => [...document.querySelectorAll('#summary-table-grid tbody tr')].map(
+        r => [...r.querySelectorAll('td')].map(td => td.textContent.trim()))""")
+    assert rows == [["eval.acc", "0.5", "0.75"], ["loss", "0.5", "0.25"]]

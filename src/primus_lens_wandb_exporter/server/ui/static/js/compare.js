@@ -47,8 +47,9 @@ export function compareHash(s) {
   return '#/compare?' + q.toString().replace(/%2C/g, ',');
 }
 
-/** A workload's W&B config flattened to `a.b.c` -> value text; ranks' runs that disagree are joined by " | ". */
-function workloadConfig(detail) {
+/** A workload's W&B config (or summary) flattened to `a.b.c` -> value text; ranks' runs that
+ * disagree are joined by " | ". */
+function workloadConfig(detail, field = 'config') {
   const out = new Map();
   const put = (prefix, value) => {
     if (value && typeof value === 'object' && !Array.isArray(value)) {
@@ -60,7 +61,7 @@ function workloadConfig(detail) {
     if (seen === undefined) out.set(prefix, text);
     else if (!seen.split(' | ').includes(text)) out.set(prefix, `${seen} | ${text}`);
   };
-  for (const run of (detail && detail.runs) || []) if (run.config) put('', run.config);
+  for (const run of (detail && detail.runs) || []) if (run[field]) put('', run[field]);
   return out;
 }
 
@@ -101,7 +102,8 @@ export function compareView(root, route) {
         <div class="metrics-main"><div id="metrics-state"></div>
           <details class="card config-diff" id="config-diff" open><summary>Config
             <label class="inline"><input type="checkbox" id="diff-only" checked> only keys that differ</label></summary>
-            <div id="config-table"></div></details>
+            <div id="config-table"></div>
+            <div class="control-title">Summary</div><div id="summary-table"></div></details>
           <div id="charts" class="charts"></div></div>
       </div>
     </section>`;
@@ -192,6 +194,7 @@ export function compareView(root, route) {
     if (st.disposed) return;
     const names = new Set();
     st.configs = new Map(results.map(({ uid, detail }) => [uid, workloadConfig(detail)]));
+    st.summaries = new Map(results.map(({ uid, detail }) => [uid, workloadConfig(detail, 'summary')]));
     drawConfig();
     for (const { uid, detail, avail } of results) {
       for (const run of (detail && detail.runs) || []) {
@@ -211,19 +214,23 @@ export function compareView(root, route) {
     await ensureData();
   }
 
-  /** Config diff: one row per (flattened) config key, one column per workload. */
+  /** Config diff and summary: one row per (flattened) key, one column per workload. */
   function drawConfig() {
     if (!st.configs) return;
+    $('#config-table').innerHTML = diffTable(st.configs, 'config-diff-table', $('#diff-only').checked, 'W&B config');
+    $('#summary-table').innerHTML = diffTable(st.summaries, 'summary-table-grid', false, 'W&B summary');
+  }
+
+  function diffTable(byWorkload, id, onlyDiff, what) {
     const keys = new Set();
-    for (const c of st.configs.values()) for (const k of c.keys()) keys.add(k);
-    const onlyDiff = $('#diff-only').checked;
+    for (const c of byWorkload.values()) for (const k of c.keys()) keys.add(k);
     const rows = [...keys].sort((a, b) => a.localeCompare(b)).map((k) => {
-      const cells = s.workloads.map((uid) => st.configs.get(uid).get(k));
+      const cells = s.workloads.map((uid) => byWorkload.get(uid).get(k));
       return { k, cells, differs: new Set(cells.map((v) => v ?? '\u0000missing')).size > 1 };
     }).filter((r) => !onlyDiff || r.differs);
-    $('#config-table').innerHTML = !keys.size ? '<span class="muted">No W&B config reported.</span>'
+    return !keys.size ? `<span class="muted">No ${what} reported.</span>`
       : !rows.length ? '<span class="muted">The configs are identical.</span>'
-      : `<table class="grid" id="config-diff-table"><thead><tr><th>key</th>${s.workloads.map((uid) => `<th>${esc(uid)}</th>`).join('')}</tr></thead>
+      : `<table class="grid" id="${id}"><thead><tr><th>key</th>${s.workloads.map((uid) => `<th>${esc(uid)}</th>`).join('')}</tr></thead>
         <tbody>${rows.map((r) => `<tr data-key="${esc(r.k)}" class="${r.differs ? 'differs' : ''}"><td><code>${esc(r.k)}</code></td>${
           r.cells.map((v) => `<td>${v === undefined ? '<span class="muted">—</span>' : esc(v)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   }
