@@ -2,9 +2,12 @@
 //   #/                              workloads list   (?q=search&sort=points&order=desc)
 //   #/workloads/<uid>               workload overview
 //   #/workloads/<uid>/metrics       metrics tab      (?source=wandb&metrics=loss,acc)
+//   #/compare?w=<uid>,<uid>&...     workloads overlaid (compare.js: the whole view in the query)
 
 import { workloadsView } from './workloads.js';
 import { workloadView } from './workload.js';
+import { compareView } from './compare.js';
+import { initTheme } from './theme.js';
 
 const root = document.getElementById('app');
 let current = null;
@@ -13,6 +16,7 @@ export function parseRoute(hash) {
   const [path, search] = hash.replace(/^#\/?/, '').split('?');
   const query = new URLSearchParams(search || '');
   const parts = path.split('/').filter(Boolean);
+  if (parts[0] === 'compare') return { view: 'compare', query };
   if (parts[0] === 'workloads' && parts[1]) {
     return { view: 'workload', uid: decodeURIComponent(parts[1]), tab: parts[2] === 'metrics' ? 'metrics' : 'overview', query };
   }
@@ -22,10 +26,13 @@ export function parseRoute(hash) {
 function render() {
   if (current) current.dispose();
   const route = parseRoute(location.hash);
-  document.title = route.view === 'workload' ? `${route.uid} · Primus Lens` : 'Workloads · Primus Lens';
+  document.title = route.view === 'workload' ? `${route.uid} · Primus Lens`
+    : route.view === 'compare' ? 'Compare · Primus Lens' : 'Workloads · Primus Lens';
   root.innerHTML = '';
-  current = route.view === 'workload' ? workloadView(root, route) : workloadsView(root, route);
+  const view = { workload: workloadView, compare: compareView }[route.view] || workloadsView;
+  current = view(root, route);
 }
 
+initTheme();
 window.addEventListener('hashchange', render);
 render();

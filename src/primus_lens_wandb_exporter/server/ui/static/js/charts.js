@@ -8,7 +8,8 @@
 // Test hook, read by tests/ui/test_browser.py the way they read plotly's `div.data` before:
 //   plotEl.__lens = {
 //     library: 'uPlot', revision, xAxis: 'step'|'time', logY,          (from uPlot's own scales)
-//     series: [{kind: 'raw'|'smoothed'|'nonfinite', metric, rank, runId, label, n, x, y,
+//     series: [{kind: 'raw'|'smoothed'|'nonfinite', metric, rank, runId, workload (compare view,
+//               else null), label, n, x, y,
 //               labels (nonfinite only: 'NaN'|'Infinity'|'-Infinity' per point)}],
 //     markers: [{label, x, y, left, top}],   NaN/Inf markers drawn by the last redraw
 //                                            (left/top: CSS px inside chart.over)
@@ -25,6 +26,13 @@ const HOVER_PROX_PX = 12;       // the cursor picks a NaN/Inf marker this close 
 
 export const CHARTS_MISSING = 'The charting library (uPlot) is missing on the server: run `npm ci` in the ' +
   'checkout (or reinstall a wheel built with npm available); see README.';
+
+/** A colour of the current theme (style.css variables), read at draw time so a theme switch
+ * only needs a redraw. */
+function themeColor(name, fallback) {
+  return () => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+}
+const AXIS = { stroke: themeColor('--fg', '#1f2937'), grid: { stroke: themeColor('--grid', 'rgba(0,0,0,0.07)'), width: 1 } };
 
 export function chartsAvailable() {
   return typeof window.uPlot === 'function';
@@ -70,7 +78,7 @@ export function buildChart(seriesList, opts) {
   const markers = [];            // after the lines, so the legend lists them last
   for (const s of seriesList) {
     const color = colorFor(opts.colorIndex(s));
-    const name = seriesLabel(s, opts);
+    const name = opts.labelOf ? opts.labelOf(s) : seriesLabel(s, opts);
     const x = time ? s.times : s.steps;
     const n = s.values.length;
     const y = new Array(n);
@@ -98,7 +106,7 @@ export function buildChart(seriesList, opts) {
       }
     }
     for (; pending > 0; pending--) markerY[markerY.length - pending] = opts.logY ? 1 : 0;
-    const base = { metric: s.metric, rank: s.rank, runId: s.runId };
+    const base = { metric: s.metric, rank: s.rank, runId: s.runId, workload: opts.workloadOf ? opts.workloadOf(s) : null };
     out.push({ ...base, kind: 'raw', label: smoothing ? `${name} (raw)` : name, color, x, y, n,
       values: s.values, width: smoothing ? 1 : 1.6, alpha: smoothing ? 0.3 : 1 });
     if (smoothing) {
@@ -134,9 +142,9 @@ export function buildChart(seriesList, opts) {
 }
 
 /** y axis wide enough for its longest tick label. */
-function axisSize(u, values, axisIdx, cycleNum) {
+function axisSize(u, values, axisIdx) {
   const axis = u.axes[axisIdx];
-  if (cycleNum > 1) return axis._size;
+  // measured on every layout cycle: the first cycle's ticks can be shorter than the final ones (0.1 then 0.125)
   let size = axis.ticks.size + axis.gap;
   const longest = (values || []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), '');
   if (longest) {
@@ -220,9 +228,9 @@ export class Chart {
         y: fig.logY ? { distr: 3, log: 10 } : {},
       },
       axes: [
-        { label: time ? 'time' : 'step', labelSize: 18, size: 36 },
+        { ...AXIS, label: time ? 'time' : 'step', labelSize: 18, size: 36 },
         // (a log axis leaves its minor ticks unlabelled: null)
-        { size: axisSize, values: (u, ticks) => ticks.map((v) => (v == null ? null : formatNumber(v))) },
+        { ...AXIS, size: axisSize, values: (u, ticks) => ticks.map((v) => (v == null ? null : formatNumber(v))) },
       ],
       series: [
         { label: time ? 'time' : 'step', value: time ? undefined : (u, v) => (v == null ? '—' : String(v)) },
@@ -256,6 +264,14 @@ export class Chart {
       legend: { live: true },
       plugins: [nonFinitePlugin(chart)],
       hooks: {
+        // Smoothed charts list each line once (the smoothed one; its faint raw line is hidden
+        // from the legend): showing or hiding it from the legend does the same to its raw line.
+        setSeries: [(u, si, opts) => {
+          const f = chart.fig.series[si - 1];
+          const raw = chart.fig.series[si - 2];
+          if (f && f.kind === 'smoothed' && raw && raw.kind === 'raw' && opts && opts.show !== undefined
+              && u.series[si - 1].show !== opts.show) u.setSeries(si - 1, { show: opts.show });
+        }],
         setSelect: [(u) => {
           if (u.select.width <= 0) return;
           const min = u.posToVal(u.select.left, 'x');
@@ -279,6 +295,13 @@ export class Chart {
       if (this.u) this.u.destroy();
       this.u = new window.uPlot(this.options(fig, this.width()), fig.data, this.el);
       this.u.over.addEventListener('dblclick', () => { this.zoom = null; this.onZoom(null); });
+      const rows = this.u.root.querySelectorAll('.u-legend .u-series');
+      fig.series.forEach((s, i) => {
+        if (s.kind === 'raw' && fig.series[i + 1] && fig.series[i + 1].kind === 'smoothed' && rows[i + 1]) {
+          rows[i + 1].hidden = true;
+          rows[i + 1].classList.add('legend-hidden');
+        }
+      });
     }
     if (this.zoom) this.u.setScale('x', this.zoom);
     this.describe(revision);
@@ -301,7 +324,7 @@ export class Chart {
       library: 'uPlot', revision, chart: u,
       xAxis: u.scales.x.time ? 'time' : 'step',
       logY: u.scales.y.distr === 3,
-      series: fig.series.map((s) => ({ kind: s.kind, metric: s.metric, rank: s.rank, runId: s.runId,
+      series: fig.series.map((s) => ({ kind: s.kind, metric: s.metric, rank: s.rank, runId: s.runId, workload: s.workload,
         label: s.label, n: s.n, x: s.x, y: s.y, labels: s.labels || null })),
       get markers() { return chart.markers; },
     };

@@ -2,7 +2,7 @@
 
 import { apiGet } from './api.js';
 import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
-import { SeriesStore, rowsToCsv } from './series.js';
+import { SeriesStore, rowsToCsv, timeWindow } from './series.js';
 import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
 const LIVE_MS = 1000;              // refresh period while a run is live
@@ -12,6 +12,7 @@ const DEFAULT_SELECTED = 24;       // metrics drawn by default
 const FETCH_GROUP = 12;            // metrics per metrics/data request on first load
 const PREFS_KEY = 'primus-lens-metric-prefs';
 const SOURCE_LABELS = { wandb: 'WandB' };
+const SYSTEM_SECTION = '\u0002system';
 
 function loadPrefs() {
   const defaults = { xAxis: 'step', smoothing: 0, logY: false, layout: 'per-metric' };
@@ -45,6 +46,28 @@ export function metricsTab(el, ctx) {
   if (query.get('metrics')) {
     for (const m of query.get('metrics').split(',')) if (m) st.selected.add(m);
     st.userSelected = true;
+  }
+  // A shared URL states the view; it wins over this browser's saved preferences (not saved
+  // until the user changes a control).
+  if (query.has('x')) prefs.xAxis = query.get('x') === 'time' ? 'time' : 'step';
+  if (query.has('smoothing')) prefs.smoothing = Math.min(0.99, Math.max(0, Number(query.get('smoothing')) || 0));
+  if (query.has('logy')) prefs.logY = query.get('logy') === '1';
+  if (query.has('layout')) prefs.layout = query.get('layout') === 'overlay' ? 'overlay' : 'per-metric';
+  for (const r of (query.get('hide_ranks') || '').split(',')) if (r !== '' && Number.isInteger(Number(r))) st.hiddenRanks.add(Number(r));
+
+  /** The URL follows the view (replaceState: no history entry, no re-render), so it can be shared. */
+  function syncUrl() {
+    const q = new URLSearchParams();
+    if (st.source) q.set('source', st.source);
+    if (st.userSelected) q.set('metrics', st.available.filter((m) => st.selected.has(m)).join(','));
+    if (st.hiddenRanks.size) q.set('hide_ranks', [...st.hiddenRanks].sort((a, b) => a - b).join(','));
+    q.set('x', prefs.xAxis);
+    q.set('smoothing', String(prefs.smoothing));
+    if (prefs.logY) q.set('logy', '1');
+    if (prefs.layout !== 'per-metric') q.set('layout', prefs.layout);
+    const path = location.hash.split('?')[0];
+    if (st.disposed || !path.endsWith('/metrics')) return;
+    history.replaceState(null, '', `${path}?${q.toString().replace(/%2C/g, ',')}`);
   }
   let timer = null;
   let maxPoints = 1000;
@@ -102,6 +125,7 @@ export function metricsTab(el, ctx) {
     prefs.logY = $('#logy').checked;
     $('#smoothing-value').textContent = prefs.smoothing.toFixed(2);
     savePrefs(prefs);
+    syncUrl();
     scheduleDraw();
   };
   for (const id of ['#layout-select', '#xaxis-select', '#logy']) $(id).addEventListener('change', onPrefs);
@@ -111,16 +135,17 @@ export function metricsTab(el, ctx) {
     resetData();
     st.userSelected = false;
     st.selected.clear();
+    syncUrl();
     loadAvailable().catch(showError);
   });
   $('#metric-filter').addEventListener('input', drawPicker);
   $('#metrics-all').addEventListener('click', () => {
     for (const m of filteredMetrics()) st.selected.add(m);
-    st.userSelected = true; drawPicker(); ensureData();
+    st.userSelected = true; drawPicker(); syncUrl(); ensureData();
   });
   $('#metrics-none').addEventListener('click', () => {
     for (const m of filteredMetrics()) st.selected.delete(m);
-    st.userSelected = true; drawPicker(); ensureData();
+    st.userSelected = true; drawPicker(); syncUrl(); ensureData();
   });
   $('#metric-picker').addEventListener('change', (event) => {
     const box = event.target.closest('input[data-metric]');
@@ -128,6 +153,7 @@ export function metricsTab(el, ctx) {
     if (box.checked) st.selected.add(box.dataset.metric); else st.selected.delete(box.dataset.metric);
     st.userSelected = true;
     $('#metric-count').textContent = `${st.selected.size} / ${st.available.length}`;
+    syncUrl();
     ensureData();
   });
   $('#rank-picker').addEventListener('change', (event) => {
@@ -135,6 +161,7 @@ export function metricsTab(el, ctx) {
     if (!box) return;
     const rank = Number(box.dataset.rank);
     if (box.checked) st.hiddenRanks.delete(rank); else st.hiddenRanks.add(rank);
+    syncUrl();
     scheduleDraw();
   });
   $('#live-bar').addEventListener('click', (event) => {
@@ -314,12 +341,17 @@ export function metricsTab(el, ctx) {
     const selected = st.available.filter((m) => st.selected.has(m));
     if (prefs.layout === 'overlay') return selected.length ? [{ key: '\u0000overlay', metrics: selected }] : [];
     // W&B-style sections: metrics grouped by the prefix before the first "/".
-    const sectionOf = (m) => (m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+    // The exporter's system metrics (_primus_sys_*, _primus_gpu_<i>_*) get a section of their
+    // own, after the user's metrics.
+    const sectionOf = (m) => (m.startsWith('_primus_sys_') || m.startsWith('_primus_gpu_') ? SYSTEM_SECTION
+      : m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+    const order = (x) => (x === SYSTEM_SECTION ? 2 : x === '' ? 1 : 0);
     const sections = new Set(selected.map(sectionOf));
     if (!selected.some((m) => sectionOf(m) !== '')) return selected.map((m) => ({ key: m, metrics: [m] }));
     const keys = [];
-    for (const section of [...sections].sort((a, b) => (a === '') - (b === '') || a.localeCompare(b))) {
-      keys.push({ key: `\u0001${section}`, section: section || 'other', metrics: [] });
+    for (const section of [...sections].sort((a, b) => order(a) - order(b) || a.localeCompare(b))) {
+      const name = section === SYSTEM_SECTION ? 'system (CPU, memory, GPU)' : section || 'other';
+      keys.push({ key: `\u0001${section}`, section: name, metrics: [] });
       for (const m of selected) if (sectionOf(m) === section) keys.push({ key: m, metrics: [m] });
     }
     return keys;
@@ -464,22 +496,9 @@ export function metricsTab(el, ctx) {
       const series = st.store.forMetric(metric);
       const held = series.reduce((n, s) => n + s.length, 0);
       if (!series.length || held >= (st.counts.get(metric) || 0)) continue;   // already complete
-      let start, end;
-      if (prefs.xAxis === 'time') {
-        start = Math.floor(lo); end = Math.ceil(hi);
-      } else {
-        // Step window -> time window, through the points we hold (time grows with step).
-        for (const s of series) {
-          const i = s.steps.findIndex((x) => x >= lo);
-          let j = s.steps.length - 1;
-          while (j >= 0 && s.steps[j] > hi) j--;
-          const a = s.times[Math.max(0, i < 0 ? s.steps.length - 1 : i - 1)];
-          const b = s.times[Math.min(s.steps.length - 1, j + 1)];
-          start = start === undefined ? a : Math.min(start, a);
-          end = end === undefined ? b : Math.max(end, b);
-        }
-      }
-      if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) continue;
+      const win = timeWindow(series, prefs.xAxis, lo, hi);
+      if (!win) continue;
+      const { start, end } = win;
       const resp = await apiGet(`${base}/data`, { data_source: st.source, metrics: metric, start, end, max_points: maxPoints });
       if (st.store.merge(resp.data || []).size) changed = true;
     }
@@ -504,7 +523,7 @@ export function metricsTab(el, ctx) {
         const source = st.source || 'wandb';
         const prefetched = { source, response: apiGet(`${base}/available`, { data_source: source }) };
         prefetched.response.catch(() => {});       // a wrong guess is simply fetched again
-        if (await loadSources()) await loadAvailable(prefetched);
+        if (await loadSources()) { await loadAvailable(prefetched); syncUrl(); }
       } else if (isLive() && !st.paused) {
         st.wasLive = true;
         st.graceTicks = undefined;

@@ -184,3 +184,27 @@ export function rowsToCsv(rows) {
   }
   return lines.join('\n') + '\n';
 }
+
+/**
+ * The time window (epoch ms, for metrics/data's start/end) of a zoom from lo to hi on the
+ * x axis. On the step axis the window is mapped through the points held (time grows with
+ * step), one point wider on each side. null when there is nothing to ask for.
+ */
+export function timeWindow(seriesList, xAxis, lo, hi) {
+  let start, end;
+  if (xAxis === 'time') {
+    start = Math.floor(lo); end = Math.ceil(hi);
+  } else {
+    for (const s of seriesList) {
+      const i = s.steps.findIndex((x) => x >= lo);
+      let j = s.steps.length - 1;
+      while (j >= 0 && s.steps[j] > hi) j--;
+      const a = s.times[Math.max(0, i < 0 ? s.steps.length - 1 : i - 1)];
+      const b = s.times[Math.min(s.steps.length - 1, j + 1)];
+      start = start === undefined ? a : Math.min(start, a);
+      end = end === undefined ? b : Math.max(end, b);
+    }
+  }
+  if (!Number.isFinite(start) || !Number.isFinite(end) || end < start) return null;
+  return { start, end };
+}

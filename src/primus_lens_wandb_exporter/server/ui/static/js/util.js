@@ -49,7 +49,12 @@ export function frameworkLabel(wrapper, base) {
   return wrapper || base || '';
 }
 
-export function methodBadge(method, confidence) {
+/** Detection badge. A detection that found no framework at all (a plain wandb script: only
+ * wandb was seen) is not an error: a neutral "W&B only" instead of "heuristic 0%". */
+export function methodBadge(method, confidence, wrapper = undefined, base = undefined) {
+  if (method && wrapper !== undefined && !wrapper && !base) {
+    return '<span class="badge muted wandb-only" title="Only wandb was seen: no training framework (Lightning, Transformers, DeepSpeed, …) was detected in this workload">W&amp;B only</span>';
+  }
   if (!method) return '<span class="badge muted" title="no framework detection reported yet">not detected</span>';
   const pct = confidence === null || confidence === undefined ? '' : ` ${Math.round(Number(confidence) * 100)}%`;
   const cls = method === 'exact' ? 'exact' : 'heuristic';

@@ -39,7 +39,7 @@ export function workloadView(el, route) {
     const det = d.detection;
     const fw = det ? frameworkLabel(det.wrapper, det.base) : '';
     el.querySelector('#workload-framework').innerHTML = det
-      ? `${esc(fw || 'unknown framework')} ${methodBadge(det.method, det.confidence)}`
+      ? `${fw ? esc(fw) : ''} ${methodBadge(det.method, det.confidence, det.wrapper || null, det.base || null)}`
       : methodBadge(null);
   }
 

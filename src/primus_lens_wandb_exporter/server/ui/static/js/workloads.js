@@ -1,6 +1,7 @@
 // Workloads list: search, sort, periodic refresh.
 
 import { apiGet } from './api.js';
+import { compareHash, compareStateFrom } from './compare.js';
 import {
   esc, formatAgo, formatCount, formatTime, countOf, frameworkLabel, methodBadge, statusBadge, DOCTOR_HINT,
 } from './util.js';
@@ -25,6 +26,7 @@ export function workloadsView(el, route) {
     search: route.query.get('q') || '',
     sort: route.query.get('sort') || 'last_update',
     order: route.query.get('order') || 'desc',
+    picked: new Set(),            // workloads ticked for Compare (kept over the refreshes)
   };
   let timer = null;
   let disposed = false;
@@ -36,12 +38,29 @@ export function workloadsView(el, route) {
         <input id="workload-search" type="search" placeholder="Search by workload, framework or status"
                value="${esc(state.search)}" aria-label="Search workloads">
         <span class="muted" id="workload-count"></span>
+        <button type="button" id="compare-button" disabled title="Tick two or more workloads to overlay their metrics">Compare</button>
       </div>
       <div id="workloads-body"><div class="state loading">Loading workloads…</div></div>
     </section>`;
   const body = el.querySelector('#workloads-body');
   const search = el.querySelector('#workload-search');
   search.addEventListener('input', () => { state.search = search.value; draw(); });
+  body.addEventListener('change', (event) => {
+    const box = event.target.closest('input.pick-box');
+    if (!box) return;
+    if (box.checked) state.picked.add(box.dataset.uid); else state.picked.delete(box.dataset.uid);
+    drawCompareButton();
+  });
+  const compareButton = el.querySelector('#compare-button');
+  compareButton.addEventListener('click', () => {
+    const picked = state.rows.map((w) => w.workload_uid).filter((u) => state.picked.has(u));
+    if (picked.length) location.hash = compareHash({ ...compareStateFrom(new URLSearchParams()), workloads: picked });
+  });
+  function drawCompareButton() {
+    const n = state.rows.filter((w) => state.picked.has(w.workload_uid)).length;
+    compareButton.disabled = n < 2;
+    compareButton.textContent = n ? `Compare ${n}` : 'Compare';
+  }
   body.addEventListener('click', (event) => {
     const th = event.target.closest('th[data-key]');
     if (!th) return;
@@ -104,14 +123,16 @@ export function workloadsView(el, route) {
       const arrow = active ? (state.order === 'asc' ? ' ▲' : ' ▼') : '';
       return `<th data-key="${c.key}" aria-sort="${aria}" class="${c.numeric ? 'num' : ''}" title="Sort by ${esc(c.label)}">${esc(c.label)}${arrow}</th>`;
     }).join('');
+    const pickHead = '<th class="pick" title="Tick workloads to compare"></th>';
     const now = Date.now();
     const trs = rows.map((w) => {
       const href = `#/workloads/${encodeURIComponent(w.workload_uid)}`;
       const fw = frameworkLabel(w.wrapper, w.base);
       return `<tr data-uid="${esc(w.workload_uid)}">
+        <td class="pick"><input type="checkbox" class="pick-box" data-uid="${esc(w.workload_uid)}" aria-label="Compare ${esc(w.workload_uid)}" ${state.picked.has(w.workload_uid) ? 'checked' : ''}></td>
         <td><a href="${href}" class="uid">${esc(w.workload_uid)}</a></td>
         <td class="framework">${fw ? esc(fw) : '<span class="muted">—</span>'}</td>
-        <td>${methodBadge(w.method, w.confidence)}</td>
+        <td>${methodBadge(w.method, w.confidence, w.wrapper || null, w.base || null)}</td>
         <td class="num">${formatCount(countOf(w.runs))}</td>
         <td class="num">${formatCount(countOf(w.ranks))}</td>
         <td class="num">${formatCount(countOf(w.metrics))}</td>
@@ -119,7 +140,8 @@ export function workloadsView(el, route) {
         <td title="${esc(formatTime(w.last_update))}">${esc(formatAgo(w.last_update, now))}</td>
         <td>${statusBadge(w.status)}</td></tr>`;
     }).join('');
-    body.innerHTML = `${banner}<table class="grid" id="workloads-table"><thead><tr>${head}</tr></thead><tbody>${trs}</tbody></table>`;
+    drawCompareButton();
+    body.innerHTML = `${banner}<table class="grid" id="workloads-table"><thead><tr>${pickHead}${head}</tr></thead><tbody>${trs}</tbody></table>`;
   }
 
   async function loop() {
