@@ -16,7 +16,7 @@ from primus_lens_wandb_exporter.core import normalize
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
 from primus_lens_wandb_exporter.core.identity import load_identity
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 from primus_lens_wandb_exporter.core.recorder import Recorder
 
 scalars = st.one_of(

@@ -8,7 +8,7 @@ from support import run_python
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
 from primus_lens_wandb_exporter.core.identity import load_identity
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 from primus_lens_wandb_exporter.core.recorder import Recorder
 
 
