@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from support import exporter_env, get_json, run_python
+from helpers.exporter import exporter_env, get_json, run_python
 
 
 def _cli(args, env, check=True):

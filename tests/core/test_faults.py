@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import exporter_env, get_json, run_python, wait_for
+from helpers.exporter import exporter_env, get_json, run_python, wait_for
 
 from primus_lens_wandb_exporter.sinks.spool import Spool
 

@@ -3,7 +3,7 @@
 import os
 import textwrap
 
-from support import exporter_env, run_python
+from helpers.exporter import exporter_env, run_python
 
 from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 

@@ -10,8 +10,8 @@ import threading
 import time
 
 import requests
-from fixtures_server import REPO_ROOT
-from server_helpers import metrics_body, sql_scalar
+from helpers.server import REPO_ROOT
+from helpers.server_data import metrics_body, sql_scalar
 
 from primus_lens_wandb_exporter.server.storage import open_store
 from primus_lens_wandb_exporter.server.storage.model import IngestResult, SeriesBatch

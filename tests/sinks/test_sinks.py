@@ -3,7 +3,7 @@
 import json
 import os
 
-from support import run_python
+from helpers.exporter import run_python
 
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
