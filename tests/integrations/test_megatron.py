@@ -127,10 +127,10 @@ def test_signature_drift_binds_by_name_in_both_releases(tmp_path):
     # the positional order of training_log differs (decoupled_learning_rate 4th in
     # core_v0.15; max_attention_logit 11th plus keywords at HEAD).
     outcomes = {}
-    standins = ("megatron_core_v0_15", "megatron_head")
+    roots = ("megatron_core_v0_15", "megatron_head")
     runs = standins.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / s, roots=[s], workload=s)
-                              for s in standins])
-    for standin, result in zip(standins, runs):
+                               for s in roots])
+    for standin, result in zip(roots, runs):
         outcomes[standin] = {name: sorted(result.series(name, source="megatron")) for name in CORE_METRICS}
         assert result.series("learning-rate", source="megatron")[3] == 0.1
         assert result.series("loss-scale", source="megatron")[3] == 1.0
