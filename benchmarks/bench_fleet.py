@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from _common import pct  # noqa: E402
 from bench_server_ingest import cpu_times, server_cpu_seconds, steal_share  # noqa: E402
-from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 
 METRICS = 10
 EXPORTER_COUNTERS = {"filtered_points": 0, "rejected_points": 0, "rejected_batches": 0, "auth_rejected_batches": 0,

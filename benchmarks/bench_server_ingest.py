@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 
 
 def make_bodies(sender: int, batches: int, batch_points: int, metrics: int, uid: str,

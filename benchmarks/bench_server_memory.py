@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from primus_lens_wandb_exporter.limits import MAX_POINTS_PER_REQUEST  # noqa: E402
 
 T0 = 1_700_000_000.0

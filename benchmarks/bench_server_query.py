@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from fixtures_server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store  # noqa: E402
 from primus_lens_wandb_exporter.server.storage.model import POINT_COLS, SERIES_SUMMARY_COLS  # noqa: E402
 

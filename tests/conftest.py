@@ -1,1 +1,3 @@
-import os, sys; sys.path.insert(0, os.path.dirname(__file__)); pytest_plugins = ["fixtures_server"]
+"""The Lens server fixtures (``lens_server`` ...) for every test: :mod:`helpers.server`."""
+
+pytest_plugins = ["helpers.server"]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from support import exporter_env, get_json, run_python
+from helpers.exporter import exporter_env, get_json, run_python
 
 
 def _cli(args, env, check=True):
@@ -75,7 +75,7 @@ def test_replay_uploads_a_spool_directory(lens_server, tmp_path):
 
 
 def test_replay_includes_batches_lens_rejected_and_claims_of_dead_processes(lens_server, tmp_path):
-    from primus_lens_wandb_exporter.core.spool import Spool
+    from primus_lens_wandb_exporter.sinks.spool import Spool
 
     def payload(name):
         return {"source": "wandb", "workload_uid": "kept", "pod_name": "kept-pod-0", "run_id": "r", "rank": 0,

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from support import ROOT, exporter_env, run_python
+from helpers.exporter import ROOT, exporter_env, run_python
 
 PROBE = """
 import sys, json

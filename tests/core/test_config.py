@@ -4,7 +4,7 @@
 import pytest
 
 from primus_lens_wandb_exporter.core.config import DEFAULT_API_BASE_URL, ENV_VARS, load_config
-from support import exporter_env, run_python
+from helpers.exporter import exporter_env, run_python
 
 
 def test_defaults_follow_the_user_guide():
@@ -40,7 +40,7 @@ def test_well_formed_values_are_used():
 def test_every_env_var_is_documented_in_the_readme():
     import os
 
-    from support import ROOT
+    from helpers.exporter import ROOT
 
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     missing = [name for name in ENV_VARS if name not in readme]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import exporter_env, get_json, run_python, wait_for
+from helpers.exporter import exporter_env, get_json, run_python, wait_for
 
 FLOOD = """
 import os, sys, wandb

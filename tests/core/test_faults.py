@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support import exporter_env, get_json, run_python, wait_for
+from helpers.exporter import exporter_env, get_json, run_python, wait_for
 
 from primus_lens_wandb_exporter.sinks.spool import Spool
 
@@ -31,7 +31,7 @@ def _steps(server, uid, name):
 
 def _stats(spool_dir):
     """The stats file the (finished) process left for doctor (newest)."""
-    from primus_lens_wandb_exporter.cli import _read_stats
+    from primus_lens_wandb_exporter.cli.doctor import _read_stats
 
     stats = _read_stats(str(spool_dir))
     assert stats, f"no stats for {spool_dir}"

@@ -16,7 +16,7 @@ from primus_lens_wandb_exporter.core import normalize
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
 from primus_lens_wandb_exporter.core.identity import load_identity
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 from primus_lens_wandb_exporter.core.recorder import Recorder
 
 scalars = st.one_of(
@@ -168,7 +168,7 @@ def test_records_from_many_threads_never_mix_their_fields():
 
 
 def test_weird_values_through_real_wandb_never_raise_in_user_code(tmp_path):
-    from support import exporter_env, run_python
+    from helpers.exporter import exporter_env, run_python
 
     code = """
 import math, numpy as np, torch, wandb

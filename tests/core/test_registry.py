@@ -3,7 +3,7 @@
 import os
 import textwrap
 
-from support import exporter_env, run_python
+from helpers.exporter import exporter_env, run_python
 
 from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 
@@ -184,7 +184,7 @@ def test_every_builtin_framework_fact_lives_in_its_integration():
     # Distributions, hints and exports come from the declarations: the heuristics and the
     # package's lazy names read them; nothing else lists a framework.
     import primus_lens_wandb_exporter as package
-    from primus_lens_wandb_exporter.core.detection import frameworks
+    from primus_lens_wandb_exporter.core.detection.heuristics import frameworks
 
     names = set(frameworks())
     assert {"primus", "lightning", "hf_trainer", "keras", "megatron", "megatron_bridge", "deepspeed", "torchtitan",

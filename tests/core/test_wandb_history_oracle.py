@@ -2,7 +2,7 @@
 
 Each scenario is a real program with real wandb run in a fresh interpreter (the installed
 start-up line activates the exporter), reporting to a real Lens server and to the local
-JSONL sink. The oracle (tests/wandb_oracle.py) reads W&B's own ``.wandb`` record of the
+JSONL sink. The oracle (tests/helpers/wandb_oracle.py) reads W&B's own ``.wandb`` record of the
 offline run; Lens (query API, ``x=row``) and the JSONL sink must hold the same points:
 0 missing, 0 extra, 0 different in value, step or row. The same script in
 ``WANDB_MODE=disabled`` (no wandb-core, no ``.wandb``: the exporter's rules alone) must
@@ -15,10 +15,10 @@ with): two rows at one step, fractional steps, filled step values, dropped stale
 
 import pytest
 
-from fixtures_server import LENS_DB_KINDS
-from support import exporter_env, run_python, wandb_run_dir
-from wandb_oracle import (assert_same_points, jsonl_points, lens_points, summary_only_values,
-                          wandb_expected_points)
+from helpers.server import LENS_DB_KINDS
+from helpers.exporter import exporter_env, run_python, wandb_run_dir
+from helpers.wandb_oracle import (assert_same_points, jsonl_points, lens_points, summary_only_values,
+                                  wandb_expected_points)
 
 HEAD = """
 import wandb

@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import re
 import shlex
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -196,7 +195,6 @@ def test_each_token_role_comes_from_its_secret_with_room_for_a_rotation():
     # rotation, its `previous`; with `previous` empty (the example) exactly one token per role.
     env = env_of(container(find("Deployment", NAME)))
     secrets = {d["metadata"]["name"]: d["stringData"] for _, d in all_docs() if d["kind"] == "Secret"}
-    sys.path.insert(0, str(ROOT / "src"))
     from primus_lens_wandb_exporter.server.auth import parse_tokens
 
     for var, secret in (("PRIMUS_LENS_API_TOKEN", "primus-lens-api-token"),
@@ -214,7 +212,6 @@ def test_each_token_role_comes_from_its_secret_with_room_for_a_rotation():
 
 
 def _server_parser() -> argparse.ArgumentParser:
-    sys.path.insert(0, str(ROOT / "src"))
     if importlib.util.find_spec("primus_lens_wandb_exporter.server.cli") is None:
         pytest.skip("the server CLI is not there yet")
     from primus_lens_wandb_exporter.server.cli import add_arguments

@@ -37,7 +37,7 @@ import pytest
 import requests
 import yaml
 
-from lens import LensServer, point, server_available
+from helpers.ui import LensServer, point, server_available
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -374,7 +374,7 @@ def server(tmp_path_factory):
     reason = server_available()
     if reason:
         pytest.skip(reason)
-    from fixtures_server import LensServer as ServerProcess
+    from helpers.server import LensServer as ServerProcess
     workdir = tmp_path_factory.mktemp("grafana")
     roles = server_has_roles()
     process = ServerProcess(f"sqlite:///{workdir}/lens.db", workdir / "server.log", ADMIN_TOKEN,

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from fixtures_server import LENS_DB_KINDS
-from support import exporter_env, get_json, metric_points, run_cli, run_python, wandb_run_dir, workload
+from helpers.server import LENS_DB_KINDS
+from helpers.exporter import exporter_env, get_json, metric_points, run_cli, run_python, wandb_run_dir, workload
 
 # define_metric with a custom step metric (fractional values, step_sync filled by W&B), a NaN,
 # nested dicts, an explicit step, a summary-only key, media and text (filtered alike).
@@ -98,7 +98,7 @@ def test_imported_run_equals_what_the_live_exporter_stored(lens_server, tmp_path
 def test_import_of_the_capture_scenario_equals_live_capture(lens_server, tmp_path):
     # Every call shape of the live-capture tests (explicit steps, commit=False, numpy and
     # torch scalars, nested dicts, non-finite values, text, lists, a summary-only key).
-    from core.test_wandb_capture import SCENARIO
+    from helpers.scenarios import SCENARIO
 
     run_python(SCENARIO, exporter_env(lens_server, tmp_path, "scenario-live"))
     run_cli(["import-wandb", wandb_run_dir(tmp_path), "--workload-uid", "scenario-import"],
@@ -109,9 +109,9 @@ def test_import_of_the_capture_scenario_equals_live_capture(lens_server, tmp_pat
 
 
 def test_imported_run_is_what_wandbs_own_record_holds(lens_server, tmp_path):
-    # The oracle reads the same file independently of the product (tests/wandb_oracle.py):
+    # The oracle reads the same file independently of the product (tests/helpers/wandb_oracle.py):
     # rows, W&B-filled step metrics, wandb-core's glob binding.
-    from wandb_oracle import assert_same_points, lens_points, summary_only_values, wandb_expected_points
+    from helpers.wandb_oracle import assert_same_points, lens_points, summary_only_values, wandb_expected_points
 
     run_python(PARITY, _quiet_wandb_env(tmp_path))
     run_dir = wandb_run_dir(tmp_path)

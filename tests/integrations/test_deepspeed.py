@@ -16,11 +16,11 @@ import sys
 
 import pytest
 
-from fixtures_server import free_port
-from lens_e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, mirrored_points,  # noqa: F401
-                      module_server, new_workload, points_of, sources)
-from support import ROOT, exporter_env, run_python, wait_for, wandb_run_dir, workload
-from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
+from helpers.server import free_port
+from helpers.e2e import (assert_each_point_emitted_once, by_name, jsonl_rows, mirrored_points,  # noqa: F401
+                         module_server, new_workload, points_of, sources)
+from helpers.exporter import ROOT, exporter_env, run_python, wait_for, wandb_run_dir, workload
+from helpers.wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 # Checked without importing DeepSpeed into the test process.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")

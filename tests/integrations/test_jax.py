@@ -16,15 +16,10 @@ import os
 
 import pytest
 
-import importlib.util  # noqa: E402
-
 # The stand-ins folder is never put on this process's sys.path (it holds directories
 # named like real packages); only the programs under test see the stand-in roots.
-_spec = importlib.util.spec_from_file_location(
-    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
+from helpers import standins  # noqa: E402
+from helpers.e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("numpy")
 
@@ -51,7 +46,7 @@ MAXTEXT_NAMES = {"learning/loss", "learning/grad_norm", "learning/total_weights"
 def test_maxtext_reports_scalars_from_process_0_only(module_server, tmp_path):
     code = MAXTEXT_LOOP % ("from MaxText import metric_logger", "logger.buffer_and_write_train_metrics")
     uid = new_workload("maxtext")
-    results = harness.run_many(*[dict(code=code, tmp_path=tmp_path / f"p{index}", roots=["jax_standin", "maxtext_2026_01"],
+    results = standins.run_many(*[dict(code=code, tmp_path=tmp_path / f"p{index}", roots=["jax_standin", "maxtext_2026_01"],
                                       workload=uid, server=module_server, JAX_PROCESS_ID=index, JAX_NUM_PROCESSES=2)
                                  for index in (0, 1)])
     assert results[1].points == []
@@ -79,7 +74,7 @@ if "maxtext.common.metric_logger" not in index.WATCHED:
     from primus_lens_wandb_exporter.integrations.jax import MAXTEXT
     registry.run_watch(MAXTEXT, None, metric_logger)"""
     code = MAXTEXT_LOOP % (hook, "logger.buffer_and_write_metrics")
-    result = harness.run(code, tmp_path, ["jax_standin", "maxtext_head"],
+    result = standins.run(code, tmp_path, ["jax_standin", "maxtext_head"],
                          workload=new_workload("maxtext-wb"), server=module_server, WB=1)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("maxtext", "exact")
@@ -116,7 +111,7 @@ try:
 except ValueError as exc:
     print("FRAMEWORK-ERROR", type(exc).__name__)
 """
-    result = harness.run(CLU_LOOP % tail, tmp_path, ["jax_standin", "clu_v0_0_12"], workload=new_workload("clu"), server=module_server)
+    result = standins.run(CLU_LOOP % tail, tmp_path, ["jax_standin", "clu_v0_0_12"], workload=new_workload("clu"), server=module_server)
     det = result.detection["detection"]
     assert (det["base"], det["method"]) == ("jax", "exact")
     assert result.detection["evidence_base"]["jax"]["library"] == "clu"
@@ -130,7 +125,7 @@ except ValueError as exc:
 
 
 def test_clu_on_other_processes_only_claims(tmp_path):
-    result = harness.run(CLU_LOOP % "", tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-p1", JAX_PROCESS_ID=1)
+    result = standins.run(CLU_LOOP % "", tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-p1", JAX_PROCESS_ID=1)
     assert result.points == []
     assert result.detection["detection"]["base"] == "jax"
 
@@ -152,7 +147,7 @@ except ValueError as exc:
 
 @pytest.mark.parametrize("testing, expected", [("0", "TRAINING-DONE"), ("1", "OUR-ERROR-RAISED simulated exporter bug")])
 def test_clu_our_error_is_swallowed_unless_testing(tmp_path, testing, expected):
-    result = harness.run(CLU_LOOP % BROKEN, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-err", PRIMUS_LENS_TESTING=testing)
+    result = standins.run(CLU_LOOP % BROKEN, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-err", PRIMUS_LENS_TESTING=testing)
     assert expected in result.stdout
     assert "[6] train_loss=0.1" in result.stdout  # CLU's own write ran either way
 
@@ -182,5 +177,5 @@ for step in (1, 2):
     writer.write_scalars(step, {"loss": np.float32(step)})
 CsvWriter().write_scalars(3, {"loss": np.float32(3)})
 """
-    result = harness.run(code, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-own")
+    result = standins.run(code, tmp_path, ["jax_standin", "clu_v0_0_12"], workload="clu-own")
     assert result.series("loss", source="clu") == {1: 1.0, 2: 2.0, 3: 3.0}

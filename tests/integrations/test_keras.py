@@ -11,15 +11,10 @@ import sys
 
 import pytest
 
-import importlib.util  # noqa: E402
-
 # The stand-ins folder is never put on this process's sys.path (it holds directories
 # named like real packages); only the programs under test see the stand-in roots.
-_spec = importlib.util.spec_from_file_location(
-    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
+from helpers import standins  # noqa: E402
+from helpers.e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("numpy")
 
@@ -41,7 +36,7 @@ STANDIN_MODEL = "model = keras.Sequential()\nmodel.compile(learning_rate=0.1)"
 
 
 def test_fit_without_wandb_callback_reports_epoch_logs(module_server, tmp_path):
-    result = harness.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"],
+    result = standins.run(FIT % (STANDIN_MODEL, "[]", 0), tmp_path, ["keras_3"],
                          workload=new_workload("keras"), server=module_server)
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "tensorflow", "exact")
@@ -78,7 +73,7 @@ lens_keras.setup_wandb_keras(types.SimpleNamespace(WandbMetricsLogger=WandbMetri
 def test_fit_with_wandb_metrics_logger_leaves_the_metrics_to_wandb(module_server, tmp_path):
     pytest.importorskip("wandb")
     code = FIT % (STANDIN_MODEL + WANDB_LOGGER, "[WandbMetricsLogger()]", 1) + "wandb.finish()\n"
-    result = harness.run(code, tmp_path, ["keras_3"],
+    result = standins.run(code, tmp_path, ["keras_3"],
                          workload=new_workload("keras-wb"), server=module_server, KERAS_BACKEND="jax")
     det = result.detection["detection"]
     assert (det["wrapper"], det["base"], det["method"]) == ("keras", "jax", "exact")
@@ -97,7 +92,7 @@ def test_real_keras_on_torch_backend(module_server, tmp_path):
     model = ("model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])\n"
              "model.compile(optimizer='sgd', loss='mse', metrics=['mae'])")
     extra = {"PYTHONPATH": keras_path} if keras_path else {}
-    result = harness.run(FIT % (model, "None", 0), tmp_path, [],
+    result = standins.run(FIT % (model, "None", 0), tmp_path, [],
                          workload=new_workload("keras-real"), server=module_server, KERAS_BACKEND="torch",
                          **extra)
     det = result.detection["detection"]

@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, jsonl_rows, mirrored_points,
-                      module_server, new_workload, points_of, rows_sharing_a_step, sources)  # noqa: F401 (fixture)
-from support import exporter_env, run_python, wandb_run_dir
-from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
+from helpers.e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, jsonl_rows, mirrored_points,
+                         module_server, new_workload, points_of, rows_sharing_a_step, sources)  # noqa: F401 (fixture)
+from helpers.exporter import exporter_env, run_python, wandb_run_dir
+from helpers.wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 pytest.importorskip("lightning")
 pytest.importorskip("wandb")
@@ -127,7 +127,7 @@ def _train(tmp_path, server, logger, namespace="lightning.pytorch", **opts):
 
 
 def _free_port():
-    from fixtures_server import free_port
+    from helpers.server import free_port
 
     return free_port()
 

@@ -21,15 +21,10 @@ import sys
 
 import pytest
 
-import importlib.util  # noqa: E402
-
 # The stand-ins folder is never put on this process's sys.path (it holds directories
 # named like real packages); only the programs under test see the stand-in roots.
-_spec = importlib.util.spec_from_file_location(
-    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
+from helpers import standins  # noqa: E402
+from helpers.e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 pytest.importorskip("wandb")
@@ -76,7 +71,7 @@ def test_core_v0_15_with_wandb_gated_off_reports_core_metrics_from_the_last_rank
     # W&B writer exists on the last rank, but no TensorBoard writer: Megatron sends no
     # per-iteration value to W&B, so the adapter reports them itself (source "megatron").
     uid = new_workload("mt-v015")
-    results = harness.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / f"r{rank}",
+    results = standins.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / f"r{rank}",
                                       roots=["megatron_core_v0_15"], workload=uid, server=module_server, RANK=rank,
                                       LOCAL_RANK=rank, WORLD_SIZE=2, WB_PROJECT="proj") for rank in (0, 1)])
     assert results[0].points == [], "only Megatron's logging rank (world_size - 1) reports"
@@ -100,7 +95,7 @@ def test_head_with_wandb_on_reports_each_metric_exactly_once(module_server, tmp_
     # TensorBoard + W&B on the last rank, every 2nd iteration: W&B (raw patch, source
     # "wandb") is the source of what Megatron sends it; the adapter adds only what W&B
     # never receives in this run (loss-scale: --log-loss-scale-to-tensorboard unset).
-    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"],
+    result = standins.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"],
                          workload=new_workload("mt-head"), server=module_server,
                          RANK=0, WORLD_SIZE=1, TB_DIR=str(tmp_path / "tb"), TB_INTERVAL=2, WB_PROJECT="proj")
     _detected(result, "megatron")
@@ -118,7 +113,7 @@ def test_head_with_wandb_on_reports_each_metric_exactly_once(module_server, tmp_
 def test_wandb_on_but_raw_wandb_integration_disabled_reports_everything_itself(tmp_path):
     # Nothing mirrors the W&B stream (PRIMUS_LENS_DISABLED_INTEGRATIONS=wandb): the adapter
     # reports every core metric, every iteration, so nothing is lost.
-    result = harness.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload="mt-nowandb",
+    result = standins.run(MEGATRON_PROGRAM % TRAIN, tmp_path, ["megatron_head"], workload="mt-nowandb",
                          TB_DIR=str(tmp_path / "tb"), TB_INTERVAL=2, WB_PROJECT="proj",
                          PRIMUS_LENS_DISABLED_INTEGRATIONS="wandb")
     assert result.sources() == {"megatron"}
@@ -132,10 +127,10 @@ def test_signature_drift_binds_by_name_in_both_releases(tmp_path):
     # the positional order of training_log differs (decoupled_learning_rate 4th in
     # core_v0.15; max_attention_logit 11th plus keywords at HEAD).
     outcomes = {}
-    standins = ("megatron_core_v0_15", "megatron_head")
-    runs = harness.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / s, roots=[s], workload=s)
-                              for s in standins])
-    for standin, result in zip(standins, runs):
+    roots = ("megatron_core_v0_15", "megatron_head")
+    runs = standins.run_many(*[dict(code=MEGATRON_PROGRAM % TRAIN, tmp_path=tmp_path / s, roots=[s], workload=s)
+                               for s in roots])
+    for standin, result in zip(roots, runs):
         outcomes[standin] = {name: sorted(result.series(name, source="megatron")) for name in CORE_METRICS}
         assert result.series("learning-rate", source="megatron")[3] == 0.1
         assert result.series("loss-scale", source="megatron")[3] == 1.0
@@ -152,7 +147,7 @@ except AssertionError as exc:
     import traceback
     print("FRAMEWORK-ERROR", type(exc).__name__, traceback.extract_tb(exc.__traceback__)[-1].name)
 """
-    result = harness.run(code, tmp_path, ["megatron_core_v0_15"], workload="mt-err")
+    result = standins.run(code, tmp_path, ["megatron_core_v0_15"], workload="mt-err")
     assert "FRAMEWORK-ERROR AssertionError training_log" in result.stdout
     assert result.detection["our_errors"] == 0
 
@@ -172,7 +167,7 @@ print("LOSS-TENSOR-STILL-USABLE", float(model.weight.sum()) == float(model.weigh
 
 
 def test_our_error_never_reaches_the_training_loop(tmp_path):
-    result = harness.run(MEGATRON_PROGRAM % RECORD_FAILS, tmp_path, ["megatron_head"], workload="mt-ours",
+    result = standins.run(MEGATRON_PROGRAM % RECORD_FAILS, tmp_path, ["megatron_head"], workload="mt-ours",
                          PRIMUS_LENS_TESTING="0")
     assert "TRAINING-DONE" in result.stdout
     assert "OUR-ERROR-RAISED" not in result.stdout
@@ -183,7 +178,7 @@ def test_our_error_never_reaches_the_training_loop(tmp_path):
 
 
 def test_testing_switch_makes_our_error_raise_after_the_original_ran(tmp_path):
-    result = harness.run(MEGATRON_PROGRAM % RECORD_FAILS, tmp_path, ["megatron_head"], workload="mt-testing",
+    result = standins.run(MEGATRON_PROGRAM % RECORD_FAILS, tmp_path, ["megatron_head"], workload="mt-testing",
                          PRIMUS_LENS_TESTING="1")
     assert "OUR-ERROR-RAISED simulated exporter bug" in result.stdout
     assert "TRAINING-DONE" not in result.stdout
@@ -202,7 +197,7 @@ pretrain(cfg, callbacks=None)
 
 
 def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(module_server, tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
+    result = standins.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
                          workload=new_workload("bridge"), server=module_server)
     _detected(result, "megatron_bridge")
     # on_train_step_end fires before train_state.step += 1; Bridge logs with the new value.
@@ -213,7 +208,7 @@ def test_bridge_callback_is_added_without_code_and_claims_megatron_bridge(module
 
 
 def test_bridge_with_its_wandb_logger_only_claims(module_server, tmp_path):
-    result = harness.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
+    result = standins.run(BRIDGE_PROGRAM, tmp_path, ["megatron_bridge"],
                          workload=new_workload("bridge-wb"), server=module_server, WB_PROJECT="proj")
     _detected(result, "megatron_bridge")
     assert "megatron_bridge" not in result.sources()

@@ -14,15 +14,10 @@ import sys
 
 import pytest
 
-import importlib.util  # noqa: E402
-
 # The stand-ins folder is never put on this process's sys.path (it holds directories
 # named like real packages); only the programs under test see the stand-in roots.
-_spec = importlib.util.spec_from_file_location(
-    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
+from helpers import standins  # noqa: E402
+from helpers.e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 
@@ -47,7 +42,7 @@ def _layers(result):
 def test_primus_megatron_claims_wrapper_and_base_and_both_training_log_wrappers_run(module_server, tmp_path):
     # Normal order: the exporter wraps training_log when Megatron is imported; Primus's
     # before_train patch then wraps ours.  Both run; each metric is reported once.
-    result = harness.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"],
+    result = standins.run(RUN_PRIMUS % "megatron", tmp_path, ["primus_amd", "megatron_head"],
                          workload=new_workload("primus-mt"), server=module_server)
     wrapper, base, layers = _layers(result)
     assert (wrapper, base) == ("primus", "megatron")
@@ -78,7 +73,7 @@ def _install_exporter_late(ctx):
     assert getattr(mt.training_log, "_primus_training_log_print_rank_wrapper", False)
     lens.install()
 """ + RUN_PRIMUS % "megatron"
-    result = harness.run(code, tmp_path, ["primus_amd", "megatron_head"],
+    result = standins.run(code, tmp_path, ["primus_amd", "megatron_head"],
                          workload=new_workload("primus-late"), server=module_server)
     assert result.detection["detection"]["base"] == "megatron"
     assert result.stdout.count(PRIMUS_ENRICHED) == 2
@@ -89,7 +84,7 @@ def _install_exporter_late(ctx):
 
 
 def test_primus_torchtitan_backend_claims_torchtitan(module_server, tmp_path):
-    result = harness.run(RUN_PRIMUS % "torchtitan", tmp_path, ["primus_amd", "torchtitan_v0_2_2"],
+    result = standins.run(RUN_PRIMUS % "torchtitan", tmp_path, ["primus_amd", "torchtitan_v0_2_2"],
                          workload=new_workload("primus-tt"), server=module_server)
     wrapper, base, layers = _layers(result)
     assert (wrapper, base) == ("primus", "torchtitan")
@@ -100,7 +95,7 @@ def test_primus_torchtitan_backend_claims_torchtitan(module_server, tmp_path):
 
 
 def test_pypi_primus_is_not_taken_for_amd_primus(tmp_path):
-    result = harness.run("import primus\nassert primus.hello() == 'unrelated'\n", tmp_path, ["pypi_primus"],
+    result = standins.run("import primus\nassert primus.hello() == 'unrelated'\n", tmp_path, ["pypi_primus"],
                          workload="pypi-primus")
     assert result.detection["detection"]["wrapper"] is None
     assert "primus" not in result.detection["hints"]["possible_frameworks"]
@@ -141,6 +136,6 @@ from primus_lens_wandb_exporter.integrations import megatron, primus, torchtitan
 frameworks = {"primus", "megatron", "torchtitan", "jax", "MaxText", "maxtext", "clu", "keras", "tensorflow"}
 print("FRAMEWORKS-LOADED", sorted(m for m in sys.modules if m.split(".")[0] in frameworks))
 """
-    result = harness.run(code, tmp_path, [], workload="plain")
+    result = standins.run(code, tmp_path, [], workload="plain")
     assert "FRAMEWORKS-LOADED []" in result.stdout
     assert result.series("loss", source="wandb") == {0: 1.0}

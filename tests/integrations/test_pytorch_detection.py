@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from fixtures_server import free_port
-from lens_e2e import by_name, module_server, new_workload, points_of  # noqa: F401 (fixture)
-from support import ROOT, exporter_env, run_python, wait_for, workload
+from helpers.server import free_port
+from helpers.e2e import by_name, module_server, new_workload, points_of  # noqa: F401 (fixture)
+from helpers.exporter import ROOT, exporter_env, run_python, wait_for, workload
 
 EXAMPLE = os.path.join(ROOT, "examples", "train_simple.py")
 

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from fixtures_server import free_port
-from lens_e2e import by_name, jsonl_rows, mirrored_points, module_server, new_workload  # noqa: F401 (fixture)
-from support import ROOT, exporter_env, get_json, metric_points, wait_for, wandb_offline_records, workload
-from wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
+from helpers.server import free_port
+from helpers.e2e import by_name, jsonl_rows, mirrored_points, module_server, new_workload  # noqa: F401 (fixture)
+from helpers.exporter import ROOT, exporter_env, get_json, metric_points, wait_for, wandb_offline_records, workload
+from helpers.wandb_oracle import assert_same_points, jsonl_points, wandb_expected_points
 
 EXAMPLE = os.path.join(ROOT, "examples", "torchrun_ddp.py")
 STEPS = 8

@@ -18,15 +18,10 @@ import sys
 
 import pytest
 
-import importlib.util  # noqa: E402
-
 # The stand-ins folder is never put on this process's sys.path (it holds directories
 # named like real packages); only the programs under test see the stand-in roots.
-_spec = importlib.util.spec_from_file_location(
-    "lens_standin_harness", os.path.join(os.path.dirname(os.path.abspath(__file__)), "standins", "harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
-from lens_e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
+from helpers import standins  # noqa: E402
+from helpers.e2e import module_server, new_workload  # noqa: E402,F401  (a real Lens server per module)
 
 pytest.importorskip("torch")
 pytest.importorskip("wandb")
@@ -85,7 +80,7 @@ TORCHTITAN_NAMES = {"loss_metrics/global_avg_loss", "loss_metrics/global_max_los
 
 def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipeline_stage(module_server, tmp_path):
     uid = new_workload("tt022")
-    results = harness.run_many(*[dict(code=PROGRAM % "", tmp_path=tmp_path / f"r{rank}", roots=["torchtitan_v0_2_2"],
+    results = standins.run_many(*[dict(code=PROGRAM % "", tmp_path=tmp_path / f"r{rank}", roots=["torchtitan_v0_2_2"],
                                       workload=uid, server=module_server, RELEASE="v0.2.2", RANK=rank,
                                       LOCAL_RANK=rank, WORLD_SIZE=2, PP=2, TB=1) for rank in (0, 1)])
     assert results[0].points == []
@@ -104,7 +99,7 @@ def test_v0_2_2_tensorboard_only_reports_from_the_first_rank_of_the_last_pipelin
 
 
 def test_v0_3_0_with_wandb_logger_leaves_the_metrics_to_the_wandb_stream(module_server, tmp_path):
-    result = harness.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"],
+    result = standins.run(PROGRAM % "", tmp_path, ["torchtitan_v0_3_0"],
                          workload=new_workload("tt030wb"), server=module_server,
                          RELEASE="0.3.0", WB=1, TB=1, WANDB_PROJECT="tt")
     det = result.detection["detection"]
@@ -126,7 +121,7 @@ try:
 except AssertionError as exc:
     print("FRAMEWORK-ERROR", exc)
 """
-    result = harness.run(code, tmp_path, ["torchtitan_v0_3_0"],
+    result = standins.run(code, tmp_path, ["torchtitan_v0_3_0"],
                          workload=new_workload("tt030"), server=module_server, RELEASE="0.3.0",
                          RANK=0, WORLD_SIZE=2, PP=2, PP_SCHEDULE="ZBVZeroBubble")
     assert "FRAMEWORK-ERROR num_flops_per_token must be set" in result.stdout

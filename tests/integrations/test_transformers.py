@@ -14,12 +14,12 @@ import sys
 
 import pytest
 
-from lens_e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, emitted, jsonl_rows,
-                      mirrored_points, module_server, new_workload, points_of, points_with,  # noqa: F401 (fixture)
+from helpers.e2e import (assert_close, assert_emitted_exactly, by_name, detection_of, emitted, jsonl_rows,
+                         mirrored_points, module_server, new_workload, points_of, points_with,  # noqa: F401 (fixture)
                       rows_sharing_a_step, sources)
-from fixtures_server import LENS_DB_KINDS
-from support import exporter_env, run_python, wandb_offline_records, wandb_run_dir
-from wandb_oracle import assert_same_points, jsonl_points, summary_only_values, wandb_expected_points
+from helpers.server import LENS_DB_KINDS
+from helpers.exporter import exporter_env, run_python, wandb_offline_records, wandb_run_dir
+from helpers.wandb_oracle import assert_same_points, jsonl_points, summary_only_values, wandb_expected_points
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -87,7 +87,7 @@ def _train(tmp_path, server, report_to, **opts):
     out.mkdir()
     env = exporter_env(server, tmp_path, uid, PRIMUS_LENS_WANDB_OUTPUT_PATH=tmp_path / "jsonl")
     if opts.get("deepspeed"):
-        from fixtures_server import free_port
+        from helpers.server import free_port
 
         env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
                     "LOCAL_RANK": "0", "WORLD_SIZE": "1",
@@ -101,7 +101,7 @@ def _train(tmp_path, server, report_to, **opts):
         for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(name, None)  # torchrun sets its own
         env["OMP_NUM_THREADS"] = "1"
-        from fixtures_server import free_port
+        from helpers.server import free_port
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                f"--master_port={free_port()}", str(script), *args]

@@ -1,14 +1,14 @@
 """Every test here runs against both databases (PostgreSQL only when configured).
 
 ``srv`` is one server per module and database kind, for tests that only need
-their own workload ids; ``lens_server`` (fixtures_server) gives a fresh one.
+their own workload ids; ``lens_server`` (helpers.server) gives a fresh one.
 """
 
 import os
 import uuid
 
 import pytest
-from fixtures_server import LENS_DB_KINDS, PG_DSN_ENV, LensServer, create_pg_database, drop_pg_database
+from helpers.server import LENS_DB_KINDS, PG_DSN_ENV, LensServer, create_pg_database, drop_pg_database
 
 
 def pytest_generate_tests(metafunc):

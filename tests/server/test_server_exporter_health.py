@@ -8,7 +8,7 @@ so a dropped or refused point is visible without access to the training logs.
 
 from __future__ import annotations
 
-from server_helpers import metrics_body
+from helpers.server_data import metrics_body
 
 
 def test_latest_exporter_counters_are_shown_per_process_and_summed_on_health(lens_server):

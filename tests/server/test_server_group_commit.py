@@ -10,11 +10,11 @@ import threading
 import time
 
 import requests
-from fixtures_server import REPO_ROOT
-from server_helpers import metrics_body, sql_scalar
+from helpers.server import REPO_ROOT
+from helpers.server_data import metrics_body, sql_scalar
 
 from primus_lens_wandb_exporter.server.storage import open_store
-from primus_lens_wandb_exporter.server.storage.base import IngestResult, MetricsBatch
+from primus_lens_wandb_exporter.server.storage.model import IngestResult, SeriesBatch
 
 
 def _post_all(srv, bodies_per_thread, path="/wandb/metrics"):
@@ -86,7 +86,7 @@ def test_batch_detection_and_run_are_group_committed_too(srv, uid):
 
 
 def _batch(uid, rank, rows, value=1.0):
-    b = MetricsBatch(uid, "wandb", "run-1", rank, "pod-0", "", "")
+    b = SeriesBatch(uid, "wandb", "run-1", rank, "pod-0", "", "")
     b.series["loss"] = {r: (value, 1_700_000_000_000.0 + r, r) for r in rows}
     return b
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import requests
-from server_helpers import data, metrics_body, sql_scalar
+from helpers.server_data import data, metrics_body, sql_scalar
 
 
 @pytest.mark.parametrize("body, field", [

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import requests
-from server_helpers import metrics_body
+from helpers.server_data import metrics_body
 
 from primus_lens_wandb_exporter.limits import MAX_JSON_DEPTH
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 import requests
-from fixtures_server import PG_DSN_ENV, SRC, LensServer, create_pg_database, drop_pg_database, free_port
-from server_helpers import metrics_body, sql_scalar
+from helpers.server import PG_DSN_ENV, SRC, LensServer, create_pg_database, drop_pg_database, free_port
+from helpers.server_data import metrics_body, sql_scalar
 
 needs_pg = pytest.mark.skipif(not os.environ.get(PG_DSN_ENV), reason=f"{PG_DSN_ENV} is not set")
 

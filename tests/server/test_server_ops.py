@@ -12,8 +12,8 @@ import time
 
 import pytest
 import requests
-from fixtures_server import SRC, LensServer, free_port
-from server_helpers import data, metrics_body, sql_scalar
+from helpers.server import SRC, LensServer, free_port
+from helpers.server_data import data, metrics_body, sql_scalar
 
 
 def test_token_protects_api_but_not_health_or_docs(lens_server_factory):
@@ -136,7 +136,6 @@ def test_sigterm_finishes_accepted_requests(lens_server):
 def test_serve_registers_on_an_argparse_subparsers_object():
     import argparse
 
-    sys.path.insert(0, str(SRC))
     from primus_lens_wandb_exporter.server import cli
 
     parser = argparse.ArgumentParser(prog="primus-lens")

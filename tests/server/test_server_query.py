@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from server_helpers import data, metrics_body, sql_scalar
+from helpers.server_data import data, metrics_body, sql_scalar
 
 T0 = 1_700_000_000.0  # epoch seconds of step 0 in these tests
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_helpers import metrics_body
+from helpers.server_data import metrics_body
 
 T0 = 1_700_000_000.0
 N = 300

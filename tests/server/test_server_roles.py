@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 import requests
-from fixtures_server import SRC, LensServer, free_port
-from server_helpers import metrics_body
+from helpers.server import SRC, LensServer, free_port
+from helpers.server_data import metrics_body
 
 SQLITE_ONLY = pytest.mark.parametrize("lens_db_kind", ["sqlite"], indirect=True)
 

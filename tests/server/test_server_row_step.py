@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from server_helpers import data, metrics_body, sql_scalar
+from helpers.server_data import data, metrics_body, sql_scalar
 
 
 def _post(srv, uid, points, **extra):

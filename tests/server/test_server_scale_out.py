@@ -23,8 +23,8 @@ import threading
 
 import pytest
 import requests
-from fixtures_server import PG_DSN_ENV, LensServer, create_pg_database, drop_pg_database
-from server_helpers import sql_scalar
+from helpers.server import PG_DSN_ENV, LensServer, create_pg_database, drop_pg_database
+from helpers.server_data import sql_scalar
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.skipif(not os.environ.get(PG_DSN_ENV),

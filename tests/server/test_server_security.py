@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 import requests
-from fixtures_server import LensServer
-from server_helpers import metrics_body
-from support import exporter_env, run_python, wait_for
+from helpers.server import LensServer
+from helpers.server_data import metrics_body
+from helpers.exporter import exporter_env, run_python, wait_for
 
 pytestmark = pytest.mark.parametrize("lens_db_kind", ["sqlite"], indirect=True)
 

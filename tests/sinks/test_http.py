@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from support import get_json, wait_for
+from helpers.exporter import get_json, wait_for
 
 from primus_lens_wandb_exporter import limits
 from primus_lens_wandb_exporter.sinks.spool import Spool

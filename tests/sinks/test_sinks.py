@@ -3,12 +3,12 @@
 import json
 import os
 
-from support import run_python
+from helpers.exporter import run_python
 
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
 from primus_lens_wandb_exporter.core.identity import load_identity
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 from primus_lens_wandb_exporter.core.recorder import Recorder
 
 

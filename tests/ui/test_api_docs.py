@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from lens import ROOT
+from helpers.ui import ROOT
 
 pytest.importorskip("fastapi")
 

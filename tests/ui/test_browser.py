@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lens import LensServer, point, server_available
+from helpers.ui import LensServer, point, server_available
 
 pytestmark = [pytest.mark.browser]
 

@@ -58,7 +58,7 @@ def test_a_real_wandb_run_through_the_exporter_is_drawn_live(ui_page, ui_server,
     reason = _exporter_missing()
     if reason:
         pytest.skip(reason)
-    from support import exporter_env     # tests/support.py: the environment of a training pod
+    from helpers.exporter import exporter_env     # tests/helpers/exporter.py: the environment of a training pod
 
     workload = "ui-exporter-e2e-0004"
     env = exporter_env(ui_server, tmp_path, workload)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lens import ROOT
+from helpers.ui import ROOT
 
 pytest.importorskip("fastapi")
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from lens import ROOT, SRC
+from helpers.ui import ROOT, SRC
 
 SERIES_JS = SRC / "primus_lens_wandb_exporter" / "server" / "ui" / "static" / "js" / "series.js"
 NODE = shutil.which("node")

@@ -11,7 +11,6 @@ from typing import List, Optional
 
 from .._version import __version__
 from . import demo, doctor, replay
-from .doctor import _read_stats  # noqa: F401  fan-out shim (tests/core/test_faults.py); package E removes it
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,7 @@ def doctor_report(environ=os.environ) -> Dict:
     """Everything ``primus-lens doctor`` checks, as a dict."""
     from ..core.config import ENV_VARS, load_config
     from ..core.identity import load_identity, resolve_ranks
-    from ..core.spool import Spool, default_spool_dir
+    from ..sinks.spool import Spool, default_spool_dir
 
     config = load_config(environ)
     identity = load_identity(environ)
@@ -127,7 +127,7 @@ def doctor_report(environ=os.environ) -> Dict:
 
 def _writable(directory: str) -> bool:
     """Whether a spool file can be created in ``directory`` (tried for real: root ignores modes)."""
-    from ..core.spool import write_file_atomic
+    from ..sinks.spool import write_file_atomic
 
     while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
         directory = os.path.dirname(directory)  # not created yet: the exporter would create it here
@@ -222,7 +222,7 @@ RECENT_RUNS = 10
 def _read_stats(spool_dir: str) -> List[Dict]:
     """Counters of every exporter process that used ``spool_dir`` (from the spool and its
     fallback), newest first by when the process last wrote them, not by file name."""
-    from ..core.spool import stats_fallback_dir
+    from ..sinks.spool import stats_fallback_dir
 
     latest: Dict[str, Dict] = {}
     for directory in (os.path.join(spool_dir, "stats"), stats_fallback_dir(spool_dir)):

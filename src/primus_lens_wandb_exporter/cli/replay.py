@@ -23,7 +23,7 @@ def _spool_files(path: str) -> List[str]:
     ``rejected/`` holds batches Lens refused as a whole (or, from older versions, for a bad
     token): after the cause is fixed, replay sends them like any other.
     """
-    from ..core.spool import Spool
+    from ..sinks.spool import Spool
 
     if os.path.isfile(path) and (path.endswith(".json") or ".claimed-" in path):
         return [path]

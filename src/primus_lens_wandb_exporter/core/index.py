@@ -8,8 +8,8 @@ The start-up copy of the integrations' declarations (``INTEGRATIONS`` in each
 # entry-point name -> module (pyproject's primus_lens group; the fallback without metadata)
 PLUGINS = {
     'wandb': 'primus_lens_wandb_exporter.integrations.wandb',
-    'http_sink': 'primus_lens_wandb_exporter.core.transport',
-    'jsonl_sink': 'primus_lens_wandb_exporter.core.spool',
+    'http_sink': 'primus_lens_wandb_exporter.sinks.http',
+    'jsonl_sink': 'primus_lens_wandb_exporter.sinks.jsonl',
     'heuristics': 'primus_lens_wandb_exporter.core.detection.heuristics',
     'primus': 'primus_lens_wandb_exporter.integrations.primus',
     'lightning': 'primus_lens_wandb_exporter.integrations.lightning',

@@ -11,6 +11,7 @@ import sys
 
 LOGGER_NAME = "primus_lens_wandb_exporter"
 _FORMAT = "[Primus Lens] %(levelname)s %(message)s"
+# Process-wide (documented): the keys already logged by log_once, so a repeated error is one line.
 _once = set()
 _configured = False
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import limits
 from ..core import normalize
 from ..core.steps import StepRules
-from ..core.transport import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
+from ..sinks.http import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from .reader import WandbFileError, read_records
 from .sender import DeliveryError
 
@@ -332,16 +332,18 @@ class RunImporter:
         frameworks W&B saw imported (its telemetry); marked as an import."""
         import dataclasses
 
-        from ..core.detection import DetectionContext, Evidence, FRAMEWORKS, build_payload, lens_detect_frameworks
+        from ..core.detection import DetectionContext, Evidence, build_payload
+        from ..core.detection.heuristics import frameworks, lens_detect_frameworks
 
         context = DetectionContext(modules=frozenset(), environ={}, wandb_config=self.config)
         # Versions installed here say nothing about the imported run's environment.
         found = {e.name: dataclasses.replace(e, version=None) for e in lens_detect_frameworks(context)}
+        known = frameworks()
         for module, name in _TELEMETRY_FRAMEWORKS:
-            if module in self.telemetry_imports and name in FRAMEWORKS:
+            if module in self.telemetry_imports and name in known:
                 old = found.get(name)
                 indicators = (old.indicators if old else ()) + (f"wandb_telemetry:{module}",)
-                found[name] = Evidence(name=name, layer=FRAMEWORKS[name][0], method="heuristic",
+                found[name] = Evidence(name=name, layer=known[name].layer, method="heuristic",
                                        confidence=max(0.5, old.confidence if old else 0.0), indicators=indicators)
         wandb_info = {"project": self.run_info.get("project"), "name": self.run_info.get("name"),
                       "id": self.result.run_id, "mode": "import"}
@@ -357,13 +359,13 @@ class RunImporter:
         return payload
 
 
-# wandb telemetry import flags -> our framework names (core/detection.py FRAMEWORKS).
+# wandb telemetry import flags -> our framework names (the integrations' declared Frameworks).
 _TELEMETRY_FRAMEWORKS = (("torch", "pytorch"), ("pytorch_lightning", "lightning"), ("lightning", "lightning"),
                          ("transformers", "transformers"), ("jax", "jax"), ("tensorflow", "tensorflow"),
                          ("keras", "keras"))
 
 
 def _jsonable(value):
-    from ..core.recorder import _jsonable as jsonable
+    from ..core.recorder.stats import _jsonable as jsonable
 
     return jsonable(value)

@@ -27,8 +27,8 @@ class Sender:
     def __init__(self, config):
         import tempfile
 
-        from ..core.spool import Spool
-        from ..core.transport import HttpSink
+        from ..sinks.spool import Spool
+        from ..sinks.http import HttpSink
 
         self.directory = tempfile.mkdtemp(prefix="primus-lens-import-")
         timeout = max(config.http_timeout, 30.0)  # an import's requests are full batches

@@ -38,7 +38,7 @@ from ..wire import ENDPOINT_BATCH, ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOIN
 from . import validate
 from .auth import API_PREFIX
 from .errors import RETRY_AFTER_S, ApiError, busy_body
-from .storage.base import MAX_REJECTED_LISTED
+from .storage.model import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
 

@@ -28,7 +28,7 @@ from .. import wire
 from ..limits import (MAX_ABS_STEP, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST, MAX_RANK, MAX_ROW, MAX_TEXT_LEN,
                       metric_name_problem, text_problem)
 from .errors import ApiError
-from .storage.base import MAX_REJECTED_LISTED, MetricsBatch
+from .storage.model import MAX_REJECTED_LISTED, SeriesBatch
 
 #: An exporter health counter is kept when it is an int 0 .. this (a BIGINT).
 MAX_COUNTER = 2**63 - 1
@@ -166,7 +166,7 @@ def require_object(body: Any, field: str = "body") -> dict:
     return body
 
 
-def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
+def metrics_batch(body: Any, prefix: str = "") -> SeriesBatch:
     """Validate one ``/wandb/metrics`` body."""
     body = require_object(body, prefix.rstrip(".") or "body")
     M = _M
@@ -180,7 +180,7 @@ def metrics_batch(body: Any, prefix: str = "") -> MetricsBatch:
     _str(body, "batch_id", prefix, "", M["batch_id"].max_len)
     req_ts = _opt_ts_ms(body, "timestamp", prefix)
     default_ts = req_ts if req_ts is not None else time.time() * 1000.0
-    batch = MetricsBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", M["pod_name"].max_len),
+    batch = SeriesBatch(uid, source, run_id, rank, _str(body, "pod_name", prefix, "", M["pod_name"].max_len),
                          _str(body, "pod_uid", prefix, "", M["pod_uid"].max_len),
                          _str(body, "namespace", prefix, "", M["namespace"].max_len))
     batch.exporter = exporter_stats(body.get("exporter"))
@@ -323,7 +323,7 @@ def exporter_stats(obj: Any) -> Optional[Dict[str, int]]:
 _decode_body = msgspec.json.Decoder(wire.MetricsRequest).decode
 
 
-def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
+def _fast_metrics_batch(raw: bytes) -> Optional[SeriesBatch]:
     """The batch of a well-formed ``/wandb/metrics`` body, or None to take the full path."""
     if b"\\u0000" in raw:  # a NUL escape somewhere: let the full path find and name it
         return None
@@ -346,7 +346,7 @@ def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
         default_ts = req_ts
     else:
         return None
-    batch = MetricsBatch(body.workload_uid, body.source or "wandb", body.run_id or "", body.rank or 0,
+    batch = SeriesBatch(body.workload_uid, body.source or "wandb", body.run_id or "", body.rank or 0,
                          body.pod_name or "", body.pod_uid or "", body.namespace or "",
                          exporter=exporter_stats(body.exporter))
     metrics = body.metrics
@@ -394,7 +394,7 @@ def _fast_metrics_batch(raw: bytes) -> Optional[MetricsBatch]:
     return batch
 
 
-def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> MetricsBatch:
+def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> SeriesBatch:
     """``metrics_batch(parse(raw))``, with the msgspec fast path for well-formed bodies."""
     batch = _fast_metrics_batch(raw)
     if batch is not None:
@@ -444,7 +444,7 @@ def refuse_too_many_points(raw: bytes, decode=None) -> None:
         raise too_many_points("metrics")
 
 
-def metrics_list(body: Any, field: str) -> List[MetricsBatch]:
+def metrics_list(body: Any, field: str) -> List[SeriesBatch]:
     """``metrics`` of a batch body: one metrics body or a list of them."""
     if type(body) is list:
         return [metrics_batch(b, f"{field}[{i}].") for i, b in enumerate(body)]

@@ -39,7 +39,7 @@ class Sink(Protocol):
 
 def build_sinks(plugin_manager, config, identity, on_problem: Callable[[], None]) -> List[Sink]:
     """Every sink the ``lens_make_sinks`` hookimpls build for this config (a failing one is skipped)."""
-    from ..core.plugins import call_safely
+    from ..core.registry import call_safely
 
     sinks = []
     for made in call_safely(plugin_manager.hook.lens_make_sinks, config=config, identity=identity,

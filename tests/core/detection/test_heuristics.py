@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from primus_lens_wandb_exporter.core.detection import DetectionContext, build_payload, lens_detect_frameworks
+from primus_lens_wandb_exporter.core.detection import DetectionContext, build_payload
+from primus_lens_wandb_exporter.core.detection.heuristics import lens_detect_frameworks
 
 IDENTITY = types.SimpleNamespace(workload_uid="w", pod_uid="", pod_name="w-0", namespace="default")
 

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from primus_lens_wandb_exporter.core.config import Config
 from primus_lens_wandb_exporter.core.hookspecs import hookimpl
 from primus_lens_wandb_exporter.core.identity import load_identity
-from primus_lens_wandb_exporter.core.plugins import create_plugin_manager
-from primus_lens_wandb_exporter.core.recorder import _DEFINE, _LOG, _SUMMARY, RECORD_WIDTH, Recorder
+from primus_lens_wandb_exporter.core.registry import create_plugin_manager
+from primus_lens_wandb_exporter.core.recorder import Recorder
+from primus_lens_wandb_exporter.core.recorder.records import _DEFINE, _LOG, _SUMMARY, RECORD_WIDTH
 
 
 class Batches:

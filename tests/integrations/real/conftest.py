@@ -3,7 +3,7 @@
 Each module runs one framework's hooked path in a fresh interpreter, exactly as a user's
 program runs: the exporter is activated by its installed start-up line, wandb is real
 (offline), and the program reports to a real Lens server process (one per module,
-``lens_e2e.module_server``).  What the exporter emitted is read from its local JSONL sink
+``helpers.e2e.module_server``).  What the exporter emitted is read from its local JSONL sink
 and from the server; what the framework itself logged is read from an independent record
 (W&B's ``.wandb`` file via ``wandb_oracle``, TensorBoard event files, the framework's own
 metrics file or history) and the two must agree point for point, each point once.
@@ -17,17 +17,10 @@ The frameworks are never imported into the pytest process (TensorFlow or Megatro
 """
 
 import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-INTEGRATIONS = os.path.dirname(HERE)
-for path in (HERE, INTEGRATIONS):  # real_support here, lens_e2e one folder up
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-from lens_e2e import module_server  # noqa: E402,F401  (a real Lens server per module)
+from helpers.e2e import module_server  # noqa: F401  (a real Lens server per module)
 
 
 def pytest_configure(config):

@@ -13,11 +13,11 @@ wrote, the values the program handed to each writer, and W&B's ``.wandb`` file.
 
 import pytest
 
-from real_support import assert_points, assert_server_has, require, run_real
+from helpers.real import assert_points, assert_server_has, require, run_real
 
 require("jax", "clu", "tensorflow-cpu")
 
-import wandb_oracle  # noqa: E402  (tests/wandb_oracle.py)
+from helpers import wandb_oracle  # noqa: E402
 
 PROGRAM = r'''
 import json, os
@@ -146,6 +146,6 @@ def test_a_writer_that_logs_to_wandb_is_left_to_wandb(clu_run):
     assert {(name, step) for (name, _), (step, _) in expected.items()} == {("user/mine", s) for s in range(1, 6)}
     wandb_oracle.assert_same_points(expected, wandb_oracle.jsonl_points(clu_run.output), "JSONL sink")
     assert {r["source"] for r in clu_run.rows} == {"clu", "wandb"}
-    from lens_e2e import mirrored_points
+    from helpers.e2e import mirrored_points
     wandb_oracle.assert_same_points(expected, mirrored_points(clu_run.server, clu_run.workload, expected),
                                     "Lens server")

@@ -13,11 +13,11 @@ import importlib.util
 
 import pytest
 
-from real_support import assert_points, assert_server_has, require, run_real
+from helpers.real import assert_points, assert_server_has, require, run_real
 
 require("keras")
 
-import wandb_oracle  # noqa: E402  (tests/wandb_oracle.py)
+from helpers import wandb_oracle  # noqa: E402
 
 PROGRAM = r'''
 import json, os
@@ -91,5 +91,5 @@ def test_wandb_metrics_logger_is_mirrored_exactly_from_wandb(module_server, tmp_
     assert sorted({step for (name, _), (step, _) in expected.items()}) == [0, 1, 2]
     wandb_oracle.assert_same_points(expected, wandb_oracle.jsonl_points(run.output), "JSONL sink")
     assert {r["source"] for r in run.rows} == {"wandb"}, "a point also came from the keras hook"
-    from lens_e2e import mirrored_points
+    from helpers.e2e import mirrored_points
     wandb_oracle.assert_same_points(expected, mirrored_points(run.server, run.workload, expected), "Lens server")

@@ -16,11 +16,11 @@ tiny ``jnp`` loss instead).  Independent records: the TensorBoard event files Ma
 
 import pytest
 
-from real_support import assert_points, assert_server_has, require, run_real
+from helpers.real import assert_points, assert_server_has, require, run_real
 
 require("maxtext", "jax", "tensorflow-cpu", module="maxtext.common.metric_logger")
 
-import wandb_oracle  # noqa: E402  (tests/wandb_oracle.py)
+from helpers import wandb_oracle  # noqa: E402
 
 PROGRAM = r'''
 import datetime, json, os
@@ -112,5 +112,5 @@ def test_enable_wandb_run_is_mirrored_exactly_from_wandb(module_server, tmp_path
     assert {(name, step) for (name, _), (step, _) in expected.items()} == tb
     wandb_oracle.assert_same_points(expected, wandb_oracle.jsonl_points(run.output), "JSONL sink")
     assert {r["source"] for r in run.rows} == {"wandb"}, "a point also came from the maxtext hook"
-    from lens_e2e import mirrored_points
+    from helpers.e2e import mirrored_points
     wandb_oracle.assert_same_points(expected, mirrored_points(run.server, run.workload, expected), "Lens server")

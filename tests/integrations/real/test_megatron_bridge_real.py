@@ -22,11 +22,11 @@ import os
 
 import pytest
 
-from real_support import assert_points, assert_server_has, require, run_real
+from helpers.real import assert_points, assert_server_has, require, run_real
 
 require("megatron-bridge", "megatron-core")
 
-import wandb_oracle  # noqa: E402  (tests/wandb_oracle.py)
+from helpers import wandb_oracle  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -144,7 +144,7 @@ def test_wandb_logger_run_is_mirrored_exactly_from_wandb(module_server, tmp_path
     assert {(n, s) for (n, _), (s, _) in expected.items()} == set(expected_points(run))
     wandb_oracle.assert_same_points(expected, wandb_oracle.jsonl_points(run.output), "JSONL sink")
     assert {r["source"] for r in run.rows} == {"wandb"}, "a point also came from the Bridge callback"
-    from lens_e2e import mirrored_points
+    from helpers.e2e import mirrored_points
     wandb_oracle.assert_same_points(expected, mirrored_points(run.server, run.workload, expected), "Lens server")
 
 

@@ -17,11 +17,11 @@ event files TorchTitan wrote.
 
 import pytest
 
-from real_support import assert_points, assert_server_has, require, run_real
+from helpers.real import assert_points, assert_server_has, require, run_real
 
 require("torchtitan")
 
-import wandb_oracle  # noqa: E402  (tests/wandb_oracle.py)
+from helpers import wandb_oracle  # noqa: E402
 
 PROGRAM = r'''
 import glob, json, os
@@ -161,7 +161,7 @@ def test_wandb_logger_run_is_mirrored_exactly_from_wandb(wandb_and_tb):
     assert len(expected) == 17 * 5 + 6
     wandb_oracle.assert_same_points(expected, wandb_oracle.jsonl_points(wandb_and_tb.output), "JSONL sink")
     assert {r["source"] for r in wandb_and_tb.rows} == {"wandb"}, "a point also came from the torchtitan hook"
-    from lens_e2e import mirrored_points
+    from helpers.e2e import mirrored_points
     wandb_oracle.assert_same_points(expected, mirrored_points(wandb_and_tb.server, wandb_and_tb.workload, expected),
                                     "Lens server")
 

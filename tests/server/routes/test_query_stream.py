@@ -8,10 +8,10 @@ import json
 import time
 
 import requests
-from server_helpers import metrics_body
+from helpers.server_data import metrics_body
 
 from primus_lens_wandb_exporter.server.runtime import MAX_STREAMS
-from primus_lens_wandb_exporter.server.storage.base import Store
+from primus_lens_wandb_exporter.server.storage.store import Store
 
 T0 = 1_700_000_000.0
 

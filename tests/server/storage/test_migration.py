@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from server.server_helpers import data, metrics_body, sql_scalar
+from helpers.server_data import data, metrics_body, sql_scalar
 
 from primus_lens_wandb_exporter.server.storage import rollup, schema
 

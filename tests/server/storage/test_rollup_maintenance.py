@@ -16,7 +16,7 @@ import math
 import random
 
 import pytest
-from fixtures_server import LENS_DB_KINDS, create_pg_database, drop_pg_database
+from helpers.server import LENS_DB_KINDS, create_pg_database, drop_pg_database
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store, rollup
 

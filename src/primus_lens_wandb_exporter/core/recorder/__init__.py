@@ -23,10 +23,10 @@ from ..config import Config, load_config
 from ..identity import Identity, Ranks, load_identity
 from .batch import MetricBatch
 from .batcher import Batcher
-from .records import (_CLAIM, _CONFIG, _DEFINE, _FINISH, _LOG, _RECORD, _START, _SUMMARY, RECORD_WIDTH,  # noqa: F401
-                      _no_original, _time, make_log_hook)
+from .records import (_CLAIM, _CONFIG, _DEFINE, _FINISH, _RECORD, _START, _SUMMARY, RECORD_WIDTH, _no_original,
+                      _time, make_log_hook)
 from .runs import RunState, RunTracker
-from .stats import Counters, Stats, _jsonable  # noqa: F401
+from .stats import Counters, Stats
 from .worker import Worker
 
 __all__ = ["Recorder", "MetricBatch", "Counters", "RECORD_WIDTH", "get_recorder", "reset_recorder"]

@@ -45,7 +45,7 @@ class Stats:
             except Exception as exc:
                 self._error("sink stats", exc)
         if self._pm is not None:
-            from ..plugins import call_safely
+            from ..registry import call_safely
 
             for result in call_safely(self._pm.hook.lens_sink_stats):
                 out.update(result)

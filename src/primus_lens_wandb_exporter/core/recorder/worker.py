@@ -185,7 +185,7 @@ class Worker:
                      "POD_NAME is not set; using host name %r (workload %r)",
                      self.identity.pod_name, self.identity.workload_uid)
         if self._pm is None:
-            from ..plugins import create_plugin_manager
+            from ..registry import create_plugin_manager
 
             self._pm = create_plugin_manager(cfg.disabled_integrations)
         if self._sinks is None:
@@ -257,6 +257,6 @@ class Worker:
     def _call(self, hook_name, **kwargs):
         if self._pm is None:
             return []
-        from ..plugins import call_safely
+        from ..registry import call_safely
 
         return call_safely(getattr(self._pm.hook, hook_name), **kwargs)

@@ -40,7 +40,7 @@ import math
 import os
 from typing import Dict, Optional, Tuple
 
-from support import get_json, wandb_records
+from helpers.exporter import get_json, wandb_records
 
 Key = Tuple[str, int]          # (metric name, W&B history row)
 Point = Tuple[float, object]   # (step, value); value a float or "NaN"/"Infinity"/"-Infinity"

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC = REPO_ROOT / "src"
 PG_DSN_ENV = "PRIMUS_LENS_TEST_POSTGRES_DSN"
 

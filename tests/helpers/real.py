@@ -6,18 +6,13 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 
-INTEGRATIONS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if INTEGRATIONS not in sys.path:
-    sys.path.insert(0, INTEGRATIONS)  # lens_e2e lives one folder up
-
-import support  # noqa: E402  (tests/support.py)
-from lens_e2e import jsonl_rows, new_workload  # noqa: E402
+from helpers import exporter
+from helpers.e2e import jsonl_rows, new_workload
 
 #: The releases these tests verify; tox.ini's real-* envs pin the same versions.
 RELEASES = {
@@ -93,7 +88,7 @@ class RealRun:
         """The server's detection once it names ``base`` exactly (else the last one, for the message)."""
         def current():
             try:
-                return (support.workload(self.server, self.workload) or {}).get("detection") or {}
+                return (exporter.workload(self.server, self.workload) or {}).get("detection") or {}
             except AssertionError:  # 404 until the first report is stored: keep waiting
                 return {}
 
@@ -101,16 +96,16 @@ class RealRun:
             det = current()
             return det if det.get("base") == base and det.get("method") == "exact" else None
 
-        return support.wait_for(ready, timeout=timeout) or current()
+        return exporter.wait_for(ready, timeout=timeout) or current()
 
     def server_points(self, source: str, expected: int, timeout: float = 30) -> List[dict]:
         """The server's points of one data source, once ``expected`` of them arrived."""
         def ready():
-            pts = support.metric_points(self.server, self.workload, data_source=source)
+            pts = exporter.metric_points(self.server, self.workload, data_source=source)
             return pts if len(pts) >= expected else None
 
-        return support.wait_for(ready, timeout=timeout) or \
-            support.metric_points(self.server, self.workload, data_source=source)
+        return exporter.wait_for(ready, timeout=timeout) or \
+            exporter.metric_points(self.server, self.workload, data_source=source)
 
 
 def run_real(server, tmp_path: Path, prefix: str, code: str, timeout: int = 300, **env_extra) -> RealRun:
@@ -120,12 +115,12 @@ def run_real(server, tmp_path: Path, prefix: str, code: str, timeout: int = 300,
     tmp_path.mkdir(parents=True, exist_ok=True)
     uid = new_workload(prefix)
     output = tmp_path / "lens-jsonl"
-    env = support.exporter_env(server, tmp_path, uid, **env_extra)
+    env = exporter.exporter_env(server, tmp_path, uid, **env_extra)
     env.update({"PRIMUS_LENS_WANDB_API_REPORTING": "true", "PRIMUS_LENS_WANDB_OUTPUT_PATH": str(output),
                 "REAL_TMP": str(tmp_path)})
     script = tmp_path / f"{prefix}_program.py"
     script.write_text(code)
-    proc = support.run_python(str(script), env, timeout=timeout, cwd=str(tmp_path))
+    proc = exporter.run_python(str(script), env, timeout=timeout, cwd=str(tmp_path))
     return RealRun(proc, tmp_path, output, server, uid)
 
 

@@ -1,7 +1,7 @@
 """Runs a small training program against stand-in framework packages, with the exporter
 activated by its installed start-up line (as for users), and reads back what it reported.
 
-Each stand-in root below this folder is a directory to put on ``PYTHONPATH``; it holds
+Each stand-in root below tests/integrations/standins/ is a directory to put on ``PYTHONPATH``; it holds
 our own minimal re-implementation of a named upstream release (see each package's
 docstring).  What the exporter emitted is read from the local JSONL sink
 (``PRIMUS_LENS_WANDB_OUTPUT_PATH``: every point, with its data source, so "exactly once"
@@ -16,12 +16,10 @@ import os
 import sys
 import textwrap
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(os.path.dirname(HERE))
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+from helpers import exporter
 
-import support  # noqa: E402  (tests/support.py)
+# The stand-in roots: tests/integrations/standins/<root>/ (never on this process's sys.path).
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integrations", "standins")
 
 DETECTION_MARK = "LENS-DETECTION:"
 
@@ -93,21 +91,21 @@ class Result:
         def stored():
             out = {}
             for source in expected:
-                pts = support.metric_points(self.server, self.workload, data_source=source)
+                pts = exporter.metric_points(self.server, self.workload, data_source=source)
                 out[source] = {(q["metric_name"], q["iteration"], q["rank"]) for q in pts}
             return out if out == expected else None
 
-        got = support.wait_for(stored, timeout=timeout)
+        got = exporter.wait_for(stored, timeout=timeout)
         assert got == expected, f"server points differ from emitted ones: {got} != {expected}"
         want = self.detection["detection"]
 
         def detected():
-            det = (support.workload(self.server, self.workload) or {}).get("detection") or {}
+            det = (exporter.workload(self.server, self.workload) or {}).get("detection") or {}
             same = all(det.get(k) == want.get(k) for k in ("wrapper", "base", "method"))
             return det if same else None
 
-        det = support.wait_for(detected, timeout=timeout)
-        assert det, f"server detection {support.workload(self.server, self.workload).get('detection')} != {want}"
+        det = exporter.wait_for(detected, timeout=timeout)
+        assert det, f"server detection {exporter.workload(self.server, self.workload).get('detection')} != {want}"
         return det
 
     def assert_each_point_once(self):
@@ -136,7 +134,7 @@ def run(code, tmp_path, roots, workload="standin", check=True, footer=True, serv
     """
     tmp_path.mkdir(parents=True, exist_ok=True)
     output = tmp_path / "lens-jsonl"
-    env = support.exporter_env(server, tmp_path, workload, **env_extra)
+    env = exporter.exporter_env(server, tmp_path, workload, **env_extra)
     env.update({
         "PYTHONPATH": os.pathsep.join([root(r) for r in roots] + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "PRIMUS_LENS_WANDB_API_REPORTING": "true" if server is not None else "false",
@@ -148,7 +146,7 @@ def run(code, tmp_path, roots, workload="standin", check=True, footer=True, serv
     source = textwrap.dedent(code) + (_FOOTER if footer else "")
     script = tmp_path / f"train_{abs(hash(source)) % 10**8}.py"
     script.write_text(source)
-    proc = support.run_python(str(script), env, timeout=120, check=check, cwd=str(tmp_path))
+    proc = exporter.run_python(str(script), env, timeout=120, check=check, cwd=str(tmp_path))
     return Result(proc, str(output), server, workload)
 
 

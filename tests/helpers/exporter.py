@@ -12,7 +12,7 @@ import urllib.parse
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def exporter_env(server, tmp_path, workload, pod_name=None, **extra):

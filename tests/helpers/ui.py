@@ -1,7 +1,7 @@
 """A real ``primus-lens`` server process and a client that feeds it through the ingest API.
 
-Shared by the UI and Grafana tests and the UI benchmark (imported by path: the tests
-folder is not a package); the process itself is run by ``tests/fixtures_server.py``.
+Shared by the UI and Grafana tests and the UI benchmark; the process itself is run by
+:mod:`helpers.server`.
 Nothing here imitates the server: points go in through ``POST /api/v1/wandb/*``
 exactly as the exporter sends them (docs/protocol.md).
 """
@@ -19,16 +19,11 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from fixtures_server import LensServer as _ServerProcess  # noqa: E402  (the server engineers' runner)
+from helpers.server import LensServer as _ServerProcess  # (the server engineers' runner)
 
 
 def server_available() -> Optional[str]:
     """None when the server can run here, else the reason it cannot."""
-    if str(SRC) not in sys.path:
-        sys.path.insert(0, str(SRC))
     try:
         if importlib.util.find_spec("primus_lens_wandb_exporter.server.__main__") is None:
             return "python -m primus_lens_wandb_exporter.server is not there yet (server issue)"
@@ -41,7 +36,7 @@ def server_available() -> Optional[str]:
 
 
 class LensServer:
-    """The real server process (``tests/fixtures_server.LensServer``) plus ingest helpers.
+    """The real server process (``helpers.server.LensServer``) plus ingest helpers.
 
     ``url`` serves the UI, ``api`` is ``url + "/api/v1"``.
     """

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_server import LensServer
-from support import get_json, metric_points, wait_for, workload
+from helpers.server import LensServer
+from helpers.exporter import get_json, metric_points, wait_for, workload
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def mirrored_points(server, uid, expected, timeout=30, **where):
     """Lens's copy of one W&B run in ``wandb_oracle``'s shape ({(name, row): (step, value)}),
     once at least as many points as W&B recorded have arrived (after ``timeout`` whatever is
     there: the comparison then names what is missing). ``where``: ``run_id``, ``rank``."""
-    from wandb_oracle import lens_points
+    from helpers.wandb_oracle import lens_points
 
     def ready():
         points = lens_points(server, uid, **where)
