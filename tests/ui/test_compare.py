@@ -39,7 +39,7 @@ def loss_at(lr, step, rank=0):
 
 @pytest.fixture(scope="module")
 def sweep(ui_server, tmp_path_factory):
-    from support import exporter_env     # tests/support.py: the environment of a training pod
+    from helpers.exporter import exporter_env  # the environment of a training pod
 
     procs = []
     for uid, (lr, ranks) in SWEEP.items():
@@ -220,7 +220,7 @@ def test_a_smoothed_chart_lists_each_line_once_in_its_legend(ui_page, sweep):
 
 
 def test_many_ranks_do_not_grow_a_tall_legend(ui_page, ui_server):
-    from lens import point
+    from helpers.ui import point
 
     uid = "ui-compare-many-ranks"
     t0 = time.time() - 10
@@ -295,7 +295,7 @@ def test_compare_shows_the_config_diff_of_the_compared_runs(ui_page, sweep):
 
 
 def test_zooming_a_compare_chart_fetches_each_downsampled_workload_in_detail(ui_page, ui_server):
-    from lens import point
+    from helpers.ui import point
 
     n, t0 = 6000, int(time.time()) - 6000
     big = ("ui-compare-big-a", "ui-compare-big-b")
@@ -335,7 +335,7 @@ def test_the_compare_metric_filter_narrows_the_checklist_not_the_charts(ui_page,
 
 
 def test_the_exporters_system_metrics_get_their_own_section(ui_page, ui_server):
-    from lens import point
+    from helpers.ui import point
 
     uid, now = "ui-system-metrics", int(time.time())
     names = ("train/loss", "epoch", "_primus_sys_cpu_percent", "_primus_gpu_0_util", "_primus_gpu_0_mem_used_mb")
@@ -351,7 +351,7 @@ def test_the_exporters_system_metrics_get_their_own_section(ui_page, ui_server):
 def test_compare_shows_each_workloads_wandb_summary(ui_page, ui_server):
     # (The offline wandb runs of the sweep report no summary to Lens: the run events here go
     # through the ingest API, as the exporter sends them at wandb.finish().)
-    from lens import point
+    from helpers.ui import point
 
     now = time.time()
     for uid, loss in (("ui-compare-sum-a", 0.5), ("ui-compare-sum-b", 0.25)):
