@@ -337,3 +337,11 @@ export class Chart {
     delete this.el.__lens;
   }
 }
+
+/** A chart card with nothing to draw: ``message`` (HTML) instead of the plot, the chart freed. */
+export function clearCard(card, message, resizer) {
+  card.state.innerHTML = message;
+  card.plot.hidden = true;
+  if (card.chart) { resizer.unobserve(card.plot); card.chart.destroy(); card.chart = null; }
+  delete card.plot.dataset.revision;
+}

@@ -8,9 +8,9 @@
 // (metrics absent: the first DEFAULT_SELECTED of the union of the workloads' metrics).
 
 import { apiGet } from './api.js';
-import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
+import { buildChart, Chart, chartsAvailable, CHARTS_MISSING, clearCard } from './charts.js';
 import { SeriesStore, timeWindow } from './series.js';
-import { esc, formatCount } from './util.js';
+import { bindRankPicker, esc, formatCount } from './util.js';
 
 const DEFAULT_SELECTED = 24;
 const FETCH_GROUP = 12;            // metrics per metrics/data request (as the Metrics tab)
@@ -142,14 +142,7 @@ export function compareView(root, route) {
   });
   $('#diff-only').addEventListener('change', drawConfig);
   $('#metric-filter').addEventListener('input', drawPickers);
-  $('#rank-picker').addEventListener('change', (event) => {
-    const box = event.target.closest('input[data-rank]');
-    if (!box) return;
-    const rank = Number(box.dataset.rank);
-    if (box.checked) s.hiddenRanks.delete(rank); else s.hiddenRanks.add(rank);
-    syncUrl();
-    drawAll();
-  });
+  bindRankPicker($('#rank-picker'), () => s.hiddenRanks, () => { syncUrl(); drawAll(); });
 
   function selectedMetrics() {
     return s.metrics ? st.available.filter((m) => s.metrics.includes(m)) : st.available.slice(0, DEFAULT_SELECTED);
@@ -301,10 +294,7 @@ export function compareView(root, route) {
     const total = series.reduce((n, x) => n + x.length, 0);
     card.info.textContent = `${formatCount(total)} points · ${new Set(owner.values()).size} workloads`;
     if (!series.length) {
-      card.state.innerHTML = '<div class="state empty small">No points for this metric in the compared workloads (or all ranks hidden).</div>';
-      card.plot.hidden = true;
-      if (card.chart) { resizer.unobserve(card.plot); card.chart.destroy(); card.chart = null; }
-      delete card.plot.dataset.revision;
+      clearCard(card, '<div class="state empty small">No points for this metric in the compared workloads (or all ranks hidden).</div>', resizer);
       return;
     }
     card.state.innerHTML = '';

@@ -1,9 +1,9 @@
 // Metrics tab: data source, metric picker, charts, rank selector, smoothing, live refresh.
 
 import { apiGet } from './api.js';
-import { buildChart, Chart, chartsAvailable, CHARTS_MISSING } from './charts.js';
+import { buildChart, Chart, chartsAvailable, CHARTS_MISSING, clearCard } from './charts.js';
 import { SeriesStore, rowsToCsv, timeWindow } from './series.js';
-import { esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
+import { bindRankPicker, esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
 
 const LIVE_MS = 1000;              // refresh period while a run is live
 const AVAILABLE_EVERY = 5;         // re-list metrics every N live ticks
@@ -156,14 +156,7 @@ export function metricsTab(el, ctx) {
     syncUrl();
     ensureData();
   });
-  $('#rank-picker').addEventListener('change', (event) => {
-    const box = event.target.closest('input[data-rank]');
-    if (!box) return;
-    const rank = Number(box.dataset.rank);
-    if (box.checked) st.hiddenRanks.delete(rank); else st.hiddenRanks.add(rank);
-    syncUrl();
-    scheduleDraw();
-  });
+  bindRankPicker($('#rank-picker'), () => st.hiddenRanks, () => { syncUrl(); scheduleDraw(); });
   $('#live-bar').addEventListener('click', (event) => {
     if (event.target.id !== 'live-toggle') return;
     st.paused = !st.paused;
@@ -453,12 +446,9 @@ export function metricsTab(el, ctx) {
     card.info.innerHTML = esc(info) + (nonFinite ? ` · <span class="nonfinite-badge" title="NaN/Inf values are drawn as red markers (× NaN, ▲ +Inf, ▼ -Inf)">${nonFinite} NaN/Inf</span>` : '');
     if (!series.length) {
       const anyData = card.metrics.some((m) => st.store.forMetric(m).length);
-      card.state.innerHTML = anyData
+      clearCard(card, anyData
         ? '<div class="state empty small">All ranks of this chart are hidden: tick a rank on the left.</div>'
-        : `<div class="state empty small">No points for this metric yet. ${isLive() ? 'The run is live: they appear as they are logged.' : ''}</div>`;
-      card.plot.hidden = true;
-      if (card.chart) { resizer.unobserve(card.plot); card.chart.destroy(); card.chart = null; }
-      delete card.plot.dataset.revision;
+        : `<div class="state empty small">No points for this metric yet. ${isLive() ? 'The run is live: they appear as they are logged.' : ''}</div>`, resizer);
       return;
     }
     card.state.innerHTML = '';

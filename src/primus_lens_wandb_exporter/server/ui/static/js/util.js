@@ -86,3 +86,15 @@ export function downloadText(filename, text, type = 'text/csv') {
 
 export const DOCTOR_HINT = 'Is the exporter installed in the training image (<code>pip install primus-lens-wandb-exporter</code>) ' +
   'and <code>PRIMUS_LENS_API_BASE_URL</code> pointing at this server? Run <code>primus-lens doctor</code> inside the training pod to check.';
+
+/** Rank checkboxes (``input[data-rank]`` inside ``picker``): a tick shows the rank, no tick
+ * hides it in the set ``hidden()`` returns (a getter: views replace their set on a URL change). */
+export function bindRankPicker(picker, hidden, onChange) {
+  picker.addEventListener('change', (event) => {
+    const box = event.target.closest('input[data-rank]');
+    if (!box) return;
+    const rank = Number(box.dataset.rank);
+    if (box.checked) hidden().delete(rank); else hidden().add(rank);
+    onChange();
+  });
+}
