@@ -399,3 +399,38 @@ wandb.finish()
     assert any("rejected by Lens as a whole" in p for p in report["problems"]), report["problems"]
     # One line per cause and endpoint, not one per batch.
     assert proc.stderr.count("Lens rejected a /wandb/metrics request") == 1, proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ exit: the worker frees nothing during finalization
+
+SLOW_TO_FREE = r"""
+import numbers, sys, threading, time, wandb
+
+class Value:
+    # A logged value whose destructor, like JAX's array, must not run while the interpreter
+    # finalizes: it says when it starts and when it ends (a thread torn down mid-way never ends).
+    def __float__(self):
+        return 1.5
+    def __del__(self):
+        if threading.current_thread() is not threading.main_thread():
+            sys.stderr.write("free-start\n"); sys.stderr.flush()
+            time.sleep(0.5)
+            sys.stderr.write("free-end\n"); sys.stderr.flush()
+
+numbers.Real.register(Value)
+wandb.init(project="p")
+wandb.log({"x": Value()})
+wandb.log({"x": 2.0})  # wandb's summary lets go of the Value: only the exporter's queue holds it
+"""
+
+
+def test_the_exit_flush_returns_only_after_the_worker_dropped_the_logged_values(tmp_path):
+    # MaxText 0.2.5 under JAX aborted at exit ("FATAL: exception not rethrown"): the exit flush
+    # answered from inside the drain, the main thread went on to finalize, and the worker freed
+    # the drained chunk's JAX arrays as it was being torn down.  The flush now answers after
+    # the chunk is gone, so the destructor always completes before the main thread moves on.
+    env = exporter_env(None, tmp_path, "free", WANDB_MODE="disabled", PRIMUS_LENS_WANDB_API_REPORTING="false",
+                       PRIMUS_LENS_WANDB_OUTPUT_PATH=str(tmp_path / "out"))
+    proc = run_python(SLOW_TO_FREE, env)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("free-")]
+    assert lines == ["free-start", "free-end"], proc.stderr[-2000:]

@@ -59,6 +59,7 @@ class Recorder(Worker, RunTracker, Batcher, Stats):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._flushed = []  # flush requests answered, released once the chunk that held them is dropped
         self._pid = os.getpid()
         self._exit_registered = False
         self._stats_written = time.monotonic()

@@ -86,6 +86,7 @@ class Worker:
         process) and reports under the child's pid.
         """
         self._queue.clear()
+        self._flushed = []
         self._pending = {}
         self._pending_count = 0
         self._pending_since = None
@@ -126,11 +127,13 @@ class Worker:
             try:
                 while queue:
                     self._drain(queue)
+                    self._answer_flushes()
                     # Hand the GIL back between chunks: a long drain must not stall training.
                     time.sleep(0)
                 self._maybe_emit()
             except Exception as exc:
                 self._error("worker", exc)
+            self._answer_flushes()  # the exception (and the chunk it held) is gone here
             self._wake.wait(interval)
             self._wake.clear()
 
@@ -252,7 +255,19 @@ class Worker:
                 self._call("lens_flush", deadline=deadline)
                 self._write_stats()
             finally:
-                done.set()
+                self._flushed.append(done)
+
+    def _answer_flushes(self):
+        """Wake the threads waiting on a flush, after ``_drain`` has returned.
+
+        Not from inside ``_drain``: its chunk still holds the user's logged values, and the
+        exit flush's waiter goes on to finalize the interpreter.  A value freed by this
+        daemon thread during finalization is freed with the thread being torn down; JAX's
+        array destructor then aborts the process ("FATAL: exception not rethrown", seen
+        with MaxText).  Once ``_drain`` returns, its chunk is gone.
+        """
+        while self._flushed:
+            self._flushed.pop().set()
 
     def _call(self, hook_name, **kwargs):
         if self._pm is None:
