@@ -17,7 +17,12 @@ os.environ.setdefault("PRIMUS_LENS_WANDB_API_REPORTING", "false")
 os.environ.setdefault("WORKLOAD_UID", "bench-worker")
 os.environ.setdefault("POD_NAME", "bench-worker-0")
 
-from primus_lens_wandb_exporter.core.recorder import _LOG, RECORD_WIDTH, Recorder  # noqa: E402
+from primus_lens_wandb_exporter.core.recorder import Recorder  # noqa: E402
+
+try:
+    from primus_lens_wandb_exporter.core.recorder.records import _LOG, RECORD_WIDTH
+except ImportError:  # a checkout from before the recorder package (issue 12): one module
+    from primus_lens_wandb_exporter.core.recorder import _LOG, RECORD_WIDTH
 
 
 class Run:

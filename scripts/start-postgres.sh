@@ -2,16 +2,21 @@
 # Start a throwaway PostgreSQL server for tests and benchmarks.
 #
 #   scripts/start-postgres.sh DATADIR PORT     -> prints the DSN on stdout
+#   scripts/start-postgres.sh --stop DATADIR   -> stops that server and removes DATADIR
 #
 # Initialises DATADIR if it holds no cluster, starts postgres on 127.0.0.1:PORT with
 # trust authentication (local test use only), waits until it accepts connections and
 # prints postgresql://postgres@127.0.0.1:PORT/postgres.  PostgreSQL refuses to run as
 # root, so as root the server runs as the "postgres" user (created if missing).
-# Stop it with: pg_ctl -D DATADIR stop   (as that user).
+# When it starts the server (rather than finding it running) and PG_STARTED_FILE is set, it
+# creates that file: `make test` stops only a server it started.
 set -euo pipefail
 
-DATADIR=${1:?usage: start-postgres.sh DATADIR PORT}
-PORT=${2:?usage: start-postgres.sh DATADIR PORT}
+STOP=
+if [ "${1:-}" = "--stop" ]; then STOP=1; shift; fi
+
+DATADIR=${1:?usage: start-postgres.sh DATADIR PORT | --stop DATADIR}
+if [ -n "$STOP" ]; then PORT=; else PORT=${2:?usage: start-postgres.sh DATADIR PORT | --stop DATADIR}; fi
 
 find_bin() {
   local name=$1 dir
@@ -42,6 +47,14 @@ run() {
   if [ ${#RUN_AS[@]} -gt 0 ]; then "${RUN_AS[@]}" "$(printf '%q ' "$@")"; else "$@"; fi
 }
 
+if [ -n "$STOP" ]; then
+  if [ -f "$DATADIR/PG_VERSION" ]; then
+    run "$PG_CTL" -D "$DATADIR" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$DATADIR" "$DATADIR.initdb.log"
+  exit 0
+fi
+
 if [ ! -f "$DATADIR/PG_VERSION" ]; then
   run "$INITDB" -D "$DATADIR" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$DATADIR.initdb.log" 2>&1 \
     || { cat "$DATADIR.initdb.log" >&2; exit 1; }
@@ -54,6 +67,7 @@ if ! run "$PG_CTL" -D "$DATADIR" status >/dev/null 2>&1; then
   OPTS="$OPTS -c synchronous_commit=on -c max_wal_size=2GB -c checkpoint_timeout=15min"
   run "$PG_CTL" -D "$DATADIR" -l "$DATADIR/server.log" -o "$OPTS" -w -t 60 start >/dev/null \
     || { cat "$DATADIR/server.log" >&2; exit 1; }
+  if [ -n "${PG_STARTED_FILE:-}" ]; then : > "$PG_STARTED_FILE"; fi
 fi
 
 for _ in $(seq 1 60); do

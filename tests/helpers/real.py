@@ -14,7 +14,7 @@ import pytest
 from helpers import exporter
 from helpers.e2e import jsonl_rows, new_workload
 
-#: The releases these tests verify; tox.ini's real-* envs pin the same versions.
+#: The releases these tests verify; requirements/real-*.txt pin the same versions.
 RELEASES = {
     "torchtitan": "0.3.0",
     "keras": "3.15.1",
@@ -38,8 +38,8 @@ def require(*dists: str, module: Optional[str] = None) -> None:
         try:
             have = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            pytest.skip(f"{dist}=={want} is not installed (run `tox -e real-torch` / `tox -e real-jax`, "
-                        f"see tox.ini)", allow_module_level=True)
+            pytest.skip(f"{dist}=={want} is not installed (run `make test-real`: "
+                        f"scripts/test-real.sh, requirements/real-*.txt)", allow_module_level=True)
         if have != want:
             pytest.skip(f"{dist} {have} is installed; this module verifies {dist}=={want}",
                         allow_module_level=True)

@@ -76,7 +76,7 @@ def test_a_real_wandb_run_through_the_exporter_is_drawn_live(ui_page, ui_server,
         # The page is open while the run is live: the script waits half-way until we are.
         ui_page.goto(f"{ui_server.url}/#/workloads/{workload}/metrics")
         ui_page.wait_for_selector('.plot[data-metric="loss"][data-revision]', timeout=240_000)
-        ui_page.wait_for_function("() => document.querySelector('#live-bar').dataset.live === 'on'",
+        ui_page.wait_for_function("() => document.querySelector('#live-bar')?.dataset.live === 'on'",
                                   timeout=60_000)
         seen = [drawn()]               # chart sizes observed while the run goes on
         go.touch()

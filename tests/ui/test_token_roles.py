@@ -66,13 +66,13 @@ def test_the_read_token_is_asked_once_and_kept_for_the_tab(ui_page, roles_server
     _enter(ui_page, READ)
     _see_the_workload(ui_page)
     ui_page.click(f'tr[data-uid="{WORKLOAD}"] a.uid')
-    ui_page.wait_for_function("() => document.querySelector('#workload-framework').textContent.includes('lightning')")
+    ui_page.wait_for_function("() => document.querySelector('#workload-framework')?.textContent.includes('lightning')")
     assert ui_page.evaluate("() => window.__tokenAsked") == 1
     assert ui_page.evaluate("() => sessionStorage.getItem('primus-lens-token')") == READ
 
     sent = _api_auth_headers(ui_page)
     ui_page.reload()
-    ui_page.wait_for_function("() => document.querySelector('#workload-framework').textContent.includes('lightning')")
+    ui_page.wait_for_function("() => document.querySelector('#workload-framework')?.textContent.includes('lightning')")
     ui_page.goto(roles_server.url + "/#/")
     _see_the_workload(ui_page)
     assert ui_page.evaluate("() => window.__tokenAsked") == 0     # not asked again within the tab

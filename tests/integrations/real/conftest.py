@@ -8,8 +8,8 @@ and from the server; what the framework itself logged is read from an independen
 (W&B's ``.wandb`` file via ``wandb_oracle``, TensorBoard event files, the framework's own
 metrics file or history) and the two must agree point for point, each point once.
 
-The packages are NOT in the default environment: ``tox -e real-torch`` / ``tox -e real-jax``
-(``make test-real``) install them.  Without them every module here skips with the reason;
+The packages are NOT in the default environment: ``make test-real`` (``scripts/test-real.sh``,
+``requirements/real-*.txt``) installs them.  Without them every module here skips with the reason;
 with another release than the one a module verifies, it skips too (the docs table
 ``docs/frameworks/verified.md`` names exactly the releases these modules verified).
 The frameworks are never imported into the pytest process (TensorFlow or Megatron take
@@ -24,7 +24,7 @@ from helpers.e2e import module_server  # noqa: F401  (a real Lens server per mod
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "real: runs a real framework package from PyPI (tox -e real-torch / real-jax)")
+    config.addinivalue_line("markers", "real: runs a real framework package from PyPI (make test-real)")
 
 
 def pytest_collection_modifyitems(items):

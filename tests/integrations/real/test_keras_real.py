@@ -5,7 +5,7 @@
 adapter's patch on ``keras.Model`` shadows it for every model.  Without a W&B callback the
 hook reports Keras's epoch logs (``source="keras"``); the independent record is Keras's own
 ``History``.  With ``wandb.integration.keras.WandbMetricsLogger`` (which imports TensorFlow:
-``metrics_logger.py:5``, so that case needs tensorflow-cpu, i.e. ``tox -e real-jax``) W&B is the
+``metrics_logger.py:5``, so that case needs tensorflow-cpu, i.e. the ``real-jax`` stack of ``make test-real``) W&B is the
 source, and W&B's ``.wandb`` file is the record.
 """
 
@@ -78,7 +78,7 @@ def test_backend_claim_carries_the_backend_version(plain_fit):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="W&B's WandbMetricsLogger imports tensorflow (tox -e real-jax has tensorflow-cpu)")
+                    reason="W&B's WandbMetricsLogger imports tensorflow (the real-jax stack of make test-real has tensorflow-cpu)")
 def test_wandb_metrics_logger_is_mirrored_exactly_from_wandb(module_server, tmp_path):
     run = run_real(module_server, tmp_path, "keras-wandb", PROGRAM, KERAS_WANDB=1)
     det = run.detection("pytorch")

@@ -1,7 +1,7 @@
 """Real MaxText 0.2.5 (PyPI) ``MetricLogger``, called as MaxText's trainer calls it.
 
 MaxText on PyPI declares ``Requires-Python >=3.12``; the metric path runs on 3.11, so tox
-installs it with ``--ignore-requires-python --no-deps`` plus the modules it imports (tox.ini).
+installs it with ``--ignore-requires-python --no-deps`` plus the modules it imports (requirements/real-jax.txt).
 The config is MaxText's own ``pyconfig.initialize([argv0, configs/base.yml, overrides...])``;
 the logger is ``MetricLogger(config=, learning_rate_schedule=, start_step=)`` as
 ``trainers/pre_train/train.py:1286``, ``write_setup_info_to_tensorboard`` (:1293), then per
