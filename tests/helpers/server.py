@@ -97,6 +97,7 @@ class LensServer:
         self.db_url = db_url
         self.env = dict(env or {})  # extra environment of the process (e.g. PRIMUS_LENS_READ_TOKEN)
         self.token = token
+        self._port_given = bool(port)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = self.url + "/api/v1"
@@ -115,7 +116,23 @@ class LensServer:
         return self.db_url[len("sqlite://"):]
 
     def start(self, timeout: float = 60.0) -> "LensServer":
-        """Start the process and wait until /health answers 200."""
+        """Start the process and wait until /health answers 200.
+
+        A port chosen free can be taken by another process before the server binds it (the
+        suite runs on two workers beside other jobs): then the server exits with "cannot
+        bind"; it is started again on a new free port (twice at most)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc) or self._port_given:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.api = self.url + "/api/v1"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "LensServer":
         import requests
 
         env = dict(os.environ)
