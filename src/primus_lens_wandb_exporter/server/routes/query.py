@@ -1,4 +1,4 @@
-"""The query routes: ``/health``, ``/api/v1``, workloads, metric sources/names/data.
+"""The query routes: ``/health``, ``/api/v1``, workloads, the runs table, metric sources/names/data.
 
 Plain functions, so FastAPI runs them in its threadpool (the store's reads block).
 ``metrics/data`` without ``max_points`` is streamed: see :func:`_stream_data`.
@@ -21,6 +21,8 @@ from ... import limits
 from ..._version import __version__
 from ..errors import ApiError, busy, json_response
 from ..runtime import MAX_STREAMS
+from ..storage.runs import GROUPS, SORTS
+from ..storage.runs_filter import FilterError, parse, parse_path
 
 log = logging.getLogger("primus_lens.server")
 
@@ -113,6 +115,50 @@ def workloads(request: Request, search: str = Query("", max_length=256),
               order: Literal["asc", "desc"] = "desc"):
     rows = _store(request).list_workloads(search, sort, order)
     return json_response({"workloads": rows, "total_count": len(rows)})
+
+
+@router.get("/api/v1/runs", summary="The runs table: one row per workload, filtered, sorted, grouped in SQL")
+def runs(request: Request,
+         q: str = Query("", max_length=2000, description="filter, e.g. `config.lr>=0.001 tags:sweep "
+                                                          "framework:lightning` (docs/protocol.md)"),
+         sort: str = Query("updated", max_length=300, description="updated, workload, project, name, state, "
+                                                                  "framework, step, started, group, entity, "
+                                                                  "config.<key> or summary.<key>"),
+         order: Literal["asc", "desc"] = "desc",
+         limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10_000_000),
+         group_by: Optional[str] = Query(None, max_length=300, description="project, name, state, group, "
+                                                                           "entity, framework, config.<key> "
+                                                                           "or summary.<key>"),
+         columns: Optional[str] = Query(None, max_length=4000,
+                                        description="comma-separated: config, summary (whole) or "
+                                                    "config.<key>, summary.<key> (under `values`); "
+                                                    "absent: whole config and summary")):
+    try:
+        terms = parse(q)
+    except FilterError as e:
+        raise ApiError(400, "invalid_filter", f"q: {e}", "q") from None
+    cols = _csv(columns) if columns is not None else None
+    checks = [("sort", sort, SORTS)] + ([("group_by", group_by, GROUPS)] if group_by else []) \
+        + [("columns", c, {"config": 1, "summary": 1}) for c in cols or ()]
+    if cols is not None and len(cols) > 100:
+        raise ApiError(400, "invalid_parameter", "columns: at most 100 columns", "columns")
+    for name, value, plain in checks:
+        if value in plain:
+            continue
+        try:
+            field, _ = parse_path(value, value)
+        except FilterError as e:
+            raise ApiError(400, "invalid_parameter", f"{name}: {e}", name) from None
+        if field not in ("config", "summary"):
+            raise ApiError(400, "invalid_parameter", f"{name}: {value!r} cannot be used here: use "
+                                                     + ", ".join(sorted(plain)) + ", config.<key> or summary.<key>",
+                           name)
+    return json_response(_store(request).list_runs(terms, sort, order, limit, offset, group_by, cols))
+
+
+@router.get("/api/v1/runs/keys", summary="The config and summary keys the runs table can show")
+def run_keys(request: Request):
+    return json_response(_store(request).run_keys())
 
 
 @router.get("/api/v1/workloads/{uid}", summary="One workload: detection, runs, ranks, counts", responses=_NOT_FOUND)
