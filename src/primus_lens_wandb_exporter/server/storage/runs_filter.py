@@ -29,7 +29,7 @@ JSON_COLUMNS = {"config": "r.config", "summary": "r.summary"}
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # field, operator, value; the field is anything up to the first operator character.
 _TERM = re.compile(r'^(?P<key>[^:<>=!~\s"]+)(?P<op>:~|:|!=|<=|>=|=|<|>)(?P<value>.*)$', re.S)
-_TOKEN = re.compile(r'(?:[^\s"]+|"[^"]*")+|"[^"]*$')
+_TOKEN = re.compile(r'(?:[^\s"]+|"[^"]*"|"[^"]*$)+')
 ORDERING = ("<", "<=", ">", ">=")
 
 
