@@ -234,12 +234,12 @@ def bench_compare(args, sync_playwright) -> None:
                     page.goto(url)
                     page.wait_for_function(PAINTED, arg=n_m, polling="raf", timeout=120_000)
                     got = page.evaluate("""() => ({paint_ms: window.__painted,
-                        requests: performance.getEntriesByType('resource').filter(r => r.name.includes('/metrics/data')).length,
+                        requests: performance.getEntriesByType('resource').filter(r => r.name.includes('/runs/data')).length,
                         points: [...document.querySelectorAll('.plot')].reduce((n, d) => n + (d.__lens ? d.__lens.series
                             .reduce((k, t) => k + t.x.length, 0) : 0), 0)})""")
                     cold.append(got["paint_ms"] / 1000)
                     print(f"compare run {i + 1}: cold first paint {got['paint_ms']:.0f} ms "
-                          f"({got['requests']} metrics/data requests, {got['points']:,} points drawn)")
+                          f"({got['requests']} runs/data requests, {got['points']:,} points drawn)")
                     context.close()
                 browser.close()
         finally:

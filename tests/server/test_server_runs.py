@@ -225,3 +225,46 @@ def test_injection_attempts_match_nothing_and_break_nothing(srv, sweep, q):
     # every table is still there and every run still matches
     assert sql_scalar(srv, "SELECT COUNT(*) FROM runs WHERE project = ?", (project,)) == 5
     assert runs(srv, project, "")["total_count"] == 4
+
+
+def test_runs_data_is_metrics_data_with_max_points_as_columns_per_series(srv, uid):
+    """Compare's request: several workloads in one answer, each series as columns, holding
+    exactly the points ``metrics/data`` gives each workload with the same ``max_points``."""
+    import math
+
+    other = uid + "-b"
+    for w, scale in ((uid, 1.0), (other, 2.0)):
+        for rank in (0, 1):
+            pts = [("loss", s, scale * math.sin(s / 40.0) + rank, T0 + s) for s in range(3000)]
+            pts[1234] = ("loss", 1234, "NaN", T0 + 1234)
+            pts += [("acc", s, s / 3000, T0 + s) for s in range(0, 3000, 10)]
+            r = srv.post("/wandb/metrics", metrics_body(w, pts, rank=rank, run_id=f"{w}-r{rank}"))
+            assert r.status_code == 200, r.text
+    r = srv.get("/runs/data", workloads=f"{uid},{other},no-such-workload", metrics="loss,acc", max_points=200)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["missing"] == ["no-such-workload"]
+    total = 0
+    for w in (uid, other):
+        ref = srv.get(f"/workloads/{w}/metrics/data", metrics="loss,acc", max_points=200).json()["data"]
+        expect = {}
+        for p in ref:
+            expect.setdefault((p["metric_name"], p["rank"], p["run_id"]), []).append(
+                (p["iteration"], p["value"], p["timestamp"], p["row"]))
+        cols = {(s["metric_name"], s["rank"], s["run_id"]): list(zip(s["step"], s["value"], s["timestamp"], s["row"]))
+                for s in got["series"] if s["workload_uid"] == w}
+        assert cols == expect
+        assert ("loss", 0, f"{w}-r0") in cols and len(cols) == 4
+        assert (1234, "NaN", T0 * 1000 + 1234 * 1000, 1234) in cols[("loss", 0, f"{w}-r0")]  # NaN kept
+        total += len(ref)
+    assert got["total_count"] == total
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"workloads": "a"}, "max_points"), ({"max_points": 100}, "workloads"),
+    ({"workloads": ",".join(f"w{i}" for i in range(101)), "max_points": 100}, "workloads"),
+    ({"workloads": "a", "max_points": 2}, "max_points"), ({"workloads": "a", "max_points": 100, "rank": "x"}, "rank"),
+])
+def test_runs_data_bad_parameters_are_400(srv, params, field):
+    r = srv.get("/runs/data", **params)
+    assert r.status_code == 400 and r.json()["field"] == field, r.text

@@ -176,13 +176,23 @@ export function compareView(root, route) {
       stateEl.innerHTML = '<div class="state empty"><h2>Nothing to compare</h2><p>Tick workloads in the <a href="#/">list</a>, then “Compare”.</p></div>';
       return;
     }
+    // Each workload's points are asked for as soon as its metric list arrives, not after
+    // every workload's list and detail (20 workloads: ~0.2 s earlier). It asks for the
+    // metrics that will be drawn: the URL's, or its own first DEFAULT_SELECTED names, a
+    // superset of its share of the union's first DEFAULT_SELECTED (a name among the union's
+    // first N has fewer than N union names before it, so fewer than N of its own).
+    maxPoints = maxPointsFor(chartsEl);
+    const prefetched = [];
     const results = await Promise.all(s.workloads.map(async (uid) => {
       const base = `workloads/${encodeURIComponent(uid)}`;
-      const [detail, avail] = await Promise.all([
-        apiGet(base).catch(() => null),
-        apiGet(`${base}/metrics/available`, { data_source: s.source }),
-      ]);
-      return { uid, detail, avail };
+      const detailP = apiGet(base).catch(() => null);
+      const avail = await apiGet(`${base}/metrics/available`, { data_source: s.source });
+      const own = (avail.metrics || []).map((m) => (typeof m === 'string' ? m : m.name)).sort((a, b) => a.localeCompare(b));
+      const wanted = s.metrics ? own.filter((m) => s.metrics.includes(m)) : own.slice(0, DEFAULT_SELECTED);
+      for (let i = 0; i < wanted.length; i += FETCH_GROUP) {
+        prefetched.push(fetchColumns(uid, wanted.slice(i, i + FETCH_GROUP)));
+      }
+      return { uid, detail: await detailP, avail };
     }));
     if (st.disposed) return;
     const names = new Set();
@@ -204,6 +214,11 @@ export function compareView(root, route) {
     if (!st.available.length) {
       stateEl.innerHTML = `<div class="state empty"><h2>No metrics in “${esc(s.source)}” for these workloads yet</h2></div>`;
     }
+    drawPickers();
+    drawCards();
+    await Promise.all(prefetched);
+    if (st.disposed) return;
+    for (const m of selectedMetrics()) st.loaded.add(m);   // every workload's share is in
     await ensureData();
   }
 
@@ -228,6 +243,13 @@ export function compareView(root, route) {
           r.cells.map((v) => `<td>${v === undefined ? '<span class="muted">—</span>' : esc(v)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   }
 
+  /** One workload's downsampled points (runs/data: the same downsampling as metrics/data with
+   * max_points, as columns per series, about a fifth of the bytes). */
+  function fetchColumns(uid, metrics) {
+    return apiGet('runs/data', { workloads: uid, data_source: s.source, metrics, max_points: maxPoints })
+      .then((resp) => st.stores.get(uid).mergeColumns(resp.series || []));
+  }
+
   async function ensureData() {
     maxPoints = maxPointsFor(chartsEl);
     const wanted = selectedMetrics().filter((m) => !st.loaded.has(m));
@@ -237,9 +259,7 @@ export function compareView(root, route) {
     for (let i = 0; i < wanted.length; i += FETCH_GROUP) {
       const group = wanted.slice(i, i + FETCH_GROUP);
       for (const uid of s.workloads) {
-        requests.push(apiGet(`workloads/${encodeURIComponent(uid)}/metrics/data`,
-          { data_source: s.source, metrics: group, max_points: maxPoints })
-          .then((resp) => st.stores.get(uid).merge(resp.data || [])));
+        requests.push(fetchColumns(uid, group));
       }
     }
     await Promise.all(requests);
