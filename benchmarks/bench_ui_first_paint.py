@@ -249,7 +249,7 @@ def bench_compare(args, sync_playwright) -> None:
           f"cold {med:.2f} s; target {TARGET_S} s: {'meets' if med <= TARGET_S else 'MISSES'}")
 
 
-TABLE_FILTERS = ["config.lr>=0.01", "tags:sweep config.optimizer:adam", "summary.loss<0.3 framework:lightning",
+TABLE_FILTERS = ["config.lr>=0.01", "tags:sweep config.optimizer:sgd", "summary.loss<0.3 project:proj-3",
                  "name:~run-12", "config.batch_size=64 summary.acc>0.5"]
 TABLE_TARGET_MS = 100.0
 

@@ -139,6 +139,8 @@ def test_sort_by_any_column_numbers_as_numbers(srv, sweep):
     # paging walks the same order
     page = srv.get("/runs", q=f"project:{project}", sort="config.lr", order="asc", limit=2, offset=2).json()
     assert [r["workload_uid"][-1] for r in page["runs"]] == list("cd") and page["total_count"] == 4
+    past = srv.get("/runs", q=f"project:{project}", limit=2, offset=10).json()  # past the end: still counted
+    assert past["runs"] == [] and past["total_count"] == 4
 
 
 def test_group_by_a_config_key_counts_in_sql(srv, sweep):

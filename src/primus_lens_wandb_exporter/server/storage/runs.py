@@ -95,13 +95,26 @@ class Runs(Backend):
             sel += f", {gsel}"
             sel_params += gparams
         full_order = [f"{e} ASC NULLS LAST" for e in gorder] + order_sql + ["w.workload_uid ASC"]
-        sql = (f"SELECT {sel} {_FROM} WHERE {where} ORDER BY {', '.join(full_order)} LIMIT ? OFFSET ?")
-        params = sel_params + wparams + gorder_params + order_params + [limit, offset]
+        # Two steps: the page's workload uids in order, with the total (one pass of the filter:
+        # COUNT(*) OVER () is the count before LIMIT), then the row details of only those
+        # (the per-row subqueries and JSON extractions run for one page, not every match).
+        page_sql = (f"SELECT w.workload_uid, COUNT(*) OVER () {_FROM} WHERE {where} "
+                    f"ORDER BY {', '.join(full_order)} LIMIT ? OFFSET ?")
         with self.read_cursor() as cur:
-            self._ex(cur, f"SELECT COUNT(*) {_FROM} WHERE {where}", wparams)
-            total = cur.fetchone()[0]
-            self._ex(cur, sql, params)
-            rows = cur.fetchall()
+            self._ex(cur, page_sql, wparams + gorder_params + order_params + [limit, offset])
+            page = cur.fetchall()
+            if page:
+                total = page[0][1]
+            else:  # past the end (or nothing matches): the total still counts
+                self._ex(cur, f"SELECT COUNT(*) {_FROM} WHERE {where}", wparams)
+                total = cur.fetchone()[0]
+            rows = []
+            if page:
+                uids = [p[0] for p in page]
+                self._ex(cur, f"SELECT {sel} {_FROM} WHERE w.workload_uid IN ({', '.join('?' * len(uids))})",
+                         sel_params + uids)
+                by_uid = {r[0]: r for r in cur.fetchall()}
+                rows = [by_uid[u] for u in uids if u in by_uid]
             groups = None
             if gsel:
                 # Grouped in an outer query: PostgreSQL cannot tell that two expressions with

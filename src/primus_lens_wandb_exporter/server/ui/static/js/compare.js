@@ -1,7 +1,7 @@
 // Compare view: several workloads overlaid, one chart per metric, one colour per run, legend by
-// run name (W&B's run comparison). Data comes from the same per-workload requests as the
-// Metrics tab (`metrics/available`, `metrics/data` downsampled with max_points), so each
-// workload costs what its own Metrics tab costs.
+// run name (W&B's run comparison). Per workload: `metrics/available`, then `runs/data` (the
+// points `metrics/data` gives with the same max_points, as columns per series), so each
+// workload costs the server what its own Metrics tab costs, in a fifth of the bytes.
 //
 // The whole view lives in the URL, so a copied URL opens the same view:
 //   #/compare?w=<uid>,<uid>&metrics=loss,acc&hide_ranks=1&smoothing=0.6&x=time&logy=1&source=wandb
@@ -13,7 +13,7 @@ import { SeriesStore, timeWindow } from './series.js';
 import { bindRankPicker, esc, formatCount } from './util.js';
 
 const DEFAULT_SELECTED = 24;
-const FETCH_GROUP = 12;            // metrics per metrics/data request (as the Metrics tab)
+const FETCH_GROUP = 12;            // metrics per data request (as the Metrics tab)
 
 function maxPointsFor(el) {
   const width = el.clientWidth || 1200;
