@@ -25,7 +25,7 @@ Two more measurements (issue 14):
 
     python benchmarks/bench_ui_first_paint.py [--metrics 10] [--points 100000] [--runs 5]
     python benchmarks/bench_ui_first_paint.py --only compare --runs 3
-    python benchmarks/bench_ui_first_paint.py --only runs --runs 3
+    python benchmarks/bench_ui_first_paint.py --only runs --runs 3 [--table-pg]
     python benchmarks/bench_ui_first_paint.py --quick
 """
 
@@ -122,6 +122,8 @@ def main() -> int:
     parser.add_argument("--compare-points", type=int, default=100_000)
     parser.add_argument("--table-runs", type=int, default=5000)
     parser.add_argument("--only", choices=["metrics", "compare", "runs"])
+    parser.add_argument("--table-pg", action="store_true",
+                        help="also time the runs query on PostgreSQL (PRIMUS_LENS_TEST_POSTGRES_DSN)")
     parser.add_argument("--quick", action="store_true", help="every measurement at a tiny size (smoke test)")
     args = parser.parse_args()
     if args.quick:
@@ -144,6 +146,8 @@ def main() -> int:
         bench_compare(args, sync_playwright)
     if args.only in (None, "runs"):
         bench_runs_table(args, sync_playwright)
+        if args.table_pg:
+            bench_runs_table_pg(args)
     if args.only not in (None, "metrics"):
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,46 +258,79 @@ TABLE_FILTERS = ["config.lr>=0.01", "tags:sweep config.optimizer:sgd", "summary.
 TABLE_TARGET_MS = 100.0
 
 
-def bench_runs_table(args, sync_playwright) -> None:
-    """The runs table over many workloads: filter applied in the browser, and the server's query."""
+def _seed_runs(server: LensServer, n: int) -> None:
+    """``n`` finished workloads, one W&B run each, with config, summary and tags (/wandb/batch)."""
+    started = time.perf_counter()
+    for lo in range(0, n, 500):
+        runs = [{"source": "wandb", "workload_uid": f"bench-run-{i:05d}", "run_id": f"r{i}", "rank": 0,
+                 "pod_name": "p", "event": "finished", "status": "finished", "project": f"proj-{i % 7}",
+                 "name": f"run-{i}", "tags": ["sweep"] if i % 3 else ["ablation"],
+                 "config": {"lr": 10 ** -(1 + i % 4), "optimizer": ["adam", "sgd", "adamw"][i % 3],
+                            "batch_size": [32, 64, 128][i % 3], "model": {"layers": i % 12, "width": 256}},
+                 "summary": {"loss": (i % 100) / 100, "acc": 1 - (i % 100) / 100, "epoch": i % 10}}
+                for i in range(lo, min(n, lo + 500))]
+        _post_raw(server, "/wandb/batch", json.dumps({"run": runs}).encode())
+    print(f"runs table: reported {n:,} runs in {time.perf_counter() - started:.1f} s ({server.process.db_kind})")
+
+
+def _query_times(server: LensServer, repeat: int):
+    """Median ms of ``GET /api/v1/runs`` per filter, over HTTP and in the store (in-process)."""
     import requests
 
+    from primus_lens_wandb_exporter.server.storage import open_store
+    from primus_lens_wandb_exporter.server.storage.runs_filter import parse
+
+    http, inproc = {}, {}
+    store = open_store(server.process.db_url)
+    try:
+        for q in TABLE_FILTERS:
+            hs, ps = [], []
+            for _ in range(max(3, repeat)):
+                t = time.perf_counter()
+                r = requests.get(server.api + "/runs", params={"q": q, "limit": 100}, timeout=60,
+                                 headers=server.headers)
+                hs.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text
+                t = time.perf_counter()
+                store.list_runs(parse(q), limit=100, columns=[])
+                ps.append(time.perf_counter() - t)
+            http[q], inproc[q] = statistics.median(hs) * 1000, statistics.median(ps) * 1000
+    finally:
+        store.close()
+    return http, inproc
+
+
+def bench_runs_table_pg(args) -> None:
+    """The server's side of the runs table on PostgreSQL (``--table-pg``)."""
+    from helpers.server import LensServer as ServerProcess, create_pg_database, drop_pg_database
+
+    url = create_pg_database(prefix="lens_bench_")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = LensServer(ServerProcess(url, Path(tmp) / "server.log").start())
+            try:
+                _seed_runs(server, args.table_runs)
+                http, inproc = _query_times(server, args.runs)
+            finally:
+                server.stop()
+    finally:
+        drop_pg_database(url)
+    for q in TABLE_FILTERS:
+        print(f"runs table, {args.table_runs:,} runs, filter {q!r}: server GET /runs {http[q]:.1f} ms over HTTP, "
+              f"{inproc[q]:.1f} ms in the store (PostgreSQL)")
+
+
+def bench_runs_table(args, sync_playwright) -> None:
+    """The runs table over many workloads: filter applied in the browser, and the server's query."""
     n = args.table_runs
     with tempfile.TemporaryDirectory() as tmp:
         server = LensServer.start(Path(tmp))
         try:
-            started = time.perf_counter()
-            for lo in range(0, n, 500):
-                runs = [{"source": "wandb", "workload_uid": f"bench-run-{i:05d}", "run_id": f"r{i}", "rank": 0,
-                         "pod_name": "p", "event": "finished", "status": "finished", "project": f"proj-{i % 7}",
-                         "name": f"run-{i}", "tags": ["sweep"] if i % 3 else ["ablation"],
-                         "config": {"lr": 10 ** -(1 + i % 4), "optimizer": ["adam", "sgd", "adamw"][i % 3],
-                                    "batch_size": [32, 64, 128][i % 3], "model": {"layers": i % 12, "width": 256}},
-                         "summary": {"loss": (i % 100) / 100, "acc": 1 - (i % 100) / 100, "epoch": i % 10}}
-                        for i in range(lo, min(n, lo + 500))]
-                _post_raw(server, "/wandb/batch", json.dumps({"run": runs}).encode())
-            print(f"runs table: reported {n:,} runs in {time.perf_counter() - started:.1f} s")
-            http, inproc = {}, {}
-            from primus_lens_wandb_exporter.server.storage import open_store
-            from primus_lens_wandb_exporter.server.storage.runs_filter import parse
-
-            store = open_store(server.process.db_url)
-            try:
-                for q in TABLE_FILTERS:
-                    hs, ps = [], []
-                    for _ in range(max(3, args.runs)):
-                        t = time.perf_counter()
-                        r = requests.get(server.api + "/runs", params={"q": q, "limit": 100}, timeout=60,
-                                         headers=server.headers)
-                        hs.append(time.perf_counter() - t)
-                        assert r.status_code == 200, r.text
-                        t = time.perf_counter()
-                        store.list_runs(parse(q), limit=100, columns=[])
-                        ps.append(time.perf_counter() - t)
-                    http[q], inproc[q] = statistics.median(hs) * 1000, statistics.median(ps) * 1000
-            finally:
-                store.close()
+            _seed_runs(server, n)
+            http, inproc = _query_times(server, args.runs)
             browser_ms = {q: [] for q in TABLE_FILTERS}
+            fetched_ms = {q: [] for q in TABLE_FILTERS}
+            drawn_ms = {q: [] for q in TABLE_FILTERS}
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
                 context = browser.new_context(viewport={"width": 1600, "height": 1000})
@@ -307,13 +344,19 @@ def bench_runs_table(args, sync_playwright) -> None:
                             let t0;
                             const obs = new MutationObserver(() => {
                                 if (body.dataset.q === q) { obs.disconnect();
-                                    requestAnimationFrame(() => resolve(performance.now() - t0)); } });
+                                    const drawn = performance.now();
+                                    const req = performance.getEntriesByType('resource')
+                                        .filter(r => r.name.includes('/api/v1/runs?') && r.startTime >= t0).pop();
+                                    requestAnimationFrame(() => resolve([performance.now() - t0,
+                                        req ? req.responseEnd - t0 : null, drawn - t0])); } });
                             obs.observe(body, {attributes: true, childList: true});
                             box.value = q; t0 = performance.now();
                             box.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}));
                         })""", q)
                         if q:
-                            browser_ms[q].append(ms)
+                            browser_ms[q].append(ms[0])
+                            fetched_ms[q].append(ms[1])
+                            drawn_ms[q].append(ms[2])
                 rows = page.eval_on_selector_all("#runs-table tbody tr[data-uid]", "r => r.length")
                 context.close()
                 browser.close()
@@ -321,7 +364,9 @@ def bench_runs_table(args, sync_playwright) -> None:
             server.stop()
     for q in TABLE_FILTERS:
         print(f"runs table, {n:,} runs, filter {q!r}: browser {statistics.median(browser_ms[q]):.0f} ms "
-              f"(Enter -> table drawn, median of {args.runs}); server GET /runs {http[q]:.1f} ms over HTTP, "
+              f"(Enter -> table drawn and painted, median of {args.runs}; answer in at "
+              f"{statistics.median(fetched_ms[q]):.0f} ms, DOM built at {statistics.median(drawn_ms[q]):.0f} ms); "
+              f"server GET /runs {http[q]:.1f} ms over HTTP, "
               f"{inproc[q]:.1f} ms in the store (SQLite)")
     worst = max(statistics.median(v) for v in browser_ms.values())
     print(f"runs table: slowest filter median {worst:.0f} ms in the browser ({rows} rows shown per page); "

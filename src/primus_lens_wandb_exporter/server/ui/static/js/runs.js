@@ -168,7 +168,9 @@ export function runsView(el, route) {
   async function load() {
     const seq = ++st.seq;
     clearTimeout(timer);
-    const params = { q: s.q, sort: s.sort, order: s.order, limit: PAGE, offset: s.page * PAGE, columns: s.cols.join(',') };
+    // columns: only the chosen keys (',' = none: apiGet leaves an empty value out, and without
+    // `columns` the server sends every row's whole config and summary, which the table never shows).
+    const params = { q: s.q, sort: s.sort, order: s.order, limit: PAGE, offset: s.page * PAGE, columns: s.cols.join(',') || ',' };
     if (s.group) params.group_by = s.group;
     let answer = null;
     let error = null;
