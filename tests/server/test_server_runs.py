@@ -270,3 +270,17 @@ def test_runs_data_is_metrics_data_with_max_points_as_columns_per_series(srv, ui
 def test_runs_data_bad_parameters_are_400(srv, params, field):
     r = srv.get("/runs/data", **params)
     assert r.status_code == 400 and r.json()["field"] == field, r.text
+
+
+@pytest.mark.parametrize("path,params,field", [
+    ("/runs", {"q": "name:a\x00b"}, "q"), ("/runs", {"sort": "config.a\x00"}, "sort"),
+    ("/runs", {"group_by": "config.\x00"}, "group_by"), ("/runs", {"columns": "config.\x00"}, "columns"),
+    ("/runs/data", {"workloads": "a\x00", "max_points": 10}, "workloads"),
+    ("/runs/data", {"workloads": "a", "metrics": "l\x00", "max_points": 10}, "metrics"),
+    ("/workloads", {"search": "\x00"}, "search"), ("/workloads/a\x00b", {}, "workload_uid"),
+    ("/workloads/a\x00b/metrics/data", {}, "workload_uid"),
+])
+def test_a_nul_character_is_a_400_not_a_500(srv, path, params, field):
+    """PostgreSQL text cannot hold NUL: such a parameter is refused before any query."""
+    r = srv.get(path, **params)
+    assert r.status_code == 400 and r.json()["field"] == field, r.text

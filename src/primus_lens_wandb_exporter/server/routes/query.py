@@ -76,11 +76,20 @@ def _ranks(value: Optional[str]) -> Optional[List[int]]:
     return out
 
 
+def _no_nul(field: str, *values: Optional[str]) -> None:
+    """400 for a NUL character: PostgreSQL text cannot hold one (the query would fail with a 500)
+    and SQLite would cut the string at it; no stored name or value contains one."""
+    for v in values:
+        if v and "\x00" in v:
+            raise ApiError(400, "invalid_parameter", f"{field}: contains a NUL character", field)
+
+
 def _store(request: Request):
     return request.app.state.runtime.store
 
 
 def _require(store, uid: str) -> None:
+    _no_nul("workload_uid", uid)
     if not store.workload_exists(uid):
         raise ApiError(404, "workload_not_found", f"workload {uid!r} not found: nothing was reported for it",
                        "workload_uid")
@@ -115,6 +124,7 @@ def api_index(request: Request):
 def workloads(request: Request, search: str = Query("", max_length=256),
               sort: Literal["last_update", "workload_uid", "points"] = "last_update",
               order: Literal["asc", "desc"] = "desc"):
+    _no_nul("search", search)
     rows = _store(request).list_workloads(search, sort, order)
     return json_response({"workloads": rows, "total_count": len(rows)})
 
@@ -135,6 +145,8 @@ def runs(request: Request,
                                         description="comma-separated: config, summary (whole) or "
                                                     "config.<key>, summary.<key> (under `values`); "
                                                     "absent: whole config and summary")):
+    for name, value in (("q", q), ("sort", sort), ("group_by", group_by), ("columns", columns)):
+        _no_nul(name, value)
     try:
         terms = parse(q)
     except FilterError as e:
@@ -175,6 +187,9 @@ def runs_data(request: Request,
     answer, each series as columns (``step``, ``value``, ``timestamp``, ``row``) instead of
     one object per point: a fifth of the bytes, and no object built per point either side."""
     store = _store(request)
+    _no_nul("workloads", workloads)
+    _no_nul("metrics", metrics)
+    _no_nul("data_source", data_source)
     uids = list(dict.fromkeys(_csv(workloads)))
     if not uids or len(uids) > MAX_WORKLOADS:
         raise ApiError(400, "invalid_parameter", f"workloads: 1 to {MAX_WORKLOADS} uids", "workloads")
@@ -208,6 +223,7 @@ def runs_data(request: Request,
 @router.get("/api/v1/workloads/{uid}", summary="One workload: detection, runs, ranks, counts", responses=_NOT_FOUND)
 def workload(uid: str, request: Request):
     store = _store(request)
+    _no_nul("workload_uid", uid)
     w = store.get_workload(uid)
     if w is None:
         _require(store, uid)
@@ -230,6 +246,7 @@ def metrics_available(uid: str, request: Request,
                       data_source: Optional[str] = Query(None, max_length=limits.MAX_NAME_LEN)):
     store = _store(request)
     _require(store, uid)
+    _no_nul("data_source", data_source)
     rows = store.available(uid, data_source or None)
     return json_response({"workload_uid": uid,
                           "metrics": [{"name": n, "data_source": s, "count": c} for n, s, c in rows],
@@ -258,6 +275,8 @@ def metrics_data(uid: str, request: Request,
     rt = request.app.state.runtime
     store = rt.store
     _require(store, uid)
+    for name, value in (("metrics", metrics), ("data_source", data_source), ("run_id", run_id)):
+        _no_nul(name, value)
     names = _csv(metrics) or None
     if names and len(names) > MAX_LIST:
         raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
