@@ -71,7 +71,7 @@ def shown(page):
 
 def table_text(page):
     """Every header and cell of the table but the relative "Updated" time (it ticks)."""
-    return page.eval_on_selector_all("#runs-table th, #runs-table td:not(.updated)", "cs => cs.map(c => c.textContent)")
+    return page.eval_on_selector_all("#runs-table th, #runs-table td:not(.col-updated)", "cs => cs.map(c => c.textContent)")
 
 
 def set_filter(page, q):
@@ -80,22 +80,21 @@ def set_filter(page, q):
     page.wait_for_function("(q) => document.querySelector('#runs-body').dataset.q === q", arg=q)
 
 
-def test_the_filter_syntax_filters_on_the_server_and_names_a_bad_token(ui_page, sweep, screenshot_dir):
+def test_the_filter_syntax_filters_on_the_server_and_names_a_bad_token(ui_page, sweep):
     ui_page.goto(f"{sweep.url}/#/runs")
     set_filter(ui_page, f"project:{PROJECT}")
     assert sorted(shown(ui_page)) == sorted(SWEEP)
     # the run name, tags, state and framework columns come from the W&B run
     row = ui_page.locator('#runs-table tr[data-uid="ui-runs-adam-1"]')
-    assert row.locator("td.name").inner_text() == "adam-lr0.001"
-    assert row.locator("td.tags").inner_text().split() == ["sweep", "baseline"]
-    assert row.locator("td.state").inner_text() == "finished"
-    assert row.locator("td.step").inner_text() == str(STEPS - 1)
+    assert row.locator("td.col-name").inner_text() == "adam-lr0.001"
+    assert row.locator("td.col-tags").inner_text().split() == ["sweep", "baseline"]
+    assert row.locator("td.col-state").inner_text() == "finished"
+    assert row.locator("td.col-step").inner_text() == str(STEPS - 1)
     set_filter(ui_page, f"project:{PROJECT} config.lr>=0.003 tags:sweep")
     assert sorted(shown(ui_page)) == ["ui-runs-adam-3", "ui-runs-sgd-10"]
     set_filter(ui_page, f"project:{PROJECT} summary.best_loss<0.5 config.optimizer.name:sgd")
     assert shown(ui_page) == ["ui-runs-sgd-10"]
     assert "q=" in ui_page.url and "best_loss" in ui_page.url
-    ui_page.screenshot(path=str(screenshot_dir / "runs.png"), full_page=True)
     # A bad term: the server's message names it; the last good rows stay.
     ui_page.fill("#runs-filter", f"project:{PROJECT} config.lr>=fast")
     ui_page.press("#runs-filter", "Enter")
@@ -146,18 +145,22 @@ def test_group_by_a_config_key_shows_groups_with_counts(ui_page, sweep):
     assert "group=config.optimizer.name" in ui_page.url
 
 
-def test_a_copied_runs_url_opens_the_same_table(ui_page, sweep, chromium):
+def test_a_copied_runs_url_opens_the_same_table(ui_page, sweep, chromium, screenshot_dir):
     ui_page.goto(f"{sweep.url}/#/runs")
     set_filter(ui_page, f"project:{PROJECT} config.lr<0.03")
     ui_page.click("#column-chooser summary")
+    ui_page.check('#column-list input[data-col="config.lr"]')
+    ui_page.wait_for_selector('#runs-table th[data-sort="config.lr"]')
     ui_page.check('#column-list input[data-col="summary.best_loss"]')
     ui_page.wait_for_selector('#runs-table th[data-sort="summary.best_loss"]')
+    ui_page.click("#column-chooser summary")  # closed again
     ui_page.click('#runs-table th[data-sort="summary.best_loss"]')
     ui_page.wait_for_function("() => document.querySelector('th[data-sort=\"summary.best_loss\"]').getAttribute('aria-sort') === 'descending'")
     ui_page.select_option("#group-by", "config.optimizer.name")
     ui_page.wait_for_selector("#runs-table tr.group-row")
     url = ui_page.url
     before = table_text(ui_page)
+    ui_page.screenshot(path=str(screenshot_dir / "runs.png"), full_page=True)
     context = chromium.new_context(viewport={"width": 1280, "height": 860})
     try:
         other = context.new_page()

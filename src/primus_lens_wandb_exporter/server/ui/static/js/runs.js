@@ -18,8 +18,10 @@ const FIXED = [
   ['project', 'Project', (r) => esc(r.project ?? '—')],
   ['name', 'Run name', (r) => `<a href="#/workloads/${encodeURIComponent(r.workload_uid)}" class="run-name">${esc(r.name || r.run_id || r.workload_uid)}</a>`],
   ['tags', 'Tags', (r) => (r.tags || []).map((t) => `<span class="chip tag">${esc(t)}</span>`).join(' ')],
-  ['state', 'State', (r) => `<span class="badge state" data-state="${esc(r.state || '')}">${esc(r.state || '—')}</span>`],
-  ['framework', 'Framework', (r) => esc(frameworkLabel(r.wrapper, r.base) || '—')],
+  ['state', 'State', (r) => `<span class="badge run-state" data-state="${esc(r.state || '')}">${esc(r.state || '—')}</span>`],
+  // A detection that found no framework (a plain wandb script) is not "unknown": W&B only.
+  ['framework', 'Framework', (r) => esc(frameworkLabel(r.wrapper, r.base))
+    || (r.method ? '<span class="badge muted wandb-only">W&amp;B only</span>' : '<span class="muted">—</span>')],
   ['step', 'Last step', (r) => (r.last_step === null || r.last_step === undefined ? '—' : formatCount(r.last_step)), true],
   ['updated', 'Updated', (r) => `<span title="${esc(formatTime(r.updated_at))}">${esc(formatAgo(r.updated_at))}</span>`, true],
 ];
@@ -229,7 +231,7 @@ export function runsView(el, route) {
       const values = r.values || {};
       trs.push(`<tr data-uid="${esc(r.workload_uid)}">
         <td class="pick"><input type="checkbox" class="pick-box" data-uid="${esc(r.workload_uid)}" aria-label="Compare ${esc(r.name || r.workload_uid)}" ${st.picked.has(r.workload_uid) ? 'checked' : ''}></td>
-        ${FIXED.map(([k, , cell, num]) => `<td class="${k}${num ? ' num' : ''}">${cell(r)}</td>`).join('')}
+        ${FIXED.map(([k, , cell, num]) => `<td class="col-${k}${num ? ' num' : ''}">${cell(r)}</td>`).join('')}
         ${s.cols.map((c) => `<td class="num" data-col="${esc(c)}">${cellValue(values[c])}</td>`).join('')}</tr>`);
     }
     const first = a.offset + 1;
