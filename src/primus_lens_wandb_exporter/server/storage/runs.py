@@ -23,7 +23,7 @@ MAX_GROUPS = 1000
 KEYS_SAMPLE = 2000
 MAX_KEYS = 1000
 
-_FROM = ("FROM workloads w LEFT JOIN runs r ON r.workload_uid = w.workload_uid AND r.run_id = "
+_FROM_RUNS = ("FROM workloads w LEFT JOIN runs r ON r.workload_uid = w.workload_uid AND r.run_id = "
          "(SELECT r2.run_id FROM runs r2 WHERE r2.workload_uid = w.workload_uid "
          "ORDER BY r2.rank, r2.started_at, r2.run_id LIMIT 1)")
 #: Sortable plain fields -> their SQL (besides config.<key> / summary.<key>).
@@ -56,7 +56,7 @@ class Runs(Backend):
         if key in SORTS:
             return [SORTS[key]], []
         field, path = _json_key(key, key)
-        col = JSON_COLUMNS[field]
+        col = self.dialect.col(field)
         num, p1 = self.dialect.json_number(col, path)
         val, p2 = self.dialect.json_value(col, path)
         return [num, val], p1 + p2
@@ -69,6 +69,7 @@ class Runs(Backend):
         whole config and summary; else only those named (``config``, ``summary`` whole, or
         ``config.<key>`` / ``summary.<key>`` values under ``values``)."""
         where, wparams = compile_terms(list(terms), self.dialect)
+        frm = _FROM_RUNS + self.dialect.from_extra  # the FROM clause on this database
         d = "DESC" if order == "desc" else "ASC"
         sort_exprs, sort_params = self._order_exprs(sort)
         order_sql = [f"{e} {d} NULLS LAST" for e in sort_exprs]
@@ -79,15 +80,15 @@ class Runs(Backend):
                 gsel, gorder = GROUPS[group_by], [GROUPS[group_by]]
             else:
                 field, path = _json_key(group_by, group_by)
-                gsel, gparams = self.dialect.json_value(JSON_COLUMNS[field], path)
-                num, nparams = self.dialect.json_number(JSON_COLUMNS[field], path)
+                gsel, gparams = self.dialect.json_value(self.dialect.col(field), path)
+                num, nparams = self.dialect.json_number(self.dialect.col(field), path)
                 gorder, gorder_params = [num, gsel], nparams + gparams
         whole = {"config", "summary"} if columns is None else {c for c in columns if c in JSON_COLUMNS}
         picked: List[Tuple[str, str, list]] = []
         for c in columns or ():
             if c not in JSON_COLUMNS:
                 field, path = _json_key(c, c)
-                expr, p = self.dialect.json_value(JSON_COLUMNS[field], path)
+                expr, p = self.dialect.json_value(self.dialect.col(field), path)
                 picked.append((c, expr, p))
         sel = _COLS + "".join(f", r.{c}" for c in sorted(whole)) + "".join(f", {e}" for _, e, _ in picked)
         sel_params = [p for _, _, ps in picked for p in ps]
@@ -98,7 +99,7 @@ class Runs(Backend):
         # Two steps: the page's workload uids in order, with the total (one pass of the filter:
         # COUNT(*) OVER () is the count before LIMIT), then the row details of only those
         # (the per-row subqueries and JSON extractions run for one page, not every match).
-        page_sql = (f"SELECT w.workload_uid, COUNT(*) OVER () {_FROM} WHERE {where} "
+        page_sql = (f"SELECT w.workload_uid, COUNT(*) OVER () {frm} WHERE {where} "
                     f"ORDER BY {', '.join(full_order)} LIMIT ? OFFSET ?")
         with self.read_cursor() as cur:
             self._ex(cur, page_sql, wparams + gorder_params + order_params + [limit, offset])
@@ -106,12 +107,12 @@ class Runs(Backend):
             if page:
                 total = page[0][1]
             else:  # past the end (or nothing matches): the total still counts
-                self._ex(cur, f"SELECT COUNT(*) {_FROM} WHERE {where}", wparams)
+                self._ex(cur, f"SELECT COUNT(*) {frm} WHERE {where}", wparams)
                 total = cur.fetchone()[0]
             rows = []
             if page:
                 uids = [p[0] for p in page]
-                self._ex(cur, f"SELECT {sel} {_FROM} WHERE w.workload_uid IN ({', '.join('?' * len(uids))})",
+                self._ex(cur, f"SELECT {sel} {frm} WHERE w.workload_uid IN ({', '.join('?' * len(uids))})",
                          sel_params + uids)
                 by_uid = {r[0]: r for r in cur.fetchall()}
                 rows = [by_uid[u] for u in uids if u in by_uid]
@@ -120,7 +121,7 @@ class Runs(Backend):
                 # Grouped in an outer query: PostgreSQL cannot tell that two expressions with
                 # their own parameters are the same, so the inner one names them once.
                 inner = ", ".join(f"{e} AS o{k}" for k, e in enumerate(gorder))
-                gsql = (f"SELECT g, COUNT(*) FROM (SELECT {gsel} AS g, {inner} {_FROM} WHERE {where}) x "
+                gsql = (f"SELECT g, COUNT(*) FROM (SELECT {gsel} AS g, {inner} {frm} WHERE {where}) x "
                         "GROUP BY g ORDER BY " + ", ".join(f"MIN(o{k}) ASC NULLS LAST" for k in range(len(gorder)))
                         + f" LIMIT {MAX_GROUPS + 1}")
                 self._ex(cur, gsql, gparams + gorder_params + wparams)
@@ -157,7 +158,8 @@ class Runs(Backend):
         :data:`KEYS_SAMPLE` most recently updated workloads, sorted."""
         keys: Dict[str, set] = {"config": set(), "summary": set()}
         with self.read_cursor() as cur:
-            self._ex(cur, f"SELECT r.config, r.summary {_FROM} ORDER BY w.last_update DESC LIMIT ?", (KEYS_SAMPLE,))
+            self._ex(cur, f"SELECT r.config, r.summary {_FROM_RUNS} ORDER BY w.last_update DESC LIMIT ?",
+                     (KEYS_SAMPLE,))
             rows = cur.fetchall()
         for config, summary in rows:
             for field, text in (("config", config), ("summary", summary)):
