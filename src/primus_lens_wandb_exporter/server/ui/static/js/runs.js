@@ -199,7 +199,11 @@ export function runsView(el, route) {
       return;
     }
     const a = st.answer;
-    if (!a) return;
+    if (!a) {
+      // A shared URL whose filter the server refuses: say so instead of "Loading…".
+      if (bad) body.innerHTML = '<div class="state empty" id="runs-empty">Fix the filter (the message above names the term) to see runs.</div>';
+      return;
+    }
     const rows = a.runs || [];
     el.querySelector('#runs-count').textContent = `${formatCount(a.total_count)} run${a.total_count === 1 ? '' : 's'}`;
     if (!rows.length) {
