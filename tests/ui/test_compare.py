@@ -364,3 +364,35 @@ def test_compare_shows_each_workloads_wandb_summary(ui_page, ui_server):
     rows = ui_page.evaluate("""() => [...document.querySelectorAll('#summary-table-grid tbody tr')].map(
         r => [...r.querySelectorAll('td')].map(td => td.textContent.trim()))""")
     assert rows == [["eval.acc", "0.5", "0.75"], ["loss", "0.5", "0.25"]]
+
+
+def test_compare_refreshes_live_workloads_with_only_the_new_rows(ui_page, ui_server):
+    """Two workloads whose runs are still going: points logged after Compare opened appear in
+    its charts (asked for with after_row, so no old point comes again), the zoom kept; the
+    live bar goes once the runs finish."""
+    from helpers.ui import point
+
+    uids = ["ui-compare-live-a", "ui-compare-live-b"]
+    t0 = time.time()
+    for k, uid in enumerate(uids):
+        ui_server.run_event(uid, f"{uid}-run", "started", name=f"live-{k}", project="ui-live")
+        ui_server.metrics(uid, [point("loss", 1.0 + k + s / 10, s, t0 + s / 100) for s in range(10)], run_id=f"{uid}-run")
+    ui_page.goto(f"{ui_server.url}/#/compare?w={','.join(uids)}&metrics=loss")
+    ui_page.wait_for_selector('.plot[data-metric="loss"][data-revision]')
+    ui_page.wait_for_selector('#compare-live[data-live="on"]')
+    assert "2 of 2 workloads live" in ui_page.inner_text("#compare-live")
+    # New rows for A only: A's line grows to step 14, B's stays at 10 points.
+    ui_server.metrics(uids[0], [point("loss", 3.0 + s, s, time.time()) for s in range(10, 15)], run_id=f"{uids[0]}-run")
+    ui_page.wait_for_function("""() => document.querySelector('.plot[data-metric="loss"]').__lens.series
+                                   .some(t => t.workload === 'ui-compare-live-a' && t.x.length === 15)""")
+    got = {t["workload"]: (t["x"], t["y"]) for t in lens_series(ui_page, "loss") if t["kind"] == "raw"}
+    assert got[uids[0]][0] == list(range(15)) and got[uids[0]][1][10:] == [3.0 + s for s in range(10, 15)]
+    assert got[uids[1]][0] == list(range(10))
+    polls = ui_page.evaluate("""() => performance.getEntriesByType('resource').map(r => r.name)
+                                   .filter(n => n.includes('ui-compare-live-a/metrics/data'))""")
+    assert polls and all("after_row=" in p for p in polls)   # never the whole series again
+    assert any("after_row=9" in p for p in polls)
+    # The runs finish: after the grace ticks the bar goes and the polling stops.
+    for uid in uids:
+        ui_server.run_event(uid, f"{uid}-run", "finished", status="finished")
+    ui_page.wait_for_selector("#compare-live", state="hidden", timeout=30_000)

@@ -23,6 +23,7 @@ import psycopg
 
 from . import schema
 from .model import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey
+from .runs_filter import PostgresDialect
 from .store import Store
 
 _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
@@ -51,6 +52,7 @@ class PostgresStore(Store):
     """A Lens database in PostgreSQL."""
 
     kind = "postgresql"
+    dialect = PostgresDialect()
     ingest_concurrency = 2
     _nonfinite_sql = "(value IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8))"
     retry_errors = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)

@@ -25,6 +25,7 @@ except ImportError:  # Windows: one process only
 
 from . import schema
 from .model import KEY_COLS, POINT_COLS, SERIES_SUMMARY_COLS, point_rows
+from .runs_filter import SQLiteDialect
 from .store import Store
 
 log = logging.getLogger("primus_lens.server")
@@ -48,6 +49,7 @@ class SQLiteStore(Store):
     """A Lens database in one SQLite file."""
 
     kind = "sqlite"
+    dialect = SQLiteDialect()
 
     def __init__(self, path: str, synchronous: str = "NORMAL"):
         super().__init__()

@@ -9,6 +9,7 @@ SQL differs).  Where each job lives:
 * :mod:`.rollup_upkeep`: rollup rows of the blocks a batch touched (math in :mod:`.rollup`);
 * :mod:`.reports`: detection and run upserts;
 * :mod:`.queries`: workloads, sources, available metrics, points (:mod:`.downsample`);
+* :mod:`.runs`: the runs table (filter, sort, group; syntax in :mod:`.runs_filter`);
 * :mod:`.retention`: deleting workloads.
 """
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 from .ingest import Ingest
 from .queries import Queries
 from .retention import Retention
+from .runs import Runs
 
 
-class Store(Ingest, Queries, Retention):
+class Store(Ingest, Queries, Runs, Retention):
     """A Lens database.  Thread-safe: ingest may be called from many threads."""

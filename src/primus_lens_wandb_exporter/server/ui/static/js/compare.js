@@ -1,7 +1,7 @@
 // Compare view: several workloads overlaid, one chart per metric, one colour per run, legend by
-// run name (W&B's run comparison). Data comes from the same per-workload requests as the
-// Metrics tab (`metrics/available`, `metrics/data` downsampled with max_points), so each
-// workload costs what its own Metrics tab costs.
+// run name (W&B's run comparison). Per workload: `metrics/available`, then `runs/data` (the
+// points `metrics/data` gives with the same max_points, as columns per series), so each
+// workload costs the server what its own Metrics tab costs, in a fifth of the bytes.
 //
 // The whole view lives in the URL, so a copied URL opens the same view:
 //   #/compare?w=<uid>,<uid>&metrics=loss,acc&hide_ranks=1&smoothing=0.6&x=time&logy=1&source=wandb
@@ -13,7 +13,10 @@ import { SeriesStore, timeWindow } from './series.js';
 import { bindRankPicker, esc, formatCount } from './util.js';
 
 const DEFAULT_SELECTED = 24;
-const FETCH_GROUP = 12;            // metrics per metrics/data request (as the Metrics tab)
+const FETCH_GROUP = 12;            // metrics per data request (as the Metrics tab)
+const LIVE_MS = 1000;              // refresh period while a compared workload is live (as the Metrics tab)
+const STATUS_EVERY = 5;            // live workloads' status (live / finished) checked every 5 ticks
+const GRACE_TICKS = 5;             // after a workload finishes: 5 more ticks for its last flushed points
 
 function maxPointsFor(el) {
   const width = el.clientWidth || 1200;
@@ -72,6 +75,8 @@ export function compareView(root, route) {
     stores: new Map(s.workloads.map((w) => [w, new SeriesStore()])),
     runNames: new Map(),          // `${uid}\u0000${runId}` -> W&B run name
     loaded: new Set(), cards: new Map(), revision: 0,
+    live: new Map(),              // uid -> ticks left to poll (Infinity while the workload is live)
+    paused: false, tick: 0,
     countsBy: new Map(),          // uid -> Map(metric -> points stored)
   };
   let maxPoints = 1000;
@@ -100,6 +105,7 @@ export function compareView(root, route) {
           <label class="inline"><input type="checkbox" id="logy"> Log scale (y)</label>
         </aside>
         <div class="metrics-main"><div id="metrics-state"></div>
+          <div class="live-bar" id="compare-live" hidden></div>
           <details class="card config-diff" id="config-diff" open><summary>Config
             <label class="inline"><input type="checkbox" id="diff-only" checked> only keys that differ</label></summary>
             <div id="config-table"></div>
@@ -176,13 +182,23 @@ export function compareView(root, route) {
       stateEl.innerHTML = '<div class="state empty"><h2>Nothing to compare</h2><p>Tick workloads in the <a href="#/">list</a>, then “Compare”.</p></div>';
       return;
     }
+    // Each workload's points are asked for as soon as its metric list arrives, not after
+    // every workload's list and detail (20 workloads: ~0.2 s earlier). It asks for the
+    // metrics that will be drawn: the URL's, or its own first DEFAULT_SELECTED names, a
+    // superset of its share of the union's first DEFAULT_SELECTED (a name among the union's
+    // first N has fewer than N union names before it, so fewer than N of its own).
+    maxPoints = maxPointsFor(chartsEl);
+    const prefetched = [];
     const results = await Promise.all(s.workloads.map(async (uid) => {
       const base = `workloads/${encodeURIComponent(uid)}`;
-      const [detail, avail] = await Promise.all([
-        apiGet(base).catch(() => null),
-        apiGet(`${base}/metrics/available`, { data_source: s.source }),
-      ]);
-      return { uid, detail, avail };
+      const detailP = apiGet(base).catch(() => null);
+      const avail = await apiGet(`${base}/metrics/available`, { data_source: s.source });
+      const own = (avail.metrics || []).map((m) => (typeof m === 'string' ? m : m.name)).sort((a, b) => a.localeCompare(b));
+      const wanted = s.metrics ? own.filter((m) => s.metrics.includes(m)) : own.slice(0, DEFAULT_SELECTED);
+      for (let i = 0; i < wanted.length; i += FETCH_GROUP) {
+        prefetched.push(fetchColumns(uid, wanted.slice(i, i + FETCH_GROUP)));
+      }
+      return { uid, detail: await detailP, avail };
     }));
     if (st.disposed) return;
     const names = new Set();
@@ -204,6 +220,12 @@ export function compareView(root, route) {
     if (!st.available.length) {
       stateEl.innerHTML = `<div class="state empty"><h2>No metrics in “${esc(s.source)}” for these workloads yet</h2></div>`;
     }
+    for (const { uid, detail } of results) if (detail && detail.status === 'live') st.live.set(uid, Infinity);
+    drawPickers();
+    drawCards();
+    await Promise.all(prefetched);
+    if (st.disposed) return;
+    for (const m of selectedMetrics()) st.loaded.add(m);   // every workload's share is in
     await ensureData();
   }
 
@@ -228,6 +250,13 @@ export function compareView(root, route) {
           r.cells.map((v) => `<td>${v === undefined ? '<span class="muted">—</span>' : esc(v)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   }
 
+  /** One workload's downsampled points (runs/data: the same downsampling as metrics/data with
+   * max_points, as columns per series, about a fifth of the bytes). */
+  function fetchColumns(uid, metrics) {
+    return apiGet('runs/data', { workloads: uid, data_source: s.source, metrics, max_points: maxPoints })
+      .then((resp) => st.stores.get(uid).mergeColumns(resp.series || []));
+  }
+
   async function ensureData() {
     maxPoints = maxPointsFor(chartsEl);
     const wanted = selectedMetrics().filter((m) => !st.loaded.has(m));
@@ -237,9 +266,7 @@ export function compareView(root, route) {
     for (let i = 0; i < wanted.length; i += FETCH_GROUP) {
       const group = wanted.slice(i, i + FETCH_GROUP);
       for (const uid of s.workloads) {
-        requests.push(apiGet(`workloads/${encodeURIComponent(uid)}/metrics/data`,
-          { data_source: s.source, metrics: group, max_points: maxPoints })
-          .then((resp) => st.stores.get(uid).merge(resp.data || [])));
+        requests.push(fetchColumns(uid, group));
       }
     }
     await Promise.all(requests);
@@ -337,11 +364,78 @@ export function compareView(root, route) {
     if (!st.disposed && fetched.some(Boolean)) drawCard(metric, card);
   }
 
-  load().catch((err) => { if (!st.disposed) showError(err); });
+  // ---- live refresh: while a compared workload is live, the rows after the last row held
+  // (after_row, as the Metrics tab) are merged in place every second; the charts keep their zoom.
+  let liveTimer = null;
+  $('#compare-live').addEventListener('click', (event) => {
+    if (event.target.id !== 'compare-live-toggle') return;
+    st.paused = !st.paused;
+    drawLiveBar();
+  });
+
+  function drawLiveBar() {
+    const bar = $('#compare-live');
+    const n = [...st.live.values()].filter((v) => v === Infinity).length;
+    bar.hidden = !n;
+    if (!n) { delete bar.dataset.live; return; }
+    bar.dataset.live = st.paused ? 'paused' : 'on';
+    bar.innerHTML = st.paused
+      ? '<span class="badge muted">paused</span> Live refresh paused. <button type="button" id="compare-live-toggle">Resume</button>'
+      : `<span class="badge status live">● live</span> ${n} of ${s.workloads.length} workloads live: new points every ${LIVE_MS / 1000} s. <button type="button" id="compare-live-toggle">Pause</button>`;
+  }
+
+  async function refreshStatus() {
+    await Promise.all([...st.live.keys()].map(async (uid) => {
+      const d = await apiGet(`workloads/${encodeURIComponent(uid)}`).catch(() => null);
+      if (!d || st.disposed) return;
+      if (d.status === 'live') st.live.set(uid, Infinity);
+      else if (st.live.get(uid) === Infinity) st.live.set(uid, GRACE_TICKS);
+      for (const run of d.runs || []) if (run.name) st.runNames.set(`${uid}\u0000${run.run_id}`, run.name);
+    }));
+  }
+
+  async function pollNew() {
+    const metrics = selectedMetrics().filter((m) => st.loaded.has(m));
+    const changed = new Set();
+    await Promise.all([...st.live.keys()].map(async (uid) => {
+      const store = st.stores.get(uid);
+      const withData = metrics.filter((m) => store.forMetric(m).length);
+      if (!withData.length) return;
+      const resp = await apiGet(`workloads/${encodeURIComponent(uid)}/metrics/data`,
+        { data_source: s.source, metrics: withData, after_row: store.minLastRow(withData) });
+      if (!st.disposed) for (const m of store.merge(resp.data || [])) changed.add(m);
+    }));
+    if (st.disposed) return;
+    for (const m of changed) { const card = st.cards.get(m); if (card) drawCard(m, card); }
+  }
+
+  async function liveTick() {
+    if (st.disposed) return;
+    const started = performance.now();
+    try {
+      if (st.live.size && !st.paused) {
+        st.tick += 1;
+        if (st.tick % STATUS_EVERY === 0) await refreshStatus();
+        await pollNew();
+        for (const [uid, left] of st.live) {
+          if (left === Infinity) continue;
+          if (left <= 1) st.live.delete(uid); else st.live.set(uid, left - 1);
+        }
+      }
+    } catch (err) {
+      if (!st.disposed) showError(err);
+    }
+    drawLiveBar();
+    if (!st.disposed) liveTimer = setTimeout(liveTick, Math.max(50, LIVE_MS - (performance.now() - started)));
+  }
+
+  load().then(() => { if (!st.disposed) { drawLiveBar(); liveTick(); } })
+    .catch((err) => { if (!st.disposed) showError(err); });
 
   return {
     dispose() {
       st.disposed = true;
+      clearTimeout(liveTimer);
       resizer.disconnect();
       for (const card of st.cards.values()) if (card.chart) card.chart.destroy();
     },

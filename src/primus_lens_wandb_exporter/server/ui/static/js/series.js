@@ -128,6 +128,20 @@ export class SeriesStore {
     return changed;
   }
 
+  /** Merge the `series` of a runs/data response (columns per series); returns the changed metric names. */
+  mergeColumns(list) {
+    const changed = new Set();
+    for (const c of list) {
+      const key = seriesKey(c.metric_name, c.rank, c.run_id);
+      let series = this.map.get(key);
+      if (!series) { series = new Series(c.metric_name, c.rank, c.run_id); this.map.set(key, series); }
+      for (let i = 0; i < c.step.length; i++) {
+        if (series.upsert(Number(c.step[i]), Number(c.timestamp[i]), parseValue(c.value[i]), c.row[i])) changed.add(c.metric_name);
+      }
+    }
+    return changed;
+  }
+
   forMetric(metric) {
     const out = [];
     for (const s of this.map.values()) if (s.metric === metric) out.push(s);

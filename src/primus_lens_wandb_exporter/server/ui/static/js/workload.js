@@ -115,8 +115,10 @@ function overviewTab(el, ctx) {
         <td>${esc(formatTime(r.started_at))}</td><td>${esc(formatTime(r.finished_at))}</td></tr>`).join('')}
       </tbody></table>
       ${runs.map((r) => `
-        <details class="run-config" ${runs.length === 1 ? 'open' : ''}><summary>Config of ${esc(r.name || r.run_id || 'run')}</summary><pre>${json(r.config || {})}</pre></details>
-        ${r.summary && Object.keys(r.summary).length ? `<details><summary>Summary of ${esc(r.name || r.run_id || 'run')}</summary><pre>${json(r.summary)}</pre></details>` : ''}`).join('')}`
+        <details class="run-config" ${runs.length === 1 ? 'open' : ''}><summary>Config of ${esc(r.name || r.run_id || 'run')}</summary>
+          ${configTree(r.config || {})}
+          <details class="raw-json"><summary>JSON</summary><pre>${json(r.config || {})}</pre></details></details>
+        ${r.summary && Object.keys(r.summary).length ? `<details class="run-summary" ${runs.length === 1 ? 'open' : ''}><summary>Summary of ${esc(r.name || r.run_id || 'run')}</summary>${summaryTable(r.summary)}</details>` : ''}`).join('')}`
       : '<div class="state empty">No W&amp;B run reported yet (the exporter sends it at <code>wandb.init</code>).</div>';
 
     el.innerHTML = `
@@ -152,4 +154,31 @@ function overviewTab(el, ctx) {
   ctx.listeners.add(listener);
   listener(ctx.detail);
   return { dispose() { ctx.listeners.delete(listener); } };
+}
+
+/** A W&B config as a collapsible tree: nested objects are <details> (open at the first level). */
+export function configTree(value) {
+  const node = (k, v, depth) => {
+    if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length) {
+      return `<li><details class="tree-node" data-key="${esc(k)}" ${depth < 1 ? 'open' : ''}><summary><span class="k">${esc(k)}</span> <span class="muted">{${Object.keys(v).length}}</span></summary>
+        <ul>${Object.entries(v).map(([ck, cv]) => node(ck, cv, depth + 1)).join('')}</ul></details></li>`;
+    }
+    return `<li class="tree-leaf" data-key="${esc(k)}"><span class="k">${esc(k)}</span>: <span class="v">${esc(typeof v === 'string' ? v : JSON.stringify(v))}</span></li>`;
+  };
+  const entries = Object.entries(value || {});
+  if (!entries.length) return '<p class="muted">No config.</p>';
+  return `<ul class="tree config-tree">${entries.map(([k, v]) => node(k, v, 0)).join('')}</ul>`;
+}
+
+/** A W&B summary as a key/value table, nested keys flattened to a.b.c (W&B's column names). */
+export function summaryTable(summary) {
+  const rows = [];
+  const put = (prefix, v) => {
+    if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length) {
+      for (const [k, cv] of Object.entries(v)) put(prefix ? `${prefix}.${k}` : k, cv);
+    } else rows.push([prefix, v]);
+  };
+  put('', summary);
+  return `<table class="grid summary-table"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>${
+    rows.map(([k, v]) => `<tr data-key="${esc(k)}"><td>${esc(k)}</td><td class="num">${esc(typeof v === 'string' ? v : JSON.stringify(v))}</td></tr>`).join('')}</tbody></table>`;
 }

@@ -39,6 +39,7 @@ export function workloadsView(el, route) {
                value="${esc(state.search)}" aria-label="Search workloads">
         <span class="muted" id="workload-count"></span>
         <button type="button" id="compare-button" disabled title="Tick two or more workloads to overlay their metrics">Compare</button>
+        <a href="#/runs" class="button" id="open-runs-table" title="Filter by config, summary, tags; pick columns; group by a config key">Runs table →</a>
       </div>
       <div id="workloads-body"><div class="state loading">Loading workloads…</div></div>
     </section>`;
