@@ -11,6 +11,7 @@ import time
 from typing import Dict, List, Optional
 
 from .._version import __version__
+from .output import request_error
 
 PTH_NAME = "primus_lens_wandb_exporter.pth"
 
@@ -151,27 +152,7 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
         return {"url": url, "ok": response.status_code == 200, "status": response.status_code,
                 "ms": round((time.monotonic() - started) * 1000, 1), "error": None if response.ok else response.text[:200]}
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "error": _cause(exc), "detail": repr(exc)}
-
-
-def _cause(exc: BaseException) -> str:
-    """What went wrong with a request, in a few words (the repr of requests' nested
-    exceptions is several hundred characters that all say the same thing)."""
-    import requests
-
-    text = str(exc)
-    if isinstance(exc, requests.Timeout):
-        return "no answer in time (timed out)"
-    for needle, cause in (("Connection refused", "connection refused"),
-                          ("Name or service not known", "host name not found"),
-                          ("Temporary failure in name resolution", "host name not found"),
-                          ("nodename nor servname", "host name not found"),
-                          ("No route to host", "no route to host"),
-                          ("Network is unreachable", "network unreachable"),
-                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
-        if needle in text:
-            return cause
-    return f"{type(exc).__name__}: {text[:200]}"
+        return {"url": url, "ok": False, "error": request_error(exc), "detail": repr(exc)}
 
 
 def _unreachable_fix(api: Dict, base_url: str, url_set: bool) -> str:
@@ -196,8 +177,8 @@ def _check_auth(base_url: str, token: Optional[str]) -> Dict:
     try:
         response = requests.post(url, json={}, timeout=5, headers=headers)
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "status": None, "error": _cause(exc), "detail": repr(exc),
-                "fix": f"Lens answered /health but not {url}: {_cause(exc)}"}
+        return {"url": url, "ok": False, "status": None, "error": request_error(exc), "detail": repr(exc),
+                "fix": f"Lens answered /health but not {url}: {request_error(exc)}"}
     status = response.status_code
     out = {"url": url, "ok": status == 200, "status": status, "error": None if status == 200 else response.text[:200]}
     if status == 403 and token:
