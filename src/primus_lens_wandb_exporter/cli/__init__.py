@@ -48,8 +48,8 @@ EXIT_BROKEN_PIPE = 141
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # --help writes too
         result = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:
