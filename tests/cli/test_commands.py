@@ -7,10 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import psutil
-import pytest
 import requests
 from helpers.exporter import exporter_env, get_json, run_cli, run_python
 from helpers.server import LensServer, free_port
@@ -155,6 +153,10 @@ def test_replay_of_jsonl_sends_the_runs_config_and_detection(lens_server, tmp_pa
     (run,) = detail["runs"]
     assert run["config"] == {"lr": 0.25, "optimizer": "adamw"} and run["project"] == "p", run
     assert detail["detection"], detail
+    # One rank's points file: its run records next to it go too.
+    proc = run_cli(["replay", str(out / "node_0" / "rank_0" / "wandb_metrics.jsonl"), "--url", lens_server.api,
+                    "--json"], exporter_env(lens_server, tmp_path, "meta"))
+    assert json.loads(proc.stdout)["run_records"] >= 2
 
 
 def test_replay_retries_until_lens_answers_and_sends_everything_once(tmp_path, lens_db_url_factory):
@@ -252,3 +254,30 @@ def test_demo_help_says_it_keeps_serving_and_how_to_stop():
     assert "Ctrl-C" in text and "SIGTERM" in text and "--exit-after-train" in text
     for option in ("--port", "--steps", "--batch-size"):
         assert option in text
+
+
+def test_doctor_colours_a_terminal_only(tmp_path):
+    # The same report on a terminal (a pty) has colour; in a pipe it is plain text.
+    import pty
+
+    env = exporter_env(None, tmp_path, "tty")
+    env.pop("NO_COLOR", None)
+    env["TERM"] = "xterm-256color"
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([*CLI, "doctor"], env=env, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(120)
+    os.close(primary)
+    on_tty = b"".join(chunks).decode()
+    piped = run_cli(["doctor"], env, check=False).stdout
+    assert "\x1b[32m✓" in on_tty and "\x1b[1;31m✗" in on_tty and "not reachable" in on_tty, on_tty  # green, red
+    assert "\x1b[" not in piped and "not reachable" in piped, piped

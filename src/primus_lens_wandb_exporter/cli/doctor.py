@@ -287,7 +287,9 @@ def _print_doctor(report: Dict) -> None:
     say = lambda text, style=None: out.print(text, style=style, markup=False)  # noqa: E731
 
     def check(flag, text):
-        say(f"{'✓' if flag else '✗'} {text}", None if flag else "red")
+        from rich.text import Text
+
+        out.print(Text.assemble(("✓", "green") if flag else ("✗", "bold red"), " ", (text, None if flag else "red")))
 
     shown = set()  # problems a ✗ line already stated in full are not repeated at the end
     probe = report["fresh_interpreter"]

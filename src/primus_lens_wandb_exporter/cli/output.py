@@ -7,7 +7,7 @@ only; piped output is plain text with the same aligned columns.
 
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 # Piped output has no terminal width: wide enough that a table row never wraps.
 _PIPE_WIDTH = 200
@@ -19,7 +19,9 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=not tty, width=None if tty else _PIPE_WIDTH,
+    # soft_wrap: long lines (paths, URLs, a fix) are left to the terminal to wrap, so they copy
+    # and grep whole; tables have their own widths.
+    return Console(file=stream, highlight=False, soft_wrap=True, width=None if tty else _PIPE_WIDTH,
                    no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
@@ -109,11 +111,3 @@ def request_error(exc: BaseException) -> str:
             return cause
     return f"{type(exc).__name__}: {text[:200]}"
 
-
-def lines(renderable) -> List[str]:
-    """A renderable as plain text lines (no colour), for tests and logs."""
-    from rich.console import Console
-
-    c = Console(width=_PIPE_WIDTH, color_system=None, record=True, file=open(os.devnull, "w"))
-    c.print(renderable)
-    return c.export_text().splitlines()

@@ -16,8 +16,10 @@ from ..sinks.jsonl import RECORDS_FILE
 
 
 def _jsonl_files(path: str) -> List[str]:
+    """The JSONL files under ``path``; for one points file, also its run records next to it."""
     if os.path.isfile(path):
-        return [path]
+        records = os.path.join(os.path.dirname(path), RECORDS_FILE)
+        return [path] + ([records] if os.path.basename(path) != RECORDS_FILE and os.path.isfile(records) else [])
     return sorted(glob.glob(os.path.join(path, "**", "*.jsonl"), recursive=True))
 
 
