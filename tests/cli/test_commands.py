@@ -281,3 +281,21 @@ def test_doctor_colours_a_terminal_only(tmp_path):
     piped = run_cli(["doctor"], env, check=False).stdout
     assert "\x1b[32m✓" in on_tty and "\x1b[1;31m✗" in on_tty and "not reachable" in on_tty, on_tty  # green, red
     assert "\x1b[" not in piped and "not reachable" in piped, piped
+
+
+def test_serve_stops_on_ctrl_c_without_a_traceback(tmp_path):
+    # uvicorn re-raises SIGINT after its graceful shutdown: `primus-lens serve` then Ctrl-C
+    # printed a KeyboardInterrupt traceback (also inside `primus-lens demo`).
+    port = free_port()
+    env = exporter_env(None, tmp_path, "unused")
+    srv = subprocess.Popen([*CLI, "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path}/s.db"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _read_until(srv, "listening on", timeout=60)
+        srv.send_signal(signal.SIGINT)
+        rest, _ = srv.communicate(timeout=60)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+    assert srv.returncode == 0

@@ -69,6 +69,8 @@ def cmd_demo(args) -> int:
     # SIGTERM (kill, a container stop) and SIGHUP (terminal closed) stop the demo like Ctrl-C:
     # through the finally below, which stops the server and the training it started.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C even where the shell started us with SIGINT ignored (a background job).
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     children: Dict[str, subprocess.Popen] = {}
     try:
         return _run(args, out, children)
@@ -103,7 +105,9 @@ def _run(args, out, children: Dict) -> int:
     out.print(f"▶ starting Lens server on {base} (database {db})")
     children["server"] = server = subprocess.Popen(
         [sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(port), "--db", db,
-         "--log-level", "warning"], preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+         "--log-level", "warning"], preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        # Its own session: Ctrl-C reaches the demo only, which then stops the server (and says so).
+        start_new_session=True)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -188,7 +192,10 @@ def _print_metrics(out, base: str, workload: str) -> None:
         last = pts[-1]["value"]
         rows.append([name, str(len(pts)), f"{pts[0]['iteration']}..{pts[-1]['iteration']}",
                      f"{last:.6g}" if isinstance(last, (int, float)) else str(last)])
-    out.print(table(["metric", "points", "steps", "last value"], rows, right=(1, 2, 3)))
+    from rich.padding import Padding
+
+    out.print(Padding(table(["metric", "points", "steps", "last value"], rows, right=(1, 2, 3)), (0, 0, 0, 2),
+                      expand=False))
 
 
 def register(sub) -> None:

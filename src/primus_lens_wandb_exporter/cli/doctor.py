@@ -333,7 +333,7 @@ def _print_doctor(report: Dict) -> None:
         older = report.get("counters_older") or 0
         say(f"  recent runs (one per exporter process, newest first"
             f"{f'; {older} older not shown' if older else ''}):")
-        out.print(Padding(_run_table(runs), (0, 0, 0, 4)))
+        out.print(Padding(_run_table(runs), (0, 0, 0, 4), expand=False))
     for stats in runs:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)

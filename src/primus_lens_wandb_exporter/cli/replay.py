@@ -187,10 +187,11 @@ def cmd_replay(args) -> int:
     if args.json:
         print_json({"url": base, "path": args.path, **counts, "ok": code == 0})
     else:
-        print(f"replayed {counts['points_sent']} points to {base} ({counts['points_failed']} failed); "
-              f"requests: {counts['requests_sent']} sent ({counts['run_records']} run and "
-              f"{counts['detection_records']} detection records), {counts['retries']} retried, "
-              f"{counts['requests_failed']} failed; re-running is safe (points are upserted)")
+        failed = (f"{counts['requests_failed']} failed ({counts['points_failed']} points)"
+                  if counts["requests_failed"] else "0 failed")
+        print(f"replayed {counts['points_sent']} points to {base} in {counts['requests_sent']} requests "
+              f"({counts['run_records']} run and {counts['detection_records']} detection records): "
+              f"{counts['retries']} retried, {failed}; re-running is safe (points are upserted)")
     return code
 
 

@@ -174,7 +174,12 @@ def serve(args: argparse.Namespace) -> int:
     tune_gc()
     server = _server_class()(config)
     server.db_where = _redact(db_url)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # Ctrl-C: uvicorn shut down gracefully, then re-raised the signal; that is the normal
+        # way to stop a server in a terminal, not an error worth a traceback.
+        pass
     return 0
 
 
