@@ -299,3 +299,22 @@ def test_serve_stops_on_ctrl_c_without_a_traceback(tmp_path):
             srv.kill()
     assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
     assert srv.returncode == 0
+
+
+def test_doctor_says_why_a_pod_name_gave_no_workload_and_what_to_set(tmp_path):
+    # `a` and `e` are never in a Kubernetes random suffix: the name is not parsed (by design,
+    # docs/identity.md); the warning says so and names WORKLOAD_UID.
+    env = exporter_env(None, tmp_path, "x", pod_name="trial-job-0-abcde")
+    env.pop("WORKLOAD_UID")
+    report = json.loads(run_cli(["doctor", "--json"], env, check=False).stdout)
+    assert report["identity"]["workload_uid"] == "trial-job-0-abcde"
+    (line,) = [p for p in report["problems"] if "trial-job-0-abcde" in p]
+    assert "'abcde' is not a Kubernetes random suffix" in line and "'a', 'e'" in line, line
+    assert "WORKLOAD_UID=trial-job" in line, line
+    for name, workload in (("trial-job-0-x7k2q", {}), ("trial-job-0-abcde", {"WORKLOAD_UID": "trial-job"}),
+                           ("llama-train", {})):
+        env = exporter_env(None, tmp_path, "x", pod_name=name, **workload)
+        if not workload:
+            env.pop("WORKLOAD_UID")
+        report = json.loads(run_cli(["doctor", "--json"], env, check=False).stdout)
+        assert not [p for p in report["problems"] if "Kubernetes random suffix" in p], (name, report["problems"])
