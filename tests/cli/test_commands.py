@@ -50,6 +50,7 @@ def test_demo_keeps_serving_when_piped_and_sigterm_stops_its_server(tmp_path):
     try:
         out = _read_until(demo, "Ctrl-C")
         assert f"http://127.0.0.1:{port}/#/workloads/sig/metrics" in out, out
+        assert "framework: no training framework detected" in out and "wrapper=None" not in out, out
         children = psutil.Process(demo.pid).children(recursive=True)
         assert children, "the demo started no server"
         time.sleep(1)  # still serving after the output ended: the printed URLs work
@@ -92,12 +93,14 @@ def test_demo_runs_without_torch_numpy_or_a_clone(tmp_path, lens_db_url_factory)
     blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "blocked" in blocked.stderr
     db = lens_db_url_factory()
-    proc = subprocess.run([*CLI, "demo", "--exit-after-train", "--port", str(free_port()), "--db", db, "--data-dir",
+    proc = subprocess.run([*CLI, "demo", "--exit-after-train", "--json", "--port", str(free_port()), "--db", db, "--data-dir",
                            str(tmp_path / "demo"), "--steps", "30", "--workload", "no-torch"], env=env,
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "wrapper=None" not in proc.stdout and "framework: no training framework detected" in proc.stdout
+    results = json.loads(proc.stdout)  # --json: the results alone on stdout
+    assert results["points"] == 150 and results["framework"].startswith("no training framework detected")
+    assert "framework: no training framework detected" in proc.stderr and "wrapper=None" not in proc.stderr
     srv = LensServer(db, tmp_path / "check.log").start()
     try:
         counts = {m["name"]: m["count"] for m in

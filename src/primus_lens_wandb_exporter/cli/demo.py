@@ -61,7 +61,13 @@ def _stop_child(proc: Optional[subprocess.Popen], what: str, out) -> None:
 
 
 def cmd_demo(args) -> int:
-    out = console()
+    # --json: the results document alone on stdout, everything for people on stderr.
+    out = console(stderr=args.json)
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        out.print(f"the demo starts a Lens server, which needs {' and '.join(missing)}: "
+                  "pip install 'primus-lens-wandb-exporter[server]'", style="red")
+        return 2
     if importlib.util.find_spec("wandb") is None and not args.script:
         out.print("the demo's training program logs with wandb, which is not installed: "
                   "pip install wandb", style="red")
@@ -105,7 +111,7 @@ def _run(args, out, children: Dict) -> int:
     out.print(f"▶ starting Lens server on {base} (database {db})")
     children["server"] = server = subprocess.Popen(
         [sys.executable, "-m", "primus_lens_wandb_exporter.server", "--port", str(port), "--db", db,
-         "--log-level", "warning"], preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+         "--log-level", "warning"], stdout=sys.stderr if args.json else None, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         # Its own session: Ctrl-C reaches the demo only, which then stops the server (and says so).
         start_new_session=True)
     deadline = time.monotonic() + 60
@@ -134,22 +140,22 @@ def _run(args, out, children: Dict) -> int:
         what = "a tiny pure-Python model (logistic regression, shipped in the package)"
     out.print(f"▶ training {what} with wandb offline, exporter active, no code changes, as workload {workload}")
     started = time.monotonic()
-    children["train"] = train = subprocess.Popen(command, env=env)
+    children["train"] = train = subprocess.Popen(command, env=env, stdout=sys.stderr if args.json else None)
     if train.wait() != 0:
         out.print(f"training failed (exit {train.returncode})", style="red")
         return train.returncode if train.returncode > 0 else 1
     out.print(f"  training finished in {time.monotonic() - started:.1f} s")
-    _print_metrics(out, base, workload)
-    out.print()
-    out.print(f"Lens UI:   {base}/#/workloads/{workload}/metrics")
-    out.print(f"API:       {base}/api/v1/workloads/{workload}/metrics/available?data_source=wandb", soft_wrap=True)
-    out.print(f"           {base}/api/v1/workloads/{workload}/metrics/data?data_source=wandb&metrics=loss,accuracy",
-              soft_wrap=True)
-    out.print(f"API docs:  {base}/api/docs")
+    results = _results(base, workload)
+    _print_results(out, results)
+    if args.json:
+        from .output import print_json
+
+        print_json(results)
     if args.exit_after_train:
         return 0
     out.print(f"\nServing on {base} until Ctrl-C (or SIGTERM); that stops the server too.", style="bold")
     sys.stdout.flush()
+    sys.stderr.flush()
     code = server.wait()
     out.print(f"the Lens server exited by itself (exit {code})", style="red")
     return 1
@@ -172,30 +178,48 @@ def describe_detection(det: Dict) -> str:
                    if how else "")
 
 
-def _print_metrics(out, base: str, workload: str) -> None:
+def _results(base: str, workload: str) -> Dict:
+    """What Lens stored for the demo's workload, and where to look (``demo --json`` prints it)."""
     import requests
 
-    available = requests.get(f"{base}/api/v1/workloads/{workload}/metrics/available",
-                             params={"data_source": "wandb"}, timeout=10).json()
+    api = f"{base}/api/v1/workloads/{workload}"
+    available = requests.get(f"{api}/metrics/available", params={"data_source": "wandb"}, timeout=10).json()
     names = [m["name"] for m in available.get("metrics", [])]
-    data = requests.get(f"{base}/api/v1/workloads/{workload}/metrics/data",
-                        params={"data_source": "wandb", "metrics": ",".join(names)}, timeout=30).json()
+    data = requests.get(f"{api}/metrics/data", params={"data_source": "wandb", "metrics": ",".join(names)},
+                        timeout=30).json()
     series: Dict[str, List] = {}
     for point in data.get("data", []):
         series.setdefault(point["metric_name"], []).append(point)
-    detail = requests.get(f"{base}/api/v1/workloads/{workload}", timeout=10).json()
-    out.print(f"\nWorkload {workload}: {data.get('total_count', 0)} points stored")
-    out.print(f"  framework: {describe_detection(detail.get('detection') or {})}")
-    rows = []
+    metrics = {}
     for name in sorted(series):
         pts = sorted(series[name], key=lambda p: p["iteration"])
-        last = pts[-1]["value"]
-        rows.append([name, str(len(pts)), f"{pts[0]['iteration']}..{pts[-1]['iteration']}",
-                     f"{last:.6g}" if isinstance(last, (int, float)) else str(last)])
+        metrics[name] = {"points": len(pts), "first_step": pts[0]["iteration"], "last_step": pts[-1]["iteration"],
+                         "last_value": pts[-1]["value"]}
+    detection = requests.get(api, timeout=10).json().get("detection") or {}
+    return {"workload": workload, "points": data.get("total_count", 0), "metrics": metrics,
+            "detection": detection, "framework": describe_detection(detection),
+            "urls": {"ui": f"{base}/#/workloads/{workload}/metrics",
+                     "metrics_available": f"{api}/metrics/available?data_source=wandb",
+                     "metrics_data": f"{api}/metrics/data?data_source=wandb&metrics=loss,accuracy",
+                     "api_docs": f"{base}/api/docs"}}
+
+
+def _print_results(out, results: Dict) -> None:
     from rich.padding import Padding
 
+    out.print(f"\nWorkload {results['workload']}: {results['points']} points stored")
+    out.print(f"  framework: {results['framework']}")
+    rows = [[name, str(m["points"]), f"{m['first_step']}..{m['last_step']}",
+             f"{m['last_value']:.6g}" if isinstance(m["last_value"], (int, float)) else str(m["last_value"])]
+            for name, m in results["metrics"].items()]
     out.print(Padding(table(["metric", "points", "steps", "last value"], rows, right=(1, 2, 3)), (0, 0, 0, 2),
                       expand=False))
+    urls = results["urls"]
+    out.print()
+    out.print(f"Lens UI:   {urls['ui']}")
+    out.print(f"API:       {urls['metrics_available']}")
+    out.print(f"           {urls['metrics_data']}")
+    out.print(f"API docs:  {urls['api_docs']}")
 
 
 def register(sub) -> None:
@@ -216,6 +240,9 @@ def register(sub) -> None:
     demo.add_argument("--script", metavar="PATH",
                       help="train with this Python script instead of the built-in model (it gets --steps N), "
                            "e.g. examples/train_simple.py from a clone (needs torch)")
+    demo.add_argument("--json", action="store_true",
+                      help="print the results (points per metric, detection, URLs) as JSON on stdout, "
+                           "everything else on stderr")
     demo.add_argument("--exit-after-train", action="store_true",
                       help="stop the server and exit once the results are printed (for scripts and tests); "
                            "by default the demo keeps serving until Ctrl-C or SIGTERM")
