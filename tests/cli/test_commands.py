@@ -259,13 +259,17 @@ def test_demo_help_says_it_keeps_serving_and_how_to_stop():
         assert option in text
 
 
-def test_doctor_colours_a_terminal_only(tmp_path):
-    # The same report on a terminal (a pty) has colour; in a pipe it is plain text.
+def test_doctor_colours_a_terminal_only_and_never_crops_its_table(tmp_path):
+    # The same report on a terminal (a pty) has colour; in a pipe it is plain text. On a
+    # terminal narrower than the recent-runs table, no cell is cut to "…".
     import pty
+    import re
 
-    env = exporter_env(None, tmp_path, "tty")
+    env = exporter_env(None, tmp_path, "a-rather-long-workload-name", PRIMUS_LENS_TESTING="0",
+                       PRIMUS_LENS_EXIT_TIMEOUT="1")
+    run_python("import wandb; wandb.init(project='p'); wandb.log({'loss': 1.0}); wandb.finish()", env)
     env.pop("NO_COLOR", None)
-    env["TERM"] = "xterm-256color"
+    env.update(TERM="xterm-256color", COLUMNS="60")
     primary, secondary = pty.openpty()
     proc = subprocess.Popen([*CLI, "doctor"], env=env, stdout=secondary, stderr=secondary)
     os.close(secondary)
@@ -283,6 +287,9 @@ def test_doctor_colours_a_terminal_only(tmp_path):
     on_tty = b"".join(chunks).decode()
     piped = run_cli(["doctor"], env, check=False).stdout
     assert "\x1b[32m✓" in on_tty and "\x1b[1;31m✗" in on_tty and "not reachable" in on_tty, on_tty  # green, red
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", on_tty)
+    assert "…" not in plain and "batches refused (auth)" in plain, plain
+    assert "a-rather-long-workload-name-pod-0" in plain, plain
     assert "\x1b[" not in piped and "not reachable" in piped, piped
 
 

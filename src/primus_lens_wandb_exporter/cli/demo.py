@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .output import console, table
+from .output import console, print_table, table
 
 
 def _free_port(preferred: int) -> int:
@@ -205,15 +205,12 @@ def _results(base: str, workload: str) -> Dict:
 
 
 def _print_results(out, results: Dict) -> None:
-    from rich.padding import Padding
-
     out.print(f"\nWorkload {results['workload']}: {results['points']} points stored")
     out.print(f"  framework: {results['framework']}")
     rows = [[name, str(m["points"]), f"{m['first_step']}..{m['last_step']}",
              f"{m['last_value']:.6g}" if isinstance(m["last_value"], (int, float)) else str(m["last_value"])]
             for name, m in results["metrics"].items()]
-    out.print(Padding(table(["metric", "points", "steps", "last value"], rows, right=(1, 2, 3)), (0, 0, 0, 2),
-                      expand=False))
+    print_table(out, table(["metric", "points", "steps", "last value"], rows, right=(1, 2, 3)), indent=2)
     urls = results["urls"]
     out.print()
     out.print(f"Lens UI:   {urls['ui']}")

@@ -279,9 +279,7 @@ def cmd_doctor(args) -> int:
 
 
 def _print_doctor(report: Dict) -> None:
-    from rich.padding import Padding
-
-    from .output import console
+    from .output import console, print_table
 
     out = console()
     say = lambda text, style=None: out.print(text, style=style, markup=False)  # noqa: E731
@@ -333,7 +331,7 @@ def _print_doctor(report: Dict) -> None:
         older = report.get("counters_older") or 0
         say(f"  recent runs (one per exporter process, newest first"
             f"{f'; {older} older not shown' if older else ''}):")
-        out.print(Padding(_run_table(runs), (0, 0, 0, 4), expand=False))
+        print_table(out, _run_table(runs), indent=4)
     for stats in runs:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)

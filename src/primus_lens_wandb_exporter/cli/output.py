@@ -39,6 +39,20 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     return t
 
 
+def print_table(out, t, indent: int = 0) -> None:
+    """Print table ``t`` at its natural width, indented: on a terminal narrower than the table
+    the rows run over (and the terminal wraps them) rather than rich cropping cells to "…"."""
+    from rich.console import Console
+    from rich.padding import Padding
+
+    width = out.measure(t, options=out.options.update(width=_PIPE_WIDTH * 4)).maximum + indent
+    if width > out.width:
+        # Console.print never goes wider than its console: a wider one on the same stream.
+        out = Console(file=out.file, width=width, force_terminal=out.is_terminal, color_system=out.color_system,
+                      no_color=out.no_color, highlight=False)
+    out.print(Padding(t, (0, 0, 0, indent), expand=False))
+
+
 class Progress:
     """A points progress bar on stderr (a live bar on a terminal, one summary line otherwise)."""
 
