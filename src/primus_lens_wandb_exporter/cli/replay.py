@@ -8,11 +8,9 @@ import sys
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .output import request_error
-
 # The JSONL sink's run and detection records, one request per line next to each rank's points.
 from ..sinks.jsonl import RECORDS_FILE
-
+from .output import request_error
 
 
 def _jsonl_files(path: str) -> List[str]:
