@@ -121,7 +121,7 @@ def read_points(output_path):
     points = []
     for dirpath, _, files in os.walk(output_path):
         for name in files:
-            if name.endswith(".jsonl"):
+            if name == "wandb_metrics.jsonl":  # the points (wandb_run.jsonl next to it: run records)
                 with open(os.path.join(dirpath, name), encoding="utf-8") as fh:
                     points.extend(json.loads(line) for line in fh if line.strip())
     return points

@@ -41,8 +41,21 @@ def _missing_server(exc) -> int:
     return 2
 
 
+#: Exit status when the reader of stdout went away (``| head``): what a shell reports for a
+#: process stopped by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    result = args.func(args)
+    try:
+        args = parser.parse_args(argv)  # --help writes too
+        result = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `primus-lens ... | head -1`: the rest of the output has no reader; no traceback.
+        from .output import quiet_broken_pipe
+
+        quiet_broken_pipe()
+        return EXIT_BROKEN_PIPE
     return int(result or 0)

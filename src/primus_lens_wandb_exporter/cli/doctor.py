@@ -11,6 +11,7 @@ import time
 from typing import Dict, List, Optional
 
 from .._version import __version__
+from .output import request_error
 
 PTH_NAME = "primus_lens_wandb_exporter.pth"
 
@@ -44,7 +45,7 @@ _PROBE = (
 def doctor_report(environ=os.environ) -> Dict:
     """Everything ``primus-lens doctor`` checks, as a dict."""
     from ..core.config import ENV_VARS, load_config
-    from ..core.identity import load_identity, resolve_ranks
+    from ..core.identity import load_identity, pod_name_problem, resolve_ranks
     from ..sinks.spool import Spool, default_spool_dir
 
     config = load_config(environ)
@@ -74,6 +75,8 @@ def doctor_report(environ=os.environ) -> Dict:
     report["problems"].extend(config.warnings)
     if not identity.pod_name_from_env:
         report["problems"].append(f"POD_NAME is not set (using host name {identity.pod_name!r})")
+    elif pod_name_problem(identity):
+        report["problems"].append(pod_name_problem(identity))
     report["identity"] = {"pod_name": identity.pod_name, "workload_uid": identity.workload_uid,
                           "namespace": identity.namespace, "ranks": vars(resolve_ranks(environ))}
     report["api"] = _check_health(config.api_base_url, config.api_token) if config.api_reporting else "disabled"
@@ -151,27 +154,7 @@ def _check_health(base_url: str, token: Optional[str]) -> Dict:
         return {"url": url, "ok": response.status_code == 200, "status": response.status_code,
                 "ms": round((time.monotonic() - started) * 1000, 1), "error": None if response.ok else response.text[:200]}
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "error": _cause(exc), "detail": repr(exc)}
-
-
-def _cause(exc: BaseException) -> str:
-    """What went wrong with a request, in a few words (the repr of requests' nested
-    exceptions is several hundred characters that all say the same thing)."""
-    import requests
-
-    text = str(exc)
-    if isinstance(exc, requests.Timeout):
-        return "no answer in time (timed out)"
-    for needle, cause in (("Connection refused", "connection refused"),
-                          ("Name or service not known", "host name not found"),
-                          ("Temporary failure in name resolution", "host name not found"),
-                          ("nodename nor servname", "host name not found"),
-                          ("No route to host", "no route to host"),
-                          ("Network is unreachable", "network unreachable"),
-                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
-        if needle in text:
-            return cause
-    return f"{type(exc).__name__}: {text[:200]}"
+        return {"url": url, "ok": False, "error": request_error(exc), "detail": repr(exc)}
 
 
 def _unreachable_fix(api: Dict, base_url: str, url_set: bool) -> str:
@@ -196,8 +179,8 @@ def _check_auth(base_url: str, token: Optional[str]) -> Dict:
     try:
         response = requests.post(url, json={}, timeout=5, headers=headers)
     except requests.RequestException as exc:
-        return {"url": url, "ok": False, "status": None, "error": _cause(exc), "detail": repr(exc),
-                "fix": f"Lens answered /health but not {url}: {_cause(exc)}"}
+        return {"url": url, "ok": False, "status": None, "error": request_error(exc), "detail": repr(exc),
+                "fix": f"Lens answered /health but not {url}: {request_error(exc)}"}
     status = response.status_code
     out = {"url": url, "ok": status == 200, "status": status, "error": None if status == 200 else response.text[:200]}
     if status == 403 and token:
@@ -266,91 +249,105 @@ def _run_row(stats: Dict, now: float) -> List[str]:
             n("auth_rejected_batches")]
 
 
-def _run_table(runs: List[Dict], now: Optional[float] = None) -> List[str]:
-    """The recent runs as aligned lines (text left, numbers right)."""
+def _run_table(runs: List[Dict], now: Optional[float] = None):
+    """The recent runs as an aligned table (text left, numbers right)."""
+    from .output import table
+
     now = time.time() if now is None else now
-    rows = [list(RUN_COLUMNS)] + [_run_row(s, now) for s in runs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(RUN_COLUMNS))]
-    lines = []
-    for r in rows:
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return lines
+    return table(RUN_COLUMNS, [_run_row(s, now) for s in runs], right=range(3, len(RUN_COLUMNS)))
 
 
 def cmd_doctor(args) -> int:
+    """Exit 0: no problem found; 1: at least one (each printed as one line saying what to do)."""
     report = doctor_report()
     code = 1 if report["problems"] else 0
     try:
         if args.json:
-            print(json.dumps(report, indent=2, default=str))
+            from .output import print_json
+
+            print_json(report)
         else:
             _print_doctor(report)
         sys.stdout.flush()
     except BrokenPipeError:
-        # `doctor --json | head`: the reader went away. Point stdout at /dev/null so the
-        # interpreter's final flush does not print a traceback either.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # `doctor --json | head -1`: the reader went away; the exit status still says
+        # whether there were problems.
+        from .output import quiet_broken_pipe
+
+        quiet_broken_pipe()
     return code
 
 
 def _print_doctor(report: Dict) -> None:
-    ok = lambda flag: "✓" if flag else "✗"  # noqa: E731
+    from .output import console, print_table
+
+    out = console()
+    say = lambda text, style=None: out.print(text, style=style, markup=False)  # noqa: E731
+
+    def check(flag, text):
+        from rich.text import Text
+
+        out.print(Text.assemble(("✓", "green") if flag else ("✗", "bold red"), " ", (text, None if flag else "red")))
+
     shown = set()  # problems a ✗ line already stated in full are not repeated at the end
     probe = report["fresh_interpreter"]
-    print(f"primus-lens-wandb-exporter {report['version']} ({report['python']})")
-    print(f"{ok(report['startup_line'])} start-up line: {report['startup_line'] or 'missing'}")
-    print(f"{ok(probe.get('watcher'))} import watcher active in a fresh interpreter")
+    say(f"primus-lens-wandb-exporter {report['version']} ({report['python']})", "bold")
+    check(report["startup_line"], f"start-up line: {report['startup_line'] or 'missing'}")
+    check(probe.get("watcher"), "import watcher active in a fresh interpreter")
     if probe.get("wandb_version"):
-        print(f"{ok(probe.get('wandb_patched'))} wandb {probe['wandb_version']} patched on import")
+        check(probe.get("wandb_patched"), f"wandb {probe['wandb_version']} patched on import")
     ident = report["identity"]
-    print(f"  workload={ident['workload_uid']} pod={ident['pod_name']} ranks={ident['ranks']}")
+    r = ident["ranks"]
+    say(f"  workload {ident['workload_uid']}, pod {ident['pod_name']}, rank {r['rank']} of {r['world_size']} "
+        f"(local rank {r['local_rank']}, node {r['node_rank']}; from {r['source']})")
     api = report["api"]
     if isinstance(api, dict):
         if api.get("ok"):
-            print(f"✓ Lens API {api['url']} ({api.get('ms')} ms)")
+            check(True, f"Lens API {api['url']} ({api.get('ms')} ms)")
         else:
-            print(f"✗ {api['fix']}")
+            check(False, api["fix"])
             shown.add(api["fix"])
         auth = report.get("api_auth")
         if auth is not None:
             if auth["ok"]:
-                print(f"✓ Lens accepts this token for ingest ({auth['url']})")
+                check(True, f"Lens accepts this token for ingest ({auth['url']})")
             else:
-                print(f"✗ Lens ingest {auth['url']}: {auth['fix']}")
+                check(False, f"Lens ingest {auth['url']}: {auth['fix']}")
                 shown.add(auth["fix"])
     else:
-        print("- Lens API reporting disabled")
+        say("- Lens API reporting disabled")
     sp = report["spool"]
-    print(f"{ok(not sp['files'] and sp['writable'])} spool {sp['dir']}: {sp['points']} points in {sp['files']} files"
+    check(not sp["files"] and sp["writable"], f"spool {sp['dir']}: {sp['points']} points in {sp['files']} files"
           + ("" if sp["writable"] else " (NOT WRITABLE)"))
     for claim in report["claims"]:
         state = "running" if claim["alive"] else "gone: will be replayed"
-        print(f"  claimed by pid {claim['pid']} (started {claim['start']}, {state}): "
-              f"{claim['points']} points {os.path.basename(claim['file'])}")
+        say(f"  claimed by pid {claim['pid']} (started {claim['start']}, {state}): "
+            f"{claim['points']} points {os.path.basename(claim['file'])}")
     rj = report["rejected"]
     if rj["files"]:
-        print(f"✗ rejected by Lens: {rj['points']} points in {rj['files']} batches ({rj['dir']})")
+        check(False, f"rejected by Lens: {rj['points']} points in {rj['files']} batches ({rj['dir']})")
     runs = report["counters"]
     if runs:
         older = report.get("counters_older") or 0
-        print(f"  recent runs (one per exporter process, newest first"
-              f"{f'; {older} older not shown' if older else ''}):")
-        for line in _run_table(runs):
-            print(f"    {line}")
+        say(f"  recent runs (one per exporter process, newest first"
+            f"{f'; {older} older not shown' if older else ''}):")
+        print_table(out, _run_table(runs), indent=4)
     for stats in runs:
         http = stats.get("http") or {}
         errors, lost = int(http.get("spool_write_errors") or 0), int(http.get("spool_dropped_points") or 0)
         if errors or lost:
-            print(f"✗ pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
+            check(False, f"pid {stats.get('pid')}: spool write errors {errors}, points lost {lost}")
     for problem in report["problems"]:
         if problem not in shown:
-            print(f"! {problem}")
+            say(f"! {problem}", "yellow")
 
 
 def register(sub) -> None:
     """``primus-lens doctor``."""
-    doctor = sub.add_parser("doctor", help="check that capture works and Lens is reachable")
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor = sub.add_parser(
+        "doctor", help="check that capture works and Lens is reachable",
+        description="Check that wandb is captured in a fresh interpreter, that Lens answers and accepts this "
+                    "token, and what the spool and the recent exporter processes hold. Exit status 0: no "
+                    "problem; 1: at least one, each printed as one line that says what to do.")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     doctor.set_defaults(func=cmd_doctor)

@@ -50,6 +50,29 @@ class Identity:
     workload_from_env: bool
 
 
+# A tail that looks like a random suffix (5 letters/digits after an index, or with a digit in
+# it) but that no controller made: a hand-made name such as trial-job-0-abcde.  A bare pod
+# named like llama-train is left alone: its name is its workload.
+_LOOKS_LIKE_SUFFIX = re.compile(r"^(.+?)-(?:\d+-([a-z0-9]{5})|((?=[a-z]*\d)[a-z0-9]{5}))$")
+
+
+def pod_name_problem(identity: "Identity") -> Optional[str]:
+    """Why POD_NAME gave no workload and what to set, for a name whose tail looks like a
+    random suffix but is not one (None otherwise, or when WORKLOAD_UID is set)."""
+    name = identity.pod_name
+    match = _LOOKS_LIKE_SUFFIX.match(name or "")
+    if identity.workload_from_env or identity.workload_uid != name or not match:
+        return None
+    tail = match.group(2) or match.group(3)
+    if tail.isdigit():
+        return None
+    bad = sorted(set(tail) - set(_S[1:-1]))
+    return (f"POD_NAME {name!r} matches no Kubernetes pod-name shape: its last part {tail!r} is not a "
+            f"Kubernetes random suffix (those never contain {', '.join(repr(c) for c in bad)}; only "
+            f"{_S[1:-1]}), so the whole pod name is used as the workload and each pod would be its own; "
+            f"set WORKLOAD_UID to the workload's name (e.g. WORKLOAD_UID={match.group(1)})")
+
+
 def load_identity(environ: Mapping[str, str] = os.environ) -> Identity:
     pod_name = environ.get("POD_NAME", "").strip()
     from_env = bool(pod_name)

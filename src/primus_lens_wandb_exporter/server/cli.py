@@ -58,8 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``serve`` to an argparse subparsers object; the command runs :func:`serve`."""
+    # Plain text: argparse prints the description as it is (the module docstring is reST).
     p = subparsers.add_parser("serve", help="run the Lens telemetry server (ingest, query API, UI)",
-                              description=__doc__.splitlines()[0])
+                              description="Run the Lens telemetry server: ingest from the exporter, the "
+                                          "query API and the UI, until SIGTERM or Ctrl-C.")
     add_arguments(p)
     p.set_defaults(func=serve)
     return p
@@ -172,7 +174,12 @@ def serve(args: argparse.Namespace) -> int:
     tune_gc()
     server = _server_class()(config)
     server.db_where = _redact(db_url)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # Ctrl-C: uvicorn shut down gracefully, then re-raised the signal; that is the normal
+        # way to stop a server in a terminal, not an error worth a traceback.
+        pass
     return 0
 
 

@@ -1,7 +1,11 @@
 """The local JSONL sink (``PRIMUS_LENS_WANDB_SAVE_LOCAL`` + ``PRIMUS_LENS_WANDB_OUTPUT_PATH``).
 
 The user guide's layout ``node_<NODE_RANK>/rank_<LOCAL_RANK>/wandb_metrics.jsonl``, one
-point per line.  Built by the recorder (``lens_make_sinks``) once per process.
+point per line.  Next to it, ``wandb_run.jsonl`` keeps the run records (config, summary,
+lifecycle) and framework detections, one Lens request per line
+(``{"endpoint": "/wandb/run", "payload": {...}}``, the spool's form), so that
+``primus-lens replay`` rebuilds the whole run, not only its points.  Built by the recorder
+(``lens_make_sinks``) once per process.
 """
 
 import json
@@ -9,6 +13,10 @@ import os
 
 from ..core.hookspecs import hookimpl
 from ..core.log import get_logger
+from ..wire import ENDPOINT_DETECTION, ENDPOINT_RUN
+
+#: The run and detection records' file, in each rank's directory.
+RECORDS_FILE = "wandb_run.jsonl"
 
 
 class JsonlSink:
@@ -20,6 +28,7 @@ class JsonlSink:
         self.output_path = output_path
         self._files = {}
         self.lines = 0
+        self.records = 0
         self.errors = 0
 
     def path_for(self, node_rank: int, local_rank: int) -> str:
@@ -47,10 +56,30 @@ class JsonlSink:
             get_logger().error("local JSONL write to %s failed (counted): %r", path, exc)
 
     def report_detection(self, detection):
-        """Points only: detection and runs go to Lens."""
+        self._write_record(ENDPOINT_DETECTION, detection)
 
     def report_run(self, run, event):
-        """Points only: detection and runs go to Lens."""
+        self._write_record(ENDPOINT_RUN, run)
+
+    def _write_record(self, endpoint, payload):
+        """One request line in this rank's RECORDS_FILE (ranks from the environment: the
+        records carry no node or local rank, and the launcher sets those)."""
+        from ..core.identity import resolve_ranks
+
+        ranks = resolve_ranks()
+        path = os.path.join(os.path.dirname(self.path_for(ranks.node_rank, ranks.local_rank)), RECORDS_FILE)
+        try:
+            fh = self._files.get(path)
+            if fh is None:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fh = self._files[path] = open(path, "a", encoding="utf-8")
+            fh.write(json.dumps({"endpoint": endpoint, "payload": payload}, separators=(",", ":"), default=str)
+                     + "\n")
+            fh.flush()
+            self.records += 1
+        except (OSError, TypeError, ValueError) as exc:
+            self.errors += 1
+            get_logger().error("local JSONL write to %s failed (counted): %r", path, exc)
 
     def flush(self, deadline=None):
         for fh in self._files.values():
@@ -60,7 +89,7 @@ class JsonlSink:
                 self.errors += 1
 
     def stats(self):
-        return {"output_path": self.output_path, "lines": self.lines, "errors": self.errors}
+        return {"output_path": self.output_path, "lines": self.lines, "records": self.records, "errors": self.errors}
 
     def close(self):
         """A forked child's copy: its open files are the parent's; the child opens its own."""
