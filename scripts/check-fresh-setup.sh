@@ -32,7 +32,7 @@ fail() { printf '\nfresh-setup check FAILED: %s\n' "$*" >&2; exit 1; }
 
 say "python3 is $(command -v python3) ($(python3 --version 2>&1)); make demo"
 log=$(mktemp)
-setsid make demo DEMO_ARGS="--steps 30 --port 18080 --keep-serving" >"$log" 2>&1 &
+setsid make demo DEMO_ARGS="--steps 30 --port 18080" >"$log" 2>&1 &
 demo=$!
 trap 'kill -TERM -- -$demo 2>/dev/null || true' EXIT
 url=

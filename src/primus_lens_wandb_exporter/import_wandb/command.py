@@ -14,25 +14,19 @@ from .sender import Sender
 
 
 def _progress_factory(stream):
-    """A per-file byte progress bar: tqdm on a terminal, nothing otherwise (the per-run
-    summary line is printed either way)."""
+    """A per-file byte progress bar (rich, as the CLI's other bars) on a terminal, nothing
+    otherwise (the per-run summary line is printed either way)."""
     if not stream.isatty():
         return lambda total, desc: (lambda n: None, lambda: None)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def plain(total, desc):
-            state = {"n": 0}
-
-            def update(n):
-                state["n"] += n
-                print(f"\r{desc}: {state['n'] * 100 // max(total, 1)}%", end="", file=stream, flush=True)
-            return update, lambda: print("\r\033[K", end="", file=stream, flush=True)
-        return plain
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     def bar(total, desc):
-        b = tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=stream, leave=False)
-        return b.update, b.close
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            console=Console(file=stream), transient=True)
+        task = progress.add_task(desc, total=total)
+        progress.start()
+        return (lambda n: progress.update(task, advance=n)), progress.stop
     return bar
 
 
