@@ -92,8 +92,9 @@ def _report_summary(recorder, run, summary_record, *args, **kwargs):
     items = {}
     for item in getattr(summary_record, "update", ()) or ():
         items[_key_name(item.key)] = item.value
-    if items:
-        recorder.summary_update(run, items)
+    removed = [_key_name(item.key) for item in getattr(summary_record, "remove", ()) or ()]
+    if items or removed:
+        recorder.summary_update(run, items, removed)
 
 
 def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs):
@@ -103,13 +104,15 @@ def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs
         recorder.config_update(run, {_key_name(key): val})
 
 
-def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, overwrite=None, **_):
+def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, overwrite=None, summary=None,
+                          **_):
     # Every call counts, with or without a step metric: a key defined by name is no longer
-    # matched by globs (core/steps.py).
+    # matched by globs (core/steps.py), and its summary options are (re)applied (summary.py).
     if isinstance(name, str) and name:
         metric_name = getattr(step_metric, "name", step_metric)
         recorder.define_metric(run, name, str(metric_name) if metric_name else None,
-                               step_sync if isinstance(step_sync, bool) else None, bool(overwrite))
+                               step_sync if isinstance(step_sync, bool) else None, bool(overwrite),
+                               summary if isinstance(summary, str) else None)
 
 
 def _make_summary(recorder):
@@ -135,7 +138,7 @@ def _make_define_metric(recorder, api=None):
                 return
             bound = signature.bind(*args, **kwargs).arguments
             _report_define_metric(recorder, args[0], bound.get("name"), bound.get("step_metric"),
-                                  bound.get("step_sync"), bound.get("overwrite"))
+                                  bound.get("step_sync"), bound.get("overwrite"), bound.get("summary"))
         return patching.then("wandb define_metric", report)(original)
     return make
 
