@@ -103,6 +103,14 @@ run.log({"late": 4.0})
 run.define_metric("late", summary="max") # nothing logged after it: W&B keeps 4
 run.summary["w"] = 7.0
 run.define_metric("w", summary="min")    # no row touches w: W&B keeps 7
+run.log({"nn": 1.0})
+run.define_metric("nn", summary="none")  # W&B writes no more updates of nn: it keeps 1
+run.log({"nn": 2.0})
+run.define_metric("quiet", summary="none")
+run.log({"quiet": 1.0})                  # never in W&B's summary ...
+run.summary["quiet"] = 3.0               # ... but an explicit write is
+run.summary["cfg"] = {"a": 1, "b": 2}
+run.summary["cfg"] = {"a": 5}            # replaces the dict: cfg.b is gone
 """,
 }
 
@@ -117,9 +125,10 @@ EXPECT = {
     "nan_inf": {"agg.min": "NaN", "agg.max": "NaN", "agg.mean": "NaN", "x": 1.0, "y": "-Infinity",
                 "z": "NaN", "inf.min": "-Infinity", "inf.max": "Infinity", "inf.mean": "NaN"},
     "commit_false": {"m.mean": 3.0, "k": 3.0, "x": 2.0, "s": 2.0, "tail": 5.0},
-    "explicit_vs_options": {"m": 2.0, "r.max": 1.0, "late": 4.0, "w": 7.0},
+    "explicit_vs_options": {"m": 2.0, "r.max": 1.0, "late": 4.0, "w": 7.0, "nn": 1.0, "quiet": 3.0,
+                            "cfg.a": 5.0},
 }
-ABSENT = {"options": {"no"}}
+ABSENT = {"options": {"no"}, "explicit_vs_options": {"cfg.b"}}
 
 # The scenarios whose summary comes from history alone: a WANDB_MODE=disabled run (no
 # wandb-core; its NoopRun.summary is a plain dict the exporter does not see) gives Lens the same.

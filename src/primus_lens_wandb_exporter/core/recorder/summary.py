@@ -71,11 +71,13 @@ class Aggregate:
             self.min = self.max = value
         self.total += value
         self.count += 1
-        self.out = self.value()
+        out = self.value()
+        if out is not _MISSING:  # "none": wandb-core writes no update, the last one stays
+            self.out = out
 
     def set_explicit(self, value):
-        self.latest, self.track, self.has = value, 0, True
-        self.out = self.value()
+        # The client's own summary record: in W&B's summary even for a "none" key.
+        self.latest, self.track, self.has, self.out = value, 0, True, value
 
     def clear(self):
         self.latest, self.has, self.out = None, False, _MISSING
@@ -179,6 +181,13 @@ class RunSummary:
 
     def set(self, items, history_keys):
         """``run.summary`` writes: ``{dotted name: value}`` (dict values flattened)."""
+        explicit = self.explicit
+        for key, value in items.items():
+            if isinstance(value, dict) and explicit:
+                # A dict replaces the one written at the same key before, not merges into it.
+                prefix = key + "."
+                for name in [n for n in explicit if n.startswith(prefix)]:
+                    del explicit[name]
         for name, value in _flat(items):
             agg = self.aggregates.get(name)
             if agg is not None:
@@ -186,7 +195,7 @@ class RunSummary:
                 continue
             if self.latest.pop(name, _MISSING) is not _MISSING:
                 history_keys.add(name)  # still a history key (summary-only points, runs.py)
-            self.explicit[name] = value
+            explicit[name] = value
 
     def remove(self, names):
         """``del run.summary[k]``: ``k`` and every key nested under it."""
