@@ -29,6 +29,11 @@ keys (a top-level name starting with ``_``: ``_step``, ``_runtime``, ``_timestam
 and so are the names the user guide reserves (FAQ Q2: ``step``, ``run_id`` ...) -- as
 points only: their values still give other keys their step.
 
+``wandb_summary(run_dir)`` is W&B's final run summary from the same file: its summary records
+(the updates wandb-core writes after each history row, by its own summary rules, and the
+program's explicit writes) applied in order; ``lens_summary`` reads the one Lens stores and
+``assert_same_summary`` compares them key by key (dotted paths).
+
 The other readers give the same shape for what the product produced:
 ``lens_points`` (the Lens query API, ``x=row``) and ``jsonl_points`` (the exporter's
 local JSONL sink). ``assert_same_points`` compares and lists every difference.

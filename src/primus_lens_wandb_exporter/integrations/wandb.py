@@ -5,9 +5,11 @@ Patched at class level when ``wandb`` is imported (before any ``wandb.init``):
 - ``Run._log``: ``wandb.log``, ``run.log`` and every framework logger end here;
 - ``NoopRun.log`` (``WANDB_MODE=disabled`` overrides ``log`` and never reaches ``_log``);
 - ``Run._summary_update_callback`` / ``Run._config_callback``: bound when a Run is
-  created, so class-level patches made now are the ones bound;
+  created, so class-level patches made now are the ones bound. The callback sees only
+  explicit ``run.summary`` writes and deletes; the rest of W&B's summary (each key's last
+  value, ``define_metric`` summary options) is derived in the worker (core/recorder/summary.py);
 - ``Run._define_metric`` (``NoopRun.define_metric``): W&B's custom x axes (``trainer/global_step``
-  ...) become Lens steps, by wandb's own rules (``core/steps.py``);
+  ...) become Lens steps, by wandb's own rules (``core/steps.py``), and its ``summary`` options;
 - ``wandb.init`` / ``Run.finish``: run identity, then a bounded flush.
 
 The patched calls only append to the Recorder's queue; what W&B receives is
@@ -116,7 +118,8 @@ def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None,
 
 
 def _make_summary(recorder):
-    """``Run._summary_update_callback``: summary values (HF writes its final metrics there)."""
+    """``Run._summary_update_callback``: explicit summary writes and deletes (HF writes its final
+    metrics only there)."""
     return patching.then("wandb summary", functools.partial(_report_summary, recorder))
 
 
