@@ -25,7 +25,12 @@ run = wandb.init(project="oracle", name="summary")
 
 SCENARIOS = {
     # No explicit summary at all: each key's last value (the review's finding: Lens had none).
+    # The plain float rows take the worker's fast path (Worker._drain), the others its slow one.
     "last_value": """
+for i in range(20):
+    run.log({"p": float(i), "q": i / 2.0})
+    if i % 7 == 0:
+        run.log({"p": -float(i)})          # a row holding p only
 for i in range(5):
     run.log({"loss": 1.0 / (i + 1), "lr": 0.1 * i, "nested": {"a": i, "b": {"c": 2.5 * i}}})
     if i % 2:
@@ -115,7 +120,7 @@ run.summary["cfg"] = {"a": 5}            # replaces the dict: cfg.b is gone
 }
 
 EXPECT = {
-    "last_value": {"loss": 0.2, "lr": 0.4, "nested.a": 4.0, "nested.b.c": 10.0, "eval/acc": 0.8,
+    "last_value": {"p": 19.0, "q": 9.5, "loss": 0.2, "lr": 0.4, "nested.a": 4.0, "nested.b.c": 10.0, "eval/acc": 0.8,
                    "count": 3.0, "flag": 1.0, "big": 1e6},
     "explicit": {"a": 3.0, "b": 50.0, "best": 0.25, "cfg.x": 1.0, "cfg.name": "resnet", "note": "done"},
     "options": {"mn.min": 1.0, "mx.max": 5.0, "me.mean": 2.75, "fi.first": 3.0, "la.last": 5.0, "mm.min": 1.0,
