@@ -23,6 +23,7 @@ Keys are Lens metric names (nested values flattened with ``.``, as history point
 import math
 
 from .. import normalize
+from .stats import _jsonable
 
 # wandb-core's SummaryTypeFlags; "copy" and "best" (older wandb) set no flag there.
 LAST, MIN, MAX, MEAN, FIRST = 1, 2, 4, 8, 16
@@ -188,7 +189,9 @@ class RunSummary:
                 prefix = key + "."
                 for name in [n for n in explicit if n.startswith(prefix)]:
                     del explicit[name]
-        for name, value in _flat(items):
+        # JSON-safe copies: the worker keeps no user object (a JAX array freed by this thread
+        # at interpreter exit aborts the process; tests/core/test_faults.py).
+        for name, value in _flat(_jsonable(items)):
             agg = self.aggregates.get(name)
             if agg is not None:
                 agg.set_explicit(value)
