@@ -16,6 +16,7 @@ import json
 import pytest
 
 from helpers.exporter import exporter_env, run_python, wandb_run_dir
+from helpers.server import LENS_DB_KINDS
 from helpers.wandb_oracle import assert_same_summary, lens_summary, wandb_summary
 
 HEAD = """
@@ -67,6 +68,11 @@ for i, v in enumerate((3.0, 1.0, 2.0, 5.0)):
     run.log({k: v for k in ("mn", "mx", "me", "fi", "la", "mm", "all", "no", "cp", "g/a", "g/special",
                             "h/x", "plain")} | {"epoch": i * 0.5, "nest": {"v": v}})
 run.log({"nest": {"v": 0.5}})
+run.define_metric("fill/*", step_metric="st")     # W&B fills st into fill/* rows ...
+run.define_metric("st", summary="mean")           # ... and those values count in st's mean
+run.log({"st": 1.0})
+run.log({"fill/a": 1.0})
+run.log({"st": 4.0})
 """,
     # NaN and infinities: Go's min/max/mean (a NaN makes them NaN for good); last values.
     "nan_inf": """
@@ -126,7 +132,7 @@ EXPECT = {
     "options": {"mn.min": 1.0, "mx.max": 5.0, "me.mean": 2.75, "fi.first": 3.0, "la.last": 5.0, "mm.min": 1.0,
                 "mm.max": 5.0, "all.first": 3.0, "all.last": 5.0, "all.mean": 2.75, "cp": 5.0,
                 "g/a.max": 5.0, "g/a.mean": 2.75, "g/special.min": 1.0, "h/x.first": 3.0, "plain": 5.0,
-                "nest.v.max": 5.0, "epoch": 1.5},
+                "nest.v.max": 5.0, "epoch": 1.5, "st.mean": 2.0},
     "nan_inf": {"agg.min": "NaN", "agg.max": "NaN", "agg.mean": "NaN", "x": 1.0, "y": "-Infinity",
                 "z": "NaN", "inf.min": "-Infinity", "inf.max": "Infinity", "inf.mean": "NaN"},
     "commit_false": {"m.mean": 3.0, "k": 3.0, "x": 2.0, "s": 2.0, "tail": 5.0},
@@ -146,6 +152,17 @@ def _run(code, env):
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_lens_stores_wandbs_summary(scenario, lens_server, tmp_path):
+    _check(scenario, lens_server, tmp_path)
+
+
+# PostgreSQL: the stored JSON (nested aggregates, NaN/Infinity as strings, text values).
+@pytest.mark.parametrize("lens_db_kind", [LENS_DB_KINDS[1]], indirect=True)
+@pytest.mark.parametrize("scenario", ["options", "nan_inf", "explicit"])
+def test_lens_on_postgres_stores_wandbs_summary(scenario, lens_db_kind, lens_server, tmp_path):
+    _check(scenario, lens_server, tmp_path)
+
+
+def _check(scenario, lens_server, tmp_path):
     uid = f"summary-{scenario.replace('_', '-')}"
     _run(SCENARIOS[scenario], exporter_env(lens_server, tmp_path, uid))
     expected = wandb_summary(wandb_run_dir(tmp_path))
