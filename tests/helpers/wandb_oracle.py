@@ -29,6 +29,11 @@ keys (a top-level name starting with ``_``: ``_step``, ``_runtime``, ``_timestam
 and so are the names the user guide reserves (FAQ Q2: ``step``, ``run_id`` ...) -- as
 points only: their values still give other keys their step.
 
+``wandb_summary(run_dir)`` is W&B's final run summary from the same file: its summary records
+(the updates wandb-core writes after each history row, by its own summary rules, and the
+program's explicit writes) applied in order; ``lens_summary`` reads the one Lens stores and
+``assert_same_summary`` compares them key by key (dotted paths).
+
 The other readers give the same shape for what the product produced:
 ``lens_points`` (the Lens query API, ``x=row``) and ``jsonl_points`` (the exporter's
 local JSONL sink). ``assert_same_points`` compares and lists every difference.
@@ -179,6 +184,79 @@ def summary_only_values(run_dir) -> Dict[str, object]:
     return out
 
 
+def _fold_summary(run_dir):
+    """W&B's final summary: its summary records (explicit writes, and the updates wandb-core
+    writes after each history row) applied in order, as ``wandb sync`` applies them."""
+    tree = {}
+    for rec in wandb_records(run_dir):
+        if rec.WhichOneof("record_type") != "summary":
+            continue
+        for item in rec.summary.update:
+            path = [item.key] if item.key else list(item.nested_key)
+            node = tree
+            for part in path[:-1]:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[path[-1]] = json.loads(item.value_json)
+        for item in rec.summary.remove:
+            path = [item.key] if item.key else list(item.nested_key)
+            node = tree
+            for part in path[:-1]:
+                node = node.get(part) if isinstance(node.get(part), dict) else {}
+            node.pop(path[-1], None)
+    return tree
+
+
+def flat_summary(tree, prefix="") -> Dict[str, object]:
+    """A summary ``{"a": {"b": 1}, "loss": {"min": 0.1}}`` as ``{"a.b": 1.0, "loss.min": 0.1}``
+    (dotted paths, the names Lens gives nested metrics); numbers and bools as floats, NaN/±Inf
+    as the wire strings; strings as they are."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_summary(value, name + "."))
+        else:
+            number = _number(value)
+            out[name] = wire(number) if number is not None else value
+    return out
+
+
+def wandb_summary(run_dir) -> Dict[str, object]:
+    """The final summary of the offline run in ``run_dir`` per W&B's ``.wandb`` record, in
+    :func:`flat_summary`'s shape, without W&B's own keys (``_step``, ``_runtime``, ``_wandb``
+    ...) and the names the user guide reserves (not metrics in Lens) -- media values too
+    (a ``_type`` dict), which are not summary values in Lens."""
+    tree = {k: v for k, v in _fold_summary(run_dir).items()
+            if not _internal(k) and not (isinstance(v, dict) and "_type" in v)}
+    return flat_summary(tree)
+
+
+def lens_summary(server, workload_uid, run_id=None) -> Dict[str, object]:
+    """The summary Lens stores for a run (``GET /api/v1/workloads/{uid}``), in :func:`flat_summary`'s shape."""
+    runs = get_json(server, f"/api/v1/workloads/{workload_uid}").get("runs") or []
+    if run_id is not None:
+        runs = [r for r in runs if r.get("run_id") == run_id]
+    assert len(runs) == 1, f"expected one run, Lens has {[r.get('run_id') for r in runs]}"
+    return flat_summary(runs[0].get("summary") or {})
+
+
+def assert_same_summary(expected: Dict[str, object], actual: Dict[str, object], what: str = ""):
+    """Key by key: every W&B summary key in Lens with the same value (floats compared exactly,
+    so an int 2 is 2.0), no key more."""
+    missing = sorted(k for k in expected if k not in actual)
+    extra = sorted(k for k in actual if k not in expected)
+    different = sorted(k for k in expected if k in actual and not _same_value(expected[k], actual[k], 0.0))
+    if missing or extra or different:
+        lines = [f"{what or 'summary'}: {len(expected)} W&B keys, {len(actual)} Lens keys; {len(missing)} missing, "
+                 f"{len(extra)} extra, {len(different)} different"]
+        lines += [f"  missing: {k} = {expected[k]!r}" for k in missing[:20]]
+        lines += [f"  extra: {k} = {actual[k]!r}" for k in extra[:20]]
+        lines += [f"  different: {k}: W&B {expected[k]!r}, Lens {actual[k]!r}" for k in different[:20]]
+        raise AssertionError("\n".join(lines))
+
+
 def lens_points(server, workload_uid, run_id=None, rank=None, data_source="wandb") -> Points:
     """What the Lens query API holds for a workload, in the oracle's shape."""
     body = get_json(server, f"/api/v1/workloads/{workload_uid}/metrics/data", data_source=data_source,
@@ -271,5 +349,6 @@ def expected_by_row(points: Dict[Key, Point]) -> Dict[int, Dict[str, Point]]:
 
 
 __all__ = ["wandb_expected_points", "summary_only_values", "lens_points", "jsonl_points",
-           "assert_same_points", "expected_by_row", "Points", "wire"]
+           "assert_same_points", "expected_by_row", "Points", "wire", "wandb_summary", "lens_summary",
+           "flat_summary", "assert_same_summary"]
 

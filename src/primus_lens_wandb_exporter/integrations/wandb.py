@@ -5,9 +5,11 @@ Patched at class level when ``wandb`` is imported (before any ``wandb.init``):
 - ``Run._log``: ``wandb.log``, ``run.log`` and every framework logger end here;
 - ``NoopRun.log`` (``WANDB_MODE=disabled`` overrides ``log`` and never reaches ``_log``);
 - ``Run._summary_update_callback`` / ``Run._config_callback``: bound when a Run is
-  created, so class-level patches made now are the ones bound;
+  created, so class-level patches made now are the ones bound. The callback sees only
+  explicit ``run.summary`` writes and deletes; the rest of W&B's summary (each key's last
+  value, ``define_metric`` summary options) is derived in the worker (core/recorder/summary.py);
 - ``Run._define_metric`` (``NoopRun.define_metric``): W&B's custom x axes (``trainer/global_step``
-  ...) become Lens steps, by wandb's own rules (``core/steps.py``);
+  ...) become Lens steps, by wandb's own rules (``core/steps.py``), and its ``summary`` options;
 - ``wandb.init`` / ``Run.finish``: run identity, then a bounded flush.
 
 The patched calls only append to the Recorder's queue; what W&B receives is
@@ -92,8 +94,9 @@ def _report_summary(recorder, run, summary_record, *args, **kwargs):
     items = {}
     for item in getattr(summary_record, "update", ()) or ():
         items[_key_name(item.key)] = item.value
-    if items:
-        recorder.summary_update(run, items)
+    removed = [_key_name(item.key) for item in getattr(summary_record, "remove", ()) or ()]
+    if items or removed:
+        recorder.summary_update(run, items, removed)
 
 
 def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs):
@@ -103,17 +106,20 @@ def _report_config(recorder, run, key=None, val=None, data=None, *args, **kwargs
         recorder.config_update(run, {_key_name(key): val})
 
 
-def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, overwrite=None, **_):
+def _report_define_metric(recorder, run, name, step_metric=None, step_sync=None, overwrite=None, summary=None,
+                          **_):
     # Every call counts, with or without a step metric: a key defined by name is no longer
-    # matched by globs (core/steps.py).
+    # matched by globs (core/steps.py), and its summary options are (re)applied (summary.py).
     if isinstance(name, str) and name:
         metric_name = getattr(step_metric, "name", step_metric)
         recorder.define_metric(run, name, str(metric_name) if metric_name else None,
-                               step_sync if isinstance(step_sync, bool) else None, bool(overwrite))
+                               step_sync if isinstance(step_sync, bool) else None, bool(overwrite),
+                               summary if isinstance(summary, str) else None)
 
 
 def _make_summary(recorder):
-    """``Run._summary_update_callback``: summary values (HF writes its final metrics there)."""
+    """``Run._summary_update_callback``: explicit summary writes and deletes (HF writes its final
+    metrics only there)."""
     return patching.then("wandb summary", functools.partial(_report_summary, recorder))
 
 
@@ -135,7 +141,7 @@ def _make_define_metric(recorder, api=None):
                 return
             bound = signature.bind(*args, **kwargs).arguments
             _report_define_metric(recorder, args[0], bound.get("name"), bound.get("step_metric"),
-                                  bound.get("step_sync"), bound.get("overwrite"))
+                                  bound.get("step_sync"), bound.get("overwrite"), bound.get("summary"))
         return patching.then("wandb define_metric", report)(original)
     return make
 

@@ -63,6 +63,7 @@ class Recorder(Worker, RunTracker, Batcher, Stats):
         self._pid = os.getpid()
         self._exit_registered = False
         self._stats_written = time.monotonic()
+        self._summary_reported = time.monotonic()
         self.enabled = self.config.hook
         # The same wrapper the wandb patch installs, around wandb's part (none here).
         self._log_wrapper = self.log_hook()(_no_original)
@@ -97,16 +98,18 @@ class Recorder(Worker, RunTracker, Batcher, Stats):
     def run_finished(self, run, exit_code=0):
         self._put(_FINISH, run, exit_code)
 
-    def summary_update(self, run, items):
-        """Summary values (HF writes its final metrics only there)."""
-        self._put(_SUMMARY, run, dict(items))
+    def summary_update(self, run, items, removed=()):
+        """``run.summary`` writes ``{dotted name: value}`` and deletions (dotted names); HF
+        writes its final metrics only there."""
+        self._put(_SUMMARY, run, dict(items), tuple(removed))
 
     def config_update(self, run, data):
         self._put(_CONFIG, run, data)
 
-    def define_metric(self, run, name, step_metric=None, step_sync=None, overwrite=False):
-        """A ``define_metric`` call, arguments as the user gave them (``core/steps.py``)."""
-        self._put(_DEFINE, run, (name, step_metric, step_sync, overwrite))
+    def define_metric(self, run, name, step_metric=None, step_sync=None, overwrite=False, summary=None):
+        """A ``define_metric`` call, arguments as the user gave them (``core/steps.py``;
+        ``summary``: its summary options, ``summary.py``)."""
+        self._put(_DEFINE, run, (name, step_metric, step_sync, overwrite), summary)
 
     def claim(self, name, layer, version=None, confidence=1.0, indicators=(), method="exact", **extra):
         """An adapter the framework itself called: the framework is known exactly."""

@@ -10,6 +10,7 @@ from ..steps import record_row
 from ...sinks import call_sinks
 from ... import limits
 from .batch import MetricBatch, Point
+from .runs import SUMMARY_INTERVAL
 
 # A fast-path row is its points' step and row: Lens takes it when it is within both limits.
 _TOP_ROW = min(limits.MAX_ROW, int(limits.MAX_ABS_STEP))
@@ -92,6 +93,8 @@ class Batcher:
     def _maybe_emit(self):
         if time.monotonic() - self._stats_written > 30.0:
             self._write_stats()
+        if time.monotonic() - self._summary_reported > SUMMARY_INTERVAL:
+            self._report_summaries()
         if self._pending_since is not None and time.monotonic() - self._pending_since >= self.config.flush_interval:
             self._emit_all()
 

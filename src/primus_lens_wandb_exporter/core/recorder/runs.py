@@ -1,8 +1,10 @@
 """The wandb run/step tracker: one RunState per W&B run, its history rows by wandb's own
-rules (``core/steps.py``), summary-only values, run and detection reports."""
+rules (``core/steps.py``), its summary by wandb's (``summary.py``), summary-only values, run
+and detection reports."""
 
 import logging
 import operator
+import time
 from typing import Any, Dict
 
 from .. import normalize
@@ -11,6 +13,10 @@ from ..steps import StepRules
 from ...sinks import call_sinks
 from .records import _time
 from .stats import _jsonable
+from .summary import RunSummary
+
+#: Seconds between provisional summaries of a running run (sent when changed).
+SUMMARY_INTERVAL = 30.0
 
 
 class RunState:
@@ -21,8 +27,10 @@ class RunState:
         self.run_id = str(_attr(run, "id", "") or "")
         starting = int(_attr(run, "starting_step", 0) or _attr(run, "_starting_step", 0) or 0)
         self.rules = StepRules(starting, emittable=_is_point_name)
-        self.history_keys = set()
-        self.summary = {}
+        self.history_keys = set()  # keys logged (slow path; the fast path's are in ``latest``)
+        self.summary = RunSummary()
+        self.latest = self.summary.latest  # the fast path's one update per row (Worker._drain)
+        self.summary_sent = None  # the summary last reported (provisional reports skip an unchanged one)
         self.pending_summary = {}  # summary-only keys waiting for the row they belong to
         self.config = {}
         self.finished = False
@@ -102,6 +110,7 @@ class RunTracker:
 
     def _emit_row(self, state, row, row_points, ts):
         """A closed W&B history row, and the summary-only values waiting for it."""
+        state.summary.row(row_points)
         if state.pending_summary:
             for name, *_ in row_points:
                 # The row holds the key: W&B's history has this value, not the summary's.
@@ -113,16 +122,22 @@ class RunTracker:
         """finish (the open row is written) or flush (sent as it stands now, left open)."""
         rules = state.rules
         for row, row_points in (rules.peek() if provisional else rules.close()):
+            if not provisional:  # W&B's summary has a row once W&B wrote it
+                state.summary.row(row_points)
             self._add_points(row_points, "wandb", state.run_id)
         if state.pending_summary:
             row = rules.last_row if rules.last_row is not None else rules.row
             self._add_points(self._summary_row_points(state, row, ts), "wandb", state.run_id)
 
-    def _on_summary(self, state, items, ts):
-        state.summary.update(items)
+    def _on_summary(self, state, items, removed, ts):
+        if removed:
+            state.summary.remove(removed)
+        history = state.history_keys
+        latest = state.latest
         # Keys that never appeared in history (HF's train_runtime ...) become points; keys
         # that did are only summaries of history and are not re-sent.
-        fresh = {k: v for k, v in items.items() if k not in state.history_keys}
+        fresh = {k: v for k, v in items.items() if k not in history and k not in latest}
+        state.summary.set(items, history)
         if fresh:
             # They belong to the row closed next (HF sets them right before its final
             # wandb.log) and take that row's step metric (train/global_step ...); at
@@ -144,7 +159,7 @@ class RunTracker:
         out = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
                "pod_uid": ident.pod_uid, "run_id": state.run_id, "rank": ranks.rank,
                "timestamp": _time(), "config": _jsonable(state.config),
-               "summary": _jsonable(state.summary)}
+               "summary": _jsonable(state.summary.as_dict())}
         out.update(state.info)
         out.setdefault("status", "finished" if state.finished else "running")
         return out
@@ -152,10 +167,19 @@ class RunTracker:
     def _report_run(self, state, event):
         run = self._run_dict(state)
         run["event"] = event
+        state.summary_sent = run["summary"]
         if event == "started":
             self._call("lens_run_started", run=run)
         call_sinks(self._sinks or (), "report_run", run, event)
         self._call("lens_report_run", run=run, event=event)
+
+    def _report_summaries(self):
+        """Running runs whose summary changed since last reported: a provisional summary
+        (flush, and every ``SUMMARY_INTERVAL`` s), so that Lens shows one before finish."""
+        self._summary_reported = time.monotonic()
+        for state in list(self._runs.values()):
+            if not state.finished and _jsonable(state.summary.as_dict()) != state.summary_sent:
+                self._report_run(state, "summary")
 
     def _report_detection(self, force=False):
         if self._detector is None:

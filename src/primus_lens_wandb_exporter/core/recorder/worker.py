@@ -171,7 +171,7 @@ class Worker:
                             row = state.rules.next_row(data, ts)
                             if row is not None:
                                 counters.log_calls += 1
-                                state.history_keys.update(data)
+                                state.latest.update(data)  # W&B's summary: each key's last value
                                 add_row(("wandb", state.run_id, rank), data, row, ts)
                                 continue
                 self._handle(item)
@@ -233,14 +233,16 @@ class Worker:
                 self._report_run(state, "finished")
                 self._call("lens_run_finished", run=self._run_dict(state), status=state.info["status"])
         elif kind == _SUMMARY:
-            self._on_summary(self._state(run), payload, ts)
+            self._on_summary(self._state(run), payload, extra, ts)
         elif kind == _CONFIG:
             state = self._state(run)
             if isinstance(payload, dict):
                 state.config.update(payload)
             self._report_run(state, "config")
         elif kind == _DEFINE:
-            self._state(run).rules.define(*payload)
+            state = self._state(run)
+            state.rules.define(*payload)
+            state.summary.define(payload[0], extra, payload[3])
         elif kind == _CLAIM:
             self._claims.append(payload)
             self._report_detection()
@@ -250,6 +252,7 @@ class Worker:
                 for state in list(self._runs.values()):
                     self._close_rows(state, ts, provisional=True)
                 self._emit_all()
+                self._report_summaries()
                 self._report_detection()
                 call_sinks(self._sinks or (), "flush", deadline)
                 self._call("lens_flush", deadline=deadline)
