@@ -55,3 +55,16 @@ def test_ranks_come_from_launcher_variables(env, expected):
 def test_each_rank_variable_is_read_on_its_own(env, expected):
     r = resolve_ranks(env)
     assert (r.rank, r.local_rank, r.node_rank, r.world_size) == expected
+
+
+def test_a_pod_name_with_a_made_up_suffix_is_explained_by_the_training_process(tmp_path):
+    # The warning the user sees in the job's log, not only in `doctor`: why the workload is the
+    # whole pod name, and what to set.
+    from helpers.exporter import exporter_env, run_python
+
+    env = exporter_env(None, tmp_path, "unused", pod_name="trial-job-0-abcde", WANDB_MODE="disabled",
+                       PRIMUS_LENS_WANDB_API_REPORTING="false")
+    del env["WORKLOAD_UID"]
+    proc = run_python("import wandb\nwandb.init(project='p')\nwandb.log({'x': 1.0})\nwandb.finish()\n", env)
+    lines = [line for line in proc.stderr.splitlines() if "trial-job-0-abcde" in line]
+    assert len(lines) == 1 and "WORKLOAD_UID=trial-job" in lines[0], proc.stderr[-2000:]

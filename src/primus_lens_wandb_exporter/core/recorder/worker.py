@@ -187,6 +187,12 @@ class Worker:
             log_once("pod_name", logging.WARNING,
                      "POD_NAME is not set; using host name %r (workload %r)",
                      self.identity.pod_name, self.identity.workload_uid)
+        else:
+            from ..identity import pod_name_problem
+
+            problem = pod_name_problem(self.identity)
+            if problem:  # e.g. trial-job-0-abcde: each pod would be its own workload
+                log_once("pod_name_shape", logging.WARNING, "%s", problem)
         if self._pm is None:
             from ..registry import create_plugin_manager
 
