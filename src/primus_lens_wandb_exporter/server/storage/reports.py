@@ -55,12 +55,11 @@ class Reports(Backend):
                 new[f] = r[src]
         if r.get("tags") is not None:
             new["tags"] = _json(r["tags"])
-        if r.get("config") is not None:  # config arrives as updates (wandb's config callback): merged
-            merged = _unjson(old.get("config")) or {}
-            merged.update(r["config"])
-            new["config"] = _json(merged)
-        if r.get("summary") is not None:  # every record carries the whole summary: a key W&B deleted goes
-            new["summary"] = _json(r["summary"])
+        for f in ("config", "summary"):
+            if r.get(f) is not None:
+                merged = _unjson(old.get(f)) or {}
+                merged.update(r[f])
+                new[f] = _json(merged)
         event = r.get("event")
         status = r.get("status")
         if not row:
