@@ -142,6 +142,8 @@ class RunRequest(msgspec.Struct, omit_defaults=True):
     tags: Optional[_Strings] = None
     config: Optional[_Object] = None
     summary: Optional[_Object] = None
+    # top-level summary keys W&B no longer holds (``del run.summary[k]``): removed after the merge
+    summary_removed: Optional[_Strings] = None
 
 
 class BatchRequest(msgspec.Struct, omit_defaults=True):

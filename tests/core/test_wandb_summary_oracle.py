@@ -223,9 +223,8 @@ run.log({"loss": 2.5})
     assert_same_summary(expected, lens_summary(lens_server, uid))
 
 
-@pytest.mark.xfail(strict=True, reason="the server merges each run record's summary into the stored one "
-                   "(server/storage/reports.py _upsert_run), so a key deleted from W&B's summary stays in Lens; "
-                   "the exporter always sends the whole summary, so the server can replace it")
+# The server merges summaries by top-level key (order-independent across replicas and spool
+# replays); the exporter names the keys W&B deleted in ``summary_removed`` (docs/protocol.md).
 def test_a_deleted_key_leaves_the_summary(lens_server, tmp_path):
     uid = "summary-deleted"
     _run("""

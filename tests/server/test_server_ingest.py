@@ -288,6 +288,24 @@ def test_run_events_merge_config_and_finish(srv):
     assert r.status_code == 400 and r.json()["field"] == "event"
 
 
+def test_summary_keys_named_as_removed_leave_the_merged_summary(srv):
+    # Summaries merge by top-level key (records of a run may arrive out of order); a key W&B
+    # deleted is named in summary_removed, in /wandb/run and in /wandb/batch alike.
+    base = {"workload_uid": "wl-sum", "run_id": "r", "pod_name": "p0"}
+    srv.post("/wandb/run", {**base, "event": "summary", "summary": {"gone": 1.0, "kept": 1.0, "sub": {"a": 1}}})
+    r = srv.post("/wandb/run", {**base, "event": "summary", "summary": {"kept": 2.0},
+                                "summary_removed": ["gone", "sub", "never-there"]})
+    assert r.status_code == 200, r.text
+    assert srv.get("/workloads/wl-sum").json()["runs"][0]["summary"] == {"kept": 2.0}
+    r = srv.post("/wandb/batch", {"run": [
+        {**base, "event": "summary", "summary": {"kept": 3.0, "back": 1.0}},
+        {**base, "event": "finished", "summary": {"kept": 3.0}, "summary_removed": ["back"]}]})
+    assert r.status_code == 200, r.text
+    assert srv.get("/workloads/wl-sum").json()["runs"][0]["summary"] == {"kept": 3.0}
+    r = srv.post("/wandb/run", {**base, "summary_removed": "gone"})
+    assert r.status_code == 400 and r.json()["field"] == "summary_removed", r.text
+
+
 def _mixed_points():
     # One 600-character name and one name with NUL among good points: the two are
     # refused, every good point is stored.

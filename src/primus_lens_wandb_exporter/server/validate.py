@@ -538,6 +538,10 @@ def run(body: Any, prefix: str = "") -> dict:
     out["tags"] = tags
     out["config"] = _obj(body, "config", prefix)
     out["summary"] = _obj(body, "summary", prefix)
+    removed = body.get("summary_removed")
+    if removed is not None and (type(removed) is not list or any(type(k) is not str for k in removed)):
+        raise bad(prefix + "summary_removed", "must be an array of strings")
+    out["summary_removed"] = removed
     return out
 
 

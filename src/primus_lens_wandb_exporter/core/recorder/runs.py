@@ -31,6 +31,7 @@ class RunState:
         self.summary = RunSummary()
         self.latest = self.summary.latest  # the fast path's one update per row (Worker._drain)
         self.summary_sent = None  # the summary last reported (provisional reports skip an unchanged one)
+        self.summary_tops = set()  # top-level summary keys ever reported: one gone since is "removed"
         self.pending_summary = {}  # summary-only keys waiting for the row they belong to
         self.config = {}
         self.finished = False
@@ -160,6 +161,14 @@ class RunTracker:
                "pod_uid": ident.pod_uid, "run_id": state.run_id, "rank": ranks.rank,
                "timestamp": _time(), "config": _jsonable(state.config),
                "summary": _jsonable(state.summary.as_dict())}
+        # The server merges summaries by top-level key (records of a run may arrive out of order,
+        # through several replicas or replayed from the spool), so a key W&B deleted
+        # (``del run.summary[k]``) is named; every record repeats it until the key comes back.
+        tops = state.summary_tops
+        tops.update(out["summary"])
+        removed = sorted(tops.difference(out["summary"]))
+        if removed:
+            out["summary_removed"] = removed
         out.update(state.info)
         out.setdefault("status", "finished" if state.finished else "running")
         return out

@@ -60,6 +60,11 @@ class Reports(Backend):
                 merged = _unjson(old.get(f)) or {}
                 merged.update(r[f])
                 new[f] = _json(merged)
+        if r.get("summary_removed"):  # keys W&B deleted from the summary (merged above, removed here)
+            kept = _unjson(new.get("summary")) or {}
+            for key in r["summary_removed"]:
+                kept.pop(key, None)
+            new["summary"] = _json(kept)
         event = r.get("event")
         status = r.get("status")
         if not row:
