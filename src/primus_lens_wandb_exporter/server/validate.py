@@ -159,6 +159,13 @@ def _obj(body: dict, key: str, prefix: str) -> Optional[dict]:
     return v
 
 
+def _strings(body: dict, key: str, prefix: str) -> Optional[list]:
+    v = body.get(key)
+    if v is not None and (type(v) is not list or any(type(t) is not str for t in v)):
+        raise bad(prefix + key, "must be an array of strings")
+    return v
+
+
 def require_object(body: Any, field: str = "body") -> dict:
     """The parsed body must be a JSON object."""
     if type(body) is not dict:
@@ -531,17 +538,10 @@ def run(body: Any, prefix: str = "") -> dict:
     for k in ("project", "name", "entity", "group", "mode", "status"):
         v = _str(body, k, prefix, None, R[k].max_len or MAX_NAME_LEN)
         out[k] = v
-    tags = body.get("tags")
-    if tags is not None:
-        if type(tags) is not list or any(type(t) is not str for t in tags):
-            raise bad(prefix + "tags", "must be an array of strings")
-    out["tags"] = tags
+    out["tags"] = _strings(body, "tags", prefix)
     out["config"] = _obj(body, "config", prefix)
     out["summary"] = _obj(body, "summary", prefix)
-    removed = body.get("summary_removed")
-    if removed is not None and (type(removed) is not list or any(type(k) is not str for k in removed)):
-        raise bad(prefix + "summary_removed", "must be an array of strings")
-    out["summary_removed"] = removed
+    out["summary_removed"] = _strings(body, "summary_removed", prefix)
     return out
 
 
