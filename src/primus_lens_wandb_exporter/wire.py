@@ -62,6 +62,24 @@ class Point(msgspec.Struct, gc=False, forbid_unknown_fields=True, omit_defaults=
     tags: Optional[Dict[str, Union[str, float, bool, None]]] = None
 
 
+class Row(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The points of one W&B history row: ``{name: value}`` sharing its row, step and timestamp.
+
+    The compact form of the exporter's common point (``wandb.log`` of numbers): one
+    ``Point`` each would repeat the step and timestamp per value, ~3x the bytes and
+    twice the encoding time (docs/protocol.md, *Rows*).  ``row``, ``step`` and
+    ``timestamp`` follow the rules of a point's.
+    """
+
+    values: Dict[Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)], Union[float, NonFinite]]
+    step: Union[Annotated[int, Meta(ge=-MAX_ROW, le=MAX_ROW)],
+                Annotated[float, Meta(ge=-MAX_ABS_STEP, le=MAX_ABS_STEP)], None] = None
+    row: Optional[Annotated[int, Meta(ge=0, le=MAX_ROW, description=(
+        "W&B history row (_step) the values were logged in. Default: step, when that is a non-negative "
+        "integer"))]] = None
+    timestamp: Optional[_Epoch] = None
+
+
 # The fields of each body are declared in the order the full validator checks them
 # (the first bad one is the one its 400 names).
 class MetricsRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -85,6 +103,10 @@ class MetricsRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
         extra_json_schema={"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}})] = None
     # Required in the document (a client sends points); the server also takes a body without.
     metrics: Annotated[List[Point], Meta(max_length=MAX_POINTS_PER_REQUEST)] = msgspec.field(default_factory=list)
+    # Points by history row (stored after ``metrics``); the answer's ``rows`` says how many were read.
+    rows: Annotated[Optional[List[Row]], Meta(
+        description="points grouped by history row (stored after metrics); all points of a request together: "
+                    f"at most {MAX_POINTS_PER_REQUEST}")] = None
 
 
 class Hints(msgspec.Struct, omit_defaults=True):

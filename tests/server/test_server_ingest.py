@@ -97,7 +97,7 @@ def test_retried_batch_never_duplicates(srv):
                         [("acc", s, s / 100) for s in range(100)])
     first = srv.post("/wandb/metrics", body).json()
     assert first == {"message": "metrics reported successfully", "count": 200, "inserted": 200,
-                     "rejected_count": 0, "rejected": []}
+                     "rejected_count": 0, "rejected": [], "rows": 0}
     again = srv.post("/wandb/metrics", body).json()
     assert again["count"] == 200 and again["inserted"] == 0
     # Half overlapping, half new.

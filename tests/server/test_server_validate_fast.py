@@ -36,10 +36,13 @@ good_ranks = st.integers(0, 2**31 - 1)
 point = st.fixed_dictionaries({"name": good_names, "value": good_values},
                               optional={"step": good_steps, "row": good_rows, "timestamp": good_stamps,
                                         "extra": st.integers()})
+row = st.fixed_dictionaries({"values": st.dictionaries(good_names, good_values, max_size=4)},
+                            optional={"step": good_steps, "row": good_rows, "timestamp": good_stamps,
+                                      "extra": st.integers()})
 good_body = st.fixed_dictionaries(
     {"workload_uid": st.sampled_from(["wl-1", "w" * 256]), "timestamp": good_stamps,
      "metrics": st.lists(point, max_size=8)},
-    optional={"source": st.sampled_from(["wandb", "", "s" * 512]), "run_id": good_ids, "rank": good_ranks,
+    optional={"rows": st.lists(row, max_size=4), "source": st.sampled_from(["wandb", "", "s" * 512]), "run_id": good_ids, "rank": good_ranks,
               "local_rank": good_ranks, "node_rank": good_ranks, "world_size": good_ranks, "batch_id": good_ids,
               "pod_name": good_ids, "pod_uid": good_ids, "namespace": good_ids,
               "exporter": st.one_of(st.dictionaries(st.sampled_from(["queue_dropped", "", "x\x00"]),
@@ -54,7 +57,10 @@ BAD = {
     "workload_uid": ["", "u" * 257, "u\x00", 7, None],
     "source": ["s" * 513, 5, None], "run_id": ["r" * 257, 1], "rank": [-1, 2**31, 2.0, True, None, "0"],
     "world_size": [-1, 1.0], "pod_name": ["p" * 257, "p\x00"], "metrics": [None, {"not": "a list"}, "x"],
+    "rows": [None, {"not": "a list"}, "x", [None], [[1]], [{"values": None}], [{"values": [1]}], [{}]],
 }
+#: What a row's ``values`` can hold that is refused (a name is a JSON key: always a string).
+BAD_VALUES = {"name": ["", "a" * 513, "x\x00y"], "value": ["1.5", "", True, None, [1]]}
 
 
 @st.composite
@@ -63,9 +69,18 @@ def bodies(draw):
     if draw(st.booleans()):
         field = draw(st.sampled_from(sorted(BAD)))
         bad = draw(st.sampled_from(BAD[field]))
+        rows = [r for r in body.get("rows") or () if isinstance(r, dict)]
         if field in ("name", "value", "step", "row", "timestamp") and body["metrics"] and draw(st.booleans()):
             body["metrics"][draw(st.integers(0, len(body["metrics"]) - 1))][field] = bad
-        else:
+        elif field in ("step", "row", "timestamp") and rows and draw(st.booleans()):
+            draw(st.sampled_from(rows))[field] = bad
+        elif field in BAD_VALUES and rows and draw(st.booleans()):
+            values = draw(st.sampled_from(rows))["values"]
+            if field == "name":
+                values[draw(st.sampled_from(BAD_VALUES["name"]))] = 1.0
+            else:
+                values[draw(good_names)] = draw(st.sampled_from(BAD_VALUES["value"]))
+        elif field not in ("name", "value", "step", "row", "timestamp"):
             body[field] = bad
     return body
 

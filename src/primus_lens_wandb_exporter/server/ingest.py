@@ -77,7 +77,9 @@ def _metrics_answer(batches, res) -> dict:
     # Points refused one by one are listed (at most the first 100 overall) and counted.
     rejected = [r for b in batches for r in b.rejected][:MAX_REJECTED_LISTED]
     n_rejected = sum(b.rejected_count for b in batches)
-    return {"count": res.count, "inserted": res.inserted, "rejected_count": n_rejected, "rejected": rejected}
+    # rows: entries of the bodies' ``rows`` read (a client sending rows checks that it was understood)
+    return {"count": res.count, "inserted": res.inserted, "rejected_count": n_rejected, "rejected": rejected,
+            "rows": sum(b.rows for b in batches)}
 
 
 def prepare_metrics(raw: bytes) -> Prepared:
@@ -114,8 +116,7 @@ def prepare_batch(raw: bytes) -> Prepared:
     body = validate.require_object(parse(raw))
     parts = body.get("metrics")
     # The point limit holds for the whole request, over all its metrics parts.
-    n_points = sum(len(m["metrics"]) for m in (parts if type(parts) is list else [parts])
-                   if type(m) is dict and type(m.get("metrics")) is list)
+    n_points = sum(validate.points_in(m) for m in (parts if type(parts) is list else [parts]))
     if n_points > limits.MAX_POINTS_PER_REQUEST:
         raise validate.too_many_points("metrics")
     metrics = validate.metrics_list(parts, "metrics") if parts is not None else []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from itertools import chain
+from operator import attrgetter
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import msgspec
@@ -192,12 +193,34 @@ def metrics_batch(body: Any, prefix: str = "") -> SeriesBatch:
                          _str(body, "namespace", prefix, "", M["namespace"].max_len))
     batch.exporter = exporter_stats(body.get("exporter"))
     metrics = body.get("metrics")
-    if metrics is None:
-        return batch
-    if type(metrics) is not list:
+    rows = body.get("rows")
+    if metrics is not None and type(metrics) is not list:
         raise bad(prefix + "metrics", "must be an array")
-    if len(metrics) > MAX_POINTS_PER_REQUEST:
-        raise too_many_points(prefix + "metrics")
+    if rows is not None and type(rows) is not list:
+        raise bad(prefix + "rows", "must be an array")
+    if points_in(body) > MAX_POINTS_PER_REQUEST:
+        raise too_many_points(prefix + ("rows" if rows else "metrics"))
+    if metrics:
+        _check_points(batch, metrics, default_ts, prefix)
+    if rows:
+        _check_rows(batch, rows, default_ts, prefix)
+    return batch
+
+
+def points_in(body: Any) -> int:
+    """The points of a parsed metrics body: its ``metrics`` and its ``rows``' values (0 for what is not
+    the expected shape: that is refused by the checks, not counted)."""
+    if body.__class__ is not dict:
+        return 0
+    metrics, rows = body.get("metrics"), body.get("rows")
+    n = len(metrics) if metrics.__class__ is list else 0
+    if rows.__class__ is list:
+        n += sum(len(r["values"]) for r in rows if r.__class__ is dict and r.get("values").__class__ is dict)
+    return n
+
+
+def _check_points(batch: SeriesBatch, metrics: list, default_ts: float, prefix: str) -> None:
+    """The points of ``metrics``, each stored or refused alone, into ``batch``."""
     by_name = batch.series
     nonfinite = _NONFINITE
     float_t, int_t, str_t, dict_t = float, int, str, dict
@@ -232,7 +255,7 @@ def metrics_batch(body: Any, prefix: str = "") -> SeriesBatch:
             elif tv is str_t and v in nonfinite:
                 v = nonfinite[v]
             else:
-                reject(i, "value", 'must be a number or one of "NaN", "Infinity", "-Infinity"')
+                reject(i, "value", _VALUE_MESSAGE)
                 continue
         pos = _row_step(p.get("row"), p.get("step"))
         if pos.__class__ is str_t:
@@ -253,7 +276,74 @@ def metrics_batch(body: Any, prefix: str = "") -> SeriesBatch:
         if pts is None:
             pts = by_name[name] = {}
         pts[pos[0]] = (v, ts, pos[1])
-    return batch
+
+
+def _value(v: Any):
+    """A point's value as a float, or None when refused (``_VALUE_MESSAGE``)."""
+    tv = v.__class__
+    if tv is float:
+        return v
+    if tv is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf if v > 0 else -math.inf
+    if tv is str:
+        return _NONFINITE.get(v)
+    return None
+
+
+_VALUE_MESSAGE = 'must be a number or one of "NaN", "Infinity", "-Infinity"'
+
+
+def _check_rows(batch: SeriesBatch, rows: list, default_ts: float, prefix: str) -> None:
+    """The points of ``rows`` (after those of ``metrics``): a bad row (not an object, bad
+    ``values``, ``step``, ``row`` or ``timestamp``) refuses its points, a bad name or value
+    refuses that point alone; ``index`` is the row's position in ``rows``."""
+    by_name = batch.series
+    rejected = batch.rejected
+
+    def reject(i, key, message, count=1):
+        batch.rejected_count += count
+        if len(rejected) < MAX_REJECTED_LISTED:
+            field = f"{prefix}rows[{i}]" + (f".{key}" if key else "")
+            rejected.append({"index": i, "field": field, "error": "invalid_field", "message": f"{field}: {message}"})
+
+    batch.rows += len(rows)
+    for i, r in enumerate(rows):
+        if r.__class__ is not dict:
+            reject(i, "", "must be an object")
+            continue
+        values = r.get("values")
+        if values.__class__ is not dict:
+            reject(i, "values", "must be an object of names to values" if values is not None else "is required")
+            continue
+        pos = _row_step(r.get("row"), r.get("step"))
+        if pos.__class__ is str:
+            key, _, why = pos.partition(":")
+            reject(i, key, why, len(values) or 1)
+            continue
+        ts = r.get("timestamp")
+        if ts is None:
+            ts = default_ts
+        else:
+            ts = _point_ts_ms(ts)
+            if ts is None:
+                reject(i, "timestamp", _TS_MESSAGE, len(values) or 1)
+                continue
+        row, point = pos[0], (ts, pos[1])
+        for name, v in values.items():
+            if not 0 < len(name) <= MAX_NAME_LEN or "\x00" in name:
+                reject(i, "values", f"a name {metric_name_problem(name)}")
+                continue
+            number = _value(v)
+            if number is None:
+                reject(i, "values", f"{name!r} {_VALUE_MESSAGE}")
+                continue
+            pts = by_name.get(name)
+            if pts is None:
+                pts = by_name[name] = {}
+            pts[row] = (number,) + point
 
 
 def too_many_points(field: str) -> ApiError:
@@ -357,7 +447,14 @@ def _fast_metrics_batch(raw: bytes) -> Optional[SeriesBatch]:
                          body.pod_name or "", body.pod_uid or "", body.namespace or "",
                          exporter=exporter_stats(body.exporter))
     metrics = body.metrics
+    rows = body.rows
+    if rows:
+        n_points = len(metrics) + sum(map(len, map(_values, rows)))
+        if n_points > MAX_POINTS_PER_REQUEST or not _fast_rows(batch, rows, default_ts):
+            return None
     if not metrics:
+        if rows:
+            _store_rows(batch, rows)
         return batch
     if len(metrics) > MAX_POINTS_PER_REQUEST:
         return None
@@ -398,11 +495,66 @@ def _fast_metrics_batch(raw: bytes) -> Optional[SeriesBatch]:
         if pts is None:
             pts = by_name[p.name] = {}
         pts[row] = (v, ts, step)
+    if rows:
+        _store_rows(batch, rows)
     return batch
+
+
+_values = attrgetter("values")
+
+
+def _fast_rows(batch: SeriesBatch, rows: list, default_ts: float) -> bool:
+    """Resolve each decoded ``wire.Row``'s row, step and timestamp (in place: the points are
+    stored after ``metrics``, by :func:`_store_rows`); False when one needs the full path.
+
+    The same rules as the points loop of :func:`_fast_metrics_batch`, which has them inline
+    (a function call per point there would be ~10 % of the decode); here they run once per row."""
+    for r in rows:
+        ts = r.timestamp
+        if ts is None:
+            r.timestamp = default_ts
+        elif 0.0 <= ts < _MS_THRESHOLD:
+            r.timestamp = ts * 1000.0
+        elif not _MS_THRESHOLD <= ts < 1e14:
+            return False
+        row = r.row
+        step = r.step
+        if row is None:
+            if step.__class__ is int and step >= 0:
+                r.row = step
+            elif step is None:
+                r.row = r.step = 0
+            elif step.__class__ is float and 0.0 <= step < 2.0**63 and step.is_integer():
+                r.row = int(step)
+            else:
+                return False  # refused per row by the full validator
+        elif step is None:
+            r.step = row
+    batch.rows = len(rows)
+    return True
+
+
+def _store_rows(batch: SeriesBatch, rows: list) -> None:
+    """The points of resolved rows (:func:`_fast_rows`) into ``batch.series``: the last wins."""
+    by_name = batch.series
+    nonfinite = _NONFINITE
+    str_t = str
+    for r in rows:
+        row = r.row
+        point = (r.timestamp, r.step)
+        for name, v in r.values.items():
+            if v.__class__ is str_t:
+                v = nonfinite[v]  # one of the three: the Literal was checked by msgspec
+            pts = by_name.get(name)
+            if pts is None:
+                pts = by_name[name] = {}
+            pts[row] = (v,) + point
 
 
 def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> SeriesBatch:
     """``metrics_batch(parse(raw))``, with the msgspec fast path for well-formed bodies."""
+    if b'"rows"' in raw:  # a row's values are decoded as one dict: counted before (large bodies)
+        refuse_too_many_points(raw, _count_metrics)
     batch = _fast_metrics_batch(raw)
     if batch is not None:
         return batch
@@ -413,12 +565,19 @@ def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> SeriesBatc
 # Counting the points of a body before parsing it: msgspec skims each point into an
 # empty struct (~30 bytes) where orjson would build a dict of objects (~600 bytes), so
 # a 50 MB body of 1.3M points is refused 413 without the ~750 MB a full parse costs.
+# A row's values are counted by decoding them (~110 bytes a value): a body with rows
+# holding more than _MAX_COLONS ":" (at least one per value) is refused without it.
 class _Skip(msgspec.Struct, gc=False):
     pass
 
 
+class _CountRow(msgspec.Struct, gc=False):
+    values: Any = None
+
+
 class _CountPart(msgspec.Struct, gc=False):
     metrics: Optional[List[_Skip]] = None
+    rows: Optional[List[_CountRow]] = None
 
 
 class _CountBatch(msgspec.Struct, gc=False):
@@ -428,8 +587,15 @@ class _CountBatch(msgspec.Struct, gc=False):
 #: Bodies smaller than this are parsed without a count first (the count costs ~0.8 ms per
 #: 5,000 points; parsing a 4 MiB body costs tens of MiB, so only large bodies need it).
 _PRECOUNT_BYTES = 4 * 1024 * 1024
+#: A large body with rows and more ":" than this is refused 413 uncounted (a legit body of
+#: 100,000 points has at most ~4 per point: one per value, row, step and timestamp).
+_MAX_COLONS = 8 * MAX_POINTS_PER_REQUEST
 _count_metrics = msgspec.json.Decoder(_CountPart).decode
 _count_batch = msgspec.json.Decoder(_CountBatch).decode
+
+
+def _points_in(part: _CountPart) -> int:
+    return len(part.metrics or ()) + sum(len(r.values) for r in part.rows or () if r.values.__class__ is dict)
 
 
 def refuse_too_many_points(raw: bytes, decode=None) -> None:
@@ -438,15 +604,17 @@ def refuse_too_many_points(raw: bytes, decode=None) -> None:
     count cannot read (not the expected shape) is left to the full validator."""
     if len(raw) < _PRECOUNT_BYTES:
         return
+    if b'"rows"' in raw and raw.count(b":") > _MAX_COLONS:
+        raise too_many_points("rows")
     try:
         body = (decode or _count_batch)(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return
     if decode is _count_metrics:
-        n = len(body.metrics or ())
+        n = _points_in(body)
     else:
         m = body.metrics
-        n = sum(len(p.metrics or ()) for p in (m if isinstance(m, list) else [m]) if p is not None)
+        n = sum(_points_in(p) for p in (m if isinstance(m, list) else [m]) if p is not None)
     if n > MAX_POINTS_PER_REQUEST:
         raise too_many_points("metrics")
 

@@ -42,6 +42,7 @@ class SeriesBatch:
     ``rejected`` are the points refused one by one (``{"index", "field", "error",
     "message"}``, at most :data:`MAX_REJECTED_LISTED`), ``rejected_count`` all of
     them; ``exporter`` the exporter's health counters, when it sent them.
+    Points of the body's ``rows`` land in ``series`` like any other.
     """
 
     workload_uid: str
@@ -55,6 +56,8 @@ class SeriesBatch:
     rejected: List[dict] = field(default_factory=list)
     rejected_count: int = 0
     exporter: Optional[Dict[str, int]] = None
+    #: entries of the body's ``rows`` read (the answer's ``rows``: a client's proof that they were)
+    rows: int = 0
 
 
 #: Rejected points listed in an answer (``rejected_count`` counts all of them).
