@@ -47,7 +47,9 @@ def _spooled_steps(spool_dir, name):
         with open(path, "rb") as fh:
             record = json.loads(fh.read())
         if record["endpoint"] == "/wandb/metrics":
-            steps.extend(p["step"] for p in record["payload"]["metrics"] if p["name"] == name)
+            payload = record["payload"]
+            steps.extend(p["step"] for p in payload["metrics"] if p["name"] == name)
+            steps.extend(r["step"] for r in payload.get("rows") or () if name in r["values"])
     return steps
 
 

@@ -10,6 +10,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 # The JSONL sink's run and detection records, one request per line next to each rank's points.
 from ..sinks.jsonl import RECORDS_FILE
+from ..sinks.payload import as_points, has_rows
 from .output import request_error
 
 
@@ -146,7 +147,10 @@ def cmd_replay(args) -> int:
         try:
             with open(path, "rb") as fh:
                 record = json.loads(fh.read())
-            payload, metrics = record["payload"], record["payload"].get("metrics")
+            payload = record["payload"]
+            if has_rows(payload):  # as points: what every Lens server reads, old ones too (protocol.md, Rows)
+                payload = as_points(payload)
+            metrics = payload.get("metrics")
             if isinstance(metrics, list) and len(metrics) > MAX_POINTS_PER_REQUEST:
                 # A file of an older version, bigger than Lens takes in one request.
                 for start in range(0, len(metrics), MAX_POINTS_PER_REQUEST):

@@ -30,13 +30,19 @@ from ..core.hookspecs import hookimpl
 from ..core.log import log_once
 from ..wire import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from .http_delivery import WRITE_AHEAD, Delivery, _Item, _encode, _settle_environment
+from .payload import chunks, halves, row_chunks
 from .spool import Spool
+
+#: Request bodies the sender's queue holds in memory before new ones go to the spool (a burst of
+#: logging far ahead of Lens).  The write-ahead bounds the loss window, not this: ~1.3M points as rows.
+QUEUE_BYTES = 32 * 1024 * 1024
+
 
 class HttpSink(Delivery):
     """Delivers request bodies to ``{base}{endpoint}``; spools on failure."""
 
     def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 5.0, max_retries: int = 8,
-                 spool: Optional[Spool] = None, queue_limit: int = 64,
+                 spool: Optional[Spool] = None, queue_limit: int = 1024, queue_bytes: int = QUEUE_BYTES,
                  max_points: int = limits.MAX_POINTS_PER_REQUEST, write_ahead: float = WRITE_AHEAD):
         import requests  # imported here: only the worker thread ever builds a sink
 
@@ -57,6 +63,7 @@ class HttpSink(Delivery):
         self._requests = requests
         self._queue = collections.deque()
         self._queue_limit = queue_limit
+        self._queue_bytes = queue_bytes
         self._cond = threading.Condition()
         # Serialises "persist this item" with "this item is finished" (spool thread vs sender).
         self._persist_lock = threading.Lock()
@@ -69,6 +76,8 @@ class HttpSink(Delivery):
         # Files left by an earlier process are replayed by this one.
         self._spool_pending = bool(self.spool.files())
         self.down = False
+        # Metrics go as rows (docs/protocol.md) until a server answers one without reading them.
+        self.rows_ok = True
         self.auth_refused = None  # the HTTP status while Lens refuses our token
         self._next_probe = 0.0
         self._thread = None
@@ -77,7 +86,7 @@ class HttpSink(Delivery):
                          "spooled_batches": 0, "spooled_points": 0, "replayed_batches": 0,
                          "replayed_points": 0, "rejected_batches": 0, "rejected_points": 0,
                          "filtered_points": 0, "auth_rejected_batches": 0, "auth_rejected_points": 0,
-                         "written_ahead_batches": 0, "split_requests": 0}
+                         "written_ahead_batches": 0, "split_requests": 0, "row_form_batches": 0}
         self.last_error = None
         # For the ``exporter`` report: the envelope (workload, pod, rank ...) and recorder
         # counters of the last metrics batch, and the report Lens last acknowledged.
@@ -97,6 +106,16 @@ class HttpSink(Delivery):
         self._base_exporter = batch.exporter or {}
         self._envelope = batch.envelope()
         exporter = self.exporter_counters(self._base_exporter)
+        form = batch.row_form() if self.rows_ok else None
+        if form is not None and batch.within_limits():
+            parts = row_chunks(form[0], form[1], self.max_points)
+            for rows, points, count in parts:
+                batch_id = None
+                if len(parts) > 1:
+                    batch_id = "%s-%d" % (batch.batch_id, self.counters["split_requests"])
+                    self.counters["split_requests"] += 1
+                self._submit_sized(ENDPOINT_METRICS, batch.rows_payload(exporter, rows, points, batch_id), count)
+            return
         if not batch.within_limits():
             batch = batch.drop(self._refused(batch.points))
         total = len(batch)
@@ -126,7 +145,7 @@ class HttpSink(Delivery):
         points = self._check_points(payload.get("metrics") or [])
         if not points:
             return
-        for chunk in _chunks(points, self.max_points):
+        for chunk in chunks(points, self.max_points):
             part = dict(payload)
             part["metrics"] = chunk
             if len(chunk) != len(points):
@@ -156,15 +175,12 @@ class HttpSink(Delivery):
         if len(body) <= self.max_body:
             self._enqueue(_Item(endpoint, payload, points, body))
             return
-        if endpoint == ENDPOINT_METRICS and len(payload["metrics"]) > 1:
+        if endpoint == ENDPOINT_METRICS and points > 1:
             # Over the byte limit (long names, many keys): halves until each part fits.
-            half = len(payload["metrics"]) // 2
-            for chunk in (payload["metrics"][:half], payload["metrics"][half:]):
-                part = dict(payload)
-                part["metrics"] = chunk
+            for part, count in halves(payload):
                 part["batch_id"] = "%s-%d" % (payload.get("batch_id", ""), self.counters["split_requests"])
                 self.counters["split_requests"] += 1
-                self._submit_sized(endpoint, part, len(chunk))
+                self._submit_sized(endpoint, part, count)
             return
         if endpoint == ENDPOINT_RUN:
             # A run whose config/summary alone exceeds the limit: the run is still recorded,
@@ -184,7 +200,9 @@ class HttpSink(Delivery):
         with self._cond:
             # While Lens is down (or refuses our token) everything goes straight to disk: the
             # spool replay is the probe that finds it back.  Far behind: persist, not hold memory.
-            keep = self.down or len(self._queue) >= self._queue_limit
+            queue = self._queue
+            keep = self.down or (bool(queue) and (len(queue) >= self._queue_limit or
+                                                  sum(len(i.body) for i in queue) + len(item.body) > self._queue_bytes))
             if not keep:
                 self._queue.append(item)
             self._ensure_threads()
@@ -359,34 +377,6 @@ class HttpSink(Delivery):
                 with self._cond:
                     self._inflight = None
                     self._cond.notify_all()
-
-    # -------------------------------------------------------------- reporting
-    def exporter_counters(self, base=None) -> dict:
-        """The ``exporter`` object of a metrics body (SPEC): cumulative counters of this process."""
-        c = self.counters
-        out = dict(base or {})
-        out["filtered_points"] = int(out.get("filtered_points", 0)) + c["filtered_points"]
-        out.update({"rejected_points": c["rejected_points"], "rejected_batches": c["rejected_batches"],
-                    "auth_rejected_batches": c["auth_rejected_batches"], "spooled_points": c["spooled_points"],
-                    "spool_write_errors": self.spool.write_errors,
-                    "spool_dropped_points": self.spool.dropped_points,
-                    "failed_attempts": c["failed_attempts"], "replayed_points": c["replayed_points"]})
-        return out
-
-    def stats(self):
-        out = dict(self.counters)
-        out.update({"api_base_url": self.base_url, "down": self.down, "queued": len(self._queue),
-                    "last_error": self.last_error, "auth_refused": self.auth_refused,
-                    "rejected_files": len(self.rejected.files())})
-        out.update(self.spool.stats())
-        return out
-
-
-def _chunks(points, size):
-    if len(points) <= size:
-        return [points]
-    return [points[i:i + size] for i in range(0, len(points), size)]
-
 
 @hookimpl
 def lens_make_sinks(config, on_problem):

@@ -1,6 +1,7 @@
 """The network half of the HTTP sink: one POST with retries, what Lens's answer means
 (accepted, refused points, 413 split, whole-request reject, auth hold), up/down state
-and the spool replay that doubles as the probe while Lens is down.
+and the spool replay that doubles as the probe while Lens is down; the counters it reports
+(the ``exporter`` object of each body, ``stats``).
 
 ``Delivery`` is a mixin of :class:`~primus_lens_wandb_exporter.sinks.http.HttpSink`: the
 queue, threads and write-ahead live there; this file only talks to the server.
@@ -19,6 +20,7 @@ import orjson
 from .. import limits
 from ..wire import ENDPOINT_METRICS
 from ..core.log import get_logger, log_once
+from .payload import as_points, halves, has_rows, points_of
 
 
 def _encode(payload) -> bytes:
@@ -127,10 +129,16 @@ class Delivery:
             else:
                 status = response.status_code
                 if status < 300:
+                    if item.endpoint == ENDPOINT_METRICS:
+                        answer = self._read_answer(response)
+                        if has_rows(item.payload):
+                            if "rows" not in answer:
+                                return self._rows_unread(item, attempts)
+                            self.counters["row_form_batches"] += 1
                     self.counters["sent_batches"] += 1
                     self.counters["sent_points"] += item.points
                     if item.endpoint == ENDPOINT_METRICS:
-                        self._read_answer(response, item.points)
+                        self._count_refused(answer)
                         if isinstance(item.payload, dict) and "exporter" in item.payload:
                             self._delivered_exporter = item.payload["exporter"]
                         get_logger().debug("API report ok: %d points -> %s", item.points, url)
@@ -171,12 +179,32 @@ class Delivery:
         self._mark_down()
         return "down"
 
-    def _read_answer(self, response, points):
-        """Count the points Lens refused one by one (``rejected_count``), one log line per cause."""
+    @staticmethod
+    def _read_answer(response) -> dict:
+        """Lens's answer to a metrics request ({} when it is not a JSON object)."""
         try:
             answer = _decode(response.content)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
+    def _rows_unread(self, item, attempts) -> str:
+        """A server that answered a body with ``rows`` without reading them (older than the row
+        form): the item is sent again as points, and so is everything after it."""
+        self.rows_ok = False
+        log_once(("rows-unread", self.base_url), logging.WARNING,
+                 "Lens at %s does not read the row form of metrics requests (a server older than this "
+                 "exporter): sending each point on its own instead (about 3x the bytes; upgrade Lens)",
+                 self.base_url)
+        item.payload = as_points(item.payload)
+        item.body = _encode(item.payload)
+        return self._post(item, attempts)
+
+    def _count_refused(self, answer: dict):
+        """Count the points Lens refused one by one (``rejected_count``), one log line per cause."""
+        try:
             refused = int(answer.get("rejected_count") or 0)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError):
             return
         if refused <= 0:
             return
@@ -189,17 +217,16 @@ class Delivery:
 
     def _split(self, item):
         """Lens said 413 (a server with a lower limit than ours): send the batch in halves."""
-        metrics = item.payload["metrics"]
-        half = len(metrics) // 2
-        self.max_points = max(1, min(self.max_points, half))
+        total = points_of(item.payload)
+        self.max_points = max(1, min(self.max_points, total // 2))
         self.counters["split_requests"] += 1
         log_once(("http-413", item.endpoint), logging.WARNING,
                  "Lens answered 413 to a %d-point batch; sending at most %d points per request",
-                 len(metrics), self.max_points)
+                 total, self.max_points)
         parts = []
-        for index, chunk in enumerate((metrics[:half], metrics[half:])):
-            payload = dict(item.payload, metrics=chunk, batch_id="%s-h%d" % (item.payload.get("batch_id", ""), index))
-            parts.append(_Item(item.endpoint, payload, len(chunk), _encode(payload)))
+        for index, (payload, count) in enumerate(halves(item.payload)):
+            payload["batch_id"] = "%s-h%d" % (item.payload.get("batch_id", ""), index)
+            parts.append(_Item(item.endpoint, payload, count, _encode(payload)))
         with self._cond:
             self._queue.extendleft(reversed(parts))
             self._cond.notify_all()
@@ -264,6 +291,27 @@ class Delivery:
         self._spool_pending = False
         if sent_any:
             get_logger().debug("spool replayed to %s", self.base_url)
+
+    # -------------------------------------------------------------- reporting
+    def exporter_counters(self, base=None) -> dict:
+        """The ``exporter`` object of a metrics body (SPEC): cumulative counters of this process."""
+        c = self.counters
+        out = dict(base or {})
+        out["filtered_points"] = int(out.get("filtered_points", 0)) + c["filtered_points"]
+        out.update({"rejected_points": c["rejected_points"], "rejected_batches": c["rejected_batches"],
+                    "auth_rejected_batches": c["auth_rejected_batches"], "spooled_points": c["spooled_points"],
+                    "spool_write_errors": self.spool.write_errors,
+                    "spool_dropped_points": self.spool.dropped_points,
+                    "failed_attempts": c["failed_attempts"], "replayed_points": c["replayed_points"]})
+        return out
+
+    def stats(self):
+        out = dict(self.counters)
+        out.update({"api_base_url": self.base_url, "down": self.down, "queued": len(self._queue),
+                    "last_error": self.last_error, "auth_refused": self.auth_refused,
+                    "rejected_files": len(self.rejected.files())})
+        out.update(self.spool.stats())
+        return out
 
 
 _NUMBER_TYPES = frozenset({int, float})

@@ -45,7 +45,7 @@ class Recorder(Worker, RunTracker, Batcher, Stats):
         self._sinks = None  # this process's sink objects (built by the worker; a forked child builds its own)
         self._runs: Dict[int, RunState] = {}
         self._record_rows: Dict[tuple, int] = {}  # (source, run id, rank) -> last row of Recorder.record
-        self._pending: Dict[tuple, list] = {}  # key -> entries: Point lists and fast-path rows (batcher.py)
+        self._pending: Dict[tuple, list] = {}  # key -> [point count, entries: Point lists and Rows] (batcher.py)
         self._pending_count = 0
         self._pending_since = None
         self._ranks = Ranks()

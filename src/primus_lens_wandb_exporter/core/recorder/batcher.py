@@ -1,7 +1,9 @@
 """Batching: pending points per (data source, run, rank), emitted as MetricBatch by size and time."""
 
 import time
-from itertools import repeat
+from bisect import bisect_right
+from itertools import accumulate
+from operator import attrgetter
 
 from .. import normalize
 from ..identity import Ranks, resolve_ranks
@@ -9,11 +11,13 @@ from ..log import get_logger
 from ..steps import record_row
 from ...sinks import call_sinks
 from ... import limits
-from .batch import MetricBatch, Point
+from .batch import MetricBatch, Point, Row
 from .runs import SUMMARY_INTERVAL
 
 # A fast-path row is its points' step and row: Lens takes it when it is within both limits.
 _TOP_ROW = min(limits.MAX_ROW, int(limits.MAX_ABS_STEP))
+_steps = attrgetter("step")
+_values = attrgetter("values")
 
 
 class Batcher:
@@ -68,14 +72,40 @@ class Batcher:
 
     def _add_row(self, key, data, row, ts):
         """A fast-path row (``Worker._drain``): ``data`` {name: finite float}, each point charted by ``row``."""
-        self._queue_points(key, (data, row, ts), len(data))
+        self._queue_points(key, Row(data, row, None, ts), len(data))
+
+    def _queue_rows(self, key, rows, count):
+        """Fast-path rows of one key at once (``Worker._drain_plain``): ``count`` points in all,
+        emitted in batches of ``batch_size`` as if queued one by one."""
+        while rows:
+            room = self.config.batch_size - self._pending_count
+            cut, part = len(rows), count
+            if count > room:
+                sizes = list(accumulate(map(len, map(_values, rows))))
+                cut = max(1, bisect_right(sizes, room))
+                part = sizes[cut - 1]
+            bucket = self._pending.get(key)
+            if bucket is None:
+                bucket = self._pending[key] = [0]
+            bucket.extend(rows if cut == len(rows) else rows[:cut])
+            bucket[0] += part
+            self._counted(part)
+            if cut == len(rows):
+                return
+            if self._pending:  # a row that does not fit (_counted emitted what reached batch_size)
+                self._emit_all()
+            rows, count = rows[cut:], count - part
 
     def _queue_points(self, key, entry, count):
-        # Entries keep their order: a list of Points (slow path) or one (data, row, ts) row.
+        # Entries keep their order: a list of Points (slow path) or one Row (fast path).
         bucket = self._pending.get(key)
         if bucket is None:
-            bucket = self._pending[key] = []
+            bucket = self._pending[key] = [0]  # [point count, entries...]
         bucket.append(entry)
+        bucket[0] += count
+        self._counted(count)
+
+    def _counted(self, count):
         self.counters.points += count
         self._pending_count += count
         if self._pending_since is None:
@@ -106,32 +136,21 @@ class Batcher:
         self._pending_since = None
         ranks = self._current_ranks()
         for (source, run_id, rank), entries in pending.items():
-            points, checked = _expand(entries)
+            count = entries[0]
+            del entries[0]
             batch = MetricBatch(source=source, run_id=run_id, rank=rank, local_rank=ranks.local_rank,
                                 node_rank=ranks.node_rank, world_size=ranks.world_size, identity=self.identity,
-                                exporter=self.counters.exporter(), wire=points, checked=checked)
+                                exporter=self.counters.exporter(), entries=entries, count=count,
+                                checked=_checked(entries))
             self.counters.batches += 1
             call_sinks(self._sinks or (), "report_metrics", batch)
             self._call("lens_report_metrics", batch=batch)
         get_logger().debug("✓ Metrics data queued for reporting (%d batches)", len(pending))
 
 
-def _expand(entries):
-    """The Points of a key's entries, in order; and whether all are fast-path rows within Lens's limits.
-
-    A fast row becomes its Points in one ``map`` (C): no tuple or dict per point.
-    """
-    points = []
-    extend = points.extend
-    rows = []
-    slow = False
-    for entry in entries:
-        if type(entry) is tuple:
-            data, row, ts = entry
-            extend(map(Point, data, data.values(), repeat(row), repeat(None), repeat(ts)))
-            rows.append(row)
-        else:
-            extend(entry)
-            slow = True
-    checked = not slow and (not rows or (min(rows) >= 0 and max(rows) <= _TOP_ROW))
-    return points, checked
+def _checked(entries):
+    """Whether every entry is a fast-path row within Lens's limits (the sinks need not check them)."""
+    if not all(type(e) is Row for e in entries):
+        return False
+    rows = list(map(_steps, entries))  # a fast-path row's step is its row
+    return min(rows) >= 0 and max(rows) <= _TOP_ROW
