@@ -175,6 +175,18 @@ class StepRules:
         self._ts = ts
         return row
 
+    def next_rows(self, count: int, last: Dict[str, float], ts: float = 0.0) -> Optional[int]:
+        """``next_row`` for ``count`` plain calls at once (``last``: the last one's values): the
+        first row, the others following it; ``None`` (nothing changed) when the rules are not plain."""
+        if self.defined or self.globs or self._open or self._others:
+            return None
+        row = self.row
+        self.row = row + count
+        self.last_row = row + count - 1
+        self.last_values = last
+        self._ts = ts
+        return row
+
     def close(self) -> List[Tuple[int, List[RowPoint]]]:
         """``finish``: the open row is written."""
         return self._close(self.row + 1)

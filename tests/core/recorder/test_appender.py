@@ -12,6 +12,7 @@ from primus_lens_wandb_exporter.core.identity import load_identity
 from primus_lens_wandb_exporter.core.registry import create_plugin_manager
 from primus_lens_wandb_exporter.core.recorder import Recorder
 from primus_lens_wandb_exporter.core.recorder.records import _DEFINE, _LOG, _SUMMARY, RECORD_WIDTH
+from primus_lens_wandb_exporter.wire import Row
 
 
 class Batches:
@@ -55,10 +56,13 @@ def _replay(items, fast):
     else:
         for item in items:
             rec._handle(item)
-    # Rows the fast path queued as they came (the batcher's (data, row, ts) entries).
-    _replay.fast_rows = sum(type(entry) is tuple for entries in rec._pending.values() for entry in entries)
+    # Rows the fast path queued as they came (the batcher's Row entries).
+    _replay.fast_rows = sum(type(entry) is Row for entries in rec._pending.values() for entry in entries)
     rec._emit_all()
-    states = sorted(repr((s.run_id, s.rules.row, s.rules.last_row, s.rules.last_values, sorted(s.history_keys)))
+    # The keys logged: the slow path adds them to history_keys, the fast path only to latest (what
+    # the summary reads is the union, runs.py _on_summary).
+    states = sorted(repr((s.run_id, s.rules.row, s.rules.last_row, s.rules.last_values,
+                          sorted(s.history_keys | s.latest.keys())))
                     for s in rec._runs.values())
     return sink.seen, rec.counters.as_dict(), states
 
@@ -123,3 +127,24 @@ def test_plain_float_logs_take_the_fast_path_and_match_the_slow_path():
     # After define_metric("metric_*", step_metric="metric_0"): charted by metric_0, row kept.
     last = [p for p in points if p["name"] == "metric_5"][-1]
     assert last == {"name": "metric_5", "value": 0.5, "step": 299.0, "timestamp": 1_700_000_299.0, "row": 427}
+def test_a_chunk_of_only_plain_logs_is_queued_in_bulk_and_matches_the_slow_path(monkeypatch):
+    bulk = []
+    drain_plain = Recorder._drain_plain
+
+    def counted(self, flat, count):
+        bulk.append(drain_plain(self, flat, count))
+        return bulk[-1]
+
+    monkeypatch.setattr(Recorder, "_drain_plain", counted)
+    run = Run("bulk")
+    t0 = 1_700_000_000.0
+    # Chunks of 256 records: the first creates the run (one by one); then the same keys every call,
+    # keys that change from call to call, and a chunk with one NaN (checked one by one again).
+    items = [(_LOG, run, {"loss": 1.0 / (i + 1), "lr": 0.5}, None, None, t0 + i) for i in range(512)]
+    items += [(_LOG, run, {f"m{i % 3}": float(i), "loss": float(i)}, None, None, t0 + i) for i in range(512, 768)]
+    items += [(_LOG, run, {"loss": math.nan if i == 900 else 2.0}, None, None, t0 + i) for i in range(768, 1024)]
+    seen, counters, states = _assert_same(items)
+    assert bulk == [False, True, True, False]
+    assert counters["points"] == 512 * 2 + 256 * 2 + 256 and counters["log_calls"] == 1024
+
+

@@ -5,14 +5,17 @@ import logging
 import os
 import threading
 import time
-from itertools import repeat, starmap
+from itertools import chain, repeat, starmap
+from operator import is_
 
 from ..log import configure, get_logger, log_once, raise_if_testing
 from ...sinks import build_sinks, call_sinks
 from .. import normalize
+from .batch import Row
 from .records import RECORD_WIDTH, _CLAIM, _CONFIG, _DEFINE, _FINISH, _FLUSH, _LOG, _RECORD, _START, _SUMMARY, _time
 
 
+_FLOATS = {float}
 #: Records handled per drain step; the GIL is handed back between steps (~0.3 ms of work each).
 CHUNK = 256
 
@@ -140,16 +143,21 @@ class Worker:
     def _drain(self, queue):
         """Handle up to ``CHUNK`` queued records, in order.
 
-        Bulk: the fields are popped in C (``starmap``) and regrouped by ``zip`` -- complete
-        records only, each was added by one atomic ``extend()``.  The common record, a plain
-        ``wandb.log(dict of floats)`` (no step, no commit, a run whose rows follow no
-        ``define_metric`` and have nothing open, every key a name already accepted, every
-        value a finite float), takes the fast path: its row is numbered and the dict itself
-        is queued for its batch (``Batcher._add_row``); the rest goes through ``_handle``.
-        Both give the same points (tests/core/recorder/test_appender.py).
+        Bulk: the fields are popped in C (``starmap``) -- complete records only, each was added
+        by one atomic ``extend()``.  The common record, a plain ``wandb.log(dict of floats)``
+        (no step, no commit, a run whose rows follow no ``define_metric`` and have nothing
+        open, every key a name already accepted, every value a finite float), takes a fast
+        path: its row is numbered and the dict itself is queued for its batch as a ``Row``.
+        A chunk of nothing else (a training loop's) is checked and queued in C-level passes
+        (``_drain_plain``); otherwise each record is checked alone and the rest goes through
+        ``_handle``.  All give the same points (tests/core/recorder/test_appender.py).
         """
         count = min(len(queue) // RECORD_WIDTH, CHUNK)
-        fields = iter(list(starmap(queue.popleft, repeat((), RECORD_WIDTH * count))))
+        flat = list(starmap(queue.popleft, repeat((), RECORD_WIDTH * count)))
+        if self._drain_plain(flat, count):
+            return
+        fields = iter(flat)
+        del flat
         runs = self._runs
         good = normalize.known_names()
         is_int = int.__instancecheck__
@@ -177,6 +185,43 @@ class Worker:
                 self._handle(item)
             except Exception as exc:
                 self._error("worker", exc)
+
+    def _drain_plain(self, flat, count) -> bool:
+        """A chunk of plain calls on one run (the fast path's conditions, each checked for all
+        records at once in C-level passes): numbered and queued as Rows; False, touching
+        nothing, when any record is not plain."""
+        if count < 2:
+            return False
+        kinds, runs, datas, steps, commits, stamps = (flat[i::RECORD_WIDTH] for i in range(RECORD_WIDTH))
+        run = runs[0]
+        if kinds.count(_LOG) != count or steps.count(None) != count or commits.count(None) != count \
+                or not all(map(is_, runs, repeat(run))) or not all(datas):
+            return False
+        state = self._runs.get(id(run))
+        if state is None or state.ref is not run or state.pending_summary:
+            return False
+        last = datas[-1]
+        keys = last.keys()
+        same = all(map(keys.__eq__, map(dict.keys, datas)))  # the usual loop logs the same keys each time
+        if not (keys <= normalize.known_names() if same else all(map(normalize.known_names().issuperset, datas))):
+            return False
+        values = list(chain.from_iterable(map(dict.values, datas)))
+        if set(map(type, values)) != _FLOATS:
+            return False  # an int, a tensor ... (float subclasses too): checked one by one
+        total = sum(values, 0.0)
+        if total - total != 0.0:
+            return False  # a non-finite value (or a finite sum that overflowed: checked one by one)
+        first = state.rules.next_rows(count, last, stamps[-1])
+        if first is None:
+            return False
+        self.counters.log_calls += count
+        if same:  # W&B's summary: each key's last value
+            state.latest.update(last)
+        else:
+            list(map(state.latest.update, datas))
+        self._queue_rows(("wandb", state.run_id, self._current_ranks().rank),
+                         list(map(Row, datas, range(first, first + count), repeat(None), stamps)), len(values))
+        return True
 
     def _setup(self):
         cfg = self.config
