@@ -17,8 +17,8 @@ def test_defaults_follow_the_user_guide():
 
 @pytest.mark.parametrize("name,raw,attr,expected", [
     ("PRIMUS_LENS_WANDB_API_REPORTING", "ture", "api_reporting", True),
-    ("PRIMUS_LENS_BATCH_SIZE", "lots", "batch_size", 5000),
-    ("PRIMUS_LENS_BATCH_SIZE", "-3", "batch_size", 5000),
+    ("PRIMUS_LENS_BATCH_SIZE", "lots", "batch_size", 20000),
+    ("PRIMUS_LENS_BATCH_SIZE", "-3", "batch_size", 20000),
     ("PRIMUS_LENS_FLUSH_INTERVAL", "nan", "flush_interval", 1.0),
     ("PRIMUS_LENS_API_BASE_URL", "lens:8080", "api_base_url", DEFAULT_API_BASE_URL),
 ])

@@ -27,7 +27,7 @@ class Config:
     debug: bool = False
     testing: bool = False
     disabled_integrations: Tuple[str, ...] = ()
-    batch_size: int = 5000
+    batch_size: int = 20000
     flush_interval: float = 1.0
     queue_size: int = 1_000_000
     http_timeout: float = 5.0
