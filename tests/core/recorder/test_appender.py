@@ -148,3 +148,20 @@ def test_a_chunk_of_only_plain_logs_is_queued_in_bulk_and_matches_the_slow_path(
     assert counters["points"] == 512 * 2 + 256 * 2 + 256 and counters["log_calls"] == 1024
 
 
+
+
+class _Ambiguous:
+    """A step whose == raises (as a numpy array's truth value does)."""
+
+    def __eq__(self, other):
+        raise ValueError("the truth value is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+def test_a_step_whose_equality_raises_does_not_break_the_bulk_check():
+    run = Run("ambiguous")
+    items = [(_LOG, run, {"loss": float(i)}, None, None, 1_700_000_000.0 + i) for i in range(300)]
+    items[280] = (_LOG, run, {"loss": 1.0}, _Ambiguous(), None, 1_700_000_280.0)
+    seen, counters, states = _assert_same(items)
+    assert counters["worker_errors"] == 0 and counters["log_calls"] == 300
