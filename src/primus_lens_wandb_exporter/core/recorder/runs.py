@@ -5,7 +5,7 @@ and detection reports."""
 import logging
 import operator
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .. import normalize
 from ..log import get_logger, log_once
@@ -154,13 +154,14 @@ class RunTracker:
         values = rules.last_values if row == rules.last_row else {}
         return [(name, value, rules.chart_step(name, values, row, bind=False), row, ts) for name, value in points]
 
-    def _run_dict(self, state: RunState) -> Dict[str, Any]:
+    def _run_dict(self, state: RunState, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The run record (``summary``: the JSON-safe summary, when the caller already built it)."""
         ident = self.identity
         ranks = self._current_ranks()
         out = {"source": "wandb", "workload_uid": ident.workload_uid, "pod_name": ident.pod_name,
                "pod_uid": ident.pod_uid, "run_id": state.run_id, "rank": ranks.rank,
                "timestamp": _time(), "config": _jsonable(state.config),
-               "summary": _jsonable(state.summary.as_dict())}
+               "summary": _jsonable(state.summary.as_dict()) if summary is None else summary}
         # The server merges summaries by top-level key (records of a run may arrive out of order,
         # through several replicas or replayed from the spool), so a key W&B deleted
         # (``del run.summary[k]``) is named; every record repeats it until the key comes back.
@@ -173,8 +174,8 @@ class RunTracker:
         out.setdefault("status", "finished" if state.finished else "running")
         return out
 
-    def _report_run(self, state, event):
-        run = self._run_dict(state)
+    def _report_run(self, state, event, summary=None):
+        run = self._run_dict(state, summary)
         run["event"] = event
         state.summary_sent = run["summary"]
         if event == "started":
@@ -187,8 +188,11 @@ class RunTracker:
         (flush, and every ``SUMMARY_INTERVAL`` s), so that Lens shows one before finish."""
         self._summary_reported = time.monotonic()
         for state in list(self._runs.values()):
-            if not state.finished and _jsonable(state.summary.as_dict()) != state.summary_sent:
-                self._report_run(state, "summary")
+            if state.finished:
+                continue
+            summary = _jsonable(state.summary.as_dict())
+            if summary != state.summary_sent:
+                self._report_run(state, "summary", summary)
 
     def _report_detection(self, force=False):
         if self._detector is None:
