@@ -540,15 +540,14 @@ def _store_rows(batch: SeriesBatch, rows: list) -> None:
     nonfinite = _NONFINITE
     str_t = str
     for r in rows:
-        row = r.row
-        point = (r.timestamp, r.step)
+        row, ts, step = r.row, r.timestamp, r.step
         for name, v in r.values.items():
             if v.__class__ is str_t:
                 v = nonfinite[v]  # one of the three: the Literal was checked by msgspec
             pts = by_name.get(name)
             if pts is None:
                 pts = by_name[name] = {}
-            pts[row] = (v,) + point
+            pts[row] = (v, ts, step)
 
 
 def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> SeriesBatch:
