@@ -96,17 +96,27 @@ def test_a_server_older_than_the_row_form_gets_every_point_as_points(old_server,
     assert stderr.count("does not read the row form") == 1
 
 
-def test_a_spooled_row_body_replays_to_an_old_server_as_points(old_server, tmp_path):
-    """A row body written while Lens was down, replayed once Lens (older) is back: nothing lost."""
+def _metrics_posts(server):
+    return sum(1 for line in server.log_text().splitlines()
+               if '"event": "access"' in line.replace('":"', '": "') and "/wandb/metrics" in line)
+
+
+def test_spooled_row_bodies_replay_to_an_old_server_as_points(old_server, tmp_path):
+    """Row bodies written while Lens was down, replayed once Lens (older) is back: nothing lost, and
+    only the first is sent as rows (the others are turned into points before their first POST)."""
     spool = Spool(str(tmp_path / "spool"))
-    payload = {"workload_uid": "rows-replay", "run_id": "r", "rank": 0, "timestamp": time.time(),
-               "metrics": [], "rows": [{"values": {"a": float(i), "b": -float(i)}, "step": i} for i in range(50)]}
-    spool.write("/wandb/metrics", payload, 100, msgspec.json.encode(payload))
+    for part in range(3):
+        rows = [{"values": {"a": float(i), "b": -float(i)}, "step": i} for i in range(part * 50, part * 50 + 50)]
+        payload = {"workload_uid": "rows-replay", "run_id": "r", "rank": 0, "timestamp": time.time(),
+                   "metrics": [], "rows": rows}
+        spool.write("/wandb/metrics", payload, 100, msgspec.json.encode(payload))
+    before = _metrics_posts(old_server)
     sink = HttpSink(old_server.api, spool=spool)
     sink.flush(time.monotonic() + 30)
-    assert sink.counters["replayed_points"] == 100 and not spool.files()
+    assert sink.counters["replayed_points"] == 300 and not spool.files()
     got = _stored(old_server, "rows-replay")
-    assert got == {"a": {i: float(i) for i in range(50)}, "b": {i: -float(i) for i in range(50)}}
+    assert got == {"a": {i: float(i) for i in range(150)}, "b": {i: -float(i) for i in range(150)}}
+    assert _metrics_posts(old_server) - before == 4
 
 
 # -- the pieces: which batches go as rows, and how a row body is cut -------------------------

@@ -116,9 +116,10 @@ def prepare_batch(raw: bytes) -> Prepared:
     body = validate.require_object(parse(raw))
     parts = body.get("metrics")
     # The point limit holds for the whole request, over all its metrics parts.
-    n_points = sum(validate.points_in(m) for m in (parts if type(parts) is list else [parts]))
-    if n_points > limits.MAX_POINTS_PER_REQUEST:
-        raise validate.too_many_points("metrics")
+    listed = parts if type(parts) is list else [parts]
+    if sum(validate.points_in(m) for m in listed) > limits.MAX_POINTS_PER_REQUEST:
+        with_rows = any(type(m) is dict and m.get("rows") for m in listed)
+        raise validate.too_many_points("rows" if with_rows else "metrics")
     metrics = validate.metrics_list(parts, "metrics") if parts is not None else []
     dets = ([validate.detection(redact_url_credentials(body["detection"]), "detection.")]
             if body.get("detection") is not None else [])

@@ -552,20 +552,22 @@ def _store_rows(batch: SeriesBatch, rows: list) -> None:
 
 def metrics_batch_bytes(raw: bytes, parse: Callable[[bytes], Any]) -> SeriesBatch:
     """``metrics_batch(parse(raw))``, with the msgspec fast path for well-formed bodies."""
-    if b'"rows"' in raw:  # a row's values are decoded as one dict: counted before (large bodies)
-        refuse_too_many_points(raw, _count_metrics)
+    # Large bodies are counted before either path builds their points (a row's values are
+    # one dict each to msgspec too); below _PRECOUNT_BYTES this returns at once.
+    refuse_too_many_points(raw, _count_metrics)
     batch = _fast_metrics_batch(raw)
     if batch is not None:
         return batch
-    refuse_too_many_points(raw, _count_metrics)
     return metrics_batch(parse(raw))
 
 
 # Counting the points of a body before parsing it: msgspec skims each point into an
 # empty struct (~30 bytes) where orjson would build a dict of objects (~600 bytes), so
 # a 50 MB body of 1.3M points is refused 413 without the ~750 MB a full parse costs.
-# A row's values are counted by decoding them (~110 bytes a value): a body with rows
-# holding more than _MAX_COLONS ":" (at least one per value) is refused without it.
+# ``rows`` are skimmed as raw bytes: a row's value is at least one ":", so most bodies
+# are counted by that bound alone; past it the rows are decoded (~110 bytes a value),
+# and past _MAX_COLONS they are refused uncounted.  The fields are found by msgspec, not
+# by a text search: a key can be written escaped ("\u0072ows"), and a tag can say "rows".
 class _Skip(msgspec.Struct, gc=False):
     pass
 
@@ -576,7 +578,7 @@ class _CountRow(msgspec.Struct, gc=False):
 
 class _CountPart(msgspec.Struct, gc=False):
     metrics: Optional[List[_Skip]] = None
-    rows: Optional[List[_CountRow]] = None
+    rows: msgspec.Raw = msgspec.Raw()  # empty when absent
 
 
 class _CountBatch(msgspec.Struct, gc=False):
@@ -586,15 +588,33 @@ class _CountBatch(msgspec.Struct, gc=False):
 #: Bodies smaller than this are parsed without a count first (the count costs ~0.8 ms per
 #: 5,000 points; parsing a 4 MiB body costs tens of MiB, so only large bodies need it).
 _PRECOUNT_BYTES = 4 * 1024 * 1024
-#: A large body with rows and more ":" than this is refused 413 uncounted (a legit body of
-#: 100,000 points has at most ~4 per point: one per value, row, step and timestamp).
+#: Rows with more ":" than this are refused 413 uncounted (100,000 points as rows have at most
+#: ~5 a point: the value's, and the row's values, step, row and timestamp when it has one value).
 _MAX_COLONS = 8 * MAX_POINTS_PER_REQUEST
 _count_metrics = msgspec.json.Decoder(_CountPart).decode
 _count_batch = msgspec.json.Decoder(_CountBatch).decode
+_count_rows = msgspec.json.Decoder(List[_CountRow]).decode
 
 
-def _points_in(part: _CountPart) -> int:
-    return len(part.metrics or ()) + sum(len(r.values) for r in part.rows or () if r.values.__class__ is dict)
+def _too_many(parts: List[_CountPart]) -> bool:
+    """Whether the skimmed parts hold more than MAX_POINTS_PER_REQUEST points."""
+    n = sum(len(p.metrics or ()) for p in parts)
+    rows = [bytes(p.rows) for p in parts if p.rows]
+    if n > MAX_POINTS_PER_REQUEST:
+        return True
+    colons = sum(r.count(b":") for r in rows)
+    if n + colons <= MAX_POINTS_PER_REQUEST:
+        return False
+    if colons > _MAX_COLONS:
+        return True
+    for r in rows:
+        try:
+            n += sum(len(x.values) for x in _count_rows(r) if x.values.__class__ is dict)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            continue  # not an array of rows: the validator says what is wrong
+        if n > MAX_POINTS_PER_REQUEST:
+            return True
+    return False
 
 
 def refuse_too_many_points(raw: bytes, decode=None) -> None:
@@ -603,19 +623,17 @@ def refuse_too_many_points(raw: bytes, decode=None) -> None:
     count cannot read (not the expected shape) is left to the full validator."""
     if len(raw) < _PRECOUNT_BYTES:
         return
-    if b'"rows"' in raw and raw.count(b":") > _MAX_COLONS:
-        raise too_many_points("rows")
     try:
         body = (decode or _count_batch)(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return
     if decode is _count_metrics:
-        n = _points_in(body)
+        parts = [body]
     else:
         m = body.metrics
-        n = sum(_points_in(p) for p in (m if isinstance(m, list) else [m]) if p is not None)
-    if n > MAX_POINTS_PER_REQUEST:
-        raise too_many_points("metrics")
+        parts = [p for p in (m if isinstance(m, list) else [m]) if p is not None]
+    if _too_many(parts):
+        raise too_many_points("rows" if any(p.rows for p in parts) else "metrics")
 
 
 def metrics_list(body: Any, field: str) -> List[SeriesBatch]:

@@ -30,7 +30,7 @@ from ..core.hookspecs import hookimpl
 from ..core.log import log_once
 from ..wire import ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from .http_delivery import WRITE_AHEAD, Delivery, _Item, _encode, _settle_environment
-from .payload import chunks, halves, row_chunks
+from .payload import as_points, chunks, halves, has_rows, row_chunks
 from .spool import Spool
 
 #: Request bodies the sender's queue holds in memory before new ones go to the spool (a burst of
@@ -141,7 +141,10 @@ class HttpSink(Delivery):
         self._enqueue(_Item(ENDPOINT_METRICS, payload, 0, _encode(payload)))
 
     def submit_metrics(self, payload: dict):
-        """A metrics batch: filtered against the server's limits, split under them, queued."""
+        """A metrics batch: filtered against the server's limits, split under them, queued (rows, if
+        the payload has any, as points: this path checks and splits points)."""
+        if has_rows(payload):
+            payload = as_points(payload)
         points = self._check_points(payload.get("metrics") or [])
         if not points:
             return

@@ -120,6 +120,9 @@ class Delivery:
     def _post(self, item, attempts) -> str:
         """POST with retries: ``ok``, ``split``, ``rejected`` (finished here), ``down`` or ``auth``."""
         url = self.base_url + item.endpoint
+        if not self.rows_ok and has_rows(item.payload):  # queued or spooled before the server was found old
+            item.payload = as_points(item.payload)
+            item.body = _encode(item.payload)
         for attempt in range(attempts):
             deadline = self._flush_deadline
             try:
@@ -196,9 +199,7 @@ class Delivery:
                  "Lens at %s does not read the row form of metrics requests (a server older than this "
                  "exporter): sending each point on its own instead (about 3x the bytes; upgrade Lens)",
                  self.base_url)
-        item.payload = as_points(item.payload)
-        item.body = _encode(item.payload)
-        return self._post(item, attempts)
+        return self._post(item, attempts)  # converted there, like every item after it
 
     def _count_refused(self, answer: dict):
         """Count the points Lens refused one by one (``rejected_count``), one log line per cause."""

@@ -127,6 +127,8 @@ def test_plain_float_logs_take_the_fast_path_and_match_the_slow_path():
     # After define_metric("metric_*", step_metric="metric_0"): charted by metric_0, row kept.
     last = [p for p in points if p["name"] == "metric_5"][-1]
     assert last == {"name": "metric_5", "value": 0.5, "step": 299.0, "timestamp": 1_700_000_299.0, "row": 427}
+
+
 def test_a_chunk_of_only_plain_logs_is_queued_in_bulk_and_matches_the_slow_path(monkeypatch):
     bulk = []
     drain_plain = Recorder._drain_plain
@@ -146,8 +148,6 @@ def test_a_chunk_of_only_plain_logs_is_queued_in_bulk_and_matches_the_slow_path(
     seen, counters, states = _assert_same(items)
     assert bulk == [False, True, True, False]
     assert counters["points"] == 512 * 2 + 256 * 2 + 256 and counters["log_calls"] == 1024
-
-
 
 
 class _Ambiguous:

@@ -75,8 +75,11 @@ class Batcher:
         self._queue_points(key, Row(data, row, None, ts), len(data))
 
     def _queue_rows(self, key, rows, count):
-        """Fast-path rows of one key at once (``Worker._drain_plain``): ``count`` points in all,
-        emitted in batches of ``batch_size`` as if queued one by one."""
+        """Fast-path rows of one key at once (``Worker._drain_plain``): ``count`` points in all.
+
+        A batch is emitted before the row that would take it past ``batch_size`` (one by one,
+        ``_queue_points`` emits after it): each batch has at most ``batch_size`` points unless
+        one row alone has more, so the sink sends it as one request."""
         while rows:
             room = self.config.batch_size - self._pending_count
             cut, part = len(rows), count
