@@ -2,10 +2,13 @@
 
 Points go in with COPY into a per-connection temporary staging table and one
 ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (keys are unique within a batch
-already, so the statement never touches a row twice).  Concurrent requests run
-in parallel transactions; writers of the same series are serialised with
-transaction-scoped advisory locks taken in key order, because the summary and
-rollup maintenance reads what earlier batches of that series wrote.
+already, so the statement never touches a row twice).  The rows every request
+rewrites (series summaries, workloads, pods, exporter counters) go in one
+statement per table from ``unnest`` of array parameters (:func:`_array`).
+Concurrent requests run in parallel transactions; writers of the same series are
+serialised with transaction-scoped advisory locks (one per rank of a run) taken
+in key order, because the summary and rollup maintenance reads what earlier
+batches of that series wrote.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from typing import Dict, Iterator, Sequence
 import psycopg
 
 from . import schema
+from .ingest import SUMMARY_READ
 from .model import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey
 from .runs_filter import PostgresDialect
-from .ingest import SUMMARY_READ
 from .store import Store
 
 _MIGRATION_LOCK = 0x4C454E53  # "LENS": one server migrates at a time
