@@ -16,6 +16,14 @@ included), the machine's load, and verifies nothing was lost: the points counted
 back through the query API (``metrics/sources``) equal the points sent and the
 answers' ``inserted`` sum.
 
+``--storage``: no server and no HTTP: the storage path alone, in this process.  Each
+rank's 10-point bodies go through the server's validation (untimed) and then, in
+groups of ``--group`` requests (one group commit), through ``Store.ingest_many``,
+whose CPU (``time.process_time``) is what it prints per request, with PostgreSQL's
+backend CPU per request (``/proc`` of the store's connections).  ``--prefill N``
+stores N points per series first, so every series has a rollup (past 256 points),
+as in a fleet that has run for more than a few minutes.
+
 ``--capacity``: closed loop instead.  ``--connections`` clients send back to back
 (no pause), so the server is saturated; requests per server CPU-second is then the
 capacity of one server core for this request shape.
@@ -24,6 +32,7 @@ capacity of one server core for this request shape.
     python benchmarks/bench_fleet.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
     python benchmarks/bench_fleet.py --capacity --duration 10  # max req/s and req per server CPU-s
     python benchmarks/bench_fleet.py --quick                   # 50 ranks, 3 s (a smoke run)
+    python benchmarks/bench_fleet.py --storage --prefill 300   # storage CPU per request, series with rollups
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ from bench_server_ingest import cpu_times, server_cpu_seconds, steal_share  # no
 from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 
 METRICS = 10
+#: seconds of start-up (every rank's detection and run reports) left out of the second latency line
+STEADY_AFTER = 3.0
 EXPORTER_COUNTERS = {"filtered_points": 0, "rejected_points": 0, "rejected_batches": 0, "auth_rejected_batches": 0,
                      "spooled_points": 0, "spool_write_errors": 0, "spool_dropped_points": 0,
                      "failed_attempts": 0, "replayed_points": 0}
@@ -132,6 +143,7 @@ def run_body(ident: dict) -> dict:
 class Stats:
     def __init__(self):
         self.latencies: list = []
+        self.sent_at: list = []  # perf_counter of each request's send, beside its latency
         self.errors: list = []
         self.sent_points = 0
         self.inserted = 0
@@ -139,6 +151,7 @@ class Stats:
 
     def answer(self, status, payload, t0, n_points, endpoint):
         self.latencies.append(time.perf_counter() - t0)
+        self.sent_at.append(t0)
         self.requests += 1
         if status != 200:
             self.errors.append((status, payload[:200]))
@@ -223,6 +236,85 @@ def count_back(srv, jobs: int) -> int:
     return total
 
 
+def storage_bench(args) -> int:
+    """``--storage``: ``Store.ingest_many`` alone, in this process (see the module doc)."""
+    import statistics
+
+    from primus_lens_wandb_exporter.server.ingest import prepare_metrics
+    from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="lens-fleet-"))
+    pg_db = create_pg_database(args.pg_dsn, prefix="lens_bench_") if args.db == "postgres" else None
+    store = open_store(pg_db or f"sqlite:///{tmp}/fleet.db")
+    per_job = max(1, args.ranks // args.jobs)
+    idents = [identity(r, r // per_job, per_job) for r in range(args.ranks)]
+    steps = [args.prefill] * args.ranks
+    order = list(range(args.ranks))
+    random.Random(1).shuffle(order)  # arrival order: random phases, the same every second
+
+    def request(rank):
+        body = metrics_body(idents[rank], steps[rank], args.points)
+        steps[rank] += 1
+        return (prepare_metrics(orjson.dumps(body)).metrics, [], [])
+
+    def groups(n):
+        out, pos = [], 0
+        for _ in range(n):
+            out.append([request(order[(pos + i) % args.ranks]) for i in range(args.group)])
+            pos += args.group
+        return out
+
+    def backend_cpu():
+        if pg_db is None:
+            return 0.0
+        total = 0.0
+        for conn in list(store._pool.queue):  # the store's idle connections: all of them between groups
+            with open(f"/proc/{conn.info.backend_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    try:
+        if args.prefill:
+            # Each series' first N rows in big bodies, 50 ranks per transaction.
+            for r0 in range(0, args.ranks, 50):
+                parts = []
+                for r in range(r0, min(args.ranks, r0 + 50)):
+                    i = idents[r]
+                    series = {f"train/metric_{m}": {s: (s % 97 / 7.0, time.time() * 1000, float(s))
+                                                    for s in range(args.prefill)} for m in range(METRICS)}
+                    parts.append(([SeriesBatch(i["workload_uid"], "wandb", i["run_id"], i["rank"], i["pod_name"],
+                                               i["pod_uid"], i["namespace"], series)], [], []))
+                store.ingest_many(parts)
+        for g in groups(max(1, args.ranks // args.group)):  # warm: every rank once (ids and tails cached)
+            store.ingest_many(g)
+        work = groups(args.groups)
+        per_group, inserted = [], 0
+        load0 = os.getloadavg()[0]
+        b0, c0, w0 = backend_cpu(), time.process_time(), time.perf_counter()
+        for g in work:
+            t = time.process_time()
+            res = store.ingest_many(g)
+            per_group.append(time.process_time() - t)
+            inserted += sum(r.inserted for r in res)
+        c1, w1, b1 = time.process_time(), time.perf_counter(), backend_cpu()
+        n = args.groups * args.group
+        print(f"mode=storage database={args.db} ranks={args.ranks} group={args.group} requests={n} "
+              f"points={args.points} prefill={args.prefill}")
+        print(f"storage cpu per request: {(c1 - c0) / n * 1e3:.3f} ms (median group "
+              f"{statistics.median(per_group) / args.group * 1e3:.3f} ms), wall {(w1 - w0) / n * 1e3:.3f} ms"
+              + (f", PostgreSQL backend cpu {(b1 - b0) / n * 1e3:.3f} ms" if pg_db else "")
+              + f"; load_average={load0:.2f}->{os.getloadavg()[0]:.2f}")
+        ok = inserted == n * args.points
+        print(f"verify: inserted={inserted} sent={n * args.points} -> {'OK' if ok else 'MISMATCH'}")
+        return 0 if ok else 1
+    finally:
+        store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if pg_db:
+            drop_pg_database(pg_db, args.pg_dsn)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -239,11 +331,17 @@ def main() -> int:
     ap.add_argument("--log-level", default="info", help="the server's --log-level (info: access lines on)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra serve argument (repeatable)")
     ap.add_argument("--quick", action="store_true", help="50 ranks, 3 s: a smoke run")
+    ap.add_argument("--storage", action="store_true", help="Store.ingest_many alone, in this process")
+    ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
+    ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
+    ap.add_argument("--prefill", type=int, default=0, help="points stored per series first (--storage)")
     args = ap.parse_args()
     if args.quick:
         args.ranks, args.duration, args.connections, args.jobs = 50, 3.0, 8, 2
     if args.db == "postgres" and not args.pg_dsn:
         ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
+    if args.storage:
+        return storage_bench(args)
     try:
         import uvloop
 
@@ -282,6 +380,12 @@ def main() -> int:
             print(f"requests={n} ({n / elapsed:,.0f}/s, metrics only; +{2 * clients if not args.capacity else 0} "
                   f"start-up reports) latency ms p50={pct(ms, 0.5):.1f} p95={pct(ms, 0.95):.1f} "
                   f"p99={pct(ms, 0.99):.1f} max={max(ms):.1f}")
+            # The first seconds carry every rank's start-up reports too (a detection and a
+            # run each): the steady part's tail, apart.
+            late = [x * 1000 for x, t in zip(lat, stats.sent_at) if t - t0 >= STEADY_AFTER]
+            if late and not args.capacity:
+                print(f"after the first {STEADY_AFTER:.0f} s: requests={len(late)} latency ms p50={pct(late, 0.5):.1f} "
+                      f"p95={pct(late, 0.95):.1f} p99={pct(late, 0.99):.1f} max={max(late):.1f}")
         total_req = n + (0 if args.capacity else 2 * clients)
         if cpu > 0 and total_req:
             print(f"server_cpu={cpu:.2f}s = {cpu / total_req * 1e3:.3f} ms per request -> capacity "

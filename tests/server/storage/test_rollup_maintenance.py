@@ -177,3 +177,40 @@ def test_a_tail_missing_a_needed_block_is_not_used():
     assert not tail.covers(4, tail.max_step, [], {lvl: [5]})        # another writer moved rev on
     assert not tail.covers(3, tail.max_step + 1, [], {})            # another end of the series
     assert not tail.covers(3, tail.max_step, [tail.block - 1], {})  # a stored block it lacks
+
+
+def _same_rows(a, b) -> bool:
+    return len(a) == len(b) and all(len(x) == len(y) and all(map(_same, x, y)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_point_append_equals_the_general_update(seed):
+    # Tail.append_one (an exporter's request: one point per metric, past the last
+    # row) combines the stored block with the point instead of re-aggregating the
+    # block's stored points.  Its rows and next tail must be what the general
+    # update computes, across block and level boundaries, row gaps, NaN, infinities
+    # and ties (the first point of the smallest/largest value is the one kept).
+    rnd = random.Random(seed)
+    pts = sorted((s, _value(rnd), T0 + s) for s in range(rollup.ROLLUP_MIN_POINTS + rnd.randint(1, 200)))
+    _, tail = rollup.full(9, pts, rollup.top_level(pts[-1][0]), pts[-1][0], 1)
+    fast = general = 0
+    for _ in range(600):
+        row = tail.max_step + (1 if rnd.random() < 0.9 else rnd.randint(2, 150))
+        col = rollup.Columns({row: (_value(rnd), T0 + row + rnd.choice([0.0, -5.0]), float(row))})
+        top, old_top, stored, needs = col.touch(tail.max_step)
+        want = rollup.update(tail.sid, col, top, old_top, row, stored, {tail.block: tail.points} if stored else {},
+                             tail.blocks, tail.rev + 1)
+        got = tail.append_one(col, top, tail.rev + 1) if top == old_top else None
+        if got is None:
+            general += 1
+            tail = want[1]
+            continue
+        fast += 1
+        assert _same_rows(got[0], want[0]), (row, got[0], want[0])
+        g, w = got[1], want[1]
+        assert (g.sid, g.rev, g.max_step, g.block) == (w.sid, w.rev, w.max_step, w.block)
+        assert _same_rows(list(g.points), list(w.points))
+        assert g.blocks.keys() == w.blocks.keys()
+        assert all(_same_rows([g.blocks[k] or ()], [w.blocks[k] or ()]) for k in w.blocks)
+        tail = g
+    assert fast > 500 and general >= 1  # both paths ran (a new top level takes the general one)

@@ -90,6 +90,24 @@ class Backend:
         if rows:
             cur.executemany(self._q(sql), rows)
 
+    def _insert_rows(self, cur, head: str, types: Sequence[str], tail: str, rows: Sequence[tuple]) -> None:
+        """``{head} VALUES (?, ...) {tail}`` for every row (``types``: the columns'
+        PostgreSQL types, for backends that send all rows as one statement)."""
+        if rows:
+            cur.executemany(self._q(f"{head} VALUES ({', '.join('?' * len(types))}) {tail}"), rows)
+
+    #: The series summary columns an ingest rewrites (then ``rev`` is bumped), in the
+    #: order of :meth:`_update_summaries` rows, which end with the series id.
+    SUMMARY_UPDATE = (("count", "bigint"), ("min_row", "bigint"), ("max_row", "bigint"), ("first_ts", "float8"),
+                      ("last_ts", "float8"), ("has_rollup", "bigint"), ("min_step", "float8"),
+                      ("max_step", "float8"), ("step_is_row", "bigint"))
+
+    def _update_summaries(self, cur, rows: Sequence[tuple]) -> None:
+        """Rewrite the summaries of stored series (rows: :data:`SUMMARY_UPDATE` values, then the id)."""
+        if rows:
+            sets = ", ".join(f"{c} = ?" for c, _ in self.SUMMARY_UPDATE)
+            cur.executemany(self._q(f"UPDATE series SET {sets}, rev = rev + 1 WHERE id = ?"), rows)
+
     # -- reads shared by the write side (rollup upkeep) and the queries --------------
 
     def _fetch_raw(self, cur, sid: int, lo: Optional[int], hi: Optional[int],

@@ -21,6 +21,10 @@ from .rollup_upkeep import RollupUpkeep
 
 log = logging.getLogger("primus_lens.server")
 
+#: A series' key and summary as :meth:`Ingest._load_summaries` reads it (the id is column 11).
+SUMMARY_READ = (f"{KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step, "
+                "step_is_row")
+
 
 class Ingest(RollupUpkeep, Reports):
     """Storing validated requests: points, series summaries, rollups, workloads, pods,
@@ -169,22 +173,25 @@ class Ingest(RollupUpkeep, Reports):
             # workload updates its one workloads row, and PostgreSQL holds that row
             # lock until commit, so taking it first serialised all the ranks of a
             # workload over their whole transactions (rollup maintenance included).
-            self._many(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at) "
-                            "VALUES (?, ?, ?, ?) ON CONFLICT (workload_uid) DO UPDATE SET "
-                            "last_update = excluded.last_update, "
-                            "last_point_at = COALESCE(excluded.last_point_at, workloads.last_point_at)",
-                       sorted((uid, now, now, now if has_points else None) for uid, has_points in workloads.items()))
-            self._many(cur, "INSERT INTO pods (workload_uid, pod_name, pod_uid, namespace, last_seen) "
-                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name) DO UPDATE SET "
-                            "pod_uid = CASE WHEN excluded.pod_uid = '' THEN pods.pod_uid ELSE excluded.pod_uid END, "
-                            "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
-                            "ELSE excluded.namespace END, last_seen = excluded.last_seen",
-                       [pods[k] for k in sorted(pods)])
+            self._insert_rows(cur, "INSERT INTO workloads (workload_uid, first_seen, last_update, last_point_at)",
+                              ("text", "float8", "float8", "float8"),
+                              "ON CONFLICT (workload_uid) DO UPDATE SET last_update = excluded.last_update, "
+                              "last_point_at = COALESCE(excluded.last_point_at, workloads.last_point_at)",
+                              sorted((uid, now, now, now if has_points else None)
+                                     for uid, has_points in workloads.items()))
+            self._insert_rows(cur, "INSERT INTO pods (workload_uid, pod_name, pod_uid, namespace, last_seen)",
+                              ("text", "text", "text", "text", "float8"),
+                              "ON CONFLICT (workload_uid, pod_name) DO UPDATE SET "
+                              "pod_uid = CASE WHEN excluded.pod_uid = '' THEN pods.pod_uid ELSE excluded.pod_uid END, "
+                              "namespace = CASE WHEN excluded.namespace = '' THEN pods.namespace "
+                              "ELSE excluded.namespace END, last_seen = excluded.last_seen",
+                              [pods[k] for k in sorted(pods)])
             # The latest counters of each exporter process (pod, rank) replace its last report.
-            self._many(cur, "INSERT INTO exporter_stats (workload_uid, pod_name, rank, stats, reported_at) "
-                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (workload_uid, pod_name, rank) DO UPDATE SET "
-                            "stats = excluded.stats, reported_at = excluded.reported_at",
-                       [exporters[k] for k in sorted(exporters)])
+            self._insert_rows(cur, "INSERT INTO exporter_stats (workload_uid, pod_name, rank, stats, reported_at)",
+                              ("text", "text", "bigint", "text", "float8"),
+                              "ON CONFLICT (workload_uid, pod_name, rank) DO UPDATE SET "
+                              "stats = excluded.stats, reported_at = excluded.reported_at",
+                              [exporters[k] for k in sorted(exporters)])
             for d in detections:
                 self._insert_detection(cur, d, now)
             result.detections = len(detections)
@@ -250,9 +257,7 @@ class Ingest(RollupUpkeep, Reports):
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
         sids.update(ids)
-        self._many(cur, "UPDATE series SET count = ?, min_row = ?, max_row = ?, first_ts = ?, last_ts = ?, "
-                        "has_rollup = ?, min_step = ?, max_step = ?, step_is_row = ?, rev = rev + 1 WHERE id = ?",
-                   update_rows)
+        self._update_summaries(cur, update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
         rollup_work = []
@@ -292,20 +297,36 @@ class Ingest(RollupUpkeep, Reports):
         """``key -> (count, min_row, max_row, first_ts, last_ts, has_rollup, id, rev, min_step, max_step,
         step_is_row)`` of stored series."""
         out = {}
+        # Series this process wrote before (their id cached): read by primary key, all
+        # in one statement.  Ids are never handed out twice, but a row may have been
+        # deleted or re-keyed since (retention), so a row counts only for its own key;
+        # the rest are looked up by key below.
+        by_id = {}
+        for k in keys:
+            sid = self._sids.get(k)
+            if sid is not None:
+                by_id[sid] = k
+        if by_id:
+            for r in self._summaries_by_id(cur, list(by_id)):
+                k = tuple(r[:5])
+                if by_id.get(r[11]) == k:
+                    out[k] = tuple(r[5:])
+            if len(out) == len(keys):
+                return out
         # Grouped by everything but the metric name (a batch is usually one rank of
         # one run): the lookups then use the whole unique key, and a workload's
         # other ranks' series are not read.
         groups: Dict[Tuple[str, str, int, str], List[str]] = {}
         for k in keys:
-            groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
+            if k not in out:
+                groups.setdefault((k[0], k[1], k[3], k[4]), []).append(k[2])
         if len(groups) > 1:
             groups = self._load_summaries_of_ranks(cur, keys, groups, out)
         for (uid, src, rank, run_id), names in groups.items():
             names = sorted(set(names))
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
-                self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
-                              "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+                self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE workload_uid = ? "
                               "AND data_source = ? AND rank = ? AND run_id = ? "
                               f"AND metric_name IN ({', '.join('?' * len(chunk))})",
                          (uid, src, rank, run_id, *chunk))
@@ -330,8 +351,7 @@ class Ingest(RollupUpkeep, Reports):
             n_keys = sum(len(ns) for ns in ranks.values())
             if len(ranks) * len(names) > 2 * n_keys or len(ranks) + len(names) > 900:
                 continue
-            self._ex(cur, f"SELECT {KEY_COLS}, count, min_row, max_row, first_ts, last_ts, has_rollup, id, "
-                          "rev, min_step, max_step, step_is_row FROM series WHERE workload_uid = ? "
+            self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE workload_uid = ? "
                           f"AND data_source = ? AND metric_name IN ({', '.join('?' * len(names))}) "
                           f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?",
                      (uid, src, *names, *sorted(ranks), run_id))
@@ -342,6 +362,15 @@ class Ingest(RollupUpkeep, Reports):
             for rank in ranks:
                 del left[(uid, src, rank, run_id)]
         return left
+
+    def _summaries_by_id(self, cur, ids: List[int]) -> List[tuple]:
+        """:data:`SUMMARY_READ` rows of the series ``ids`` that exist."""
+        out: List[tuple] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            out.extend(cur.fetchall())
+        return out
 
     def _existing_steps(self, cur, sid: int, steps: List[int]) -> set:
         lo, hi = min(steps), max(steps)

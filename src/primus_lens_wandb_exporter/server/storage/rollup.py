@@ -417,8 +417,63 @@ class Tail:
 
     def update(self, col: Columns, top: int, old_top: int, max_step: int, stored: Sequence[int], rev_after: int):
         """:func:`update` with the stored points and rows this tail holds."""
+        if len(col.steps) == 1 and top == old_top and col.steps[0] > self.max_step:
+            done = self.append_one(col, top, rev_after)
+            if done is not None:
+                return done
         return update(self.sid, col, top, old_top, max_step, stored, {self.block: self.points} if stored else {},
                       self.blocks, rev_after)
+
+    def append_one(self, col: Columns, top: int, rev_after: int):
+        """:func:`update`'s rows and next tail for one point appended past ``max_step``
+        (an exporter's request: one point per metric), or None when this tail lacks a
+        block it needs.
+
+        The same rows, built without re-aggregating the stored points of the base
+        block (up to 64 each time): every stored point precedes the new one, so the
+        block's new aggregate is :func:`combine` of its stored row and the point's,
+        and each level above is the one dirty block over its two children, exactly
+        what :func:`build_levels` computes from these inputs.
+        """
+        row = col.steps[0]
+        old_max = self.max_step
+        blocks = self.blocks
+        missing = blocks  # a sentinel: "not in this tail"
+
+        def stored_row(k, b):
+            # A block starting past the old last step holds nothing yet.
+            return None if (b << k) > old_max else blocks.get((k, b), missing)
+
+        k = BASE_LEVEL
+        c = row >> k
+        if c == self.block:
+            before = blocks.get((k, c))
+            if before is None:
+                return None
+            agg = combine(before, col.aggs[c])
+            ps, pv, pt = self.points
+            points = (ps + col.steps, pv + col.vals, pt + col.tss)
+        else:
+            agg = col.aggs[c]
+            points = (col.steps, col.vals, col.tss)
+        sid = self.sid
+        rows = [(sid, k, c) + agg]
+        nxt: Dict[Tuple[int, int], Optional[Agg]] = {(k, c): agg}
+        while True:
+            if c & 1:
+                left = stored_row(k, c - 1)
+                if left is missing:
+                    return None
+                nxt[(k, c - 1)] = left
+            if k == top:
+                break
+            # The parent: the dirty child and its sibling (past the new point: empty).
+            agg = combine(left, agg) if c & 1 else agg
+            k += 1
+            c >>= 1
+            rows.append((sid, k, c) + agg)
+            nxt[(k, c)] = agg
+        return rows, Tail(sid, rev_after, row, points, nxt)
 
     def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
         """True when this tail answers every read of an append at ``rev``."""

@@ -45,6 +45,15 @@ class RollupUpkeep(Backend):
             tail = self._tails.get(sid) if sid is not None else None
             if tail is None or col.steps[0] <= tail.max_step:
                 continue
+            if len(col.steps) == 1:
+                # One point appended (an exporter's request, per metric): append_one
+                # checks itself that the tail holds every block it needs.
+                top = rollup.top_level(col.steps[0])
+                if top == rollup.top_level(tail.max_step):
+                    done = tail.append_one(col, top, tail.rev + 1)
+                    if done is not None:
+                        out[key] = (tail.rev, tail.max_step) + done
+                        continue
             top, old_top, stored, needs = col.touch(tail.max_step)
             if tail.covers(tail.rev, tail.max_step, stored, needs):
                 rows, nxt = tail.update(col, top, old_top, col.steps[-1], stored, tail.rev + 1)
