@@ -8,6 +8,9 @@ Each scenario runs on a fresh server process (its peak RSS, ``VmHWM`` in
    points (refused 413 by the point limit, after its body was read and parsed).
 2. ``stream``: ``metrics/data`` without ``max_points`` on one series of
    ``--points`` points (the answer streams), read by a slow-ish client.
+3. ``bloat``: 64 MiB ``/wandb/metrics`` bodies whose values no point count reads:
+   rows under an escaped key (``"\\u0072ows"``, ~7.5M values), and an unknown
+   field holding an array of ~13M numbers (accepted and ignored by the protocol).
 
     python benchmarks/bench_server_memory.py --points 1300000          # SQLite
     python benchmarks/bench_server_memory.py --points 200000 --db postgres --pg-dsn postgresql://...
@@ -90,15 +93,29 @@ def scenario_stream(srv, points: int):
           f"{time.perf_counter() - t:.1f} s, peak RSS {peak_rss_mb(srv.proc.pid):.0f} MiB")
 
 
+def scenario_bloat(srv, points: int):
+    from primus_lens_wandb_exporter.limits import MAX_BODY_BYTES
+
+    row = b'{"values":{' + b",".join(b'"k%d":1' % i for i in range(1000)) + b'},"step":1}'
+    rows = b",".join([row] * ((MAX_BODY_BYTES - 200) // (len(row) + 1)))
+    junk = b",".join([b"1.5"] * ((MAX_BODY_BYTES - 200) // 4))
+    for label, raw in (("rows under an escaped key", b'{"workload_uid":"bloat","\\u0072ows":[' + rows + b"]}"),
+                       ("an unknown field of numbers", b'{"workload_uid":"bloat","metrics":[],"junk":[' + junk + b"]}")):
+        t = time.perf_counter()
+        r = post(srv, "/wandb/metrics", raw)
+        print(f"  {len(raw) / 2**20:.0f} MiB /wandb/metrics, {label}: {r.status_code} {r.json().get('error', '')} in "
+              f"{time.perf_counter() - t:.1f} s, peak RSS {peak_rss_mb(srv.proc.pid):.0f} MiB")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=1_300_000, help="points of the big batch and the streamed series")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--pg-dsn", default=None)
-    ap.add_argument("--only", choices=["batch", "stream"], default=None)
+    ap.add_argument("--only", choices=["batch", "stream", "bloat"], default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lens-mem-"))
-    for name, fn in [("batch", scenario_batch), ("stream", scenario_stream)]:
+    for name, fn in [("batch", scenario_batch), ("stream", scenario_stream), ("bloat", scenario_bloat)]:
         if args.only and args.only != name:
             continue
         url = create_pg_database(args.pg_dsn) if args.db == "postgres" else f"sqlite:///{tmp}/{name}.db"

@@ -199,6 +199,13 @@ class LensServer:
 
         return requests.post(self.api + path, json=body, headers=self.headers(), timeout=60)
 
+    def post_raw(self, path: str, raw: bytes) -> "object":
+        """POST ``raw`` bytes as JSON to ``api + path`` (a body the test built byte by byte)."""
+        import requests
+
+        headers = dict(self.headers(), **{"Content-Type": "application/json"})
+        return requests.post(self.api + path, data=raw, headers=headers, timeout=120)
+
     def log_text(self) -> str:
         """Everything the server wrote (JSON lines)."""
         try:

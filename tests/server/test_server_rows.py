@@ -87,3 +87,34 @@ def test_a_large_points_body_mentioning_rows_is_counted_not_refused():
     assert len(raw) > 4 * 2**20 and raw.count(b":") > 8 * MAX_POINTS_PER_REQUEST
     batch = validate.metrics_batch_bytes(raw, orjson.loads)
     assert len(batch.series["rows"]) == 90_000
+
+
+@pytest.mark.parametrize("path", ["/wandb/metrics", "/wandb/run", "/wandb/batch"])
+def test_a_large_body_of_too_many_values_is_refused_before_it_is_parsed(srv, uid, path):
+    # The values sit where no point count looks: an unknown field (accepted and ignored).
+    junk = b"[" + b",".join([b"1.5"] * (validate.MAX_COMMAS + 10)) + b"]"  # ~8 MB
+    raw = b'{"workload_uid":"%s","run_id":"r","junk":%s}' % (uid.encode(), junk)
+    if path == "/wandb/batch":
+        raw = b'{"run":' + raw + b"}"
+    r = srv.post_raw(path, raw)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "too_many_values" and r.json()["field"] == "body"
+    assert srv.get(f"/workloads/{uid}").status_code == 404
+
+
+def test_the_width_bound_is_counted_before_the_parse_and_leaves_legit_bodies_alone():
+    junk = b"[" + b",".join([b"1.5"] * (validate.MAX_COMMAS + 10)) + b"]"  # ~8 MB
+    raw = b'{"workload_uid":"w","metrics":[],"junk":%s}' % junk
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            validate.metrics_batch_bytes(raw, parse)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 413 and peak < len(raw)  # a parse would build ~2M objects
+    # 100,000 points with 8 tags each: ~1.2M ","; stored.
+    point = '{"name":"m","value":1.5,"step":%d,"tags":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}}'
+    raw = ('{"workload_uid":"w","metrics":[' + ",".join(point % i for i in range(MAX_POINTS_PER_REQUEST)) + "]}")
+    batch = validate.metrics_batch_bytes(raw.encode(), orjson.loads)
+    assert len(batch.series["m"]) == MAX_POINTS_PER_REQUEST

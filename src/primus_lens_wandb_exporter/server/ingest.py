@@ -63,7 +63,8 @@ class Prepared:
 
 
 def parse(raw: bytes) -> Any:
-    """orjson parse of an ingest body, with the JSON depth limit (400s name the problem)."""
+    """orjson parse of an ingest body, with the JSON depth and width limits (400/413 name the problem)."""
+    validate.refuse_too_wide(raw)  # a large body of too many values: refused before the parse
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
