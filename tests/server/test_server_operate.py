@@ -407,3 +407,34 @@ def test_retention_sweeps_again_every_interval(tmp_path):
         assert store.stats()["retention_sweeps"] >= 3 and store.stats()["retention_deleted_workloads"] == 1
     finally:
         store.close()
+
+
+# ---- rollup tails kept in memory ------------------------------------------------------------
+
+def _tail_reads(srv):
+    return srv.get("/health").json()["storage"].get("rollup_tail_reads", 0)
+
+
+def test_rollup_tails_bounds_the_tails_kept_and_health_counts_the_reads_back(lens_server_factory):
+    """Three rolled-up series appended in turn: one tail kept (--rollup-tails 1) means every append
+    reads its tail back from the database; the default keeps all three. Answers are the same."""
+    servers = {"one": lens_server_factory(extra_args=["--rollup-tails", "1"]), "default": lens_server_factory()}
+    for srv in servers.values():
+        for name in ("a", "b", "c"):  # past the rollup threshold (256 points): each series has a rollup
+            assert srv.post("/wandb/metrics", metrics_body("tails", [(name, r, r / 7) for r in range(300)])).ok
+    reads = {k: _tail_reads(srv) for k, srv in servers.items()}
+    for lo in range(300, 350, 10):
+        for srv in servers.values():
+            for name in ("a", "b", "c"):
+                body = metrics_body("tails", [(name, r, r / 7) for r in range(lo, lo + 10)])
+                assert srv.post("/wandb/metrics", body).ok
+    assert _tail_reads(servers["one"]) - reads["one"] >= 14 and _tail_reads(servers["default"]) == reads["default"]
+    answers = [[{k: v for k, v in p.items() if k != "timestamp"}  # each server's own sending time
+                for p in srv.get("/workloads/tails/metrics/data", data_source="wandb", max_points=40).json()["data"]]
+               for srv in servers.values()]
+    assert answers[0] == answers[1] and len(answers[0]) > 0
+
+
+def test_rollup_tails_must_not_be_negative():
+    proc = _serve("--db", "sqlite:///:memory:", "--rollup-tails", "-1")
+    assert proc.returncode == 2 and "--rollup-tails" in proc.stderr

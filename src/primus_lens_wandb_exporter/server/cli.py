@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention-days", type=float, default=None, metavar="DAYS",
                    help="delete workloads with no report for this many days (checked at start and "
                         "hourly; default: keep everything)")
+    p.add_argument("--rollup-tails", type=int, default=None, metavar="N",
+                   help="series whose rollup tail each server process keeps in memory (default 16384, "
+                        "~2-10 KiB each); set it above the series a fleet writes every second, or each "
+                        "append reads its tail back from the database")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default info); logs are JSON lines on stderr")
 
@@ -130,6 +134,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.retention_days is not None and args.retention_days <= 0:
         print("primus-lens serve: --retention-days must be positive", file=sys.stderr)
         return 2
+    if args.rollup_tails is not None and args.rollup_tails < 0:
+        print("primus-lens serve: --rollup-tails must be 0 or more", file=sys.stderr)
+        return 2
     from .ops import DatabaseUnavailable, open_store_waiting
 
     try:
@@ -139,7 +146,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"primus-lens serve: {e}", file=sys.stderr)
         return 1
     settings = Settings(db_url=db_url, token=token, host=args.host, port=args.port, allowed_hosts=hosts,
-                        retention_days=args.retention_days, ingest_token=ingest_token, read_token=read_token)
+                        retention_days=args.retention_days, ingest_token=ingest_token, read_token=read_token,
+                        rollup_tails=args.rollup_tails)
     common = dict(host=args.host, port=args.port, log_config=None, access_log=False, backlog=4096,
                   timeout_graceful_shutdown=30, timeout_keep_alive=30,
                   http="httptools" if _has("httptools") else "h11",
@@ -157,7 +165,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         conf = {"db_url": db_url, "token": token, "host": args.host, "port": args.port,
                 "log_level": args.log_level, "stats_dir": stats_dir, "allowed_hosts": hosts,
-                "retention_days": args.retention_days, "ingest_token": ingest_token, "read_token": read_token}
+                "retention_days": args.retention_days, "ingest_token": ingest_token, "read_token": read_token,
+                "rollup_tails": args.rollup_tails}
         log.info("starting %d workers on http://%s:%d database=%s", args.workers, args.host, args.port,
                  _redact(db_url))
         try:

@@ -38,6 +38,8 @@ class Runtime:
         from . import ops
 
         self.retention = ops.Retention(store, settings.retention_days) if settings.retention_days else None
+        if settings.rollup_tails is not None:
+            store.keep_rollup_tails(settings.rollup_tails)
         # The ingest POSTs: parsed, validated and group-committed by writer threads (ingest.py).
         shared = self.shared
         self.writer = ingest.IngestWriter(store, after_commit=shared.write if shared is not None else None)

@@ -26,3 +26,5 @@ class Settings:
     ingest_token: Optional[str] = None
     #: ``--read-token``: tokens that may only GET/HEAD /api/v1 (comma-separated)
     read_token: Optional[str] = None
+    #: ``--rollup-tails``: series whose rollup tail a process keeps in memory (None: the store's default)
+    rollup_tails: Optional[int] = None

@@ -37,6 +37,10 @@ class Backend:
         #: what /health reports under "storage": work done, retries and background work
         self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 
+    def keep_rollup_tails(self, capacity: int) -> None:
+        """Bound the rollup tails this process keeps (``serve --rollup-tails``; before any ingest)."""
+        self._tails = TailCache(capacity)
+
     def stats(self) -> Dict[str, Any]:
         """Counters of this process's store (retries, background maintenance)."""
         return dict(self.counters)

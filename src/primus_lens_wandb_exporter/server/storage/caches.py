@@ -22,7 +22,10 @@ class TailCache:
     of storage CPU per request once their series had rollups).
     """
 
-    def __init__(self, capacity: int = 16384):
+    #: the default bound (``serve --rollup-tails``)
+    DEFAULT = 16384
+
+    def __init__(self, capacity: int = DEFAULT):
         self.capacity = capacity
         self._tails: Dict[int, Tail] = {}
         self._lock = threading.Lock()

@@ -92,6 +92,9 @@ class RollupUpkeep(Backend):
             top, old_top, stored, needs = col.touch(old_max)
             tail = self._tails.usable(sid, rev_before, old_max, stored, needs)
             if tail is None:
+                # Read back from the database: another writer changed the series, or the tail
+                # was dropped (more live series than ``serve --rollup-tails``: /health shows it).
+                self.counters["rollup_tail_reads"] = self.counters.get("rollup_tail_reads", 0) + 1
                 for lo, hi in rollup.block_runs(stored, bl):
                     raw_requests.append((sid, lo, hi))
                 if needs:
