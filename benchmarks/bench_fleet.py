@@ -310,9 +310,14 @@ def storage_bench(args) -> int:
         return 0 if ok else 1
     finally:
         store.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if pg_db:
-            drop_pg_database(pg_db, args.pg_dsn)
+        _remove(tmp, pg_db, args.pg_dsn)
+
+
+def _remove(tmp, pg_db, pg_dsn):
+    """The run's temporary directory and, on PostgreSQL, its database."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if pg_db:
+        drop_pg_database(pg_db, pg_dsn)
 
 
 def main() -> int:
@@ -399,9 +404,7 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if pg_db:
-            drop_pg_database(pg_db, args.pg_dsn)
+        _remove(tmp, pg_db, args.pg_dsn)
 
 
 if __name__ == "__main__":

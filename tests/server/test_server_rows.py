@@ -65,17 +65,22 @@ def _big_rows_body(key: str, mib: int) -> bytes:
     return b'{"workload_uid":"w","run_id":"r","%s":[' % key.encode() + b",".join([row] * n) + b"]}"
 
 
-@pytest.mark.parametrize("key", ["rows", "\\u0072ows"])  # the same field, its key written escaped
-def test_a_large_body_of_too_many_row_values_is_refused_before_they_are_built(key):
-    raw = _big_rows_body(key, 8)  # ~930,000 values
+def _refused_with_peak(raw: bytes):
+    """The ApiError ``metrics_batch_bytes(raw)`` raises, and the memory traced (peak) until then."""
     tracemalloc.start()
     try:
         with pytest.raises(ApiError) as refused:
             validate.metrics_batch_bytes(raw, parse)
-        _, peak = tracemalloc.get_traced_memory()
+        return refused.value, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert refused.value.status == 413 and refused.value.body()["field"] == "rows"
+
+
+@pytest.mark.parametrize("key", ["rows", "\\u0072ows"])  # the same field, its key written escaped
+def test_a_large_body_of_too_many_row_values_is_refused_before_they_are_built(key):
+    raw = _big_rows_body(key, 8)  # ~930,000 values
+    refused, peak = _refused_with_peak(raw)
+    assert refused.status == 413 and refused.body()["field"] == "rows"
     # Decoding the values would cost ~110 bytes each (~100 MiB); the count copies the rows' bytes.
     assert peak < 3 * len(raw), f"{peak / 2**20:.0f} MiB traced for a {len(raw) / 2**20:.0f} MiB body"
 
@@ -105,14 +110,8 @@ def test_a_large_body_of_too_many_values_is_refused_before_it_is_parsed(srv, uid
 def test_the_width_bound_is_counted_before_the_parse_and_leaves_legit_bodies_alone():
     junk = b"[" + b",".join([b"1.5"] * (validate.MAX_COMMAS + 10)) + b"]"  # ~8 MB
     raw = b'{"workload_uid":"w","metrics":[],"junk":%s}' % junk
-    tracemalloc.start()
-    try:
-        with pytest.raises(ApiError) as refused:
-            validate.metrics_batch_bytes(raw, parse)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert refused.value.status == 413 and peak < len(raw)  # a parse would build ~2M objects
+    refused, peak = _refused_with_peak(raw)
+    assert refused.status == 413 and peak < len(raw)  # a parse would build ~2M objects
     # 100,000 points with 8 tags each: ~1.2M ","; stored.
     point = '{"name":"m","value":1.5,"step":%d,"tags":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}}'
     raw = ('{"workload_uid":"w","metrics":[' + ",".join(point % i for i in range(MAX_POINTS_PER_REQUEST)) + "]}")
