@@ -192,12 +192,41 @@ def undo_all():
 
 class _Suppress(threading.local):
     depth = 0
+    watching = 0  # > 0: this thread's wandb log calls are counted in ``logged`` (watch_raw_logs)
+    logged = 0
 
 
 suppress_state = _Suppress()
-#: Number of suppress contexts open in any thread: the hot path reads this plain list
-#: first and only touches the (slower) thread-local when some adapter suppresses.
+#: Number of suppress and watch contexts open in any thread: the hot path reads this plain
+#: list first and only calls :func:`suppressed_here` when some adapter suppresses or watches.
 suppress_active = [0]
+
+
+def suppressed_here() -> bool:
+    """The hot path's slow branch (some thread suppresses or watches): this thread's call is
+    counted for a watcher; True when this thread suppresses the raw capture."""
+    state = suppress_state
+    if state.watching:
+        state.logged += 1
+    return bool(state.depth)
+
+
+class watch_raw_logs:
+    """Counts the wandb ``log`` calls this thread makes while active (``count``, at exit): an
+    adapter learns whether the code it called logged to W&B itself (recorded as usual)."""
+
+    def __enter__(self):
+        suppress_state.watching += 1
+        suppress_active[0] += 1
+        self._start = suppress_state.logged
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc):
+        suppress_state.watching -= 1
+        suppress_active[0] -= 1
+        self.count = suppress_state.logged - self._start
+        return False
 
 
 class suppress_raw_capture:

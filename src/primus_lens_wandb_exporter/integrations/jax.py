@@ -11,8 +11,11 @@ CLU: writers nest (``AsyncMultiWriter`` -> ``AsyncWriter`` -> ``LoggingWriter`` 
 ``SummaryWriter``, the inner ones on a thread pool); we report the scalars once, at the
 outermost writer the program calls, from process 0 (CLU's idiom:
 ``create_default_writer(just_logging=jax.process_index() > 0)``), ``source="clu"``.
-A program that routes CLU scalars into W&B through its own writer class while a W&B
-run is active is left to the W&B stream (we only claim).
+A writer class of the program's own (not CLU's) that logs the scalars to W&B is left to the
+W&B stream (we only claim): while a W&B run is active, the wandb ``log`` calls its
+``write_scalars`` makes on the calling thread are counted (``patching.watch_raw_logs``), and
+its scalars are reported only when it made none.  Where such a writer sits under CLU's
+async writers (a thread pool, so its calls cannot be watched), it is assumed to log to W&B.
 
 The rank is ``jax.process_index()``, read only when the program imported ``jax``.
 """
@@ -168,15 +171,35 @@ def _wandb_run_active():
     return wandb is not None and getattr(wandb, "run", None) is not None and raw_wandb_active()
 
 
+def _async_tree(writer, depth=0):
+    """CLU's async writers somewhere in the tree: the inner writers run on a thread pool."""
+    if depth > 6:
+        return False
+    if (type(writer).__module__ or "").startswith("clu.metric_writers.async_writer"):
+        return True
+    return any(_async_tree(child, depth + 1) for child in _children(writer))
+
+
 class _Nested:
-    """Around the original ``write_scalars``: inner writers it calls on this thread are not outermost."""
+    """Around the original ``write_scalars``: inner writers it calls on this thread are not
+    outermost; when ``_clu_before`` asked (``watch_next``), the wandb log calls it makes here
+    are counted, and ``_clu_after`` reads whether there were any (``logged_to_wandb``)."""
 
     def __enter__(self):
-        CLU.state.local.depth = getattr(CLU.state.local, "depth", 0) + 1
+        local = CLU.state.local
+        local.depth = getattr(local, "depth", 0) + 1
+        self.watch = None
+        if getattr(local, "watch_next", False):
+            local.watch_next = False
+            self.watch = patching.watch_raw_logs().__enter__()
         return self
 
     def __exit__(self, *exc):
-        CLU.state.local.depth -= 1
+        local = CLU.state.local
+        local.depth -= 1
+        if self.watch is not None:
+            self.watch.__exit__(*exc)
+            local.logged_to_wandb = self.watch.count > 0
         return False
 
 
@@ -191,14 +214,23 @@ def _clu_before(self, step, scalars, *args, **kwargs):
                              indicators=("hook:clu.metric_writers.MetricWriter.write_scalars",),
                              library="clu", clu_version=dist_version_clu(),
                              rank=index if index is not None else -1, step_source="step")
-    owned_by_wandb = _foreign(self) and _wandb_run_active()
-    if not owned_by_wandb and (index is None or index == 0) and scalars:
-        return dict(scalars), int(step), index
+    # A writer of the program's own may log these to W&B itself: watched during its call.
+    foreign = _foreign(self) and _wandb_run_active()
+    if foreign and _async_tree(self):
+        return None  # its calls run on CLU's thread pool, after this one returns: left to W&B
+    if (index is None or index == 0) and scalars:
+        if foreign:
+            CLU.state.local.watch_next = True
+        return dict(scalars), int(step), index, foreign
     return None
 
 
 def _clu_after(plan, *args, **kwargs):
-    values, step_value, index = plan
+    values, step_value, index, foreign = plan
+    if foreign:
+        logged, CLU.state.local.logged_to_wandb = getattr(CLU.state.local, "logged_to_wandb", False), False
+        if logged:
+            return  # the writer logged them to W&B: the W&B stream reports them
     get_recorder().record(values, step_value, source="clu", rank=index)
 
 

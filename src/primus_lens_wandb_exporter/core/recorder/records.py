@@ -40,7 +40,7 @@ def make_log_hook(recorder):
     snapshot = normalize.snapshot
     now = time.time
     kind = _LOG
-    suppress = patching.suppress_state
+    suppressed = patching.suppressed_here
     active = patching.suppress_active
     current = sysmetrics  # module: its ``current`` dict is swapped by the sampler thread
     enhance = recorder.config.enhance_metrics
@@ -55,7 +55,7 @@ def make_log_hook(recorder):
                 result = original(self, data)  # the common call: the cheapest call form
             else:
                 result = original(self, data, step, commit, *args, **kwargs)
-            if type(data) is dict and not (active[0] and suppress.depth):
+            if type(data) is dict and not (active[0] and suppressed()):
                 try:
                     if len(queue) < cap:
                         # Values that could change after log() returns must be frozen now
