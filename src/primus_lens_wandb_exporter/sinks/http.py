@@ -112,8 +112,7 @@ class HttpSink(Delivery):
             for rows, points, count in parts:
                 batch_id = None
                 if len(parts) > 1:
-                    batch_id = "%s-%d" % (batch.batch_id, self.counters["split_requests"])
-                    self.counters["split_requests"] += 1
+                    batch_id = self._part_id(batch.batch_id)
                 self._submit_sized(ENDPOINT_METRICS, batch.rows_payload(exporter, rows, points, batch_id), count)
             return
         if not batch.within_limits():
@@ -123,8 +122,7 @@ class HttpSink(Delivery):
             stop = min(total, start + self.max_points)
             batch_id = None
             if stop - start != total:
-                batch_id = "%s-%d" % (batch.batch_id, self.counters["split_requests"])
-                self.counters["split_requests"] += 1
+                batch_id = self._part_id(batch.batch_id)
             self._submit_sized(ENDPOINT_METRICS, batch.wire_payload(exporter, start, stop if stop < total else None,
                                                                      batch_id), stop - start)
 
@@ -152,8 +150,7 @@ class HttpSink(Delivery):
             part = dict(payload)
             part["metrics"] = chunk
             if len(chunk) != len(points):
-                part["batch_id"] = "%s-%d" % (payload.get("batch_id", ""), self.counters["split_requests"])
-                self.counters["split_requests"] += 1
+                part["batch_id"] = self._part_id(payload.get("batch_id", ""))
             self._submit_sized(ENDPOINT_METRICS, part, len(chunk))
 
     def report_detection(self, detection: dict):
@@ -173,6 +170,12 @@ class HttpSink(Delivery):
         else:
             self._enqueue(_Item(endpoint, payload, points, _encode(payload)))
 
+    def _part_id(self, batch_id: str) -> str:
+        """The ``batch_id`` of one part of a batch cut in several requests (counted in ``split_requests``)."""
+        part = "%s-%d" % (batch_id, self.counters["split_requests"])
+        self.counters["split_requests"] += 1
+        return part
+
     def _submit_sized(self, endpoint, payload, points):
         body = _encode(payload)
         if len(body) <= self.max_body:
@@ -181,8 +184,7 @@ class HttpSink(Delivery):
         if endpoint == ENDPOINT_METRICS and points > 1:
             # Over the byte limit (long names, many keys): halves until each part fits.
             for part, count in halves(payload):
-                part["batch_id"] = "%s-%d" % (payload.get("batch_id", ""), self.counters["split_requests"])
-                self.counters["split_requests"] += 1
+                part["batch_id"] = self._part_id(payload.get("batch_id", ""))
                 self._submit_sized(endpoint, part, count)
             return
         if endpoint == ENDPOINT_RUN:
