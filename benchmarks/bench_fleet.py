@@ -240,8 +240,11 @@ def storage_bench(args) -> int:
     """``--storage``: ``Store.ingest_many`` alone, in this process (see the module doc)."""
     import statistics
 
+    from primus_lens_wandb_exporter.server.gc_tuning import tune_gc
     from primus_lens_wandb_exporter.server.ingest import prepare_metrics
     from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
+
+    tune_gc()  # the collector settings of a server process
 
     tmp = Path(tempfile.mkdtemp(prefix="lens-fleet-"))
     pg_db = create_pg_database(args.pg_dsn, prefix="lens_bench_") if args.db == "postgres" else None

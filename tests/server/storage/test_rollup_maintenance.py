@@ -6,8 +6,11 @@ sibling rows they need.  Here random histories (appends, gaps, jumps of many
 levels, overwrites of old steps, NaN and infinities, a series that crosses the
 rollup threshold late) go through a real database, and after every batch every
 stored rollup row must equal what :func:`rollup.full_levels` computes from all
-the series' points.  A second store on the same database writes in between
-(like a second ``--workers`` process), which the cached tails must notice.
+the series' points.  Only closed blocks are stored (the open block of each level,
+holding the last row, is composed by the queries), so the stored rows must be
+exactly the closed blocks, and every open block the queries compose must equal
+the one built from scratch.  A second store on the same database writes in
+between (like a second ``--workers`` process), which the cached tails must notice.
 """
 
 from __future__ import annotations
@@ -39,12 +42,16 @@ def _same(a, b) -> bool:
 
 
 def _stored_rows(store, name):
+    """``(stored rows, {level: the open block the queries compose})`` of one series."""
     with store.read_cursor() as cur:
-        store._ex(cur, "SELECT id FROM series WHERE workload_uid = ? AND metric_name = ?", (UID, name))
-        sid = cur.fetchone()[0]
+        store._ex(cur, "SELECT id, max_row FROM series WHERE workload_uid = ? AND metric_name = ?", (UID, name))
+        sid, max_row = cur.fetchone()
         store._ex(cur, f"SELECT level, block, {', '.join(rollup_cols())} FROM series_rollup "
                        "WHERE series_id = ? ORDER BY level, block", (sid,))
-        return {(r[0], r[1]): store._rollup_agg(r[2:]) for r in cur.fetchall()}
+        rows = {(r[0], r[1]): store._rollup_agg(r[2:]) for r in cur.fetchall()}
+        composed = {lvl: store._open_block(cur, sid, lvl, max_row)
+                    for lvl in range(rollup.BASE_LEVEL, rollup.top_level(max_row) + 1)}
+        return rows, composed
 
 
 def rollup_cols():
@@ -55,15 +62,20 @@ def rollup_cols():
 
 def _check(store, model):
     for name, pts in model.items():
-        got = _stored_rows(store, name)
+        got, composed = _stored_rows(store, name)
         if len(pts) <= rollup.ROLLUP_MIN_POINTS:
             assert got == {}, name
             continue
         ordered = sorted((s, v, t) for s, (v, t, _) in pts.items())
-        want = {(lvl, b): agg for lvl, b, agg in rollup.full_levels(ordered, rollup.top_level(ordered[-1][0]))}
+        last = ordered[-1][0]
+        every = {(lvl, b): agg for lvl, b, agg in rollup.full_levels(ordered, rollup.top_level(last))}
+        want = {k: agg for k, agg in every.items() if k[1] < last >> k[0]}
         assert got.keys() == want.keys(), name
         for k, agg in want.items():
             assert all(_same(x, y) for x, y in zip(got[k], agg)), (name, k, got[k], agg)
+        for lvl, agg in composed.items():
+            full = every.get((lvl, last >> lvl))
+            assert full is not None and all(_same(x, y) for x, y in zip(agg, full)), (name, lvl, agg, full)
 
 
 def _value(rnd):

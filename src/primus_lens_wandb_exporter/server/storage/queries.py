@@ -259,7 +259,7 @@ class Queries(Backend):
         lo = min_step if after is None else max(min_step, after + 1)
         hi = max_step
         if t0 is not None or t1 is not None:
-            lo, hi = self._time_step_bounds(cur, sid, lo, hi, t0, t1, max_points)
+            lo, hi = self._time_step_bounds(cur, sid, lo, hi, max_step, t0, t1)
             if lo is None:
                 return []
         level = downsample.choose_level(lo, hi, max_points)
@@ -267,13 +267,18 @@ class Queries(Backend):
             # Narrow step range: at most about 4 * max_points raw points.
             return downsample.downsample_raw(self._fetch_raw(cur, sid, lo, hi, t0, t1, after), max_points)
         level = min(level, rollup.top_level(max_step))
+        # Closed blocks are stored; the open one (it holds the last row) is composed.
+        open_b = max_step >> level
         self._ex(cur, f"SELECT block, {ROLLUP_COLS} FROM series_rollup WHERE series_id = ? AND level = ? "
-                      "AND block BETWEEN ? AND ? ORDER BY block", (sid, level, lo >> level, hi >> level))
-        blocks = cur.fetchall()
+                      "AND block BETWEEN ? AND ? ORDER BY block",
+                 (sid, level, lo >> level, min(hi >> level, open_b - 1)))
+        blocks = [(row[0], self._rollup_agg(row[1:])) for row in cur.fetchall()]
+        if hi >> level == open_b:
+            agg = self._open_block(cur, sid, level, max_step)
+            if agg is not None:
+                blocks.append((open_b, agg))
         out: List[tuple] = []
-        for row in blocks:
-            b = row[0]
-            agg = self._rollup_agg(row[1:])
+        for b, agg in blocks:
             b_lo, b_hi = b << level, ((b + 1) << level) - 1
             tmin, tmax = agg[14], agg[15]
             if (t0 is not None and tmax < t0) or (t1 is not None and tmin > t1):
@@ -293,13 +298,14 @@ class Queries(Backend):
             out.extend(pts[s] for s in sorted(pts))
         return out
 
-    def _time_step_bounds(self, cur, sid, lo, hi, t0, t1, max_points):
+    def _time_step_bounds(self, cur, sid, lo, hi, max_row, t0, t1):
         """Step range of the points inside [t0, t1], read from a rollup level
         with about 4096 blocks, so the final level fits the filtered range."""
         level = max(rollup.BASE_LEVEL, downsample.choose_level(lo, hi, 4 * 4096))
+        open_b = max_row >> level
         sql = ("SELECT MIN(block), MAX(block) FROM series_rollup WHERE series_id = ? AND level = ? "
                "AND block BETWEEN ? AND ?")
-        params = [sid, level, lo >> level, hi >> level]
+        params = [sid, level, lo >> level, min(hi >> level, open_b - 1)]
         if t0 is not None:
             sql += " AND time_max >= ?"
             params.append(t0)
@@ -308,6 +314,20 @@ class Queries(Backend):
             params.append(t1)
         self._ex(cur, sql, params)
         r = cur.fetchone()
-        if r is None or r[0] is None:
+        first, last = (None, None) if r is None else r
+        if hi >> level == open_b:
+            agg = self._open_block(cur, sid, level, max_row)
+            if agg is not None and (t0 is None or agg[15] >= t0) and (t1 is None or agg[14] <= t1):
+                first, last = (open_b if first is None else first), open_b
+        if first is None:
             return None, None
-        return max(lo, r[0] << level), min(hi, ((r[1] + 1) << level) - 1)
+        return max(lo, first << level), min(hi, ((last + 1) << level) - 1)
+
+    def _open_block(self, cur, sid: int, level: int, max_row: int):
+        """The aggregate of the series' open block of ``level`` (the one holding its last
+        row ``max_row``, never stored), or None when it holds no point: composed from at
+        most one stored block per lower level and the open base block's raw points."""
+        base_lo = (max_row >> rollup.BASE_LEVEL) << rollup.BASE_LEVEL
+        return rollup.compose_open(level, max_row,
+                                   self._fetch_rollup_blocks(cur, sid, rollup.open_spine(level, max_row)),
+                                   self._fetch_raw(cur, sid, base_lo, max_row))

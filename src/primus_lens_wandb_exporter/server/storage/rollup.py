@@ -9,9 +9,22 @@ for ``max_points`` picks the finest level whose blocks number at most
 a GROUP BY over one million points takes about half a second in SQLite, a
 range read of 500 rollup rows takes about a millisecond.
 
+Only **closed** blocks are stored: a block is closed once the series has a row
+past it (``block < max_row >> level``); the one open block of each level, the
+one holding the series' last row, is composed when a query needs it (see
+:func:`open_spine`) from at most one stored block per lower level and the raw
+points of the open base block.  An exporter appends one point per metric per
+request, and with every block stored each point rewrote its open block at every
+level (5–12 rows a series); now a point writes a row only when it closes a block
+(about one row per 32 points), so steady-state ingest costs what ingest before
+any rollup costs.
+
 Rows are recomputed at ingest for the blocks a batch touched, bottom-up: the
 base level from the raw points, every higher level from its two children, so
-the rollup is exact after updates (a retried batch with other values) too.
+the rollup is exact after updates (a retried batch with other values) too.  The
+base block that held the series' last row before the batch is always among them:
+its ancestors are the blocks that were open, so none of them is ever read as a
+stored row, and those the batch closes are written with their final aggregate.
 
 Everything here is plain Python shared by both storage backends.
 
@@ -238,14 +251,18 @@ class Columns:
         rebuild needs (:func:`sibling_needs_of_blocks`)."""
         top, old_top = top_level(max(old_max, self.steps[-1])), top_level(old_max)
         blocks = [b for b, _, _ in self.slices]
+        # The base block holding the old last row is always rebuilt, touched or not:
+        # its ancestors were the open blocks, never stored (see the module doc), so
+        # they must be rebuilt rather than read, and those this batch closes written.
+        edge = old_max >> BASE_LEVEL
         if self.steps[0] > old_max:
-            # Append: only the base block holding the old last step can hold
-            # stored points too; every other touched block is this batch's.
-            edge = old_max >> BASE_LEVEL
-            stored = [edge] if blocks[0] == edge else []
+            # Append: only that block can hold stored points; every other touched
+            # block is this batch's.
+            stored = [edge]
         else:
-            stored = blocks
-        return top, old_top, stored, sibling_needs_of_blocks(blocks, top, old_top)
+            stored = blocks if edge in blocks else sorted(blocks + [edge])
+        dirty = blocks if edge in blocks else blocks + [edge]
+        return top, old_top, stored, sibling_needs_of_blocks(dirty, top, old_top)
 
 
 def base_blocks(points_by_step: Iterable[Tuple[int, float, float]]) -> Dict[int, Agg]:
@@ -341,6 +358,13 @@ def update(sid: int, col: "Columns", top: int, old_top: int, max_step: int, stor
                 last_pts = (m_steps, m_vals, m_tss)
         elif b == last_block:
             last_pts = (steps[i:j], vals[i:j], tss[i:j])
+    for b in stored_set.difference(base):
+        # A stored block this batch has no point in (the old last row's block).
+        s_steps, s_vals, s_tss = stored_pts.get(b, ((), (), ()))
+        if s_steps:
+            base[b] = agg_slice(s_steps, s_vals, s_tss, 0, len(s_steps))
+            if b == last_block:
+                last_pts = (list(s_steps), list(s_vals), list(s_tss))
     return _rows_and_tail(sid, base, siblings, top, old_top, max_step, last_pts, rev_after)
 
 
@@ -361,7 +385,8 @@ def _rows_and_tail(sid, base, siblings, top, old_top, max_step, last_pts, rev_af
     built = {}
     for level, block, agg in build_levels(base, siblings, top, old_top):
         built[(level, block)] = agg
-        rows.append((sid, level, block) + agg)
+        if block < max_step >> level:  # closed: stored (the open block is composed by queries)
+            rows.append((sid, level, block) + agg)
     tail = None
     if last_pts is not None:
         # The batch holds the series' last step, so every level's rightmost block
@@ -372,8 +397,31 @@ def _rows_and_tail(sid, base, siblings, top, old_top, max_step, last_pts, rev_af
 
 
 def full_levels(points: Sequence[Tuple[int, float, float]], top: int):
-    """Every rollup row of a series from all its points (sorted by step)."""
+    """Every rollup block of a series from all its points (sorted by step), open ones included."""
     return build_levels(base_blocks(points), {}, top)
+
+
+def open_spine(level: int, max_row: int) -> Dict[int, List[int]]:
+    """The stored blocks the open block of ``level`` is made of, as ``{level: [block]}``.
+
+    The open block of ``level`` spans rows ``(max_row >> level) << level`` to
+    ``max_row``.  Cut at each lower level ``k``, that span is the closed block
+    ``(max_row >> k) - 1`` when bit ``k`` of ``max_row`` is set (nothing
+    otherwise), and finally the open base block, whose raw points the caller
+    reads (at most ``2**BASE_LEVEL``).  Combine them with :func:`compose_open`.
+    """
+    return {k: [(max_row >> k) - 1] for k in range(BASE_LEVEL, level) if (max_row >> k) & 1}
+
+
+def compose_open(level: int, max_row: int, stored: Dict[Tuple[int, int], Agg],
+                 base_points: Sequence[Tuple[int, float, float]]) -> Optional[Agg]:
+    """The open block of ``level`` from the rows :func:`open_spine` named (``stored``,
+    keyed ``(level, block)``; absent: empty) and the open base block's sorted points."""
+    agg = aggregate(base_points) if base_points else None
+    for k in range(BASE_LEVEL, level):  # lower levels lie to the right: combine leftwards
+        if (max_row >> k) & 1:
+            agg = combine(stored.get((k, (max_row >> k) - 1)), agg)
+    return agg
 
 
 class Tail:
@@ -433,12 +481,25 @@ class Tail:
         block (up to 64 each time): every stored point precedes the new one, so the
         block's new aggregate is :func:`combine` of its stored row and the point's,
         and each level above is the one dirty block over its two children, exactly
-        what :func:`build_levels` computes from these inputs.
+        what :func:`build_levels` computes from these inputs.  Those blocks hold the
+        new last row, so they are open and only kept in the next tail; the rows
+        written are the old open blocks this point closes, whose aggregates this
+        tail holds already (its rightmost block of each level).
         """
         row = col.steps[0]
         old_max = self.max_step
         blocks = self.blocks
         missing = blocks  # a sentinel: "not in this tail"
+        sid = self.sid
+        rows = []
+        for k in range(BASE_LEVEL, top + 1):
+            ob = old_max >> k
+            if ob == row >> k:
+                break  # the point lands in this level's open block, and so in every one above
+            closed = blocks.get((k, ob))
+            if closed is None:
+                return None
+            rows.append((sid, k, ob) + closed)
 
         def stored_row(k, b):
             # A block starting past the old last step holds nothing yet.
@@ -456,8 +517,6 @@ class Tail:
         else:
             agg = col.aggs[c]
             points = (col.steps, col.vals, col.tss)
-        sid = self.sid
-        rows = [(sid, k, c) + agg]
         nxt: Dict[Tuple[int, int], Optional[Agg]] = {(k, c): agg}
         while True:
             if c & 1:
@@ -471,7 +530,6 @@ class Tail:
             agg = combine(left, agg) if c & 1 else agg
             k += 1
             c >>= 1
-            rows.append((sid, k, c) + agg)
             nxt[(k, c)] = agg
         return rows, Tail(sid, rev_after, row, points, nxt)
 
