@@ -15,7 +15,7 @@ from operator import itemgetter
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import rollup
-from .caches import IdCache, TailCache
+from .caches import IdCache, SummaryCache, TailCache
 from .model import ROLLUP_COLS, SeriesKey, _nan
 
 _second = itemgetter(1)
@@ -34,6 +34,7 @@ class Backend:
     def __init__(self) -> None:
         self._tails = TailCache()
         self._sids = IdCache()  # series key -> id (never changes once assigned)
+        self._summaries = SummaryCache()  # used only where _sole_writer can tell (SQLite)
         #: what /health reports under "storage": work done, retries and background work
         self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 
@@ -73,6 +74,13 @@ class Backend:
 
     def _lock_series(self, cur, keys: Sequence[SeriesKey]) -> None:
         """Serialise writers of the same series (no-op where writes are serial)."""
+
+    def _sole_writer(self, cur) -> bool:
+        """Inside a write transaction: True when no other connection has written the
+        database since this process's previous write transaction, so the series
+        summaries it committed then are still the stored ones.  False where the
+        backend cannot tell (PostgreSQL: other replicas write concurrently)."""
+        return False
 
     def close(self) -> None:  # pragma: no cover - abstract
         """Release connections."""

@@ -67,3 +67,24 @@ class IdCache:
         if len(self._ids) + len(ids) > self.capacity:
             self._ids = {}  # rare: a server with this many live series just re-learns them
         self._ids.update(ids)
+
+
+class SummaryCache:
+    """Series key -> its summary as this process last committed it (the
+    :data:`..ingest.SUMMARY_READ` fields after the key), used only while no other
+    connection has written the database since (see ``Backend._sole_writer``)."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity
+        self._rows: dict = {}
+
+    def get(self, key) -> Optional[tuple]:
+        return self._rows.get(key)
+
+    def put(self, rows: dict) -> None:
+        if len(self._rows) + len(rows) > self.capacity:
+            self._rows = {}  # rare: more live series than this; they are read again
+        self._rows.update(rows)
+
+    def clear(self) -> None:
+        self._rows = {}

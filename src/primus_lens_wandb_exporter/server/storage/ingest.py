@@ -163,11 +163,12 @@ class Ingest(RollupUpkeep, Reports):
         result = IngestResult()
         tails: list = []
         sids: dict = {}
+        summaries: dict = {}
         with self.write_tx() as cur:
             self._lock_series(cur, sorted(series))
             if series:
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
-                                                      existing_out)
+                                                      summaries, existing_out)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -202,13 +203,16 @@ class Ingest(RollupUpkeep, Reports):
         # (and the ids of series this transaction created exist).
         self._tails.put(tails)
         self._sids.put(sids)
+        self._summaries.put(summaries)
         return result
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
-                       sids: dict, existing_out: Optional[dict] = None) -> int:
+                       sids: dict, summaries_out: dict, existing_out: Optional[dict] = None) -> int:
+        """Write the points, summaries and rollups; fill ``tails``, ``sids`` and
+        ``summaries_out`` (the series' new summaries) for after the commit."""
         keys = sorted(series)
-        summaries = self._load_summaries(cur, keys)
+        summaries = self._current_summaries(cur, keys)
         update_rows: List[tuple] = []
         new_series: List[tuple] = []
         inserted_total = 0
@@ -252,11 +256,16 @@ class Ingest(RollupUpkeep, Reports):
             # rev: the series' write count, which the summary UPDATE below bumps.
             rev = s[7] if s else 0
             plans.append((key, pts, existing, had_rollup, has_rollup, max_row, s[2] if s else max_row, rev))
+            summaries_out[key] = summary
         ids = {key: s[6] for key, s in summaries.items()}
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
             ids.update(self._insert_series(cur, new_series))
         sids.update(ids)
+        for key, summary in summaries_out.items():
+            # SUMMARY_READ's order: the id and the rev after this write (a new series: 0).
+            s = summaries.get(key)
+            summaries_out[key] = summary[:6] + (ids[key], s[7] + 1 if s else 0) + summary[6:]
         self._update_summaries(cur, update_rows)
         new_rows: List[Tuple[int, dict]] = []
         rows: List[tuple] = []
@@ -284,6 +293,27 @@ class Ingest(RollupUpkeep, Reports):
         if rollup_work or ready:
             self._maintain_rollups(cur, rollup_work, ready, tails)
         return inserted_total
+
+    def _current_summaries(self, cur, keys: Sequence[SeriesKey]) -> Dict[SeriesKey, tuple]:
+        """:meth:`_load_summaries`, answered from the summaries this process committed
+        last where no other connection has written since (``_sole_writer``): a fleet's
+        series are written by the process that wrote them before, and reading ~500
+        summaries back took ~2 ms of a ~10 ms group commit."""
+        if not self._sole_writer(cur):
+            self._summaries.clear()
+            return self._load_summaries(cur, keys)
+        get = self._summaries.get
+        out = {}
+        missing = []
+        for k in keys:
+            s = get(k)
+            if s is None:
+                missing.append(k)
+            else:
+                out[k] = s
+        if missing:
+            out.update(self._load_summaries(cur, missing))
+        return out
 
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
         """Insert summary rows of series not stored yet; return their ids."""

@@ -54,8 +54,12 @@ class Retention(Backend):
                     counts[table] = self._delete_series_rows(cur, uid)
                 else:
                     counts[table] = self._ex(cur, f"DELETE FROM {table} WHERE workload_uid = ?", (uid,)).rowcount
-        # Cached rollup tails are keyed by series id, which SQLite may hand out again.
-        self._tails = TailCache(self._tails.capacity)
+            # Dropped under the write lock, before another ingest can begin: cached rollup
+            # tails are keyed by series id, which SQLite may hand out again, and the cached
+            # summaries are of series this very connection deleted (data_version does not
+            # move for its own writes).  A rollback after this only costs re-reads.
+            self._tails = TailCache(self._tails.capacity)
+            self._summaries.clear()
         self.counters["workloads_deleted"] = self.counters.get("workloads_deleted", 0) + 1
         return counts
 

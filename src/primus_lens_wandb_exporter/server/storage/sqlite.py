@@ -66,6 +66,7 @@ class SQLiteStore(Store):
         self._all_conns = [self._writer]
         self._conns_lock = threading.Lock()
         self._migrate()
+        self._data_version = None  # the writer's PRAGMA data_version at its last write transaction
         self._stop = threading.Event()
         self.counters.update(checkpoints=0, checkpoints_busy=0, checkpoints_inline=0, checkpoint_errors=0)
         self._checkpointer = None
@@ -170,6 +171,15 @@ class SQLiteStore(Store):
                 raise
             cur.execute("COMMIT")
             self._checkpoint_if_wal_huge(cur)
+
+    def _sole_writer(self, cur) -> bool:
+        # data_version changes when another connection (another --workers process, a
+        # second server, the sqlite3 shell) commits, never for this connection's own
+        # commits; read under the write lock, so nobody can commit in between.
+        v = cur.execute("PRAGMA data_version").fetchone()[0]
+        same = v == self._data_version
+        self._data_version = v
+        return same
 
     @contextmanager
     def _file_lock(self):
