@@ -56,6 +56,30 @@ def test_wal_is_checkpointed_off_the_write_path(tmp_path, monkeypatch):
     assert not store._checkpointer.is_alive()
 
 
+def test_wal_stays_bounded_under_sustained_ingest(tmp_path, monkeypatch):
+    # Back-to-back commits never leave the background checkpoint a moment to restart
+    # the log, so it grew without bound (538 MB for a 7 MB database in a 12 s
+    # closed-loop fleet run) and, past the old 512 MiB limit, every commit ran an
+    # inline checkpoint.  The writer now completes one past WAL_LIMIT and the file
+    # is cut back when the log restarts.
+    monkeypatch.setattr(sqlite, "WAL_LIMIT", 2 << 20)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_INTERVAL", 0.05)
+    store = SQLiteStore(str(tmp_path / "lens.db"))
+    try:
+        sizes = []
+        for i in range(150):
+            store.ingest([_batch(i * 400, 400)])  # ~0.1 MiB of WAL a commit
+            sizes.append(store._wal_bytes())
+        stats = store.stats()
+        assert max(sizes) < 2 * sqlite.WAL_LIMIT, max(sizes)  # without the writer's checkpoint: ~48 MiB
+        assert 1 <= stats["checkpoints_inline"] < 50, stats  # not after every commit
+        with store.read_cursor() as cur:
+            assert cur.execute("SELECT SUM(count) FROM series").fetchone()[0] == 150 * 400 * 5
+    finally:
+        store.close()
+
+
 def test_health_reports_storage_counters(lens_server):
     h = lens_server.get("/health").json()
     assert h["status"] == "ok"

@@ -34,8 +34,14 @@ log = logging.getLogger("primus_lens.server")
 CHECKPOINT_INTERVAL = 0.5
 #: ... and copies it into the database once it is this large.
 CHECKPOINT_BYTES = 16 << 20
-#: Past this WAL size the writer checkpoints itself after its commit.
-WAL_HARD_LIMIT = 512 << 20
+#: Past this WAL size the writer checkpoints itself after its commit, and a WAL that
+#: starts over is cut back to it (``journal_size_limit``).  Under sustained ingest the
+#: background checkpoint copies most of the log but can never restart it: the log
+#: restarts only when a writer begins after a complete checkpoint, and the writer
+#: has always committed more frames by then.  Only the writer's own checkpoint,
+#: under its write lock, completes one; without the cut-back the file kept its
+#: high-water size, so every commit after the first inline checkpoint ran another.
+WAL_LIMIT = 64 << 20
 
 #: Rows per multi-row INSERT, largest first; the last (1) takes whatever is left.
 _CHUNKS = (250, 25, 1)
@@ -91,6 +97,7 @@ class SQLiteStore(Store):
         # copied tens of MiB of WAL into the database while holding the write
         # lock, stalling every writer.  A background thread checkpoints instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         return conn
 
     def _wal_bytes(self) -> int:
@@ -134,9 +141,10 @@ class SQLiteStore(Store):
             conn.close()
 
     def _checkpoint_if_wal_huge(self, cur) -> None:
-        # Should the background checkpoint fall behind (it competes for the same
-        # CPUs), the writer checkpoints itself past this size: the WAL stays bounded.
-        if self._wal_bytes() > WAL_HARD_LIMIT:
+        # The writer completes a checkpoint past WAL_LIMIT (mostly copied by the
+        # background thread by then), so its next transaction restarts the log and
+        # cuts the file back: the WAL stays bounded.
+        if self._wal_bytes() > WAL_LIMIT:
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.counters["checkpoints_inline"] += 1
 
