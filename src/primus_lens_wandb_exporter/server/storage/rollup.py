@@ -428,11 +428,14 @@ class Tail:
     """What the next append to a series needs from the database, kept in memory.
 
     ``points`` are the stored points ``(steps, values, timestamps)`` of the base
-    block holding ``max_step``; ``blocks`` maps ``(level, block)`` to the stored
-    row (``None``: known to be empty) of the rightmost block of every level and
-    of its left neighbour.  An append touches at most that base block among the
-    stored ones, and the clean siblings it needs are among those blocks or lie
-    past ``max_step`` (empty), so it reads nothing.  Valid while the series'
+    block holding ``max_step`` (the open base block); ``blocks`` maps
+    ``(level, block)`` to the stored row (``None``: known to be empty) of the
+    closed left neighbour of every level's open block, where the open block is a
+    right child (its block number is odd).  The open blocks themselves are never
+    stored and not kept either: an append rebuilds them from these (see
+    :meth:`Columns.touch`).  An append touches at most the open base block among
+    the stored ones, and the clean siblings it needs are among those blocks or
+    lie past ``max_step`` (empty), so it reads nothing.  Valid while the series'
     ``rev`` in the database is still ``rev``: any other writer bumps it.
     """
 
@@ -451,15 +454,15 @@ class Tail:
               siblings: Dict[Tuple[int, int], Optional[Agg]], top: int) -> "Tail":
         """The tail after a batch that held the series' last step ``max_step``.
 
-        Every level's rightmost block was rebuilt (it holds that step); its left
-        neighbour was rebuilt too or was a sibling the rebuild needed, so one
-        found in neither is empty.
+        Every level's open block was rebuilt (it holds that step), so its parent
+        was too, and its left neighbour was rebuilt or was a sibling the rebuild
+        needed: one found in neither is empty.
         """
         blocks: Dict[Tuple[int, int], Optional[Agg]] = {}
         for k in range(BASE_LEVEL, top + 1):
             r = max_step >> k
-            for b in (r & ~1, r):
-                key = (k, b)
+            if r & 1:
+                key = (k, r - 1)
                 blocks[key] = built.get(key) or siblings.get(key)
         return cls(sid, rev, max_step, points, blocks)
 
@@ -477,61 +480,55 @@ class Tail:
         (an exporter's request: one point per metric), or None when this tail lacks a
         block it needs.
 
-        The same rows, built without re-aggregating the stored points of the base
-        block (up to 64 each time): every stored point precedes the new one, so the
-        block's new aggregate is :func:`combine` of its stored row and the point's,
-        and each level above is the one dirty block over its two children, exactly
-        what :func:`build_levels` computes from these inputs.  Those blocks hold the
-        new last row, so they are open and only kept in the next tail; the rows
-        written are the old open blocks this point closes, whose aggregates this
-        tail holds already (its rightmost block of each level).
+        The same rows and tail, without rebuilding the open blocks: a point that
+        stays in the open base block closes nothing, so it writes no row and the
+        next tail is this one with the point added (most points: a block spans
+        64 rows).  A point past it closes the open block of every level up to
+        where the two rows share a block; each of those is final now, built
+        bottom-up from the base block's points (once per 64 rows) and the closed
+        left neighbours this tail holds, exactly as :func:`build_levels` would.
         """
         row = col.steps[0]
+        ps, pv, pt = self.points
+        if row >> BASE_LEVEL == self.block:
+            return [], Tail(self.sid, rev_after, row, (ps + col.steps, pv + col.vals, pt + col.tss), self.blocks)
         old_max = self.max_step
         blocks = self.blocks
         missing = blocks  # a sentinel: "not in this tail"
         sid = self.sid
         rows = []
-        for k in range(BASE_LEVEL, top + 1):
-            ob = old_max >> k
-            if ob == row >> k:
-                break  # the point lands in this level's open block, and so in every one above
-            closed = blocks.get((k, ob))
-            if closed is None:
-                return None
-            rows.append((sid, k, ob) + closed)
-
-        def stored_row(k, b):
-            # A block starting past the old last step holds nothing yet.
-            return None if (b << k) > old_max else blocks.get((k, b), missing)
-
+        nxt: Dict[Tuple[int, int], Optional[Agg]] = {}
+        agg = agg_slice(ps, pv, pt, 0, len(ps)) if ps else None  # the old open base block, final
         k = BASE_LEVEL
-        c = row >> k
-        if c == self.block:
-            before = blocks.get((k, c))
-            if before is None:
-                return None
-            agg = combine(before, col.aggs[c])
-            ps, pv, pt = self.points
-            points = (ps + col.steps, pv + col.vals, pt + col.tss)
-        else:
-            agg = col.aggs[c]
-            points = (col.steps, col.vals, col.tss)
-        nxt: Dict[Tuple[int, int], Optional[Agg]] = {(k, c): agg}
         while True:
-            if c & 1:
-                left = stored_row(k, c - 1)
-                if left is missing:
-                    return None
-                nxt[(k, c - 1)] = left
+            ob = old_max >> k
+            r = row >> k
+            if ob == r:
+                break  # the point lands in this level's open block, and so in every one above
+            if agg is not None:
+                rows.append((sid, k, ob) + agg)
+            if r & 1:
+                # The new open block's left neighbour: the block just closed, or one
+                # between the two rows (empty).
+                nxt[(k, r - 1)] = agg if r - 1 == ob else None
             if k == top:
                 break
-            # The parent: the dirty child and its sibling (past the new point: empty).
-            agg = combine(left, agg) if c & 1 else agg
+            # The old open block one level up: its closed left child (if any), then this one.
+            if ob & 1:
+                left = blocks.get((k, ob - 1), missing)
+                if left is missing:
+                    return None
+                agg = combine(left, agg)
             k += 1
-            c >>= 1
-            nxt[(k, c)] = agg
-        return rows, Tail(sid, rev_after, row, points, nxt)
+        for j in range(k, top + 1):
+            r = row >> j
+            if r & 1:
+                # Unchanged open block from here up: so is its left neighbour.
+                left = blocks.get((j, r - 1), missing)
+                if left is missing:
+                    return None
+                nxt[(j, r - 1)] = left
+        return rows, Tail(sid, rev_after, row, (col.steps, col.vals, col.tss), nxt)
 
     def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
         """True when this tail answers every read of an append at ``rev``."""
