@@ -193,11 +193,9 @@ class Ingest(RollupUpkeep, Reports):
                               "ON CONFLICT (workload_uid, pod_name, rank) DO UPDATE SET "
                               "stats = excluded.stats, reported_at = excluded.reported_at",
                               [exporters[k] for k in sorted(exporters)])
-            for d in detections:
-                self._insert_detection(cur, d, now)
+            self._insert_detections(cur, detections, now)
             result.detections = len(detections)
-            for r in runs:
-                self._upsert_run(cur, r, now)
+            self._upsert_runs(cur, runs, now)
             result.runs = len(runs)
         # Committed: only now may the next batch of these series trust the tails
         # (and the ids of series this transaction created exist).
