@@ -9,6 +9,7 @@ current, so a stale one would miscount points or corrupt rollups.
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
 
@@ -16,9 +17,9 @@ UID = "wl-summaries"
 T0 = 1_700_000_000_000.0
 
 
-def _send(store, name, rows):
+def _send(store, name, rows, uid=UID):
     pts = {r: (float(r), T0 + r, float(r)) for r in rows}
-    return store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {name: pts})])
+    return store.ingest([SeriesBatch(uid, "wandb", "run", 0, "", "", "", {name: pts})])
 
 
 def _counting_reads(store):
@@ -86,5 +87,76 @@ def test_deleting_a_workload_drops_the_cached_summaries(tmp_path):
         res = _send(store, "loss", range(0, 20))
         assert (res.count, res.inserted) == (20, 20)
         assert _summary(f"{tmp_path}/lens.db", "loss") == (20, 0, 19, 0)
+    finally:
+        store.close()
+
+
+# The two below came from a review: each failed when the cache was filled after the
+# write lock was released (the caches are now filled by write_tx's on_commit, right
+# after the COMMIT and still under the lock).
+
+def test_a_delete_right_after_a_commit_finds_the_cache_filled_already(tmp_path):
+    # Two threads: an ingest commits, and a DELETE of the workload (the API or the
+    # retention sweep) waits for the write lock.  Filled after the lock was released,
+    # the cache got the deleted series' summaries back after the delete had cleared
+    # it, and the workload's next points went to the deleted series id (lost from
+    # every answer).  The delete is started while the ingest fills its caches and
+    # given half a second: with the fill under the lock it waits for it instead.
+    store = open_store(f"sqlite:///{tmp_path}/lens.db")
+    try:
+        _send(store, "loss", range(0, 10), uid="wl-other")  # so the deleted id is not the highest
+        _send(store, "loss", range(0, 10))
+        real_put = store._tails.put
+        deleter = []
+
+        def put_while_a_delete_runs(tails):
+            if not deleter:
+                t = threading.Thread(target=lambda: deleter.append(store.delete_workload(UID)))
+                deleter.append(t)
+                t.start()
+                t.join(0.5)
+            real_put(tails)
+
+        store._tails.put = put_while_a_delete_runs
+        _send(store, "loss", range(10, 20))
+        deleter[0].join(10)
+        assert deleter[1] is not None  # the workload was deleted
+        store._tails.put = real_put
+        res = _send(store, "loss", range(0, 20))  # the workload reports again after its delete
+        assert (res.count, res.inserted) == (20, 20)
+        assert len(store.data(UID, "wandb", ["loss"])) == 20
+    finally:
+        store.close()
+
+
+def test_a_failed_inline_checkpoint_neither_fails_the_committed_request_nor_staleness(tmp_path):
+    # The writer's inline checkpoint runs after COMMIT.  Should it fail (a full disk
+    # while copying pages), the batch is committed all the same: the request succeeds,
+    # the error is counted, and the cache holds the committed summary (it held the one
+    # from before the batch, so the next batches were miscounted and the rollup rows
+    # computed from a stale tail lost the batch's points).
+    path = f"{tmp_path}/lens.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        _send(store, "loss", range(0, 300))
+        real = store._checkpoint_if_wal_huge
+        calls = []
+
+        def failing_checkpoint(cur):
+            if not calls:
+                calls.append(1)
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(cur)
+
+        store._checkpoint_if_wal_huge = failing_checkpoint
+        pts = {r: (-1000.0 if r == 350 else float(r), T0 + r, float(r)) for r in range(300, 400)}
+        res = store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts})])
+        assert (res.count, res.inserted) == (100, 100)
+        assert calls and store.stats()["checkpoint_errors"] == 1
+        for r in range(400, 700):  # an exporter's one-point appends
+            _send(store, "loss", [r])
+        assert _summary(path, "loss")[:3] == (700, 0, 699)
+        got = store.data(UID, "wandb", ["loss"], max_points=20)
+        assert min(p[4] for p in got) == -1000.0
     finally:
         store.close()

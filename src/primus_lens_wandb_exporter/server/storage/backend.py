@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from operator import itemgetter
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import rollup
 from .caches import IdCache, SummaryCache, TailCache
@@ -49,8 +49,10 @@ class Backend:
     # -- to be provided by backends -------------------------------------------------
 
     @contextmanager
-    def write_tx(self) -> Iterator[Any]:  # pragma: no cover - abstract
-        """A cursor inside one write transaction (committed on exit)."""
+    def write_tx(self, on_commit: Optional[Callable[[], None]] = None) -> Iterator[Any]:  # pragma: no cover
+        """A cursor inside one write transaction (committed on exit).  ``on_commit``
+        runs right after a successful commit, before another writer of this process
+        can begin (what the process caches about the committed state goes there)."""
         raise NotImplementedError
         yield
 

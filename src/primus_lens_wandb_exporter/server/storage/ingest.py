@@ -48,15 +48,6 @@ class Ingest(RollupUpkeep, Reports):
                 return [self.ingest(*parts[0])]
             except Exception as e:  # the caller answers it; nothing else was in the transaction
                 return [e]
-        # Each request's points per series key (a request's own repeats merged as
-        # ingest merges them), in request order.
-        owners: Dict[SeriesKey, Dict[int, dict]] = {}
-        for i, (metrics, _, _) in enumerate(parts):
-            for b in metrics:
-                for name, pts in b.series.items():
-                    mine = owners.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})
-                    have = mine.get(i)
-                    mine[i] = pts if have is None else {**have, **pts}
         existing: Dict[SeriesKey, set] = {}
         try:
             self.ingest([b for p in parts for b in p[0]], [d for p in parts for d in p[1]],
@@ -73,6 +64,15 @@ class Ingest(RollupUpkeep, Reports):
                     out.append(e1)
             return out
         results = [IngestResult(detections=len(d), runs=len(r)) for _, d, r in parts]
+        # Each request's points per series key (a request's own repeats merged as
+        # ingest merges them), in request order.
+        owners: Dict[SeriesKey, Dict[int, dict]] = {}
+        for i, (metrics, _, _) in enumerate(parts):
+            for b in metrics:
+                for name, pts in b.series.items():
+                    mine = owners.setdefault((b.workload_uid, b.source, name, b.rank, b.run_id), {})
+                    have = mine.get(i)
+                    mine[i] = pts if have is None else {**have, **pts}
         for key, mine in owners.items():
             ex = existing.get(key)
             if len(mine) == 1 and not ex:  # the rule: one rank's series, appended
@@ -164,7 +164,15 @@ class Ingest(RollupUpkeep, Reports):
         tails: list = []
         sids: dict = {}
         summaries: dict = {}
-        with self.write_tx() as cur:
+
+        def publish():
+            # Right after the commit, under SQLite's write lock: no other writer of this
+            # process (a delete) can run between the commit and what is cached about it.
+            self._tails.put(tails)
+            self._sids.put(sids)
+            self._summaries.put(summaries)
+
+        with self.write_tx(on_commit=publish) as cur:
             self._lock_series(cur, sorted(series))
             if series:
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
@@ -197,11 +205,8 @@ class Ingest(RollupUpkeep, Reports):
             result.detections = len(detections)
             self._upsert_runs(cur, runs, now)
             result.runs = len(runs)
-        # Committed: only now may the next batch of these series trust the tails
-        # (and the ids of series this transaction created exist).
-        self._tails.put(tails)
-        self._sids.put(sids)
-        self._summaries.put(summaries)
+        # Committed (publish ran): only now may the next batch of these series trust
+        # the tails (and the ids of series this transaction created exist).
         return result
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],

@@ -151,12 +151,14 @@ class PostgresStore(Store):
         return sql.replace("?", "%s")
 
     @contextmanager
-    def write_tx(self):
+    def write_tx(self, on_commit=None):
         """A cursor inside one transaction on a pooled connection."""
         with self._conn() as conn:
             with conn.transaction():
                 with conn.cursor() as cur:
                     yield cur
+            if on_commit is not None:
+                on_commit()
 
     def _stream_rows(self, cur, sql, params, size):
         # execute() would pull the whole result into client memory; stream() reads it

@@ -167,7 +167,7 @@ class SQLiteStore(Store):
                 raise
 
     @contextmanager
-    def write_tx(self) -> Iterator[sqlite3.Cursor]:
+    def write_tx(self, on_commit=None) -> Iterator[sqlite3.Cursor]:
         """The single writer connection, inside BEGIN IMMEDIATE ... COMMIT."""
         with self._write_lock, self._file_lock():
             cur = self._writer.cursor()
@@ -178,7 +178,15 @@ class SQLiteStore(Store):
                 cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
-            self._checkpoint_if_wal_huge(cur)
+            if on_commit is not None:
+                on_commit()  # still under the write lock
+            try:
+                self._checkpoint_if_wal_huge(cur)
+            except sqlite3.Error as e:
+                # The transaction is committed: its request succeeded.  The WAL is
+                # checkpointed again after the next commit.
+                self.counters["checkpoint_errors"] += 1
+                log.warning("inline WAL checkpoint failed (will retry): %s", e)
 
     def _sole_writer(self, cur) -> bool:
         # data_version changes when another connection (another --workers process, a
