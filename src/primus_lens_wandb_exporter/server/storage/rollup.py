@@ -475,6 +475,12 @@ class Tail:
         return update(self.sid, col, top, old_top, max_step, stored, {self.block: self.points} if stored else {},
                       self.blocks, rev_after)
 
+    def extended(self, col: Columns, rev_after: int) -> "Tail":
+        """The next tail after points appended inside the open base block (they close
+        nothing, so they write no row)."""
+        ps, pv, pt = self.points
+        return Tail(self.sid, rev_after, col.steps[-1], (ps + col.steps, pv + col.vals, pt + col.tss), self.blocks)
+
     def append_one(self, col: Columns, top: int, rev_after: int):
         """:func:`update`'s rows and next tail for one point appended past ``max_step``
         (an exporter's request: one point per metric), or None when this tail lacks a
@@ -489,9 +495,9 @@ class Tail:
         left neighbours this tail holds, exactly as :func:`build_levels` would.
         """
         row = col.steps[0]
-        ps, pv, pt = self.points
         if row >> BASE_LEVEL == self.block:
-            return [], Tail(self.sid, rev_after, row, (ps + col.steps, pv + col.vals, pt + col.tss), self.blocks)
+            return [], self.extended(col, rev_after)
+        ps, pv, pt = self.points
         old_max = self.max_step
         blocks = self.blocks
         missing = blocks  # a sentinel: "not in this tail"

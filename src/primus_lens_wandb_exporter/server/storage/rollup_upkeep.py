@@ -46,8 +46,11 @@ class RollupUpkeep(Backend):
             if tail is None or col.steps[0] <= tail.max_step:
                 continue
             if len(col.steps) == 1:
-                # One point appended (an exporter's request, per metric): append_one
-                # checks itself that the tail holds every block it needs.
+                # One point appended (an exporter's request, per metric).
+                if col.steps[0] >> rollup.BASE_LEVEL == tail.block:
+                    out[key] = (tail.rev, tail.max_step, [], tail.extended(col, tail.rev + 1))  # most points
+                    continue
+                # append_one checks itself that the tail holds every block it needs.
                 top = rollup.top_level(col.steps[0])
                 if top == rollup.top_level(tail.max_step):
                     done = tail.append_one(col, top, tail.rev + 1)
