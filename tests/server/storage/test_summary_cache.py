@@ -160,3 +160,38 @@ def test_a_failed_inline_checkpoint_neither_fails_the_committed_request_nor_stal
         assert min(p[4] for p in got) == -1000.0
     finally:
         store.close()
+
+
+def test_summaries_follow_every_point_one_by_one_or_in_batches(tmp_path):
+    # One point past the last row (an exporter's request, per metric) takes a fast
+    # path in Ingest._ingest_points; its summary must be what the general path and a
+    # recount of the stored points give: timestamps that go back, steps that differ
+    # from rows and go back, batches of several points in between.
+    import random
+
+    rnd = random.Random(7)
+    path = f"{tmp_path}/lens.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        row = 0
+        for _ in range(400):
+            n = 1 if rnd.random() < 0.8 or row < 150 else rnd.randint(2, 5)
+            pts = {}
+            for _ in range(n):
+                # Time and step mostly move on (new maxima), now and then go below every
+                # earlier one (new minima); the step equals the row for the first 100 rows
+                # (sent one point a request, so the first step apart from its row is too).
+                back = row >= 150 and rnd.random() < 0.05
+                ts = T0 - row * 1e3 if back else T0 + row * 10.0
+                step = -float(row) if back else float(row if row < 100 else 2 * row)
+                pts[row] = (rnd.random(), ts, step)
+                row += 1 + (rnd.random() < 0.1)
+            store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts})])
+            with sqlite3.connect(path) as c:  # after every batch: a later one could hide a wrong bound
+                got = c.execute("SELECT count, min_row, max_row, first_ts, last_ts, min_step, max_step, step_is_row "
+                                "FROM series WHERE metric_name = 'loss'").fetchone()
+                want = c.execute("SELECT COUNT(*), MIN(row_index), MAX(row_index), MIN(timestamp), MAX(timestamp), "
+                                 "MIN(step), MAX(step), MIN(step = row_index) FROM points").fetchone()
+            assert got == want, (row, n)
+    finally:
+        store.close()
