@@ -226,3 +226,46 @@ def test_one_point_append_equals_the_general_update(seed):
         assert all(_same_rows([g.blocks[k] or ()], [w.blocks[k] or ()]) for k in w.blocks)
         tail = g
     assert fast > 500 and general >= 1  # both paths ran (a new top level takes the general one)
+
+
+def test_migration_6_deletes_the_rows_of_open_blocks(db_url):
+    # Servers before the closed-block layout stored a row for every level's open
+    # block.  Migration 6 deletes them (and only them): afterwards the table holds
+    # exactly what this layout writes.
+    from primus_lens_wandb_exporter.server.storage import schema
+
+    store = open_store(db_url)
+    pts = {s: (math.sin(s / 9.0), T0 + s, s) for s in range(1000)}
+    model = {"loss": dict(pts)}
+    try:
+        store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {"loss": pts})])
+        cols = rollup_cols()
+        with store.write_tx() as cur:
+            store._ex(cur, "SELECT id FROM series WHERE metric_name = 'loss'")
+            sid = cur.fetchone()[0]
+            for lvl in range(rollup.BASE_LEVEL, rollup.top_level(999) + 1):  # what an older server kept
+                store._ex(cur, f"INSERT INTO series_rollup (series_id, level, block, {', '.join(cols)}) "
+                               f"VALUES ({', '.join('?' * (3 + len(cols)))})",
+                          (sid, lvl, 999 >> lvl) + (1, 0) + (999, -5.0, T0) * 2 + (999, -5.0, T0) * 2 + (T0, T0))
+            store._ex(cur, "DELETE FROM schema_version WHERE version = ?", (schema.LATEST,))
+    finally:
+        store.close()
+    assert schema.LATEST == 6
+    store = open_store(db_url)  # migrates to 6
+    try:
+        _check(store, model)  # fails with the old rows left: stored rows must be the closed blocks only
+    finally:
+        store.close()
+
+
+def test_a_database_of_a_newer_server_is_refused(db_url):
+    from primus_lens_wandb_exporter.server.storage import schema
+
+    store = open_store(db_url)
+    try:
+        with store.write_tx() as cur:
+            store._ex(cur, "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (schema.LATEST + 1, 0.0))
+    finally:
+        store.close()
+    with pytest.raises(RuntimeError, match="newer than this server"):
+        open_store(db_url)

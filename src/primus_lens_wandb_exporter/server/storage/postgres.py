@@ -138,6 +138,7 @@ class PostgresStore(Store):
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version "
                              "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
                 have = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+                schema.check_version(have)
                 for v in range(have + 1, schema.LATEST + 1):
                     with conn.transaction():
                         for stmt in schema.statements(v, schema.POSTGRES_TYPES):

@@ -212,6 +212,15 @@ MIGRATIONS: List[List[str]] = [
         ("postgresql", "ALTER TABLE exporter_stats SET (fillfactor = 50)"),
         ("postgresql", "ALTER TABLE workloads SET (fillfactor = 50)"),
     ],
+    # 6: rollups keep closed blocks only (storage/rollup.py): the block of each level
+    # that holds the series' last row is composed by queries and never read back.  The
+    # rows earlier servers kept for those blocks are deleted, so the table holds the
+    # same rows as if this layout had written it; the version also tells a server
+    # that it is older than the database (it refuses to start: see _check_version).
+    [
+        """DELETE FROM series_rollup WHERE block = ((SELECT s.max_row FROM series s
+               WHERE s.id = series_rollup.series_id) >> CAST(level AS INTEGER))""",
+    ],
 ]
 
 
@@ -228,3 +237,12 @@ def statements(version: int, types: Dict[str, str]) -> List[str]:
 
 
 LATEST = len(MIGRATIONS)
+
+
+def check_version(have: int, where: str = "the database") -> None:
+    """Refuse a database written by a newer server (its data may use a layout this
+    code reads wrongly or writes over, e.g. rollups before and after migration 6)."""
+    if have > LATEST:
+        raise RuntimeError(f"{where} has schema version {have}, newer than this server's {LATEST}: "
+                           "a newer primus-lens wrote it; upgrade this server (pip install -U ...) "
+                           "or point it at another database")

@@ -157,6 +157,7 @@ class SQLiteStore(Store):
             try:
                 c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
                 have = c.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+                schema.check_version(have)
                 for v in range(have + 1, schema.LATEST + 1):
                     for stmt in schema.statements(v, schema.SQLITE_TYPES):
                         c.execute(stmt)
