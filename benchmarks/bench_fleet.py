@@ -31,6 +31,7 @@ capacity of one server core for this request shape.
     python benchmarks/bench_fleet.py                           # 1,000 ranks x 1 req/s x 30 s, SQLite
     python benchmarks/bench_fleet.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
     python benchmarks/bench_fleet.py --capacity --duration 10  # max req/s and req per server CPU-s
+    python benchmarks/bench_fleet.py --prefill 300             # the same fleet once every series is rolled up
     python benchmarks/bench_fleet.py --quick                   # 50 ranks, 3 s (a smoke run)
     python benchmarks/bench_fleet.py --storage --prefill 300   # storage CPU per request, series with rollups
 """
@@ -174,7 +175,7 @@ async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
         await conn.request("/api/v1/wandb/run", orjson.dumps(run_body(ident)))
         period = 1.0 / args.rate
         nxt = time.perf_counter() + rng.random() * period
-        step = 0
+        step = args.prefill
         while True:
             delay = nxt - time.perf_counter()
             if delay > 0:
@@ -200,7 +201,7 @@ async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
 async def closed_loop(args, port, idx, stop_at, stats: Stats, ranks_per_job):
     conn = Conn(port)
     ident = identity(idx, idx // ranks_per_job, ranks_per_job)
-    step = 0
+    step = args.prefill
     try:
         while time.perf_counter() < stop_at:
             body = metrics_body(ident, step, args.points)
@@ -213,6 +214,34 @@ async def closed_loop(args, port, idx, stop_at, stats: Stats, ranks_per_job):
             stats.answer(status, payload, t0, args.points, args.endpoint)
     finally:
         conn.close()
+
+
+async def prefill(args, port, clients, ranks_per_job) -> int:
+    """``--prefill N``: every rank's series get rows 0..N-1 first (one body per rank,
+    16 at a time), so the timed traffic meets the steady state: every series past
+    its rollup threshold (256 points), as after ~4 minutes of a real fleet."""
+    sem = asyncio.Semaphore(16)
+    sent = 0
+
+    async def one(idx):
+        nonlocal sent
+        ident = identity(idx, idx // ranks_per_job, ranks_per_job)
+        now = time.time()
+        body = {"source": "wandb", **ident, "timestamp": now, "batch_id": os.urandom(8).hex(),
+                "metrics": [{"name": f"train/metric_{m}", "value": (s * 7 + m) % 1000 / 7.0, "step": s,
+                             "timestamp": now} for s in range(args.prefill) for m in range(METRICS)]}
+        async with sem:
+            conn = Conn(port)
+            try:
+                status, payload = await conn.request("/api/v1/wandb/metrics", orjson.dumps(body))
+            finally:
+                conn.close()
+        if status != 200:
+            raise RuntimeError(f"prefill answered {status}: {payload[:200]!r}")
+        sent += len(body["metrics"])
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    return sent
 
 
 async def drive(args, port, clients, fn, duration):
@@ -348,7 +377,8 @@ def main() -> int:
     ap.add_argument("--storage", action="store_true", help="Store.ingest_many alone, in this process")
     ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
-    ap.add_argument("--prefill", type=int, default=0, help="points stored per series first (--storage)")
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="points stored per series before the timed part (300: every series rolled up)")
     args = ap.parse_args()
     if args.quick:
         args.ranks, args.duration, args.connections, args.jobs = 50, 3.0, 8, 2
@@ -372,6 +402,11 @@ def main() -> int:
                                                              str(args.workers), *args.server_arg]).start()
     try:
         clients = args.connections if args.capacity else args.ranks
+        prefilled = 0
+        if args.prefill:
+            t = time.perf_counter()
+            prefilled = asyncio.run(prefill(args, srv.port, clients, max(1, clients // args.jobs)))
+            print(f"prefill: {prefilled:,} points ({args.prefill} per series) in {time.perf_counter() - t:.1f} s")
         cpu0 = server_cpu_seconds(srv.proc.pid)
         machine0 = cpu_times()
         load0 = os.getloadavg()[0]
@@ -405,6 +440,7 @@ def main() -> int:
             print(f"server_cpu={cpu:.2f}s = {cpu / total_req * 1e3:.3f} ms per request -> capacity "
                   f"{total_req / cpu:,.0f} requests per server CPU-second; client_cpu={client_cpu:.2f}s "
                   f"load_average={load0:.2f}->{os.getloadavg()[0]:.2f} cpu_steal={steal:.0%}")
+        stored -= prefilled
         ok = not stats.errors and stored == stats.sent_points == stats.inserted
         print(f"verify: sent={stats.sent_points} acknowledged-new={stats.inserted} counted-back={stored} "
               f"errors={len(stats.errors)} -> {'OK nothing lost' if ok else 'MISMATCH'}")
