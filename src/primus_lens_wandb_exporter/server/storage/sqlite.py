@@ -34,14 +34,20 @@ log = logging.getLogger("primus_lens.server")
 CHECKPOINT_INTERVAL = 0.5
 #: ... and copies it into the database once it is this large.
 CHECKPOINT_BYTES = 16 << 20
-#: Past this WAL size the writer checkpoints itself after its commit, and a WAL that
-#: starts over is cut back to it (``journal_size_limit``).  Under sustained ingest the
-#: background checkpoint copies most of the log but can never restart it: the log
-#: restarts only when a writer begins after a complete checkpoint, and the writer
-#: has always committed more frames by then.  Only the writer's own checkpoint,
-#: under its write lock, completes one; without the cut-back the file kept its
-#: high-water size, so every commit after the first inline checkpoint ran another.
+#: Past this WAL size the writer checkpoints itself after its commit, as soon as the
+#: background thread has just copied the log (so what is left to copy is a commit or
+#: two), and a WAL that starts over is cut back to it (``journal_size_limit``).
+#: Under sustained ingest the background checkpoint copies most of the log but can
+#: never restart it: the log restarts only when a writer begins after a complete
+#: checkpoint, and the writer has always committed more frames by then.  Only the
+#: writer's own checkpoint, under its write lock, completes one; without the cut-back
+#: the file kept its high-water size, so every commit after the first inline
+#: checkpoint ran another.
 WAL_LIMIT = 64 << 20
+#: ... and past this size whether or not the background thread kept up (it competes
+#: for the same CPUs): the WAL stays bounded, at the price of a commit that copies
+#: much of it while holding the write lock.
+WAL_HARD_LIMIT = 4 * WAL_LIMIT
 
 #: Rows per multi-row INSERT, largest first; the last (1) takes whatever is left.
 _CHUNKS = (250, 25, 1)
@@ -78,6 +84,9 @@ class SQLiteStore(Store):
         self._checkpointer = None
         #: The WAL's ``_wal_state()`` when a checkpoint last copied all of it.
         self.checkpointed = (0, 0)
+        #: Set by the background checkpoint after it copied every frame; the writer's
+        #: inline checkpoint waits for it (up to WAL_HARD_LIMIT).
+        self.caught_up = False
         if path != ":memory:":
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="lens-sqlite-checkpoint",
                                                   daemon=True)
@@ -132,8 +141,12 @@ class SQLiteStore(Store):
                 busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.counters["checkpoints"] += 1
                 self.counters["checkpoints_busy"] += bool(busy)  # another process's checkpoint ran
-                if not busy and frames == copied and self._wal_state() == wal:
-                    self.checkpointed = wal
+                if not busy and frames == copied:
+                    # Every frame so far is in the database: the writer's next inline
+                    # checkpoint (past WAL_LIMIT) has only what came since to copy.
+                    self.caught_up = True
+                    if self._wal_state() == wal:
+                        self.checkpointed = wal
             except sqlite3.Error as e:
                 self.counters["checkpoint_errors"] += 1
                 log.warning("WAL checkpoint failed (will retry): %s", e)
@@ -141,10 +154,12 @@ class SQLiteStore(Store):
             conn.close()
 
     def _checkpoint_if_wal_huge(self, cur) -> None:
-        # The writer completes a checkpoint past WAL_LIMIT (mostly copied by the
-        # background thread by then), so its next transaction restarts the log and
-        # cuts the file back: the WAL stays bounded.
-        if self._wal_bytes() > WAL_LIMIT:
+        # The writer completes a checkpoint past WAL_LIMIT right after the background
+        # thread copied the log (a few MiB left, not up to 64), so its next transaction
+        # restarts the log and cuts the file back: the WAL stays bounded.
+        size = self._wal_bytes()
+        if size > WAL_HARD_LIMIT or (size > WAL_LIMIT and self.caught_up):
+            self.caught_up = False
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.counters["checkpoints_inline"] += 1
 
