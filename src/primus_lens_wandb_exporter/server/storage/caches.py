@@ -71,7 +71,7 @@ class IdCache:
 
 class SummaryCache:
     """Series key -> its summary as this process last committed it (the
-    :data:`..ingest.SUMMARY_READ` fields after the key), used only while no other
+    :data:`.summaries.SUMMARY_READ` fields after the key), used only while no other
     connection has written the database since (see ``Backend._sole_writer``)."""
 
     def __init__(self, capacity: int = 100_000):

@@ -25,7 +25,7 @@ from typing import Dict, Iterator, Sequence
 import psycopg
 
 from . import schema
-from .ingest import SUMMARY_READ
+from .summaries import SUMMARY_READ
 from .model import KEY_COLS, POINT_COLS, ROLLUP_COLS, SERIES_SUMMARY_COLS, SeriesKey
 from .runs_filter import PostgresDialect
 from .store import Store

@@ -30,10 +30,10 @@ Everything here is plain Python shared by both storage backends.
 
 Query-time downsampling (which points of a block an answer keeps) is in
 :mod:`.downsample`, the per-process tail and id caches in :mod:`.caches`.  This
-module stays a little over 400 lines (~435) because the block math and :class:`Tail`
-(the rollup state an append carries from one batch to the next) are one job:
-:func:`update` builds the next tail and :meth:`Tail.update` calls :func:`update`,
-so splitting them would make two modules import each other.
+module is over 400 lines (~550) because the block math, the composition of open blocks
+the queries use, and :class:`Tail` (the rollup state an append carries from one batch to
+the next) are one job: :func:`update` builds the next tail and :meth:`Tail.update` calls
+:func:`update`, so splitting them would make two modules import each other.
 
 "Step" in this module means a point's W&B history **row** (``row_index``, the
 integer key of a point): rollups bucket over rows, i.e. in history order.  A

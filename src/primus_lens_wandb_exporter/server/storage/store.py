@@ -5,7 +5,8 @@
 SQL differs).  Where each job lives:
 
 * :mod:`.model`: ``SeriesBatch``, ``IngestResult``, column lists, the row helpers;
-* :mod:`.ingest`: ``ingest`` / ``ingest_many`` (group commit), series summaries;
+* :mod:`.ingest`: ``ingest`` / ``ingest_many`` (group commit);
+* :mod:`.summaries`: reading series summaries (cached while the only writer) and existing rows;
 * :mod:`.rollup_upkeep`: rollup rows of the blocks a batch touched (math in :mod:`.rollup`);
 * :mod:`.reports`: detection and run upserts;
 * :mod:`.queries`: workloads, sources, available metrics, points (:mod:`.downsample`);
