@@ -15,7 +15,7 @@ from operator import itemgetter
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import rollup
-from .caches import IdCache, SummaryCache, TailCache
+from .caches import KeyCache, TailCache
 from .model import ROLLUP_COLS, SeriesKey, _nan
 
 _second = itemgetter(1)
@@ -33,8 +33,8 @@ class Backend:
 
     def __init__(self) -> None:
         self._tails = TailCache()
-        self._sids = IdCache()  # series key -> id (never changes once assigned)
-        self._summaries = SummaryCache()  # used only where _sole_writer can tell (SQLite)
+        self._sids = KeyCache(200_000)  # series key -> id (never changes once assigned)
+        self._summaries = KeyCache(100_000)  # series key -> summary: only where _sole_writer can tell (SQLite)
         #: what /health reports under "storage": work done, retries and background work
         self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 

@@ -1,5 +1,6 @@
-"""What a server process keeps in memory between batches: each series' rollup tail and
-its id (both checked against the database before use; see :class:`.rollup.Tail`)."""
+"""What a server process keeps in memory between batches: each series' rollup tail, its id
+and its last committed summary (each checked against the database before use: the tail by
+the series' ``rev``, see :class:`.rollup.Tail`; the summary by ``Backend._sole_writer``)."""
 
 from __future__ import annotations
 
@@ -53,38 +54,27 @@ class TailCache:
                 del d[next(iter(d))]
 
 
-class IdCache:
-    """Series key -> series id, as assigned by the database (ids never change)."""
+class KeyCache:
+    """Series key -> what this process learnt of the series, all dropped at once past
+    ``capacity`` (rare: a server with that many live series just reads them again).
 
-    def __init__(self, capacity: int = 200_000):
+    Two of them per store: the series ids (assigned by the database, never changed)
+    and the summaries this process last committed (the :data:`.summaries.SUMMARY_READ`
+    fields after the key), used only while no other connection has written the
+    database since (``Backend._sole_writer``).
+    """
+
+    def __init__(self, capacity: int):
         self.capacity = capacity
-        self._ids: dict = {}
+        self._map: dict = {}
 
-    def get(self, key) -> Optional[int]:
-        return self._ids.get(key)
+    def get(self, key):
+        return self._map.get(key)
 
-    def put(self, ids: dict) -> None:
-        if len(self._ids) + len(ids) > self.capacity:
-            self._ids = {}  # rare: a server with this many live series just re-learns them
-        self._ids.update(ids)
-
-
-class SummaryCache:
-    """Series key -> its summary as this process last committed it (the
-    :data:`.summaries.SUMMARY_READ` fields after the key), used only while no other
-    connection has written the database since (see ``Backend._sole_writer``)."""
-
-    def __init__(self, capacity: int = 100_000):
-        self.capacity = capacity
-        self._rows: dict = {}
-
-    def get(self, key) -> Optional[tuple]:
-        return self._rows.get(key)
-
-    def put(self, rows: dict) -> None:
-        if len(self._rows) + len(rows) > self.capacity:
-            self._rows = {}  # rare: more live series than this; they are read again
-        self._rows.update(rows)
+    def put(self, entries: dict) -> None:
+        if len(self._map) + len(entries) > self.capacity:
+            self._map = {}
+        self._map.update(entries)
 
     def clear(self) -> None:
-        self._rows = {}
+        self._map = {}
