@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, sqlite
@@ -77,6 +78,59 @@ def test_wal_stays_bounded_under_sustained_ingest(tmp_path, monkeypatch):
         assert 1 <= stats["checkpoints_inline"] < 50, stats  # not after every commit
         with store.read_cursor() as cur:
             assert cur.execute("SELECT SUM(count) FROM series").fetchone()[0] == 150 * 400 * 5
+    finally:
+        store.close()
+
+
+def _frames_left(path):
+    """WAL frames not yet copied into the database, read from SQLite's own wal-index
+    (the -shm file; sqlite.org/walformat.html: the header's mxFrame at byte 16, the
+    checkpoint's nBackfill at byte 96, native byte order)."""
+    with open(path + "-shm", "rb") as f:
+        head = f.read(100)
+    return int.from_bytes(head[16:20], sys.byteorder) - int.from_bytes(head[96:100], sys.byteorder)
+
+
+def test_writer_checkpoint_finds_the_log_already_copied(tmp_path, monkeypatch):
+    # The writer's checkpoint, the one that lets the log restart, holds the write lock.
+    # It used to run as soon as the WAL passed its limit and copy (and sync) whatever the
+    # background thread had not yet: up to the whole log, 70-120 ms of every writer
+    # waiting in a 1,000-rank fleet.  The thread now catches up first and then asks for
+    # it: what is left is what came during the thread's last pass.
+    monkeypatch.setattr(sqlite, "WAL_LIMIT", 4 << 20)
+    monkeypatch.setattr(sqlite, "WAL_HARD_LIMIT", 256 << 20)  # never reached here
+    monkeypatch.setattr(sqlite, "CHECKPOINT_BYTES", 64 << 10)
+    synced = []
+    sync = sqlite._sync_file
+    monkeypatch.setattr(sqlite, "_sync_file", lambda fd: synced.append(fd) or sync(fd))
+    store = SQLiteStore(str(tmp_path / "lens.db"))
+    left = []
+    inline = store._checkpoint_if_wal_huge
+
+    def watched(cur):
+        before, n = _frames_left(store.path), store.counters["checkpoints_inline"]
+        inline(cur)
+        if store.counters["checkpoints_inline"] > n:
+            left.append(before)
+
+    store._checkpoint_if_wal_huge = watched
+    try:
+        limit_frames = sqlite.WAL_LIMIT // (store._page_size + 24)
+        deadline = time.monotonic() + 60
+        commits = 0
+        while len(left) < 3 and time.monotonic() < deadline:
+            # ~0.1 MiB of WAL a commit, back to back: the log outgrows the limit between
+            # two of the thread's periodic passes, as in a fleet
+            store.ingest([_batch(commits * 400, 400)])
+            commits += 1
+        assert len(left) >= 3, (left, store.stats())
+        assert len(left) < commits / 10  # not after every commit
+        # SQLite syncs the database file only in a checkpoint that reaches the end of the
+        # log (under ingest: only the writer's); the thread syncs what it copied itself.
+        assert synced.count(store._db_fd) >= store.stats()["checkpoints"] > 0
+        # Each found at most a pass's worth of commits to copy, not the log since its
+        # restart (what the writer's checkpoint found before: the limit's worth or more).
+        assert max(left) < limit_frames // 2, (left, limit_frames)
     finally:
         store.close()
 

@@ -34,20 +34,33 @@ log = logging.getLogger("primus_lens.server")
 CHECKPOINT_INTERVAL = 0.5
 #: ... and copies it into the database once it is this large.
 CHECKPOINT_BYTES = 16 << 20
-#: Past this WAL size the writer checkpoints itself after its commit, as soon as the
-#: background thread has just copied the log (so what is left to copy is a commit or
-#: two), and a WAL that starts over is cut back to it (``journal_size_limit``).
-#: Under sustained ingest the background checkpoint copies most of the log but can
-#: never restart it: the log restarts only when a writer begins after a complete
-#: checkpoint, and the writer has always committed more frames by then.  Only the
-#: writer's own checkpoint, under its write lock, completes one; without the cut-back
-#: the file kept its high-water size, so every commit after the first inline
-#: checkpoint ran another.
+#: Once the log is this long the WAL is started over.  Under sustained ingest the
+#: background checkpoint copies most of the log but can never restart it: the log
+#: restarts only when a writer begins after a complete checkpoint, and the writer has
+#: always committed more frames by then (538 MB of WAL beside a 7 MB database after
+#: 12 s of a closed-loop fleet).  So the thread catches up (passes, each followed by
+#: a sync of the database file, until one finds almost nothing new) and then asks the
+#: writer to complete the checkpoint after its next commit, under its write lock:
+#: what is left to copy and sync is what was committed during the last pass.  Without
+#: the catch-up that checkpoint held the lock for 70-120 ms: SQLite syncs the database
+#: file only in a checkpoint that reaches the end of the log, which under sustained
+#: ingest is only ever the writer's, so it synced every page copied since the last one.
 WAL_LIMIT = 64 << 20
-#: ... and past this size whether or not the background thread kept up (it competes
-#: for the same CPUs): the WAL stays bounded, at the price of a commit that copies
-#: much of it while holding the write lock.
+#: Past this WAL file size the writer checkpoints whether or not the thread caught up
+#: (it competes for the same CPUs): the WAL stays bounded, at the price of a commit that
+#: copies much of it while holding the write lock.  A log that starts over cuts the
+#: file back to half of it (``journal_size_limit``; a log restarts at ~WAL_LIMIT plus
+#: a catch-up's growth, so the file is normally not cut, which would cost the writer
+#: 10-20 ms).
 WAL_HARD_LIMIT = 4 * WAL_LIMIT
+#: A catch-up stops after a pass this short (seconds: few commits came during it) ...
+CATCH_UP_PASS = 0.02
+#: ... or after this many passes.
+CATCH_UP_PASSES = 4
+
+#: Syncs a file's data given a read-only descriptor (Linux: fdatasync; macOS: fsync);
+#: None on Windows (fsync needs a writable descriptor there): only SQLite syncs.
+_sync_file = getattr(os, "fdatasync", os.fsync) if os.name != "nt" else None
 
 #: Rows per multi-row INSERT, largest first; the last (1) takes whatever is left.
 _CHUNKS = (250, 25, 1)
@@ -84,9 +97,14 @@ class SQLiteStore(Store):
         self._checkpointer = None
         #: The WAL's ``_wal_state()`` when a checkpoint last copied all of it.
         self.checkpointed = (0, 0)
-        #: Set by the background checkpoint after it copied every frame; the writer's
-        #: inline checkpoint waits for it (up to WAL_HARD_LIMIT).
-        self.caught_up = False
+        #: Set by the background thread once it has caught up with a long log; the
+        #: writer then completes the checkpoint after its next commit.
+        self.restart_wanted = False
+        self._page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
+        # The database file, for the thread's syncs.  Opened once and closed only after
+        # every connection: closing any descriptor of the file drops this process's
+        # POSIX locks on it, SQLite's included.
+        self._db_fd = os.open(path, os.O_RDONLY) if path != ":memory:" and _sync_file else None
         if path != ":memory:":
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="lens-sqlite-checkpoint",
                                                   daemon=True)
@@ -106,7 +124,7 @@ class SQLiteStore(Store):
         # copied tens of MiB of WAL into the database while holding the write
         # lock, stalling every writer.  A background thread checkpoints instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_HARD_LIMIT // 2}")
         return conn
 
     def _wal_bytes(self) -> int:
@@ -124,8 +142,7 @@ class SQLiteStore(Store):
         """Copy the WAL into the database off the write path.
 
         PASSIVE checkpoints run beside readers and writers (SQLite serialises a
-        checkpoint with other checkpoints only), so a writer never waits for one;
-        the next writer after a complete checkpoint starts the WAL over.
+        checkpoint with other checkpoints only), so a writer never waits for one.
         """
         conn = None
         while not self._stop.wait(CHECKPOINT_INTERVAL):
@@ -138,28 +155,49 @@ class SQLiteStore(Store):
             try:
                 if conn is None:
                     conn = self._connect()
-                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self.counters["checkpoints"] += 1
-                self.counters["checkpoints_busy"] += bool(busy)  # another process's checkpoint ran
-                if not busy and frames == copied:
-                    # Every frame so far is in the database: the writer's next inline
-                    # checkpoint (past WAL_LIMIT) has only what came since to copy.
-                    self.caught_up = True
-                    if self._wal_state() == wal:
-                        self.checkpointed = wal
-            except sqlite3.Error as e:
+                frames = self._checkpoint_pass(conn)
+                if frames is None or frames * (self._page_size + 24) < WAL_LIMIT or self.restart_wanted:
+                    continue
+                for _ in range(CATCH_UP_PASSES - 1):
+                    t = time.monotonic()
+                    if self._checkpoint_pass(conn) is None:
+                        break
+                    if time.monotonic() - t < CATCH_UP_PASS:
+                        self.restart_wanted = True
+                        break
+                else:
+                    self.restart_wanted = True  # the writer's share is a long pass's worth
+            except (sqlite3.Error, OSError) as e:
                 self.counters["checkpoint_errors"] += 1
                 log.warning("WAL checkpoint failed (will retry): %s", e)
         if conn is not None:
             conn.close()
 
+    def _checkpoint_pass(self, conn):
+        """One PASSIVE checkpoint and a sync of the database file: the frames in the
+        log when it ran, or None when it could not copy all of them."""
+        wal = self._wal_state()
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.counters["checkpoints"] += 1
+        self.counters["checkpoints_busy"] += bool(busy)  # another process's checkpoint ran
+        # SQLite syncs the database only after a checkpoint that reaches the end of the
+        # log, which under ingest is only ever the writer's: the pages copied here are
+        # synced now, off the write lock, instead of there, under it.
+        if self._db_fd is not None:
+            _sync_file(self._db_fd)
+        if busy or frames != copied:
+            return None
+        if self._wal_state() == wal:
+            self.checkpointed = wal
+        return frames
+
     def _checkpoint_if_wal_huge(self, cur) -> None:
-        # The writer completes a checkpoint past WAL_LIMIT right after the background
-        # thread copied the log (a few MiB left, not up to 64), so its next transaction
-        # restarts the log and cuts the file back: the WAL stays bounded.
-        size = self._wal_bytes()
-        if size > WAL_HARD_LIMIT or (size > WAL_LIMIT and self.caught_up):
-            self.caught_up = False
+        # After the thread's catch-up (a pass's worth of frames left to copy) or past
+        # WAL_HARD_LIMIT, the writer completes the checkpoint, so its next transaction
+        # restarts the log: the WAL stays bounded, and the write lock is held for a
+        # short copy only.  Runs under the write lock.
+        if self.restart_wanted or self._wal_bytes() > WAL_HARD_LIMIT:
+            self.restart_wanted = False
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.counters["checkpoints_inline"] += 1
 
@@ -297,6 +335,9 @@ class SQLiteStore(Store):
                 except sqlite3.Error:
                     pass
             self._all_conns = []
+        if self._db_fd is not None:  # after the connections (see __init__)
+            os.close(self._db_fd)
+            self._db_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
