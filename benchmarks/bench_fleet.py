@@ -164,6 +164,17 @@ class Stats:
         self.inserted += a["inserted"]
 
 
+def print_timeline(lat, sent_at, t0) -> None:
+    """``--timeline``: requests and latency by the second they were sent in."""
+    by_second: dict = {}
+    for x, t in zip(lat, sent_at):
+        by_second.setdefault(int(t - t0), []).append(x * 1000)
+    for sec in sorted(by_second):
+        ms = by_second[sec]
+        print(f"  t={sec:3d}s requests={len(ms):5d} latency ms p50={pct(ms, 0.5):7.1f} "
+              f"p99={pct(ms, 0.99):7.1f} max={max(ms):7.1f}")
+
+
 async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
     conn = Conn(port)
     ident = identity(rank, rank // ranks_per_job, ranks_per_job)
@@ -377,6 +388,7 @@ def main() -> int:
     ap.add_argument("--storage", action="store_true", help="Store.ingest_many alone, in this process")
     ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
+    ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is)")
     ap.add_argument("--prefill", type=int, default=0,
                     help="points stored per series before the timed part (300: every series rolled up)")
     args = ap.parse_args()
@@ -435,6 +447,8 @@ def main() -> int:
             if late and not args.capacity:
                 print(f"after the first {STEADY_AFTER:.0f} s: requests={len(late)} latency ms p50={pct(late, 0.5):.1f} "
                       f"p95={pct(late, 0.95):.1f} p99={pct(late, 0.99):.1f} max={max(late):.1f}")
+            if args.timeline:
+                print_timeline(lat, stats.sent_at, t0)
         total_req = n + (0 if args.capacity else 2 * clients)
         if cpu > 0 and total_req:
             print(f"server_cpu={cpu:.2f}s = {cpu / total_req * 1e3:.3f} ms per request -> capacity "
