@@ -15,6 +15,7 @@ between (like a second ``--workers`` process), which the cached tails must notic
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 
@@ -226,6 +227,27 @@ def test_one_point_append_equals_the_general_update(seed):
         assert all(_same_rows([g.blocks[k] or ()], [w.blocks[k] or ()]) for k in w.blocks)
         tail = g
     assert fast > 500 and general >= 1  # both paths ran (a new top level takes the general one)
+
+
+def test_tail_points_hold_no_objects_for_the_collector_to_traverse():
+    # A 1,000-rank fleet replaces ~10,000 tails a second; held as lists, every point of
+    # them was traversed by the cyclic collector's young-generation passes (15-45 ms
+    # pauses of the whole server).  Whatever path built a tail, its points are arrays.
+    pts = [(s, s * 0.5, T0 + s) for s in range(rollup.ROLLUP_MIN_POINTS + 10)]
+    _, tail = rollup.full(9, pts, rollup.top_level(pts[-1][0]), pts[-1][0], 1)
+    tails = [tail]
+    for _ in range(2 << rollup.BASE_LEVEL):  # across block boundaries: append_one's tails too
+        row = tails[-1].max_step + 1
+        col = rollup.Columns({row: (row * 0.25, T0 + row, float(row))})
+        top, old_top, stored, needs = col.touch(tails[-1].max_step)
+        got = tails[-1].append_one(col, top, tails[-1].rev + 1) if top == old_top else None
+        tails.append(got[1] if got is not None else
+                     rollup.update(9, col, top, old_top, row, stored, {tails[-1].block: tails[-1].points},
+                                   tails[-1].blocks, tails[-1].rev + 1)[1])
+    for t in tails:
+        assert len(t.points[0]) >= 1
+        held = [r for column in t.points for r in gc.get_referents(column) if not isinstance(r, type)]
+        assert held == [], (t.max_step, held[:3])
 
 
 def test_migration_6_deletes_the_rows_of_open_blocks(db_url):

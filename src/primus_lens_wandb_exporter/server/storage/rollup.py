@@ -44,6 +44,7 @@ here; the query looks up the steps of the points a rollup keeps.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from operator import eq, itemgetter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -424,6 +425,10 @@ def compose_open(level: int, max_row: int, stored: Dict[Tuple[int, int], Agg],
     return agg
 
 
+def _point_arrays(steps, vals, tss) -> tuple:
+    return array("q", steps), array("d", vals), array("d", tss)
+
+
 class Tail:
     """What the next append to a series needs from the database, kept in memory.
 
@@ -437,6 +442,11 @@ class Tail:
     the stored ones, and the clean siblings it needs are among those blocks or
     lie past ``max_step`` (empty), so it reads nothing.  Valid while the series'
     ``rev`` in the database is still ``rev``: any other writer bumps it.
+
+    The points are held in arrays (``int64``, ``double``, ``double``): a fleet
+    replaces ~10,000 tails a second, and as lists their every point was traversed
+    by the cyclic collector's young-generation passes (15-45 ms pauses with 1,000
+    ranks); arrays hold no object references, so it does not look inside them.
     """
 
     __slots__ = ("sid", "rev", "max_step", "block", "points", "blocks")
@@ -464,7 +474,7 @@ class Tail:
             if r & 1:
                 key = (k, r - 1)
                 blocks[key] = built.get(key) or siblings.get(key)
-        return cls(sid, rev, max_step, points, blocks)
+        return cls(sid, rev, max_step, _point_arrays(*points), blocks)
 
     def update(self, col: Columns, top: int, old_top: int, max_step: int, stored: Sequence[int], rev_after: int):
         """:func:`update` with the stored points and rows this tail holds."""
@@ -479,7 +489,8 @@ class Tail:
         """The next tail after points appended inside the open base block (they close
         nothing, so they write no row)."""
         ps, pv, pt = self.points
-        return Tail(self.sid, rev_after, col.steps[-1], (ps + col.steps, pv + col.vals, pt + col.tss), self.blocks)
+        return Tail(self.sid, rev_after, col.steps[-1],
+                    (ps + array("q", col.steps), pv + array("d", col.vals), pt + array("d", col.tss)), self.blocks)
 
     def append_one(self, col: Columns, top: int, rev_after: int):
         """:func:`update`'s rows and next tail for one point appended past ``max_step``
@@ -534,7 +545,7 @@ class Tail:
                 if left is missing:
                     return None
                 nxt[(j, r - 1)] = left
-        return rows, Tail(sid, rev_after, row, (col.steps, col.vals, col.tss), nxt)
+        return rows, Tail(sid, rev_after, row, _point_arrays(col.steps, col.vals, col.tss), nxt)
 
     def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
         """True when this tail answers every read of an append at ``rev``."""
