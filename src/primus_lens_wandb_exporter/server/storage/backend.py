@@ -30,11 +30,14 @@ class Backend:
     #: exceptions after which a whole ingest transaction is retried
     retry_errors: tuple = ()
     _rollup_min_points = rollup.ROLLUP_MIN_POINTS
+    #: True where :meth:`_sole_writer` can tell (SQLite): only then are the summaries this
+    #: process commits kept, for its next transaction to use.
+    caches_summaries = False
 
     def __init__(self) -> None:
         self._tails = TailCache()
         self._sids = KeyCache(200_000)  # series key -> id (never changes once assigned)
-        self._summaries = KeyCache(100_000)  # series key -> summary: only where _sole_writer can tell (SQLite)
+        self._summaries = KeyCache(100_000)  # series key -> summary, where caches_summaries
         #: what /health reports under "storage": work done, retries and background work
         self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 

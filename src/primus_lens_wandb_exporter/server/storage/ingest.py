@@ -187,7 +187,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             # process (a delete) can run between the commit and what is cached about it.
             self._tails.put(tails)
             self._sids.put(sids)
-            self._summaries.put(summaries)
+            if self.caches_summaries:
+                self._summaries.put(summaries)
 
         with self.write_tx(on_commit=publish) as cur:
             self._lock_series(cur, sorted(series))

@@ -75,6 +75,7 @@ class SQLiteStore(Store):
 
     kind = "sqlite"
     dialect = SQLiteDialect()
+    caches_summaries = True  # see _sole_writer
 
     def __init__(self, path: str, synchronous: str = "NORMAL"):
         super().__init__()

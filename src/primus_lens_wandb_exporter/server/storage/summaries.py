@@ -23,7 +23,7 @@ class Summaries(Backend):
         last where no other connection has written since (``_sole_writer``): a fleet's
         series are written by the process that wrote them before, and reading ~500
         summaries back took ~2 ms of a ~10 ms group commit."""
-        if not self._sole_writer(cur):
+        if not self.caches_summaries or not self._sole_writer(cur):
             self._summaries.clear()
             return self._load_summaries(cur, keys)
         get = self._summaries.get
