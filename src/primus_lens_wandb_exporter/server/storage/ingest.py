@@ -26,6 +26,12 @@ log = logging.getLogger("primus_lens.server")
 _NONE: frozenset = frozenset()
 
 
+def _by_writer(row: tuple) -> tuple:
+    """Order of a new series row (key fields first) by the rank that writes it:
+    workload, source, rank, run, then metric."""
+    return (row[0], row[1], row[3], row[4], row[2])
+
+
 class Ingest(RollupUpkeep, Reports, Summaries):
     """Storing validated requests: points, series summaries, rollups, workloads, pods,
     exporter counters, detections and runs."""
@@ -297,6 +303,11 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         ids = {key: s[6] for key, s in summaries.items()}
         if new_series:
             # A new series' summary row is written first: its id is the points' key.
+            # Ids go out rank by rank (keys sort metric first): every request rewrites
+            # the summary rows of its rank's series, which then share a page or two
+            # instead of one each (a group of 3 fleet requests dirtied ~27 series
+            # pages, over a third of what its commit wrote to the WAL).
+            new_series.sort(key=_by_writer)
             ids.update(self._insert_series(cur, new_series))
         sids.update(ids)
         for key, summary in summaries_out.items():
