@@ -198,10 +198,16 @@ def agg_slice(steps: Sequence[int], vals: Sequence[float], tss: Sequence[float],
 
     Finite blocks (the rule) take a handful of C calls instead of a Python step
     per point: ``min``/``max`` of the slice and ``index`` for its first position,
-    the same point :func:`aggregate` picks.
+    the same point :func:`aggregate` picks.  A :class:`Tail`'s arrays are sliced to
+    lists first: each pass over an array boxes every value again (a closed base
+    block, 64 points: ~16 vs ~9 us, and a lockstep fleet closes 10,000 at once).
     """
     vs = vals[i:j]
     ts = tss[i:j]
+    if type(vs) is array:
+        vs = vs.tolist()
+    if type(ts) is array:
+        ts = ts.tolist()
     if math.isfinite(sum(vs)) and math.isfinite(sum(ts)):
         mn = min(vs)
         a = vs.index(mn) + i
