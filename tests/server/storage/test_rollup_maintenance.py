@@ -203,10 +203,13 @@ def test_one_point_append_equals_the_general_update(seed):
     # block's stored points.  Its rows and next tail must be what the general
     # update computes, across block and level boundaries, row gaps, NaN, infinities
     # and ties (the first point of the smallest/largest value is the one kept).
+    # The tail carries its open base block's aggregate from point to point
+    # (Tail.agg), so a closing block is not re-aggregated: the rows compared here
+    # are built from it, and it must equal the aggregate of the tail's points.
     rnd = random.Random(seed)
     pts = sorted((s, _value(rnd), T0 + s) for s in range(rollup.ROLLUP_MIN_POINTS + rnd.randint(1, 200)))
     _, tail = rollup.full(9, pts, rollup.top_level(pts[-1][0]), pts[-1][0], 1)
-    fast = general = 0
+    fast = general = closed_from_carried = 0
     for _ in range(600):
         row = tail.max_step + (1 if rnd.random() < 0.9 else rnd.randint(2, 150))
         col = rollup.Columns({row: (_value(rnd), T0 + row + rnd.choice([0.0, -5.0]), float(row))})
@@ -214,19 +217,24 @@ def test_one_point_append_equals_the_general_update(seed):
         want = rollup.update(tail.sid, col, top, old_top, row, stored, {tail.block: tail.points} if stored else {},
                              tail.blocks, tail.rev + 1)
         got = tail.append_one(col, top, tail.rev + 1) if top == old_top else None
+        assert _same_rows([want[1].agg], [rollup.aggregate(list(zip(*want[1].points)))]), (row, want[1].agg)
         if got is None:
             general += 1
             tail = want[1]
             continue
         fast += 1
+        closed_from_carried += bool(got[0]) and tail.agg is not None
         assert _same_rows(got[0], want[0]), (row, got[0], want[0])
         g, w = got[1], want[1]
         assert (g.sid, g.rev, g.max_step, g.block) == (w.sid, w.rev, w.max_step, w.block)
         assert _same_rows(list(g.points), list(w.points))
         assert g.blocks.keys() == w.blocks.keys()
         assert all(_same_rows([g.blocks[k] or ()], [w.blocks[k] or ()]) for k in w.blocks)
+        if g.agg is not None:
+            assert _same_rows([g.agg], [rollup.aggregate(list(zip(*g.points)))]), (row, g.agg)
         tail = g
     assert fast > 500 and general >= 1  # both paths ran (a new top level takes the general one)
+    assert closed_from_carried >= 3  # blocks closed from a carried aggregate (600 rows: ~9 closes)
 
 
 def test_tail_points_hold_no_objects_for_the_collector_to_traverse():

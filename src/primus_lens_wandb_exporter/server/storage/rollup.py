@@ -453,17 +453,24 @@ class Tail:
     replaces ~10,000 tails a second, and as lists their every point was traversed
     by the cyclic collector's young-generation passes (15-45 ms pauses with 1,000
     ranks); arrays hold no object references, so it does not look inside them.
+
+    ``agg``: the aggregate of ``points`` carried along one appended point at a time
+    (None: not known, computed from ``points`` when the block closes).  A lockstep
+    fleet closes a base block on every series in the same second; with the
+    aggregate at hand that second's work per series is the row and the next tail,
+    not a pass over the block's 64 points.
     """
 
-    __slots__ = ("sid", "rev", "max_step", "block", "points", "blocks")
+    __slots__ = ("sid", "rev", "max_step", "block", "points", "blocks", "agg")
 
-    def __init__(self, sid, rev, max_step, points, blocks):
+    def __init__(self, sid, rev, max_step, points, blocks, agg: Optional[Agg] = None):
         self.sid = sid
         self.rev = rev
         self.max_step = max_step
         self.block = max_step >> BASE_LEVEL
         self.points = points
         self.blocks = blocks
+        self.agg = agg
 
     @classmethod
     def after(cls, sid: int, rev: int, max_step: int, points, built: Dict[Tuple[int, int], Agg],
@@ -480,7 +487,9 @@ class Tail:
             if r & 1:
                 key = (k, r - 1)
                 blocks[key] = built.get(key) or siblings.get(key)
-        return cls(sid, rev, max_step, _point_arrays(*points), blocks)
+        # The open base block was built too: the aggregate of ``points``.
+        return cls(sid, rev, max_step, _point_arrays(*points), blocks,
+                   built.get((BASE_LEVEL, max_step >> BASE_LEVEL)))
 
     def update(self, col: Columns, top: int, old_top: int, max_step: int, stored: Sequence[int], rev_after: int):
         """:func:`update` with the stored points and rows this tail holds."""
@@ -495,8 +504,12 @@ class Tail:
         """The next tail after points appended inside the open base block (they close
         nothing, so they write no row)."""
         ps, pv, pt = self.points
+        agg = self.agg
+        if agg is not None:
+            agg = combine(agg, col.aggs[self.block])
         return Tail(self.sid, rev_after, col.steps[-1],
-                    (ps + array("q", col.steps), pv + array("d", col.vals), pt + array("d", col.tss)), self.blocks)
+                    (ps + array("q", col.steps), pv + array("d", col.vals), pt + array("d", col.tss)), self.blocks,
+                    agg)
 
     def append_one(self, col: Columns, top: int, rev_after: int):
         """:func:`update`'s rows and next tail for one point appended past ``max_step``
@@ -521,7 +534,9 @@ class Tail:
         sid = self.sid
         rows = []
         nxt: Dict[Tuple[int, int], Optional[Agg]] = {}
-        agg = agg_slice(ps, pv, pt, 0, len(ps)) if ps else None  # the old open base block, final
+        agg = self.agg  # the old open base block, final
+        if agg is None and ps:
+            agg = agg_slice(ps, pv, pt, 0, len(ps))
         k = BASE_LEVEL
         while True:
             ob = old_max >> k
@@ -551,7 +566,8 @@ class Tail:
                 if left is missing:
                     return None
                 nxt[(j, r - 1)] = left
-        return rows, Tail(sid, rev_after, row, _point_arrays(col.steps, col.vals, col.tss), nxt)
+        return rows, Tail(sid, rev_after, row, _point_arrays(col.steps, col.vals, col.tss), nxt,
+                          col.aggs[row >> BASE_LEVEL])
 
     def covers(self, rev: int, max_step: int, stored: Sequence[int], needs: Dict[int, List[int]]) -> bool:
         """True when this tail answers every read of an append at ``rev``."""
