@@ -20,7 +20,8 @@ answers' ``inserted`` sum.
 rank's 10-point bodies go through the server's validation (untimed) and then, in
 groups of ``--group`` requests (one group commit), through ``Store.ingest_many``,
 whose CPU (``time.process_time``) is what it prints per request, with PostgreSQL's
-backend CPU per request (``/proc`` of the store's connections).  ``--prefill N``
+backend CPU per request (``/proc`` of the store's connections), or SQLite's pages
+logged per commit by table (read from the WAL file).  ``--prefill N``
 stores N points per series first, so every series has a rollup (past 256 points),
 as in a fleet that has run for more than a few minutes.
 
@@ -58,6 +59,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from _common import pct  # noqa: E402
 from bench_server_ingest import cpu_times, server_cpu_seconds, steal_share  # noqa: E402
 from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
+from helpers.sqlite_wal import frames_by_table  # noqa: E402
 
 METRICS = 10
 #: seconds of start-up (every rank's detection and run reports) left out of the second latency line
@@ -354,6 +356,13 @@ def storage_bench(args) -> int:
               f"{statistics.median(per_group) / args.group * 1e3:.3f} ms), wall {(w1 - w0) / n * 1e3:.3f} ms"
               + (f", PostgreSQL backend cpu {(b1 - b0) / n * 1e3:.3f} ms" if pg_db else "")
               + f"; load_average={load0:.2f}->{os.getloadavg()[0]:.2f}")
+        if pg_db is None:
+            # What SQLite logged: every page a commit changed, whole (the WAL started over
+            # before the timed groups; should it have restarted since, the frames since).
+            tables, commits = frames_by_table(store.path)
+            if commits:
+                print(f"wal: {sum(tables.values()) / commits:.1f} pages per commit ("
+                      + ", ".join(f"{k} {v / commits:.1f}" for k, v in tables.most_common()) + ")")
         ok = inserted == n * args.points
         print(f"verify: inserted={inserted} sent={n * args.points} -> {'OK' if ok else 'MISMATCH'}")
         return 0 if ok else 1

@@ -13,11 +13,9 @@ table by the ``dbstat`` table; on PostgreSQL each row's ``ctid`` (page, item).
 
 from __future__ import annotations
 
-import sqlite3
-import struct
-
 import pytest
 from helpers.server import LENS_DB_KINDS, create_pg_database, drop_pg_database
+from helpers.sqlite_wal import frames_by_table
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
 
@@ -70,19 +68,6 @@ def test_one_ranks_series_are_created_side_by_side(db_url):
         store.close()
 
 
-def _wal_pages(path):
-    """Page numbers of the frames in the WAL since the log last started over."""
-    with open(path + "-wal", "rb") as f:
-        data = f.read()
-    page_size = struct.unpack(">I", data[8:12])[0]
-    salt = data[16:24]
-    pages, off = [], 32
-    while off + 24 + page_size <= len(data) and data[off + 8:off + 16] == salt:
-        pages.append(struct.unpack(">I", data[off:off + 4])[0])
-        off += 24 + page_size
-    return pages
-
-
 def test_a_request_rewrites_one_or_two_pages_of_series_rows(tmp_path):
     path = f"{tmp_path}/lens.db"
     store = open_store(f"sqlite:///{path}")
@@ -95,10 +80,9 @@ def test_a_request_rewrites_one_or_two_pages_of_series_rows(tmp_path):
         store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         for rank in (3, 17, 31):
             store.ingest_many([_request(rank, 1)])
-        with sqlite3.connect(path) as c:
-            owner = dict(c.execute("SELECT pageno, name FROM dbstat"))
-        written = [owner.get(p) for p in _wal_pages(path)]
-        assert written.count("series") <= 2 * 3, written
-        assert written.count("points") >= 3  # the frames are there to be read
+        written, commits = frames_by_table(path)
+        assert commits == 3
+        assert written["series"] <= 2 * 3, written
+        assert written["points"] >= 3, written  # the frames are there to be read
     finally:
         store.close()
