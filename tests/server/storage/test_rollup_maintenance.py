@@ -20,22 +20,11 @@ import math
 import random
 
 import pytest
-from helpers.server import LENS_DB_KINDS, create_pg_database, drop_pg_database
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store, rollup
 
 T0 = 1_700_000_000_000.0
 UID = "wl-rollup"
-
-
-@pytest.fixture(params=LENS_DB_KINDS)
-def db_url(request, tmp_path):
-    if request.param == "postgres":
-        url = create_pg_database()
-        yield url
-        drop_pg_database(url)
-    else:
-        yield f"sqlite:///{tmp_path}/lens.db"
 
 
 def _same(a, b) -> bool:

@@ -13,8 +13,6 @@ table by the ``dbstat`` table; on PostgreSQL each row's ``ctid`` (page, item).
 
 from __future__ import annotations
 
-import pytest
-from helpers.server import LENS_DB_KINDS, create_pg_database, drop_pg_database
 from helpers.sqlite_wal import frames_by_table
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
@@ -22,16 +20,6 @@ from primus_lens_wandb_exporter.server.storage import SeriesBatch, open_store
 T0 = 1_700_000_000_000.0
 RANKS = 40
 METRICS = [f"train/metric_{m}" for m in range(10)]
-
-
-@pytest.fixture(params=LENS_DB_KINDS)
-def db_url(request, tmp_path):
-    if request.param == "postgres":
-        url = create_pg_database()
-        yield url
-        drop_pg_database(url)
-    else:
-        yield f"sqlite:///{tmp_path}/lens.db"
 
 
 def _request(rank, row):
@@ -74,7 +62,7 @@ def test_a_request_rewrites_one_or_two_pages_of_series_rows(tmp_path):
     try:
         store.ingest_many([_request(r, 0) for r in range(RANKS)])
         assert len({p for ids in _ids_by_rank(store).values() for p in ids}) == RANKS * len(METRICS)
-        with store.write_tx() as cur:
+        with store.write_tx():
             pass
         # The log starts over with the next commit: the WAL then holds only its frames.
         store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
