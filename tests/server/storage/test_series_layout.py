@@ -44,7 +44,7 @@ def test_one_ranks_series_are_created_side_by_side(db_url):
         assert [r.inserted for r in res] == [len(METRICS)] * RANKS
         for rank, ids in _ids_by_rank(store).items():
             assert ids == list(range(ids[0], ids[0] + len(METRICS))), f"rank {rank}: ids {ids}"
-        if store.kind == "postgres":
+        if store.kind == "postgresql":
             with store.read_cursor() as cur:
                 cur.execute("SELECT rank, (ctid::text::point)[0] FROM series WHERE workload_uid = %s",
                             ("wl-layout",))
