@@ -62,8 +62,6 @@ def test_a_request_rewrites_one_or_two_pages_of_series_rows(tmp_path):
     try:
         store.ingest_many([_request(r, 0) for r in range(RANKS)])
         assert len({p for ids in _ids_by_rank(store).values() for p in ids}) == RANKS * len(METRICS)
-        with store.write_tx():
-            pass
         # The log starts over with the next commit: the WAL then holds only its frames.
         store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         for rank in (3, 17, 31):
