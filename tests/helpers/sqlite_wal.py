@@ -1,4 +1,5 @@
-"""What SQLite itself recorded in a WAL file: the pages its frames hold, by table.
+"""What SQLite itself recorded about its write-ahead log: the pages the WAL file's frames
+hold, by table, and how many frames the wal-index says are not yet checkpointed.
 
 The oracle for how many pages a write dirties (each page a commit changes is logged
 whole: sqlite.org/walformat.html).  A WAL file is a 32-byte header (page size at byte
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+import sys
 from collections import Counter
 from typing import List, Tuple
 
@@ -38,3 +40,12 @@ def frames_by_table(db_path: str) -> Tuple[Counter, int]:
     with sqlite3.connect(db_path) as c:
         owner = dict(c.execute("SELECT pageno, name FROM dbstat"))
     return Counter(owner.get(p, "?") for p, _ in frames), sum(1 for _, commit in frames if commit)
+
+
+def frames_left(db_path: str) -> int:
+    """WAL frames not yet copied into the database, read from SQLite's own wal-index
+    (the -shm file; sqlite.org/walformat.html: the header's mxFrame at byte 16, the
+    checkpoint's nBackfill at byte 96, native byte order)."""
+    with open(db_path + "-shm", "rb") as f:
+        head = f.read(100)
+    return int.from_bytes(head[16:20], sys.byteorder) - int.from_bytes(head[96:100], sys.byteorder)

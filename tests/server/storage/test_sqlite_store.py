@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
+
+from helpers.sqlite_wal import frames_left
 
 from primus_lens_wandb_exporter.server.storage import SeriesBatch, sqlite
 from primus_lens_wandb_exporter.server.storage.sqlite import SQLiteStore
@@ -82,15 +83,6 @@ def test_wal_stays_bounded_under_sustained_ingest(tmp_path, monkeypatch):
         store.close()
 
 
-def _frames_left(path):
-    """WAL frames not yet copied into the database, read from SQLite's own wal-index
-    (the -shm file; sqlite.org/walformat.html: the header's mxFrame at byte 16, the
-    checkpoint's nBackfill at byte 96, native byte order)."""
-    with open(path + "-shm", "rb") as f:
-        head = f.read(100)
-    return int.from_bytes(head[16:20], sys.byteorder) - int.from_bytes(head[96:100], sys.byteorder)
-
-
 def test_writer_checkpoint_finds_the_log_already_copied(tmp_path, monkeypatch):
     # The writer's checkpoint, the one that lets the log restart, holds the write lock.
     # It used to run as soon as the WAL passed its limit and copy (and sync) whatever the
@@ -108,7 +100,7 @@ def test_writer_checkpoint_finds_the_log_already_copied(tmp_path, monkeypatch):
     inline = store._checkpoint_if_wal_huge
 
     def watched(cur):
-        before, n = _frames_left(store.path), store.counters["checkpoints_inline"]
+        before, n = frames_left(store.path), store.counters["checkpoints_inline"]
         inline(cur)
         if store.counters["checkpoints_inline"] > n:
             left.append(before)
