@@ -47,7 +47,8 @@ class Recorder(Worker, RunTracker, Batcher, Stats):
         self._record_rows: Dict[tuple, int] = {}  # (source, run id, rank) -> last row of Recorder.record
         self._pending: Dict[tuple, list] = {}  # key -> [point count, entries: Point lists and Rows] (batcher.py)
         self._pending_count = 0
-        self._pending_since = None
+        self._pending_since = None  # monotonic time of the first pending point
+        self._send_at = 0.0  # wall-clock time the pending points leave (batcher.py)
         self._ranks = Ranks()
         self._ranks_checked = 0.0
         self._claims = []

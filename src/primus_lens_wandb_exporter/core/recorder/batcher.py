@@ -13,6 +13,7 @@ from ...sinks import call_sinks
 from ... import limits
 from .batch import MetricBatch, Point, Row
 from .runs import SUMMARY_INTERVAL
+from .schedule import next_send, send_phase
 
 # A fast-path row is its points' step and row: Lens takes it when it is within both limits.
 _TOP_ROW = min(limits.MAX_ROW, int(limits.MAX_ABS_STEP))
@@ -113,6 +114,7 @@ class Batcher:
         self._pending_count += count
         if self._pending_since is None:
             self._pending_since = time.monotonic()
+            self._send_at = self._next_send()
         if self._pending_count >= self.config.batch_size:
             self._emit_all()
 
@@ -123,12 +125,21 @@ class Batcher:
             self._ranks = resolve_ranks()
         return self._ranks
 
+    def _next_send(self) -> float:
+        """When the points pending from now leave: this rank's next slot (schedule.py)."""
+        interval = self.config.flush_interval
+        phase = send_phase(self.identity.workload_uid, self._current_ranks().rank)
+        return next_send(time.time(), interval, phase)
+
     def _maybe_emit(self):
         if time.monotonic() - self._stats_written > 30.0:
             self._write_stats()
         if time.monotonic() - self._summary_reported > SUMMARY_INTERVAL:
             self._report_summaries()
-        if self._pending_since is not None and time.monotonic() - self._pending_since >= self.config.flush_interval:
+        if self._pending_since is not None and (
+                time.time() >= self._send_at
+                # A wall clock set back must not hold points longer than one interval.
+                or time.monotonic() - self._pending_since >= self.config.flush_interval):
             self._emit_all()
 
     def _emit_all(self):
