@@ -25,6 +25,12 @@ logged per commit by table (read from the WAL file).  ``--prefill N``
 stores N points per series first, so every series has a rollup (past 256 points),
 as in a fleet that has run for more than a few minutes.
 
+``--lockstep phases|same``: the ranks log together, as a synchronous job's do, and each
+sends on the exporter's schedule (``core/recorder/schedule.py``): ``phases``, every rank on
+its own phase of the interval (what the exporter does); ``same``, every rank on one phase
+(what it did before: each sent one interval after its first pending point).  Each send is
+up to 50 ms late, as the exporter's worker polls every 50 ms.
+
 ``--capacity``: closed loop instead.  ``--connections`` clients send back to back
 (no pause), so the server is saturated; requests per server CPU-second is then the
 capacity of one server core for this request shape.
@@ -33,6 +39,7 @@ capacity of one server core for this request shape.
     python benchmarks/bench_fleet.py --db postgres --pg-dsn postgresql://postgres@127.0.0.1:55432/postgres
     python benchmarks/bench_fleet.py --capacity --duration 10  # max req/s and req per server CPU-s
     python benchmarks/bench_fleet.py --prefill 300             # the same fleet once every series is rolled up
+    python benchmarks/bench_fleet.py --lockstep phases         # a synchronous job's ranks, on their send phases
     python benchmarks/bench_fleet.py --quick                   # 50 ranks, 3 s (a smoke run)
     python benchmarks/bench_fleet.py --storage --prefill 300   # storage CPU per request, series with rollups
 """
@@ -60,10 +67,15 @@ from _common import pct  # noqa: E402
 from bench_server_ingest import cpu_times, server_cpu_seconds, steal_share  # noqa: E402
 from helpers.server import LensServer, create_pg_database, drop_pg_database  # noqa: E402
 from helpers.sqlite_wal import frames_by_table  # noqa: E402
+from primus_lens_wandb_exporter.core.recorder.schedule import next_send, send_phase  # noqa: E402
 
 METRICS = 10
 #: seconds of start-up (every rank's detection and run reports) left out of the second latency line
 STEADY_AFTER = 3.0
+#: the exporter's worker checks what is due every 50 ms (core/recorder/worker.py)
+POLL = 0.05
+#: the clock the --lockstep ranks share (their log instants and send grid)
+EPOCH = time.perf_counter()
 EXPORTER_COUNTERS = {"filtered_points": 0, "rejected_points": 0, "rejected_batches": 0, "auth_rejected_batches": 0,
                      "spooled_points": 0, "spool_write_errors": 0, "spool_dropped_points": 0,
                      "failed_attempts": 0, "replayed_points": 0}
@@ -187,7 +199,12 @@ async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
         await conn.request("/api/v1/wandb/detection", orjson.dumps(detection_body(ident)))
         await conn.request("/api/v1/wandb/run", orjson.dumps(run_body(ident)))
         period = 1.0 / args.rate
-        nxt = time.perf_counter() + rng.random() * period
+        if args.lockstep:
+            phase = send_phase(ident["workload_uid"], ident["rank"]) if args.lockstep == "phases" else 0.0
+            slot = EPOCH + next_send(time.perf_counter() - EPOCH, period, phase)
+            nxt = slot + rng.uniform(0.0, POLL)
+        else:
+            nxt = time.perf_counter() + rng.random() * period
         step = args.prefill
         while True:
             delay = nxt - time.perf_counter()
@@ -206,7 +223,11 @@ async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
             stats.answer(status, payload, t0, args.points, args.endpoint)
             # Open loop: the next send is due one jittered period after this one was due
             # (a late answer delays only this rank's next send, as with the exporter's one sender).
-            nxt += period * rng.uniform(0.9, 1.1)
+            if args.lockstep:
+                slot += period
+                nxt = slot + rng.uniform(0.0, POLL)
+            else:
+                nxt += period * rng.uniform(0.9, 1.1)
     finally:
         conn.close()
 
@@ -389,6 +410,8 @@ def main() -> int:
     ap.add_argument("--points", type=int, default=10, help="points per request")
     ap.add_argument("--endpoint", choices=["metrics", "batch"], default="metrics")
     ap.add_argument("--capacity", action="store_true", help="closed loop: saturate the server")
+    ap.add_argument("--lockstep", choices=["phases", "same"],
+                    help="ranks log together and send on the exporter's phases (or all on one)")
     ap.add_argument("--connections", type=int, default=64, help="clients of --capacity")
     ap.add_argument("--workers", type=int, default=1, help="serve --workers")
     ap.add_argument("--log-level", default="info", help="the server's --log-level (info: access lines on)")

@@ -31,7 +31,7 @@ SMOKE = {
     "bench_server_ingest.py": ["--senders", "2", "--batch", "200", "--batches", "2", "--metrics", "2"],
     "bench_server_query.py": ["--points", "5000", "--points-10m", "0", "--runs", "2"],
     "bench_server_memory.py": ["--points", "20000"],
-    "bench_fleet.py": ["--quick"],
+    "bench_fleet.py": ["--quick", "--lockstep", "phases"],
     "bench_ui_first_paint.py": ["--quick"],
 }
 
