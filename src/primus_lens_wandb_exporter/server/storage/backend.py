@@ -38,6 +38,9 @@ class Backend:
         self._tails = TailCache()
         self._sids = KeyCache(200_000)  # series key -> id (never changes once assigned)
         self._summaries = KeyCache(100_000)  # series key -> summary, where caches_summaries
+        # ("workload"|"pod"|"exporter", row key) -> (epoch ms written, the row's other values):
+        # the "last seen" rows this process committed (ingest.py, TOUCH_EVERY_MS)
+        self._touched = KeyCache(100_000)
         #: what /health reports under "storage": work done, retries and background work
         self.counters: Dict[str, int] = {"ingest_transactions": 0, "points_inserted": 0, "ingest_retries": 0}
 

@@ -31,7 +31,10 @@ class Retention(Backend):
         raise AssertionError("unreachable")
 
     def _delete_workload_tx(self, uid: str, updated_before: Optional[float]) -> Optional[Dict[str, int]]:
-        with self.write_tx() as cur:
+        # The "last seen" rows this process wrote are forgotten with it: the workload's next
+        # batch writes its workload and pod rows again (ingest.TOUCH_EVERY_MS).  A delete by
+        # another process leaves them unwritten for at most that long.
+        with self.write_tx(on_commit=self._touched.clear) as cur:
             self._ex(cur, "SELECT last_update FROM workloads WHERE workload_uid = ?", (uid,))
             row = cur.fetchone()
             # Checked inside the transaction: a workload reported to since the
