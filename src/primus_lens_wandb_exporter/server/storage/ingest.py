@@ -31,7 +31,10 @@ _NONE: frozenset = frozenset()
 #: PostgreSQL, 0.3 ms of backend time a group commit (the third-largest statement), and each
 #: took that row's lock until commit.  ``last_update``, ``last_seen`` and ``reported_at`` may
 #: so be up to this much older than the last request; everything else in them is current.
-TOUCH_EVERY_MS = 1000.0
+#: Longer than an exporter's flush interval (1 s), or each rank's own exporter row would still
+#: be rewritten on about every other request; far shorter than anything that reads those
+#: times (a workload is "live" for 60 s after its last point; retention counts days).
+TOUCH_EVERY_MS = 5000.0
 
 
 def _by_writer(row: tuple) -> tuple:
