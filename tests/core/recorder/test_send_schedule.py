@@ -89,7 +89,7 @@ def test_phases_spread_every_number_of_ranks_over_the_interval():
         assert min(gaps) > 0.4 / n and max(gaps) < 1.7 / n, (n, min(gaps) * n, max(gaps) * n)
     # Other workloads' rank 0s are elsewhere on the interval (not all on the second).
     assert len({round(send_phase(f"job-{i}", 0), 3) for i in range(20)}) >= 15
-    assert 0.0 <= send_phase("job-a", -1) < 1.0
+    assert 0.0 <= send_phase("job-a", -1) < 1.0 and 0.0 <= send_phase(None, 3) < 1.0  # never raises
 
 
 def test_next_send_is_the_first_slot_of_the_grid_at_or_after_now():

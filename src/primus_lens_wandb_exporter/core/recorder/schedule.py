@@ -26,7 +26,7 @@ GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 def send_phase(workload_uid: str, rank: int) -> float:
     """The fraction of the flush interval, in [0, 1), at which this rank of this workload sends."""
-    offset = zlib.crc32(workload_uid.encode("utf-8", "surrogatepass")) / 2.0 ** 32
+    offset = zlib.crc32(str(workload_uid or "").encode("utf-8", "surrogatepass")) / 2.0 ** 32
     return (offset + max(0, int(rank)) * GOLDEN) % 1.0
 
 
