@@ -7,7 +7,8 @@ same ~50 ms of every second, and the last of them waited for the other 999 to be
 
 Instead each process sends on a grid of the wall clock, ``phase * interval + k * interval``:
 its pending points leave at the first grid time after the first of them was logged (never
-later than one interval after it, as before; half an interval sooner on average).  The phase
+later than one interval after it, as before; where logging is sparse, half an interval sooner on
+average, since the first point waits for the next slot, not a whole interval).  The phase
 is the rank's multiple of the golden ratio, modulo 1, so any number of consecutive ranks fall
 evenly over the interval (the largest gap is at most ~2.6 times the smallest), offset by a hash
 of the workload so that the rank 0s of many single-process jobs do not all send on the
