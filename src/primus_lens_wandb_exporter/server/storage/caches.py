@@ -79,3 +79,9 @@ class KeyCache:
 
     def clear(self) -> None:
         self._map = {}
+
+    def discard(self, keys) -> None:
+        """Forget ``keys`` (those not held are ignored)."""
+        pop = self._map.pop
+        for k in keys:
+            pop(k, None)

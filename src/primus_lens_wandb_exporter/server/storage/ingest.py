@@ -16,7 +16,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import rollup
-from .model import IngestResult, SeriesBatch, SeriesKey, _json
+from .model import IngestResult, SeriesBatch, SeriesKey, StaleSummaries, _json
 from .reports import Reports
 from .rollup_upkeep import RollupUpkeep
 from .summaries import Summaries
@@ -177,15 +177,26 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             sid = self._sids.get(key)
             if sid is not None:
                 encoded[key] = (sid, self._encode_points(sid, pts))
+        cached_ok = self.optimistic_summaries
         for attempt in range(5):
             try:
                 if existing_out is not None:
                     existing_out.clear()  # a retried transaction reads them again
                 result = self._ingest_tx(now, series, columns, pre, encoded, workloads, pods, detections, runs,
-                                         exporters, existing_out)
+                                         exporters, existing_out, cached_ok)
                 self.counters["ingest_transactions"] += 1
                 self.counters["points_inserted"] += result.inserted
                 return result
+            except StaleSummaries:
+                # Another process (or writer thread) wrote one of these series since this
+                # one cached its summary (optimistic_summaries): again, reading them under
+                # the locks, read FOR UPDATE (``_summary_lock``): no other writer passes those.
+                self.counters["stale_summaries"] = self.counters.get("stale_summaries", 0) + 1
+                self.counters["ingest_retries"] += 1
+                self._summaries.discard(series)
+                cached_ok = False
+                if attempt == 4:
+                    raise
             except self.retry_errors:
                 # PostgreSQL may abort one of two colliding transactions; the whole
                 # batch is retried, so the client still sees one answer.
@@ -196,7 +207,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         raise AssertionError("unreachable")
 
     def _ingest_tx(self, now, series, columns, pre, encoded, workloads, pods, detections, runs,
-                   exporters, existing_out=None) -> IngestResult:
+                   exporters, existing_out=None, cached_ok=False) -> IngestResult:
         result = IngestResult()
         tails: list = []
         sids: dict = {}
@@ -215,10 +226,14 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 self._summaries.put(summaries)
 
         with self.write_tx(on_commit=publish) as cur:
-            self._lock_series(cur, sorted(series))
+            # optimistic_summaries: where this process holds every series' summary, no
+            # series lock and no read (the summary UPDATE checks them); else both.
+            cached = self._cached_summaries(series) if cached_ok and series else None
+            if cached is None:
+                self._lock_series(cur, sorted(series))
             if series:
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
-                                                      summaries, existing_out)
+                                                      summaries, existing_out, cached)
                 result.count = sum(len(v) for v in series.values())
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
@@ -278,11 +293,13 @@ class Ingest(RollupUpkeep, Reports, Summaries):
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
-                       sids: dict, summaries_out: dict, existing_out: Optional[dict] = None) -> int:
+                       sids: dict, summaries_out: dict, existing_out: Optional[dict] = None,
+                       cached: Optional[dict] = None) -> int:
         """Write the points, summaries and rollups; fill ``tails``, ``sids`` and
-        ``summaries_out`` (the series' new summaries) for after the commit."""
+        ``summaries_out`` (the series' new summaries) for after the commit.  ``cached``:
+        the series' summaries as this process cached them (checked by the UPDATE)."""
         keys = sorted(series)
-        summaries = self._current_summaries(cur, keys)
+        summaries = cached if cached is not None else self._current_summaries(cur, keys)
         update_rows: List[tuple] = []
         new_series: List[tuple] = []
         inserted_total = 0
@@ -303,7 +320,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                            1 if has_rollup else 0, st if st <= s[8] else s[8], st if st > s[9] else s[9],
                            1 if col.step_is_row and s[10] else 0)
                 inserted_total += 1
-                update_rows.append(summary + (s[6],))
+                update_rows.append(summary + (s[6], s[7]))
                 plans.append((key, pts, _NONE, had_rollup, has_rollup, row, s[2], s[7]))
                 summaries_out[key] = summary
                 continue
@@ -338,7 +355,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             if s is None:
                 new_series.append(key + summary)
             else:
-                update_rows.append(summary + (s[6],))
+                update_rows.append(summary + (s[6], s[7]))
             # rev: the series' write count, which the summary UPDATE below bumps.
             rev = s[7] if s else 0
             plans.append((key, pts, existing, had_rollup, has_rollup, max_row, s[2] if s else max_row, rev))

@@ -64,6 +64,12 @@ class SeriesBatch:
 MAX_REJECTED_LISTED = 100
 
 
+class StaleSummaries(Exception):
+    """A series summary an ingest transaction started from is no longer the stored one
+    (another process wrote the series since): the transaction is rolled back and retried
+    from the database (``Ingest.ingest``)."""
+
+
 @dataclass
 class IngestResult:
     """What one ingest transaction stored."""

@@ -45,8 +45,13 @@ class Retention(Backend):
             keys = sorted(tuple(r) for r in cur.fetchall())
             # The locks ingest takes on these series: a batch that already read a
             # series' summary finishes first, so it never writes points of a
-            # series deleted under it.
+            # series deleted under it.  A batch that used its cached summaries took
+            # none of them but holds the series rows it updated (optimistic_summaries):
+            # their row locks too, then (PostgreSQL; SQLite has one writer).
             self._lock_series(cur, keys)
+            if self.optimistic_summaries:
+                self._ex(cur, "SELECT id FROM series WHERE workload_uid = ? ORDER BY id FOR UPDATE", (uid,))
+                cur.fetchall()
             counts: Dict[str, int] = {}
             sub = "SELECT id FROM series WHERE workload_uid = ?"
             counts["points"] = self._ex(cur, f"DELETE FROM points WHERE series_id IN ({sub})", (uid,)).rowcount

@@ -5,7 +5,7 @@ database's only writer (SQLite, ``PRAGMA data_version``); and which re-sent rows
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .backend import Backend
 from .model import KEY_COLS, SERIES_SUMMARY_COLS, SeriesKey
@@ -22,7 +22,10 @@ class Summaries(Backend):
         """:meth:`_load_summaries`, answered from the summaries this process committed
         last where no other connection has written since (``_sole_writer``): a fleet's
         series are written by the process that wrote them before, and reading ~500
-        summaries back took ~2 ms of a ~10 ms group commit."""
+        summaries back took ~2 ms of a ~10 ms group commit.  Where summaries are
+        ``optimistic_summaries``, this is the locked path: read them all."""
+        if self.optimistic_summaries:
+            return self._load_summaries(cur, keys)
         if not self.caches_summaries or not self._sole_writer(cur):
             self._summaries.clear()
             return self._load_summaries(cur, keys)
@@ -37,6 +40,18 @@ class Summaries(Backend):
                 out[k] = s
         if missing:
             out.update(self._load_summaries(cur, missing))
+        return out
+
+    def _cached_summaries(self, keys) -> Optional[Dict[SeriesKey, tuple]]:
+        """The summaries this process committed last of every one of ``keys``, or None
+        where one is not held (``optimistic_summaries``: the UPDATE checks them)."""
+        get = self._summaries.get
+        out = {}
+        for k in keys:
+            s = get(k)
+            if s is None:
+                return None
+            out[k] = s
         return out
 
     def _insert_series(self, cur, rows: List[tuple]) -> Dict[SeriesKey, int]:
@@ -82,7 +97,7 @@ class Summaries(Backend):
                 chunk = names[i:i + 500]
                 self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE workload_uid = ? "
                               "AND data_source = ? AND rank = ? AND run_id = ? "
-                              f"AND metric_name IN ({', '.join('?' * len(chunk))})",
+                              f"AND metric_name IN ({', '.join('?' * len(chunk))}){self._summary_lock}",
                          (uid, src, rank, run_id, *chunk))
                 for r in cur.fetchall():
                     out[tuple(r[:5])] = tuple(r[5:])
@@ -107,7 +122,7 @@ class Summaries(Backend):
                 continue
             self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE workload_uid = ? "
                           f"AND data_source = ? AND metric_name IN ({', '.join('?' * len(names))}) "
-                          f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?",
+                          f"AND rank IN ({', '.join('?' * len(ranks))}) AND run_id = ?{self._summary_lock}",
                      (uid, src, *names, *sorted(ranks), run_id))
             for r in cur.fetchall():
                 k = tuple(r[:5])
@@ -122,7 +137,8 @@ class Summaries(Backend):
         out: List[tuple] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            self._ex(cur, f"SELECT {SUMMARY_READ} FROM series WHERE id IN ({', '.join('?' * len(chunk))})"
+                          f"{self._summary_lock}", chunk)
             out.extend(cur.fetchall())
         return out
 
