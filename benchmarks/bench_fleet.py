@@ -512,6 +512,11 @@ def main() -> int:
               f"errors={len(stats.errors)} -> {'OK nothing lost' if ok else 'MISMATCH'}")
         if stats.errors:
             print("first errors:", stats.errors[:3])
+        # What the server retried or read again on the way (all counted, none lost).
+        storage = srv.get("/health").json().get("storage", {})
+        print("server storage: " + " ".join(f"{k}={storage[k]}" for k in (
+            "ingest_transactions", "ingest_retries", "stale_summaries", "group_commit_fallbacks",
+            "rollup_tail_reads") if k in storage))
         return 0 if ok else 1
     finally:
         srv.stop()
