@@ -42,6 +42,11 @@ capacity of one server core for this request shape.
     python benchmarks/bench_fleet.py --lockstep phases         # a synchronous job's ranks, on their send phases
     python benchmarks/bench_fleet.py --quick                   # 50 ranks, 3 s (a smoke run)
     python benchmarks/bench_fleet.py --storage --prefill 300   # storage CPU per request, series with rollups
+    python benchmarks/bench_fleet.py --rollup-write --db postgres --pg-dsn DSN  # the block-closing write, both ways
+
+``--rollup-write`` (PostgreSQL): what one transaction of a lockstep fleet's block-closing
+second costs to write its ~30 rollup rows, by the COPY staging path and by one statement
+from arrays (``PostgresStore._write_rollup``, which picks by row count), alternating.
 """
 
 from __future__ import annotations
@@ -315,6 +320,43 @@ def count_back(srv, jobs: int) -> int:
     return total
 
 
+def rollup_write_bench(args) -> int:
+    """``--rollup-write``: wall and client CPU of a transaction writing 30 rollup rows."""
+    import statistics
+
+    from primus_lens_wandb_exporter.server.storage import open_store
+    from primus_lens_wandb_exporter.server.storage import postgres as pg
+
+    if args.db != "postgres":
+        print("--rollup-write measures PostgreSQL's two write paths: add --db postgres --pg-dsn DSN")
+        return 2
+    url = create_pg_database(args.pg_dsn, prefix="lens_bench_")
+    store = open_store(url)
+    limit = pg._ROLLUP_UNNEST_MAX
+    try:
+        block = 0
+        for label, bound in (("COPY", -1), ("one statement", limit)) * 2:
+            pg._ROLLUP_UNNEST_MAX = bound
+            walls, cpus = [], []
+            for _ in range(300):
+                block += 1
+                b = block * 64
+                rows = [(sid, 6, block, 64, 0, b, 1.0, 1e12, b + 63, 2.0, 1e12 + 63, b + 5, 0.5, 1e12 + 5, b + 9,
+                         3.0, 1e12 + 9, 1e12, 1e12 + 63) for sid in range(30)]
+                t, c = time.perf_counter(), time.process_time()
+                with store.write_tx() as cur:
+                    store._write_rollup(cur, rows)
+                walls.append(time.perf_counter() - t)
+                cpus.append(time.process_time() - c)
+            print(f"{label}: 30 rollup rows a transaction (BEGIN to COMMIT): wall median "
+                  f"{statistics.median(walls) * 1e3:.3f} ms, client CPU median {statistics.median(cpus) * 1e3:.3f} ms")
+    finally:
+        pg._ROLLUP_UNNEST_MAX = limit
+        store.close()
+        drop_pg_database(url, args.pg_dsn)
+    return 0
+
+
 def storage_bench(args) -> int:
     """``--storage``: ``Store.ingest_many`` alone, in this process (see the module doc)."""
     import statistics
@@ -434,6 +476,8 @@ def main() -> int:
     ap.add_argument("--server-arg", action="append", default=[], help="extra serve argument (repeatable)")
     ap.add_argument("--quick", action="store_true", help="50 ranks, 3 s: a smoke run")
     ap.add_argument("--storage", action="store_true", help="Store.ingest_many alone, in this process")
+    ap.add_argument("--rollup-write", action="store_true",
+                    help="PostgreSQL: a transaction of 30 rollup rows, by COPY and by one statement")
     ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
     ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is)")
@@ -448,6 +492,8 @@ def main() -> int:
         ap.error("--pg-dsn or PRIMUS_LENS_TEST_POSTGRES_DSN is required for postgres")
     if args.storage:
         return storage_bench(args)
+    if args.rollup_write:
+        return rollup_write_bench(args)
     try:
         import uvloop
 
