@@ -261,8 +261,8 @@ def vacuum_prefill(db_url: str) -> None:
     The prefill stores N seconds of a fleet's rows in a few seconds; autovacuum would
     have processed them while they arrived (an insert-only table is vacuumed after
     each 20 % of new rows, analyzed after each 10 %), but here its first pass over the
-    whole table lands in the timed part: ~5 s of a 30-s run.  Its share of a real
-    steady state is measured apart (``--no-vacuum``, or a longer ``--duration``)."""
+    whole table lands in the timed part: ~5 s of a 30-s run.  ``--no-vacuum`` leaves it
+    there (to see what that pass costs while a fleet is sending)."""
     import psycopg
 
     t = time.perf_counter()
