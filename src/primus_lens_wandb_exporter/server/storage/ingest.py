@@ -188,9 +188,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 self.counters["points_inserted"] += result.inserted
                 return result
             except StaleSummaries:
-                # Another process (or writer thread) wrote one of these series since this
-                # one cached its summary (optimistic_summaries): again, reading them under
-                # the locks, read FOR UPDATE (``_summary_lock``): no other writer passes those.
+                # Another writer changed a series this process had cached (optimistic_summaries):
+                # again, on the locked path (summaries read FOR UPDATE: ``_summary_lock``).
                 self.counters["stale_summaries"] = self.counters.get("stale_summaries", 0) + 1
                 self.counters["ingest_retries"] += 1
                 self._summaries.discard(series)
@@ -226,8 +225,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 self._summaries.put(summaries)
 
         with self.write_tx(on_commit=publish) as cur:
-            # optimistic_summaries: where this process holds every series' summary, no
-            # series lock and no read (the summary UPDATE checks them); else both.
+            # optimistic_summaries: every summary cached -> no lock, no read (the UPDATE checks)
             cached = self._cached_summaries(series) if cached_ok and series else None
             if cached is None:
                 self._lock_series(cur, sorted(series))
@@ -295,9 +293,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
                        sids: dict, summaries_out: dict, existing_out: Optional[dict] = None,
                        cached: Optional[dict] = None) -> int:
-        """Write the points, summaries and rollups; fill ``tails``, ``sids`` and
-        ``summaries_out`` (the series' new summaries) for after the commit.  ``cached``:
-        the series' summaries as this process cached them (checked by the UPDATE)."""
+        """Write the points, summaries and rollups; fill ``tails``, ``sids`` and ``summaries_out``
+        (the series' new summaries) for after the commit.  ``cached``: the cached summaries."""
         keys = sorted(series)
         summaries = cached if cached is not None else self._current_summaries(cur, keys)
         update_rows: List[tuple] = []
