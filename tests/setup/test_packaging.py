@@ -86,11 +86,30 @@ def test_a_wheel_built_from_the_sdist_without_npm_ships_the_ui_packages(tmp_path
     assert "primus_lens_wandb_exporter.pth" in names
 
 
+def _see_this_environments_packages(venv: Path) -> None:
+    """Let ``venv`` import the server's dependencies from the environment running the tests.
+
+    ``--system-site-packages`` shows the base interpreter's packages, not this environment's
+    (``make test`` runs in ``.venv``): on a machine whose base Python lacks starlette the
+    installed server could not be imported.  A path file adds this environment's
+    site-packages as plain directories, so their own ``.pth`` files (this checkout's
+    editable install among them) are not processed: the package still comes from ``venv``'s
+    install of the export."""
+    import sysconfig
+
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "zz_test_environment.pth").write_text("".join(f"{p}\n" for p in ours))
+
+
 def test_an_editable_install_without_npm_fills_the_source_vendor_directory(tmp_path):
     src = _export(tmp_path / "src")
     env = _no_npm_env(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    _see_this_environments_packages(venv)
     proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", str(src)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
