@@ -83,10 +83,17 @@ def test_a_cached_batch_takes_no_series_lock_and_reads_no_summary(url):
         store.close()
 
 
+def _backend_pid(store):
+    with store.read_cursor() as cur:  # the pool's one connection (it hands out the latest first)
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
 def test_another_replicas_write_sends_the_batch_back_to_the_database(url):
     a, b = open_store(url), open_store(url)
     try:
         _send(a, range(0, 300))
+        pid = _backend_pid(a)
         _send(b, range(300, 400))  # another replica appends: a's cached summary is stale
         # a's cache says the series ends at row 299: rows 350..399 look new.  The rev check
         # sends the batch back to the database, where 50 of them exist already.
@@ -94,6 +101,7 @@ def test_another_replicas_write_sends_the_batch_back_to_the_database(url):
         assert (res.count, res.inserted) == (100, 50)
         assert _summary(url) == (450, 0, 449, 2)
         assert a.stats()["stale_summaries"] == 1
+        assert _backend_pid(a) == pid  # the aborted attempt's connection went back to the pool
         assert _sql(url, "SELECT COUNT(*), MIN(row_index), MAX(row_index) FROM points")[0] == (450, 0, 449)
         assert len(a.data(UID, "wandb", ["loss"])) == 450
         # a committed the summary it read back, so its next batch starts from the cache again.

@@ -138,6 +138,12 @@ class PostgresStore(Store):
             try:
                 yield conn
                 ok = True
+            except StaleSummaries:
+                # Raised by this process after a statement that succeeded (the rev check): the
+                # transaction was rolled back and the connection is fine.  Closing it made each
+                # stale batch pay a new connection (and backend) too.
+                ok = True
+                raise
             finally:
                 if ok and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._pool.put(conn)
