@@ -29,7 +29,9 @@ import torch
 import torch.distributed as dist
 
 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-os.environ.setdefault("MASTER_PORT", str(20000 + os.getpid() % 20000))
+# One process: its store listens on any free port (a port made from the pid was taken by
+# another socket once, in a clean-clone CI run: EADDRINUSE).
+os.environ.setdefault("MASTER_PORT", "0")
 dist.init_process_group("gloo", rank=0, world_size=1)
 
 from torchtitan.components import metrics as tt_metrics
