@@ -134,18 +134,14 @@ class PostgresStore(Store):
                 conn = self._pool.get_nowait()
             except queue.Empty:
                 conn = self._connect()
-            ok = False
             try:
                 yield conn
-                ok = True
-            except StaleSummaries:
-                # Raised by this process after a statement that succeeded (the rev check): the
-                # transaction was rolled back and the connection is fine.  Closing it made each
-                # stale batch pay a new connection (and backend) too.
-                ok = True
-                raise
             finally:
-                if ok and not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                # Back to the pool whenever its transaction ended (committed, or rolled back by
+                # an exception: a stale summary, a deadlock); closed when it broke or is still
+                # busy (a streamed read left early).  Closing it after every exception made each
+                # retried batch pay a new connection and backend too.
+                if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._pool.put(conn)
                 else:
                     conn.close()

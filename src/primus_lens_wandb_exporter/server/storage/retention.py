@@ -49,8 +49,8 @@ class Retention(Backend):
             # none of them but holds the series rows it updated (optimistic_summaries):
             # their row locks too, then (PostgreSQL; SQLite has one writer).
             self._lock_series(cur, keys)
-            if self.optimistic_summaries:
-                self._ex(cur, "SELECT id FROM series WHERE workload_uid = ? ORDER BY id FOR UPDATE", (uid,))
+            if self._summary_lock:
+                self._ex(cur, f"SELECT id FROM series WHERE workload_uid = ?{self._summary_lock}", (uid,))
                 cur.fetchall()
             counts: Dict[str, int] = {}
             sub = "SELECT id FROM series WHERE workload_uid = ?"
