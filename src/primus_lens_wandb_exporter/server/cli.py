@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "hourly; default: keep everything)")
     p.add_argument("--rollup-tails", type=int, default=None, metavar="N",
                    help="series whose rollup tail each server process keeps in memory (default 16384, "
-                        "~2-5 KiB each); set it above the series a fleet writes every second, or each "
+                        "~2-6 KiB each); set it above the series a fleet writes every second, or each "
                         "append reads its tail back from the database")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default info); logs are JSON lines on stderr")

@@ -32,16 +32,20 @@ def _same(a, b) -> bool:
 
 
 def _stored_rows(store, name):
-    """``(stored rows, {level: the open block the queries compose})`` of one series."""
+    """``(stored rows, {level: the open block the queries compose}, phase)`` of one series.
+
+    The rollup works on the series' rows moved by its phase (``has_rollup - 1``)."""
     with store.read_cursor() as cur:
-        store._ex(cur, "SELECT id, max_row FROM series WHERE workload_uid = ? AND metric_name = ?", (UID, name))
-        sid, max_row = cur.fetchone()
+        store._ex(cur, "SELECT id, max_row, has_rollup FROM series WHERE workload_uid = ? AND metric_name = ?",
+                  (UID, name))
+        sid, max_row, has_rollup = cur.fetchone()
+        o = max(0, has_rollup - 1)
         store._ex(cur, f"SELECT level, block, {', '.join(rollup_cols())} FROM series_rollup "
                        "WHERE series_id = ? ORDER BY level, block", (sid,))
         rows = {(r[0], r[1]): store._rollup_agg(r[2:]) for r in cur.fetchall()}
-        composed = {lvl: store._open_block(cur, sid, lvl, max_row)
-                    for lvl in range(rollup.BASE_LEVEL, rollup.top_level(max_row) + 1)}
-        return rows, composed
+        composed = {lvl: store._open_block(cur, sid, lvl, max_row + o, o)
+                    for lvl in range(rollup.BASE_LEVEL, rollup.top_level(max_row + o) + 1)}
+        return rows, composed, o
 
 
 def rollup_cols():
@@ -50,13 +54,15 @@ def rollup_cols():
     return ROLLUP_COLS.split(", ")
 
 
-def _check(store, model):
+def _check(store, model, phases=None):
     for name, pts in model.items():
-        got, composed = _stored_rows(store, name)
+        got, composed, o = _stored_rows(store, name)
         if len(pts) <= rollup.ROLLUP_MIN_POINTS:
             assert got == {}, name
             continue
-        ordered = sorted((s, v, t) for s, (v, t, _) in pts.items())
+        if phases is not None:
+            phases.append(o)
+        ordered = sorted((s + o, v, t) for s, (v, t, _) in pts.items())
         last = ordered[-1][0]
         every = {(lvl, b): agg for lvl, b, agg in rollup.full_levels(ordered, rollup.top_level(last))}
         want = {k: agg for k, agg in every.items() if k[1] < last >> k[0]}
@@ -247,10 +253,11 @@ def test_tail_points_hold_no_objects_for_the_collector_to_traverse():
         assert held == [], (t.max_step, held[:3])
 
 
-def test_migration_6_deletes_the_rows_of_open_blocks(db_url):
+def test_migration_6_deletes_the_rows_of_open_blocks(db_url, monkeypatch):
     # Servers before the closed-block layout stored a row for every level's open
     # block.  Migration 6 deletes them (and only them): afterwards the table holds
-    # exactly what this layout writes.
+    # exactly what this layout writes.  Such a server had no phases: phase 0.
+    monkeypatch.setattr(rollup, "phase_of", lambda key: 0)
     store = open_store(db_url)
     pts = {s: (math.sin(s / 9.0), T0 + s, s) for s in range(1000)}
     model = {"loss": dict(pts)}

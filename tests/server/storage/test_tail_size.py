@@ -1,7 +1,8 @@
 """What a rollup tail costs in memory: the figure `serve --rollup-tails` is sized by.
 
-docs/server.md and `--rollup-tails --help` say a tail takes ~2-5 KiB, so the default 16,384
-tails take ~35-80 MiB a server process.  This measures real tails (the store's own, after
+docs/server.md and `--rollup-tails --help` say a tail takes ~2-6 KiB, so the default 16,384
+tails take ~35-95 MiB a server process (a tail holds its open base block's points, up to 64,
+and the series' phases put the 20 long series' blocks at different fills).  This measures real tails (the store's own, after
 real ingests) by walking what each one references, and fails if a change to `Tail` makes
 them larger than the documented bound.  `-s` prints the sizes.
 """
@@ -58,4 +59,4 @@ def test_a_rollup_tail_stays_within_the_documented_size(tmp_path):
           f"at row ~100,040: median {long[10]} B, max {long[-1]} B")
     assert short[-1] <= 4 * KIB and long[-1] <= 6.5 * KIB, (short[-1], long[-1])
     # The default bound times the larger size: what the docs quote for a process.
-    assert TailCache.DEFAULT * long[-1] <= 80 * KIB * KIB
+    assert TailCache.DEFAULT * long[-1] <= 95 * KIB * KIB

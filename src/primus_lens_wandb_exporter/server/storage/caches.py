@@ -13,9 +13,9 @@ from .rollup import Tail
 class TailCache:
     """:class:`Tail` per series id, least recently written dropped first.
 
-    A tail takes ~2–5 KiB (up to 64 points in arrays and two blocks per level: 2.2–2.6 KiB
-    at row 340, 4.3–4.8 KiB at row 100,000, tests/server/storage/test_tail_size.py), so the
-    default bounds it at ~35–80 MiB per server process; a
+    A tail takes ~2–6 KiB (up to 64 points in arrays and two blocks per level: 2.2–3.4 KiB
+    at row 340, 4.3–5.8 KiB at row 100,000, tests/server/storage/test_tail_size.py), so the
+    default bounds it at ~35–95 MiB per server process; a
     series whose tail was dropped is read back from the database at its next
     write, as without a cache.  The bound must exceed the series a fleet writes
     round after round: a fleet sends every series once a second in much the same

@@ -25,15 +25,14 @@ log = logging.getLogger("primus_lens.server")
 
 _NONE: frozenset = frozenset()
 
-#: How long (ms) this process leaves a workload's, pod's or exporter's "last seen" row as it
-#: wrote it when nothing but the time would change.  Every request of a job used to rewrite
-#: its workload's one row: a fleet's ~1,000 updates a second of the same few rows were, on
-#: PostgreSQL, 0.3 ms of backend time a group commit (the third-largest statement), and each
-#: took that row's lock until commit.  ``last_update``, ``last_seen`` and ``reported_at`` may
-#: so be up to this much older than the last request; everything else in them is current.
-#: Longer than an exporter's flush interval (1 s), or each rank's own exporter row would still
-#: be rewritten on about every other request; far shorter than anything that reads those
-#: times (a workload is "live" for 60 s after its last point; retention counts days).
+#: How long (ms) this process leaves a workload's, pod's or exporter's "last seen" row as it wrote
+#: it when nothing but the time would change.  Every request of a job used to rewrite its workload's
+#: one row: a fleet's ~1,000 updates a second of the same few rows were, on PostgreSQL, 0.3 ms of
+#: backend time a group commit (the third-largest statement), and each took that row's lock until
+#: commit.  ``last_update``, ``last_seen`` and ``reported_at`` may so be up to this much older than
+#: the last request; everything else in them is current.  Longer than an exporter's flush interval
+#: (1 s), or each rank's own exporter row would still be rewritten on about every other request; far
+#: shorter than anything that reads those times (a workload is "live" for 60 s after its last point).
 TOUCH_EVERY_MS = 5000.0
 
 
@@ -312,13 +311,13 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 row, ts, st = col.steps[0], col.tss[0], col.step_range[0]
                 n_total = s[0] + 1
                 had_rollup = bool(s[5])
-                has_rollup = had_rollup or n_total > self._rollup_min_points
+                rolled = self._rolled(key, s[5], n_total)
                 summary = (n_total, s[1], row, s[3] if s[3] <= ts else ts, ts if ts > s[4] else s[4],
-                           1 if has_rollup else 0, st if st <= s[8] else s[8], st if st > s[9] else s[9],
+                           rolled, st if st <= s[8] else s[8], st if st > s[9] else s[9],
                            1 if col.step_is_row and s[10] else 0)
                 inserted_total += 1
                 update_rows.append(summary + (s[6], s[7]))
-                plans.append((key, pts, _NONE, had_rollup, has_rollup, row, s[2], s[7]))
+                plans.append((key, pts, _NONE, had_rollup, rolled, row, s[2], s[7]))
                 summaries_out[key] = summary
                 continue
             existing: set = set()
@@ -341,8 +340,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             first_ts = min(tss) if s is None else min(s[3], min(tss))
             last_ts = max(tss) if s is None else max(s[4], max(tss))
             had_rollup = bool(s[5]) if s else False
-            has_rollup = had_rollup or n_total > self._rollup_min_points
-            summary = (n_total, min_row, max_row, first_ts, last_ts, 1 if has_rollup else 0)
+            rolled = self._rolled(key, s[5] if s else 0, n_total)
+            summary = (n_total, min_row, max_row, first_ts, last_ts, rolled)
             # The step range only ever widens (a re-sent point may move a step
             # inwards): it is a bound for skipping series, not an exact range.
             s_lo, s_hi = col.step_range
@@ -355,7 +354,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 update_rows.append(summary + (s[6], s[7]))
             # rev: the series' write count, which the summary UPDATE below bumps.
             rev = s[7] if s else 0
-            plans.append((key, pts, existing, had_rollup, has_rollup, max_row, s[2] if s else max_row, rev))
+            plans.append((key, pts, existing, had_rollup, rolled, max_row, s[2] if s else max_row, rev))
             summaries_out[key] = summary
         ids = {key: s[6] for key, s in summaries.items()}
         if new_series:
@@ -376,7 +375,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         rows: List[tuple] = []
         rollup_work = []
         ready: list = []
-        for key, pts, existing, had_rollup, has_rollup, max_row, old_max, rev in plans:
+        for key, pts, existing, had_rollup, rolled, max_row, old_max, rev in plans:
             sid = ids[key]
             if existing:
                 new_rows.append((sid, {st: vt for st, vt in pts.items() if st not in existing}, None))
@@ -384,16 +383,17 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             else:
                 enc = encoded.get(key)
                 new_rows.append((sid, pts, enc[1] if enc is not None and enc[0] == sid else None))
-            if has_rollup:
+            if rolled:
+                o = rolled - 1  # the rollup works on rows moved by the series' phase
                 p = pre.get(key)
-                if p is not None and had_rollup and p[0] == rev and p[1] == old_max:
+                if p is not None and had_rollup and p[0] == rev and p[1] == old_max + o and p[2] == o:
                     # Computed before the transaction from the tail this state matches.
-                    ready.append(p[2:])
+                    ready.append(p[3:])
                     continue
-                # A new series keeps rev 0; an updated one now has rev + 1.
-                stored = key in summaries
+                stored = key in summaries  # a new series keeps rev 0; an updated one now has rev + 1
                 state = "update" if had_rollup else ("rebuild" if stored else "new")
-                rollup_work.append((sid, state, columns[key], max_row, old_max, rev, rev + 1 if stored else 0))
+                rollup_work.append((sid, state, columns[key].shifted(o), max_row + o, old_max + o, rev,
+                                    rev + 1 if stored else 0, o))
         self._write_points(cur, new_rows, rows)
         if rollup_work or ready:
             self._maintain_rollups(cur, rollup_work, ready, tails)

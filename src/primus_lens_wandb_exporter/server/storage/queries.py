@@ -152,7 +152,7 @@ class Queries(Backend):
             for head, s in self._data_series(cur, uid, source, metrics, start, end, ranks, run_id, after_step,
                                              after_row):
                 count, min_row, max_row, first_ts, last_ts, has_rollup, sid, max_step, step_is_row = s
-                pts = self._series_points(cur, sid, count, min_row, max_row, bool(has_rollup), start, end,
+                pts = self._series_points(cur, sid, count, min_row, max_row, has_rollup, start, end,
                                           max_points, after_row, after_step, bool(step_is_row))
                 if order is not None:
                     pts.sort(key=order)
@@ -228,7 +228,9 @@ class Queries(Backend):
 
     def _series_points(self, cur, sid, count, min_row, max_row, has_rollup, t0, t1, max_points, after,
                        after_step, step_is_row) -> List[tuple]:
-        """``(step, value, ts, row)`` of one series, in row order, downsampled to about ``max_points``."""
+        """``(step, value, ts, row)`` of one series, in row order, downsampled to about ``max_points``.
+
+        ``has_rollup``: the series' column, 0 or its rollup's phase + 1 (:mod:`.rollup`)."""
         if max_points is None or count <= max_points or not has_rollup or after_step is not None:
             # The raw points (with their steps); a step filter cannot use the
             # row-indexed rollup, so it downsamples what passes it.
@@ -237,7 +239,12 @@ class Queries(Backend):
                 return [(p[3], p[1], p[2], p[0]) for p in raw]
             steps = {p[0]: p[3] for p in raw}
             return [(steps[p[0]], p[1], p[2], p[0]) for p in downsample.downsample_raw(raw, max_points)]
-        reps = self._rollup_points(cur, sid, min_row, max_row, t0, t1, max_points, after)
+        # The rollup's rows are the series' rows moved by its phase: in, then back out.
+        o = has_rollup - 1
+        reps = self._rollup_points(cur, sid, min_row + o, max_row + o, t0, t1, max_points,
+                                   None if after is None else after + o, o)
+        if o:
+            reps = [(p[0] - o,) + tuple(p[1:]) for p in reps]
         if step_is_row:
             return [(float(p[0]), p[1], p[2], p[0]) for p in reps]
         # The rollup knows rows, not steps: the kept points' steps are looked up.
@@ -254,18 +261,26 @@ class Queries(Backend):
             out.update(cur.fetchall())
         return out
 
-    def _rollup_points(self, cur, sid, min_step, max_step, t0, t1, max_points, after):
-        """Downsampled ``(row, value, ts)`` of a rolled-up series (here "step" is the row)."""
+    def _raw_moved(self, cur, sid: int, shift: int, lo: int, hi: int, t0=None, t1=None, after=None,
+                   nonfinite_only: bool = False) -> List[tuple]:
+        """:meth:`_fetch_raw` with rows moved by a rollup's phase ``shift``, in and out."""
+        pts = self._fetch_raw(cur, sid, lo - shift, hi - shift, t0, t1, None if after is None else after - shift,
+                              nonfinite_only=nonfinite_only)
+        return [(p[0] + shift, p[1], p[2]) for p in pts] if shift else pts
+
+    def _rollup_points(self, cur, sid, min_step, max_step, t0, t1, max_points, after, shift=0):
+        """Downsampled ``(row, value, ts)`` of a rolled-up series (here "step" is the row),
+        every row moved by the series' phase ``shift``."""
         lo = min_step if after is None else max(min_step, after + 1)
         hi = max_step
         if t0 is not None or t1 is not None:
-            lo, hi = self._time_step_bounds(cur, sid, lo, hi, max_step, t0, t1)
+            lo, hi = self._time_step_bounds(cur, sid, lo, hi, max_step, t0, t1, shift)
             if lo is None:
                 return []
         level = downsample.choose_level(lo, hi, max_points)
         if level < rollup.BASE_LEVEL:
             # Narrow step range: at most about 4 * max_points raw points.
-            return downsample.downsample_raw(self._fetch_raw(cur, sid, lo, hi, t0, t1, after), max_points)
+            return downsample.downsample_raw(self._raw_moved(cur, sid, shift, lo, hi, t0, t1, after), max_points)
         level = min(level, rollup.top_level(max_step))
         # Closed blocks are stored; the open one (it holds the last row) is composed.
         open_b = max_step >> level
@@ -274,7 +289,7 @@ class Queries(Backend):
                  (sid, level, lo >> level, min(hi >> level, open_b - 1)))
         blocks = [(row[0], self._rollup_agg(row[1:])) for row in cur.fetchall()]
         if hi >> level == open_b:
-            agg = self._open_block(cur, sid, level, max_step)
+            agg = self._open_block(cur, sid, level, max_step, shift)
             if agg is not None:
                 blocks.append((open_b, agg))
         out: List[tuple] = []
@@ -287,18 +302,18 @@ class Queries(Backend):
             if partial:
                 # An edge block cut by after_row or the time range: its own raw
                 # points decide (at most 2**level of them, and only at the edges).
-                raw = self._fetch_raw(cur, sid, max(b_lo, lo), b_hi, t0, t1, after)
+                raw = self._raw_moved(cur, sid, shift, max(b_lo, lo), b_hi, t0, t1, after)
                 if raw:
                     out.extend(downsample.reps_with_nonfinite(raw))
                 continue
             pts = {p[0]: p for p in downsample.representatives(agg)}
             if agg[1]:
-                for p in self._fetch_raw(cur, sid, b_lo, b_hi, nonfinite_only=True):
+                for p in self._raw_moved(cur, sid, shift, b_lo, b_hi, nonfinite_only=True):
                     pts[p[0]] = p
             out.extend(pts[s] for s in sorted(pts))
         return out
 
-    def _time_step_bounds(self, cur, sid, lo, hi, max_row, t0, t1):
+    def _time_step_bounds(self, cur, sid, lo, hi, max_row, t0, t1, shift=0):
         """Step range of the points inside [t0, t1], read from a rollup level
         with about 4096 blocks, so the final level fits the filtered range."""
         level = max(rollup.BASE_LEVEL, downsample.choose_level(lo, hi, 4 * 4096))
@@ -316,18 +331,19 @@ class Queries(Backend):
         r = cur.fetchone()
         first, last = (None, None) if r is None else r
         if hi >> level == open_b:
-            agg = self._open_block(cur, sid, level, max_row)
+            agg = self._open_block(cur, sid, level, max_row, shift)
             if agg is not None and (t0 is None or agg[15] >= t0) and (t1 is None or agg[14] <= t1):
                 first, last = (open_b if first is None else first), open_b
         if first is None:
             return None, None
         return max(lo, first << level), min(hi, ((last + 1) << level) - 1)
 
-    def _open_block(self, cur, sid: int, level: int, max_row: int):
+    def _open_block(self, cur, sid: int, level: int, max_row: int, shift: int = 0):
         """The aggregate of the series' open block of ``level`` (the one holding its last
         row ``max_row``, never stored), or None when it holds no point: composed from at
-        most one stored block per lower level and the open base block's raw points."""
+        most one stored block per lower level and the open base block's raw points.
+        ``max_row`` and the answer are moved by the series' phase ``shift``."""
         base_lo = (max_row >> rollup.BASE_LEVEL) << rollup.BASE_LEVEL
         return rollup.compose_open(level, max_row,
                                    self._fetch_rollup_blocks(cur, sid, rollup.open_spine(level, max_row)),
-                                   self._fetch_raw(cur, sid, base_lo, max_row))
+                                   self._raw_moved(cur, sid, shift, base_lo, max_row))

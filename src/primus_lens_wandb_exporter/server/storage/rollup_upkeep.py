@@ -29,6 +29,12 @@ def _by_block(points: Sequence[Tuple[int, float, float]], level: int) -> Dict[in
 class RollupUpkeep(Backend):
     """Keeps each series' rollup rows exact as batches arrive."""
 
+    def _rolled(self, key, had: int, n_total: int) -> int:
+        """A series' ``has_rollup`` after a write that leaves it ``n_total`` points, where it
+        was ``had``: 0 (no rollup yet) or its rollup's phase + 1 (:func:`.rollup.phase_of`),
+        fixed once the rollup is built (one built before phases existed keeps 1: phase 0)."""
+        return had or (rollup.phase_of(key) + 1 if n_total > self._rollup_min_points else 0)
+
     def _precompute_rollups(self, columns: Dict[SeriesKey, "rollup.Columns"]) -> dict:
         """Rollup rows of appends, computed before the write transaction.
 
@@ -43,24 +49,27 @@ class RollupUpkeep(Backend):
         for key, col in columns.items():
             sid = self._sids.get(key)
             tail = self._tails.get(sid) if sid is not None else None
-            if tail is None or col.steps[0] <= tail.max_step:
+            if tail is None:
+                continue
+            col = col.shifted(tail.shift)  # the tail's rows are the series' phased rows
+            if col.steps[0] <= tail.max_step:
                 continue
             if len(col.steps) == 1:
                 # One point appended (an exporter's request, per metric).
                 if col.steps[0] >> rollup.BASE_LEVEL == tail.block:
-                    out[key] = (tail.rev, tail.max_step, [], tail.extended(col, tail.rev + 1))  # most points
+                    out[key] = (tail.rev, tail.max_step, tail.shift, [], tail.extended(col, tail.rev + 1))  # most points
                     continue
                 # append_one checks itself that the tail holds every block it needs.
                 top = rollup.top_level(col.steps[0])
                 if top == rollup.top_level(tail.max_step):
                     done = tail.append_one(col, top, tail.rev + 1)
                     if done is not None:
-                        out[key] = (tail.rev, tail.max_step) + done
+                        out[key] = (tail.rev, tail.max_step, tail.shift) + done
                         continue
             top, old_top, stored, needs = col.touch(tail.max_step)
             if tail.covers(tail.rev, tail.max_step, stored, needs):
                 rows, nxt = tail.update(col, top, old_top, col.steps[-1], stored, tail.rev + 1)
-                out[key] = (tail.rev, tail.max_step, rows, nxt)
+                out[key] = (tail.rev, tail.max_step, tail.shift, rows, nxt)
         return out
 
     def _maintain_rollups(self, cur, work, ready, tails: list) -> None:
@@ -76,12 +85,19 @@ class RollupUpkeep(Backend):
         commit and valid while the series' ``rev`` is unchanged) holds all of it.
         ``ready`` holds ``(rows, tail)`` of such appends already computed before
         the transaction (see :meth:`_precompute_rollups`).
+
+        ``work`` gives each series' rows (``col``, ``max_step``, ``old_max``) as the
+        rollup sees them, moved by the series' phase ``shift`` (:mod:`.rollup`); the
+        points read back are moved the same way.
         """
         bl = rollup.BASE_LEVEL
         plans = []
         raw_requests: List[Tuple[int, int, int]] = []
         sibling_requests: List[Tuple[int, Dict[int, List[int]]]] = []
-        for sid, state, col, max_step, old_max, rev_before, rev_after in work:
+        shifts: Dict[int, int] = {}
+        for sid, state, col, max_step, old_max, rev_before, rev_after, shift in work:
+            if shift:
+                shifts[sid] = shift
             top = rollup.top_level(max_step)
             if state == "rebuild":
                 # A stored series just crossed the threshold: build every block from its points.
@@ -94,16 +110,21 @@ class RollupUpkeep(Backend):
                 continue
             top, old_top, stored, needs = col.touch(old_max)
             tail = self._tails.usable(sid, rev_before, old_max, stored, needs)
+            if tail is not None and tail.shift != shift:
+                tail = None
             if tail is None:
                 # Read back from the database: another writer changed the series, or the tail
                 # was dropped (more live series than ``serve --rollup-tails``: /health shows it).
                 self.counters["rollup_tail_reads"] = self.counters.get("rollup_tail_reads", 0) + 1
                 for lo, hi in rollup.block_runs(stored, bl):
-                    raw_requests.append((sid, lo, hi))
+                    raw_requests.append((sid, lo - shift, hi - shift))
                 if needs:
                     sibling_requests.append((sid, needs))
             plans.append((sid, top, old_top, max_step, col, stored, tail, rev_after))
         raw_by_sid = self._fetch_raw_many(cur, raw_requests)
+        for sid, shift in shifts.items():
+            if sid in raw_by_sid:
+                raw_by_sid[sid] = [(r + shift, v, ts) for r, v, ts in raw_by_sid[sid]]
         siblings_by_sid = self._fetch_rollup_many(cur, sibling_requests)
         rows = []
         for sid, top, old_top, max_step, col, stored, tail, rev_after in plans:
@@ -117,6 +138,7 @@ class RollupUpkeep(Backend):
                                      siblings_by_sid.get(sid, {}), rev_after)
             rows.extend(r)
             if t is not None:
+                t.shift = shifts.get(sid, 0)
                 tails.append(t)
         for r, t in ready:
             rows.extend(r)

@@ -221,6 +221,11 @@ MIGRATIONS: List[List[str]] = [
         """DELETE FROM series_rollup WHERE block = ((SELECT s.max_row FROM series s
                WHERE s.id = series_rollup.series_id) >> CAST(level AS INTEGER))""",
     ],
+    # 7: rollup phases (storage/rollup.py): a series' blocks start at rows moved by its
+    # phase, kept in has_rollup as phase + 1.  Rollups built before keep has_rollup = 1,
+    # phase 0, their rows as they are: nothing to change.  The version tells an older
+    # server, which would read every rollup as phase 0, that it must not open the database.
+    [],
 ]
 
 
