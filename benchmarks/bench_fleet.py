@@ -422,10 +422,12 @@ def storage_bench(args) -> int:
         per_group, inserted = [], 0
         load0 = os.getloadavg()[0]
         b0, c0, w0 = backend_cpu(), time.process_time(), time.perf_counter()
+        walls = []
         for g in work:
-            t = time.process_time()
+            t, tw = time.process_time(), time.perf_counter()
             res = store.ingest_many(g)
             per_group.append(time.process_time() - t)
+            walls.append(time.perf_counter() - tw)
             inserted += sum(r.inserted for r in res)
         c1, w1, b1 = time.process_time(), time.perf_counter(), backend_cpu()
         n = args.groups * args.group
@@ -442,6 +444,17 @@ def storage_bench(args) -> int:
             if commits:
                 print(f"wal: {sum(tables.values()) / commits:.1f} pages per commit ("
                       + ", ".join(f"{k} {v / commits:.1f}" for k, v in tables.most_common()) + ")")
+        if args.timeline:
+            # A round is every rank's next row, as a fleet sends them in one second: the
+            # storage wall time of each, to find the rounds that cost more than the rest.
+            per_round = max(1, args.ranks // args.group)
+            rounds = [sum(walls[i:i + per_round]) * 1e3 for i in range(0, len(walls) - per_round + 1, per_round)]
+            med = statistics.median(rounds)
+            for i, ms in enumerate(rounds):
+                print(f"  row {args.prefill + i + 1:>6}: storage wall {ms:7.1f} ms" + ("  <-" if ms > 2 * med else ""))
+            worst = max(range(len(rounds)), key=rounds.__getitem__)
+            print(f"rounds: median {med:.1f} ms, slowest {rounds[worst]:.1f} ms at row {args.prefill + worst + 1} "
+                  f"({rounds[worst] / med:.1f}x)")
         ok = inserted == n * args.points
         print(f"verify: inserted={inserted} sent={n * args.points} -> {'OK' if ok else 'MISMATCH'}")
         return 0 if ok else 1
@@ -480,7 +493,8 @@ def main() -> int:
                     help="PostgreSQL: a transaction of 30 rollup rows, by COPY and by one statement")
     ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
-    ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is)")
+    ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is); --storage: storage time per round "
+                    "(every rank once)")
     ap.add_argument("--no-vacuum", action="store_true",
                     help="PostgreSQL: leave the prefill's rows to autovacuum (it then runs inside the timed part)")
     ap.add_argument("--prefill", type=int, default=0,

@@ -67,3 +67,20 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path):
                           env=env, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert re.search(r"\d", proc.stdout), proc.stdout[-2000:]
+
+
+#: modes of a benchmark the docs cite besides its smoke run above, and what each must print
+MODES = [
+    (["bench_fleet.py", "--storage", "--ranks", "20", "--group", "4", "--groups", "40", "--prefill", "300",
+      "--timeline"], r"rounds: median [\d.]+ ms, slowest"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv,expect", MODES, ids=[" ".join(m[0][:2]) for m in MODES])
+def test_a_cited_benchmark_mode_runs_at_a_tiny_size(argv, expect, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMUS_LENS_", "WANDB_"))}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / argv[0]), *argv[1:]], cwd=str(tmp_path),
+                          env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert re.search(expect, proc.stdout), proc.stdout[-2000:]
