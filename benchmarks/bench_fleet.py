@@ -410,6 +410,8 @@ def storage_bench(args) -> int:
                     parts.append(([SeriesBatch(i["workload_uid"], "wandb", i["run_id"], i["rank"], i["pod_name"],
                                                i["pod_uid"], i["namespace"], series)], [], []))
                 store.ingest_many(parts)
+            if pg_db is not None and not args.no_vacuum:
+                vacuum_prefill(pg_db)
         for g in groups(max(1, args.ranks // args.group)):  # warm: every rank once (ids and tails cached)
             store.ingest_many(g)
         if pg_db is None:
