@@ -101,3 +101,25 @@ def test_a_rollup_built_before_phases_keeps_phase_0(db_url, monkeypatch):
         store.close()
     assert has["old"] == 1
     assert has["new"] == rollup.phase_of((UID, "wandb", "new", 0, "run")) + 1
+
+
+def test_a_phased_series_first_block_is_not_read_from_its_points(db_url):
+    # With a phase, the first block of level k starts before row 0 (the phase moves row 0
+    # to row `phase`).  No point lies there, so the block's stored row answers for it:
+    # reading its raw points as if a filter cut it cost up to 2**k points a query.
+    name = next(n for n in (f"loss{i}" for i in range(100)) if rollup.phase_of((UID, "wandb", n, 0, "run")))
+    values = {r: (math.sin(r / 40.0) + (5.0 if r == 2500 else 0.0), T0 + r, float(r)) for r in range(5000)}
+    store = open_store(db_url)
+    read = []
+    real = store._fetch_raw
+    store._fetch_raw = lambda cur, sid, lo, hi, *a, **kw: (lambda pts: (read.append(len(pts)), pts)[1])(
+        real(cur, sid, lo, hi, *a, **kw))
+    try:
+        store.ingest([SeriesBatch(UID, "wandb", "run", 0, "", "", "", {name: values})])
+        read.clear()
+        got = {p[6]: p[4] for p in store.data(UID, "wandb", metrics=[name], max_points=100)}
+    finally:
+        store.close()
+    assert got[0] == values[0][0] and got[4999] == values[4999][0] and got[2500] == values[2500][0]
+    assert all(got[r] == values[r][0] for r in got)
+    assert sum(read) <= 1 << rollup.BASE_LEVEL, read  # the open base block's points only

@@ -298,7 +298,9 @@ class Queries(Backend):
             tmin, tmax = agg[14], agg[15]
             if (t0 is not None and tmax < t0) or (t1 is not None and tmin > t1):
                 continue
-            partial = (b_lo < lo) or (t0 is not None and tmin < t0) or (t1 is not None and tmax > t1)
+            # A block starting before ``lo`` is cut only where points lie there: not below the
+            # series' first row (the first block of a phased series, or of one not starting at 0).
+            partial = (b_lo < lo and lo > min_step) or (t0 is not None and tmin < t0) or (t1 is not None and tmax > t1)
             if partial:
                 # An edge block cut by after_row or the time range: its own raw
                 # points decide (at most 2**level of them, and only at the edges).
