@@ -58,6 +58,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -183,15 +184,81 @@ class Stats:
         self.inserted += a["inserted"]
 
 
-def print_timeline(lat, sent_at, t0) -> None:
-    """``--timeline``: requests and latency by the second they were sent in."""
+def print_timeline(lat, sent_at, t0, server_ms=None, fsyncs=None) -> None:
+    """``--timeline``: requests and latency by the second they were sent in; with
+    ``server_ms`` (``{second: [ms]}`` from the server's access lines) the slowest time the
+    server itself took in that second, and with ``fsyncs`` the probe's slow flushes there.
+    A second whose clients waited long while the server answered quickly is the load
+    generator's own stall."""
     by_second: dict = {}
     for x, t in zip(lat, sent_at):
         by_second.setdefault(int(t - t0), []).append(x * 1000)
     for sec in sorted(by_second):
         ms = by_second[sec]
-        print(f"  t={sec:3d}s requests={len(ms):5d} latency ms p50={pct(ms, 0.5):7.1f} "
-              f"p99={pct(ms, 0.99):7.1f} max={max(ms):7.1f}")
+        line = (f"  t={sec:3d}s requests={len(ms):5d} latency ms p50={pct(ms, 0.5):7.1f} "
+                f"p99={pct(ms, 0.99):7.1f} max={max(ms):7.1f}")
+        if server_ms is not None:
+            line += f" | server max={max(server_ms.get(sec, [0.0])):7.1f}"
+        slow = [d for t, d in (fsyncs or []) if int(t) == sec]
+        if slow:
+            line += " | slow fsync " + ", ".join(f"{d:.0f}" for d in slow) + " ms"
+        print(line)
+
+
+def server_ms_by_second(log_path: Path, wall0: float) -> dict:
+    """``{second: [ms]}`` of the server's access lines (its own time for each request,
+    by the second it answered, from ``wall0``)."""
+    out: dict = {}
+    with open(log_path, "rb") as f:
+        for line in f:
+            i = line.find(b'{"ts"')
+            if i < 0 or b'"event":"access"' not in line:
+                continue
+            try:
+                d = orjson.loads(line[i:])
+            except orjson.JSONDecodeError:
+                continue
+            out.setdefault(int(d["ts"] - wall0), []).append(d["ms"])
+    return out
+
+
+class FsyncProbe(threading.Thread):
+    """``--fsync-probe``: every 20 ms, 8 KiB written and ``fdatasync``-ed to a file in
+    ``directory``, as PostgreSQL flushes its WAL at each commit; keeps the flushes over
+    ``slow_ms`` as ``(seconds since start, ms)``.  On a shared disk a slow flush holds
+    every commit waiting behind it (the server's stalls that the clients' p50 does not
+    show).  Point it at the filesystem of PostgreSQL's data directory."""
+
+    def __init__(self, directory: Path, slow_ms: float = 50.0):
+        super().__init__(daemon=True)
+        self.path, self.slow_ms = Path(directory) / "fsync-probe.bin", slow_ms
+        self.times: list = []
+        self.slow: list = []
+        self.stop = threading.Event()
+        self.t0 = time.perf_counter()
+
+    def run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            buf, i = b"\0" * 8192, 0
+            while not self.stop.wait(0.02):
+                os.pwrite(fd, buf, (i % 64) * 8192)
+                i += 1
+                t = time.perf_counter()
+                os.fdatasync(fd)
+                d = (time.perf_counter() - t) * 1000
+                self.times.append(d)
+                if d > self.slow_ms:
+                    self.slow.append((t - self.t0, d))
+        finally:
+            os.close(fd)
+            self.path.unlink()
+
+    def summary(self) -> str:
+        ms = sorted(self.times) or [0.0]
+        return (f"fsync probe: {len(self.times)} flushes of 8 KiB, p50={pct(ms, 0.5):.2f} p99={pct(ms, 0.99):.2f} "
+                f"max={ms[-1]:.1f} ms; over {self.slow_ms:.0f} ms: {len(self.slow)} "
+                + " ".join(f"(t={t:.1f}s {d:.0f} ms)" for t, d in self.slow))
 
 
 async def rank_loop(args, port, rank, stop_at, stats: Stats, ranks_per_job):
@@ -497,6 +564,9 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
     ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is); --storage: storage time per round "
                     "(every rank once)")
+    ap.add_argument("--fsync-probe", metavar="DIR",
+                    help="flush 8 KiB every 20 ms in DIR during the run and report the slow flushes "
+                         "(DIR: on the filesystem of PostgreSQL's data directory)")
     ap.add_argument("--no-vacuum", action="store_true",
                     help="PostgreSQL: leave the prefill's rows to autovacuum (it then runs inside the timed part)")
     ap.add_argument("--prefill", type=int, default=0,
@@ -537,10 +607,17 @@ def main() -> int:
         machine0 = cpu_times()
         load0 = os.getloadavg()[0]
         client0 = time.process_time()
-        t0 = time.perf_counter()
+        probe = FsyncProbe(Path(args.fsync_probe)) if args.fsync_probe else None
+        t0, wall0 = time.perf_counter(), time.time()
+        if probe:
+            probe.t0 = t0
+            probe.start()
         stats = asyncio.run(drive(args, srv.port, clients, closed_loop if args.capacity else rank_loop,
                                   args.duration))
         elapsed = time.perf_counter() - t0
+        if probe:
+            probe.stop.set()
+            probe.join()
         cpu = server_cpu_seconds(srv.proc.pid) - cpu0
         client_cpu = time.process_time() - client0
         steal = steal_share(machine0, cpu_times())
@@ -562,7 +639,10 @@ def main() -> int:
                 print(f"after the first {STEADY_AFTER:.0f} s: requests={len(late)} latency ms p50={pct(late, 0.5):.1f} "
                       f"p95={pct(late, 0.95):.1f} p99={pct(late, 0.99):.1f} max={max(late):.1f}")
             if args.timeline:
-                print_timeline(lat, stats.sent_at, t0)
+                print_timeline(lat, stats.sent_at, t0, server_ms_by_second(srv.log_path, wall0),
+                               probe.slow if probe else None)
+        if probe:
+            print(probe.summary())
         total_req = n + (0 if args.capacity else 2 * clients)
         if cpu > 0 and total_req:
             print(f"server_cpu={cpu:.2f}s = {cpu / total_req * 1e3:.3f} ms per request -> capacity "

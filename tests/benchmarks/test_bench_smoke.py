@@ -69,15 +69,19 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path):
     assert re.search(r"\d", proc.stdout), proc.stdout[-2000:]
 
 
-#: modes of a benchmark the docs cite besides its smoke run above, and what each must print
+#: modes of a benchmark the docs cite besides its smoke run above: (id, argv, what it must print)
 MODES = [
-    (["bench_fleet.py", "--storage", "--ranks", "20", "--group", "4", "--groups", "40", "--prefill", "300",
+    ("fleet-storage-timeline",
+     ["bench_fleet.py", "--storage", "--ranks", "20", "--group", "4", "--groups", "40", "--prefill", "300",
       "--timeline"], r"rounds: median [\d.]+ ms, slowest"),
+    ("fleet-timeline-fsync-probe",
+     ["bench_fleet.py", "--quick", "--timeline", "--fsync-probe", "."],
+     r"t=\s+2s requests=.* \| server max=.*\nfsync probe: \d+ flushes of 8 KiB"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv,expect", MODES, ids=[" ".join(m[0][:2]) for m in MODES])
+@pytest.mark.parametrize("argv,expect", [m[1:] for m in MODES], ids=[m[0] for m in MODES])
 def test_a_cited_benchmark_mode_runs_at_a_tiny_size(argv, expect, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMUS_LENS_", "WANDB_"))}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / argv[0]), *argv[1:]], cwd=str(tmp_path),
