@@ -31,6 +31,13 @@ its own phase of the interval (what the exporter does); ``same``, every rank on 
 (what it did before: each sent one interval after its first pending point).  Each send is
 up to 50 ms late, as the exporter's worker polls every 50 ms.
 
+``--timeline``: latency by the second, with the longest time the server itself took for a
+request in that second (its access lines), so a stall of the load generator (clients wait,
+the server does not) tells itself apart; with ``--storage``, the storage time of each round
+(every rank's next row).  ``--fsync-probe DIR``: during the run, 8 KiB written and flushed
+in DIR every 20 ms, and the seconds with a flush over 50 ms marked: on PostgreSQL every
+commit waits for its WAL flush, so a slow disk shows up as a server stall.
+
 ``--capacity``: closed loop instead.  ``--connections`` clients send back to back
 (no pause), so the server is saturated; requests per server CPU-second is then the
 capacity of one server core for this request shape.
@@ -562,8 +569,9 @@ def main() -> int:
                     help="PostgreSQL: a transaction of 30 rollup rows, by COPY and by one statement")
     ap.add_argument("--group", type=int, default=50, help="requests per group commit (--storage)")
     ap.add_argument("--groups", type=int, default=100, help="group commits timed (--storage)")
-    ap.add_argument("--timeline", action="store_true", help="latency per second of the run (where the tail is); --storage: storage time per round "
-                    "(every rank once)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="latency per second of the run (where the tail is), with the server's own slowest "
+                         "request; --storage: storage time per round (every rank once)")
     ap.add_argument("--fsync-probe", metavar="DIR",
                     help="flush 8 KiB every 20 ms in DIR during the run and report the slow flushes "
                          "(DIR: on the filesystem of PostgreSQL's data directory)")
@@ -639,7 +647,8 @@ def main() -> int:
                 print(f"after the first {STEADY_AFTER:.0f} s: requests={len(late)} latency ms p50={pct(late, 0.5):.1f} "
                       f"p95={pct(late, 0.95):.1f} p99={pct(late, 0.99):.1f} max={max(late):.1f}")
             if args.timeline:
-                print_timeline(lat, stats.sent_at, t0, server_ms_by_second(srv.log_path, wall0),
+                # (no access lines below --log-level info: no server column)
+                print_timeline(lat, stats.sent_at, t0, server_ms_by_second(srv.log_path, wall0) or None,
                                probe.slow if probe else None)
         if probe:
             print(probe.summary())
