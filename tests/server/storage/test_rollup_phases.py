@@ -123,3 +123,35 @@ def test_a_phased_series_first_block_is_not_read_from_its_points(db_url):
     assert got[0] == values[0][0] and got[4999] == values[4999][0] and got[2500] == values[2500][0]
     assert all(got[r] == values[r][0] for r in got)
     assert sum(read) <= 1 << rollup.BASE_LEVEL, read  # the open base block's points only
+
+
+def test_a_point_appended_to_a_phased_tail_is_moved_like_its_columns():
+    # The common append (one point inside the open block) skips Columns.shifted: the tail
+    # it makes must be the one the moved columns make, NaN, infinities and all.
+    import random
+
+    from test_rollup_maintenance import _same_rows, _value
+
+    rnd = random.Random(5)
+    compared = 0
+    for shift in (0, 1, 37, 63):
+        pts = [(r + shift, _value(rnd), T0 + r) for r in range(rollup.ROLLUP_MIN_POINTS + 3)]
+        _, tail = rollup.full(9, pts, rollup.top_level(pts[-1][0]), pts[-1][0], 1)
+        tail.shift = shift
+        for _ in range(200):
+            row = tail.max_step - shift + 1
+            ts = rnd.choice([T0 + row, math.nan, math.inf]) if rnd.random() < 0.1 else T0 + row
+            col = rollup.Columns({row: (_value(rnd), ts, float(row))})
+            pts.append((row + shift, col.vals[0], col.tss[0]))
+            if (row + shift) >> rollup.BASE_LEVEL != tail.block:  # past the open block: not this path
+                _, tail = rollup.full(9, pts, rollup.top_level(pts[-1][0]), pts[-1][0], tail.rev + 1)
+                tail.shift = shift
+                continue
+            want = tail.extended(col.shifted(shift), tail.rev + 1)
+            got = tail.extended_point(row + shift, col, tail.rev + 1)
+            assert (got.max_step, got.block, got.shift, got.rev) == (want.max_step, want.block, want.shift, want.rev)
+            assert _same_rows(list(got.points), list(want.points))
+            assert _same_rows([got.agg or ()], [want.agg or ()]), (shift, row, got.agg, want.agg)
+            tail = got
+            compared += 1
+    assert compared > 600

@@ -555,6 +555,20 @@ class Tail:
                     (ps + array("q", col.steps), pv + array("d", col.vals), pt + array("d", col.tss)), self.blocks,
                     agg, self.shift)
 
+    def extended_point(self, row: int, col: Columns, rev_after: int) -> "Tail":
+        """:meth:`extended` for the one point of ``col`` (in the series' own rows) at the
+        moved row ``row``: the same tail, without moving ``col`` first (:meth:`Columns.shifted`
+        costs as much again, and an exporter's request makes one such append per metric)."""
+        v, ts = col.vals[0], col.tss[0]
+        agg = self.agg
+        if agg is not None:
+            a = col.aggs[col.steps[0] >> BASE_LEVEL]
+            agg = combine(agg, (1, a[1], row, v, ts, row, v, ts, row if a[8] is not None else None, a[9], a[10],
+                                row if a[11] is not None else None, a[12], a[13], a[14], a[15]))
+        ps, pv, pt = self.points
+        return Tail(self.sid, rev_after, row, (ps + array("q", (row,)), pv + array("d", (v,)), pt + array("d", (ts,))),
+                    self.blocks, agg, self.shift)
+
     def append_one(self, col: Columns, top: int, rev_after: int):
         """:func:`update`'s rows and next tail for one point appended past ``max_step``
         (an exporter's request: one point per metric), or None when this tail lacks a

@@ -51,14 +51,17 @@ class RollupUpkeep(Backend):
             tail = self._tails.get(sid) if sid is not None else None
             if tail is None:
                 continue
-            col = col.shifted(tail.shift)  # the tail's rows are the series' phased rows
-            if col.steps[0] <= tail.max_step:
+            u = col.steps[0] + tail.shift  # the tail's rows are the series' phased rows
+            if u <= tail.max_step:
                 continue
+            if len(col.steps) == 1 and u >> rollup.BASE_LEVEL == tail.block:
+                # One point appended inside the open block (an exporter's request, per metric):
+                # most points.
+                out[key] = (tail.rev, tail.max_step, tail.shift, [], tail.extended_point(u, col, tail.rev + 1))
+                continue
+            col = col.shifted(tail.shift)
             if len(col.steps) == 1:
-                # One point appended (an exporter's request, per metric).
-                if col.steps[0] >> rollup.BASE_LEVEL == tail.block:
-                    out[key] = (tail.rev, tail.max_step, tail.shift, [], tail.extended(col, tail.rev + 1))  # most points
-                    continue
+                # One point appended past the open block.
                 # append_one checks itself that the tail holds every block it needs.
                 top = rollup.top_level(col.steps[0])
                 if top == rollup.top_level(tail.max_step):
