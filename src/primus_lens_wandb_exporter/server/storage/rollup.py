@@ -96,6 +96,13 @@ def phase_of(key: Sequence) -> int:
     return zlib.crc32("\x1f".join(map(str, key)).encode()) & ((1 << BASE_LEVEL) - 1)
 
 
+def _moved_point(a: Agg, row: int) -> Agg:
+    """The aggregate ``a`` of a one-point block with the point's row replaced by ``row``
+    (moved by a phase); its min/max row stays None where the value is not finite."""
+    return (a[0], a[1], row, a[3], a[4], row, a[6], a[7], row if a[8] is not None else None, a[9], a[10],
+            row if a[11] is not None else None, a[12], a[13], a[14], a[15])
+
+
 def top_level(max_step: int) -> int:
     """Highest level kept for a series whose largest step is ``max_step``.
 
@@ -282,9 +289,7 @@ class Columns:
             u = self.steps[0] + shift
             out.steps = [u]
             out.slices = [(u >> BASE_LEVEL, 0, 1)]
-            a = next(iter(self.aggs.values()))
-            out.aggs = {u >> BASE_LEVEL: (a[0], a[1], u, a[3], a[4], u, a[6], a[7], u if a[8] is not None else None,
-                                          a[9], a[10], u if a[11] is not None else None, a[12], a[13], a[14], a[15])}
+            out.aggs = {u >> BASE_LEVEL: _moved_point(next(iter(self.aggs.values())), u)}
             return out
         steps = out.steps = [s + shift for s in self.steps]
         out.slices = block_slices(steps)
@@ -562,9 +567,7 @@ class Tail:
         v, ts = col.vals[0], col.tss[0]
         agg = self.agg
         if agg is not None:
-            a = col.aggs[col.steps[0] >> BASE_LEVEL]
-            agg = combine(agg, (1, a[1], row, v, ts, row, v, ts, row if a[8] is not None else None, a[9], a[10],
-                                row if a[11] is not None else None, a[12], a[13], a[14], a[15]))
+            agg = combine(agg, _moved_point(col.aggs[col.steps[0] >> BASE_LEVEL], row))
         ps, pv, pt = self.points
         return Tail(self.sid, rev_after, row, (ps + array("q", (row,)), pv + array("d", (v,)), pt + array("d", (ts,))),
                     self.blocks, agg, self.shift)
