@@ -28,6 +28,17 @@ MAX_VALUE_DEPTH = 16
 #: A point's chart step (the ``define_metric`` step metric's value, or the row) is a finite
 #: number with ``abs(step) <= MAX_ABS_STEP``.
 MAX_ABS_STEP = float(2**63 - 1)
+#: The exporter health counters (the ``exporter`` object of a metrics body) the server keeps:
+#: each an int 0 .. MAX_COUNTER.  Their sums are shown without a token (``/health``,
+#: ``/metrics``), so a name outside this list is ignored: free names would let any client put
+#: text (a credential, a million names) on those open pages.
+EXPORTER_COUNTERS = frozenset({
+    "queue_dropped", "filtered_points", "stale_step_dropped", "worker_errors",  # the recorder's
+    "rejected_points", "rejected_batches", "auth_rejected_batches", "spooled_points",  # the HTTP sink's
+    "spool_write_errors", "spool_dropped_points", "failed_attempts", "replayed_points",
+})
+#: An exporter health counter (and their sum over every exporter) is at most this (a BIGINT).
+MAX_COUNTER = 2**63 - 1
 
 
 def text_problem(value, max_len: int = MAX_TEXT_LEN) -> str:

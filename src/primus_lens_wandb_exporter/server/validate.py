@@ -26,13 +26,11 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import msgspec
 
 from .. import wire
-from ..limits import (MAX_ABS_STEP, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST, MAX_RANK, MAX_ROW, MAX_TEXT_LEN,
-                      metric_name_problem, text_problem)
+from ..limits import (EXPORTER_COUNTERS, MAX_ABS_STEP, MAX_COUNTER, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_POINTS_PER_REQUEST,
+                      MAX_RANK, MAX_ROW, MAX_TEXT_LEN, metric_name_problem, text_problem)
 from .errors import ApiError
 from .storage.model import MAX_REJECTED_LISTED, SeriesBatch
 
-#: An exporter health counter is kept when it is an int 0 .. this (a BIGINT).
-MAX_COUNTER = 2**63 - 1
 #: Timestamps above this many epoch seconds (year ~5138) are taken as milliseconds,
 #: a common client mistake that would otherwise put points far in the future.
 _MS_THRESHOLD = 1e11
@@ -401,13 +399,13 @@ def _row_step(row: Any, step: Any):
 
 def exporter_stats(obj: Any) -> Optional[Dict[str, int]]:
     """The exporter health counters of a body: None when absent or not an object;
-    counters that are not an int 0..MAX_COUNTER under a plain name are left out
-    (they never fail the request: the points matter more than the report)."""
+    counters that are not an int 0..MAX_COUNTER under one of the names of
+    ``limits.EXPORTER_COUNTERS`` are left out (they never fail the request: the points
+    matter more than the report)."""
     if obj.__class__ is not dict:
         return None
     return {k: v for k, v in obj.items()
-            if k.__class__ is str and 0 < len(k) <= MAX_NAME_LEN and "\x00" not in k
-            and v.__class__ is int and 0 <= v <= MAX_COUNTER}
+            if k in EXPORTER_COUNTERS and v.__class__ is int and 0 <= v <= MAX_COUNTER}
 
 
 # -- the fast path of /wandb/metrics ------------------------------------------------

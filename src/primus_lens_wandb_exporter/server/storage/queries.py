@@ -7,6 +7,7 @@ import time
 from operator import itemgetter
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ...limits import EXPORTER_COUNTERS, MAX_COUNTER
 from . import downsample, rollup
 from .backend import Backend
 from .model import KEY_COLS, ROLLUP_COLS, _nan, _unjson
@@ -102,13 +103,18 @@ class Queries(Backend):
                 "exporters": exporters}
 
     def exporter_totals(self) -> Dict[str, int]:
-        """Each exporter health counter summed over the latest report of every exporter process."""
+        """Each exporter health counter summed over the latest report of every exporter process.
+
+        Only the names of ``limits.EXPORTER_COUNTERS`` (rows stored before that list held
+        any name), and each sum at most ``MAX_COUNTER``: these totals are on the open
+        ``/health`` and ``/metrics``, whose JSON cannot carry an integer past 64 bits."""
         totals: Dict[str, int] = {}
         with self.read_cursor() as cur:
             self._ex(cur, "SELECT stats FROM exporter_stats")
             for (stats,) in cur.fetchall():
                 for k, v in _unjson(stats).items():
-                    totals[k] = totals.get(k, 0) + v
+                    if k in EXPORTER_COUNTERS and type(v) is int:
+                        totals[k] = min(totals.get(k, 0) + v, MAX_COUNTER)
         return totals
 
     def sources(self, uid: str) -> List[Tuple[str, int]]:
