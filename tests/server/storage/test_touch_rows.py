@@ -81,3 +81,26 @@ def test_points_after_none_and_a_delete_write_the_rows_at_once(db_url):
         assert store.workload_exists("wl-t")
     finally:
         store.close()
+
+
+def test_a_batch_after_another_process_deleted_the_workload_starts_it_anew(db_url):
+    """Two processes over one database (``serve --workers 2``, or replicas): one deletes the
+    workload while the other remembers writing its rows a moment ago.  The other's next batch
+    creates the workload's series again, and with them its workload, pod and exporter rows:
+    before, it left them out for its 5-second window, so a job's last batch after a delete
+    stayed stored but unlisted (404) and could not be deleted either."""
+    a, b = open_store(db_url), open_store(db_url)
+    try:
+        a.touch_every_ms = 3_600_000.0  # "wrote them a moment ago", for the whole test
+        a.ingest([_metrics(0, {"spooled_points": 0})])
+        assert b.delete_workload("wl-t") is not None
+        assert _rows(a) == (None, None, None)
+        a.ingest([_metrics(1, {"spooled_points": 0})])
+        workload, pod, exporter = _rows(a)
+        assert workload is not None and workload[1] is not None and pod is not None and exporter is not None
+        assert b.get_workload("wl-t")["points"] == 1
+        assert b.delete_workload("wl-t") is not None  # and an admin can delete it again
+        assert _rows(a) == (None, None, None)
+    finally:
+        a.close()
+        b.close()

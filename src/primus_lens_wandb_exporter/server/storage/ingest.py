@@ -7,6 +7,10 @@ and after them the workload, pod and exporter-counter rows, then detections and 
 (:mod:`.reports`, serialised per workload by the ``workloads`` row lock taken before them:
 docs/server.md "Scale out").  :meth:`Ingest.ingest_many` is the group commit.  Reading the
 series summaries (and which re-sent rows exist) is :mod:`.summaries`.
+
+It is a few lines over 400 lines on purpose: the transaction and the per-series cases of
+:meth:`Ingest._ingest_points` read as one flow, and what could move out already has
+(:mod:`.summaries`, :mod:`.rollup_upkeep`, :mod:`.reports`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,10 @@ log = logging.getLogger("primus_lens.server")
 _NONE: frozenset = frozenset()
 
 #: How long (ms) this process leaves a workload's, pod's or exporter's "last seen" row as it wrote
-#: it when nothing but the time would change.  Every request of a job used to rewrite its workload's
-#: one row: a fleet's ~1,000 updates a second of the same few rows were, on PostgreSQL, 0.3 ms of
-#: backend time a group commit (the third-largest statement), and each took that row's lock until
-#: commit.  ``last_update``, ``last_seen`` and ``reported_at`` may so be up to this much older than
-#: the last request; everything else in them is current.  Longer than an exporter's flush interval
-#: (1 s), or each rank's own exporter row would still be rewritten on about every other request; far
-#: shorter than anything that reads those times (a workload is "live" for 60 s after its last point).
+#: it when nothing but the time would change (rewriting them on every request of a fleet cost 0.3 ms
+#: of PostgreSQL backend time a group commit, and each took that row's lock until commit).  Longer
+#: than an exporter's flush interval (1 s); far shorter than anything that reads those times (a
+#: workload is "live" for 60 s after its last point).
 TOUCH_EVERY_MS = 5000.0
 
 
@@ -211,8 +212,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         sids: dict = {}
         summaries: dict = {}
         touched: dict = {}
-        workload_rows, pod_rows, exporter_rows = self._touch_rows(now, workloads, pods, exporters,
-                                                                  bool(detections or runs), touched)
+        born: set = set()  # workloads this transaction creates series of
 
         def publish():
             # Right after the commit, under SQLite's write lock: no other writer of this
@@ -230,8 +230,10 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 self._lock_series(cur, sorted(series))
             if series:
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
-                                                      summaries, existing_out, cached)
+                                                      summaries, existing_out, cached, born)
                 result.count = sum(len(v) for v in series.values())
+            workload_rows, pod_rows, exporter_rows = self._touch_rows(now, workloads, pods, exporters,
+                                                                      bool(detections or runs), touched, born)
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
             # lock until commit, so taking it first serialised all the ranks of a
@@ -263,7 +265,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         return result
 
     def _touch_rows(self, now: float, workloads: Dict[str, bool], pods: dict, exporters: dict, reports: bool,
-                    touched: dict) -> Tuple[list, list, list]:
+                    touched: dict, born: set) -> Tuple[list, list, list]:
         """The workload, pod and exporter rows this transaction writes, sorted (lock order).
 
         A row is left out when this process wrote it less than :attr:`touch_every_ms` ago with
@@ -271,29 +273,32 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         namespace; an exporter: its counters).  A transaction with detections or runs writes
         all its workload rows: their lock serialises a workload's reports (:mod:`.reports`).
         ``touched`` gets what to remember of the rows written, for after the commit.
+        A workload in ``born`` (this transaction created series of it) may have been deleted by
+        another process since: its rows are written whatever this one remembers.
         """
         seen = self._touched.get
         every = self.touch_every_ms
 
-        def due(key, values) -> bool:
+        def due(key, values, uid) -> bool:
             t = seen(key)
-            if t is not None and t[1] == values and t[0] <= now < t[0] + every:
+            if t is not None and t[1] == values and t[0] <= now < t[0] + every and uid not in born:
                 return False
             touched[key] = (now, values)
             return True
 
         workload_rows = [(uid, now, now, now if workloads[uid] else None) for uid in sorted(workloads)
-                         if due(("workload", uid), workloads[uid]) or reports]
-        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4])]
-        exporter_rows = [exporters[k] for k in sorted(exporters) if due(("exporter", k), exporters[k][3])]
+                         if due(("workload", uid), workloads[uid], uid) or reports]
+        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0])]
+        exporter_rows = [exporters[k] for k in sorted(exporters) if due(("exporter", k), exporters[k][3], k[0])]
         return workload_rows, pod_rows, exporter_rows
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
                        columns: Dict[SeriesKey, rollup.Columns], pre: dict, encoded: dict, tails: list,
                        sids: dict, summaries_out: dict, existing_out: Optional[dict] = None,
-                       cached: Optional[dict] = None) -> int:
+                       cached: Optional[dict] = None, born: Optional[set] = None) -> int:
         """Write the points, summaries and rollups; fill ``tails``, ``sids`` and ``summaries_out``
-        (the series' new summaries) for after the commit.  ``cached``: the cached summaries."""
+        (the series' new summaries) for after the commit, and ``born`` with the workloads
+        of the series it creates.  ``cached``: the cached summaries."""
         keys = sorted(series)
         summaries = cached if cached is not None else self._current_summaries(cur, keys)
         update_rows: List[tuple] = []
@@ -365,6 +370,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             # pages, over a third of what its commit wrote to the WAL).
             new_series.sort(key=_by_writer)
             ids.update(self._insert_series(cur, new_series))
+            if born is not None:
+                born.update(k[0] for k in new_series)
         sids.update(ids)
         for key, summary in summaries_out.items():
             # SUMMARY_READ's order: the id and the rev after this write (a new series: 0).

@@ -32,8 +32,8 @@ class Retention(Backend):
 
     def _delete_workload_tx(self, uid: str, updated_before: Optional[float]) -> Optional[Dict[str, int]]:
         # The "last seen" rows this process wrote are forgotten with it: the workload's next
-        # batch writes its workload and pod rows again (ingest.TOUCH_EVERY_MS).  A delete by
-        # another process leaves them unwritten for at most that long.
+        # batch writes its workload and pod rows again (ingest.TOUCH_EVERY_MS).  Another
+        # process writes them because that batch creates the workload's series anew.
         with self.write_tx(on_commit=self._touched.clear) as cur:
             self._ex(cur, "SELECT last_update FROM workloads WHERE workload_uid = ?", (uid,))
             row = cur.fetchone()
