@@ -173,3 +173,23 @@ def test_a_forked_child_with_its_own_run_reaches_lens(lens_server, tmp_path):
     points = _lens_points(lens_server, uid)
     assert {k: v for k, v in points.items() if k[0] == "child_loss"} == {("child_loss", i): float(i) for i in range(5)}
     assert points[("parent_loss", 0)] == 1.0 and points[("parent_loss", 1)] == 0.5
+
+
+NUL_SCENARIO = r'''
+import wandb
+run = wandb.init(project="proj", config={"path": "a\x00b", "k\x00": 1, "ok": "plain"}, tags=["t\x00"])
+run.summary["note"] = "x\x00y"
+run.log({"loss": 1.0})
+run.finish()
+'''
+
+
+def test_a_config_with_nul_reaches_lens_with_the_character_replaced(lens_server, tmp_path):
+    """The server refuses NUL in stored JSON (PostgreSQL cannot hold it), which would refuse the
+    whole run report; the exporter sends U+FFFD in its place, so the run arrives."""
+    uid = "capture-nul"
+    run_python(NUL_SCENARIO, exporter_env(lens_server, tmp_path, uid))
+    (run,) = workload(lens_server, uid)["runs"]
+    assert run["config"]["path"] == "a\ufffdb" and run["config"]["k\ufffd"] == 1 and run["config"]["ok"] == "plain"
+    assert run["tags"] == ["t\ufffd"] and run["summary"]["note"] == "x\ufffdy"
+    assert run["status"] == "finished"

@@ -47,7 +47,7 @@ class RunState:
             "name": _attr(run, "name", None),
             "entity": _attr(run, "entity", None),
             "group": _attr(run, "group", None),
-            "tags": list(_attr(run, "tags", ()) or ()),
+            "tags": _jsonable(list(_attr(run, "tags", ()) or ())),
             "mode": str(_attr(settings, "mode", "") or "") or None,
         }
         try:

@@ -89,18 +89,25 @@ class Stats:
 
 
 def _jsonable(value, depth=0):
-    """A JSON-safe copy of config/summary values (non-JSON leaves become strings)."""
+    """A JSON-safe copy of config/summary values (non-JSON leaves become strings; NUL in a
+    string, key or value, becomes U+FFFD: the server refuses NUL, and with it the whole report)."""
     if depth > MAX_VALUE_DEPTH:  # the server refuses bodies deeper than limits.MAX_JSON_DEPTH
-        return str(value)
+        return _no_nul(str(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+        return {_no_nul(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, float):
         return normalize.wire_value(value)
-    if value is None or isinstance(value, (str, int, bool)):
+    if isinstance(value, str):
+        return _no_nul(value)
+    if value is None or isinstance(value, (int, bool)):
         return value
     number = normalize.to_float(value)
     if number is not None:
         return normalize.wire_value(number)
-    return str(value)
+    return _no_nul(str(value))
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
