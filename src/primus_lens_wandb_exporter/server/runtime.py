@@ -21,6 +21,11 @@ MAX_STREAMS = 4
 #: exceed it is answered 503 + Retry-After before its body is read, so concurrent
 #: large requests cannot grow memory without bound.
 MAX_INGEST_INFLIGHT_BYTES = 256 * 1024 * 1024
+#: Seconds a streamed answer waits for its client to take the next chunk (~1 MiB) before it
+#: gives up and frees its slot: four clients that asked and stopped reading held every slot
+#: for as long as their sockets stayed open.  A reader slower than ~1 MiB in this time
+#: (~35 KB/s) is cut off too.
+STREAM_STALL_SECONDS = 30.0
 
 
 class Runtime:
@@ -50,6 +55,7 @@ class Runtime:
         # Streamed metrics/data answers: each runs in one of MAX_STREAMS threads (routes/query.py).
         self.stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
         self.stream_pool = ThreadPoolExecutor(MAX_STREAMS, thread_name_prefix="lens-stream")
+        self.stream_stall_s = float(os.environ.get("PRIMUS_LENS_STREAM_STALL_SECONDS") or STREAM_STALL_SECONDS)
 
     def start(self) -> None:
         if self.shared is not None:

@@ -103,3 +103,37 @@ def test_ingest_over_the_inflight_byte_budget_gets_503_then_succeeds(lens_server
     again = requests.post(srv.api + "/wandb/metrics", data=raw, headers={"Content-Type": "application/json"},
                           timeout=60)
     assert again.status_code == 200 and again.json()["count"] == 7000, again.text
+
+
+def test_clients_that_stop_reading_give_their_stream_slots_back(lens_server_factory, monkeypatch, uid):
+    """Four clients ask for an unbounded answer and never read it, sockets left open.  Each
+    stream waits at most PRIMUS_LENS_STREAM_STALL_SECONDS for its client to take a chunk, then
+    frees its slot: the next unbounded query is answered while those sockets are still open
+    (before, every one answered 503 for as long as they stayed open)."""
+    import socket
+
+    monkeypatch.setenv("PRIMUS_LENS_STREAM_STALL_SECONDS", "2")
+    srv = lens_server_factory()
+    _post_points(srv, uid, 100_000)
+    url = f"{srv.api}/workloads/{uid}/metrics/data"
+    stalled = []
+    try:
+        for _ in range(MAX_STREAMS):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answer cannot fit in flight
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(f"GET /api/v1/workloads/{uid}/metrics/data HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            stalled.append(s)
+            assert s.recv(12) == b"HTTP/1.1 200"  # its answer has begun: it holds a slot; nothing more is read
+        assert requests.get(url, headers=srv.headers(), timeout=60).status_code == 503  # every slot held
+        deadline = time.monotonic() + 60
+        while True:
+            r = requests.get(url, params={"after_row": 99_990}, headers=srv.headers(), timeout=60)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["total_count"] == 9, r.text
+        assert srv.get("/health").json()["storage"]["streams_stalled"] == MAX_STREAMS
+    finally:
+        for s in stalled:
+            s.close()

@@ -6,6 +6,7 @@ Plain functions, so FastAPI runs them in its threadpool (the store's reads block
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import queue
@@ -40,6 +41,38 @@ _NOT_FOUND = {404: {"description": "Unknown workload"}}
 
 class _ClientGone(Exception):
     """The client of a streamed answer disconnected: its read stops."""
+
+
+class _ClientStalled(Exception):
+    """The client of a streamed answer took no chunk for ``Runtime.stream_stall_s``."""
+
+
+class _StallGuardedResponse(StreamingResponse):
+    """A streamed answer that gives up on a client that stops reading.
+
+    Each send waits at most ``stall_s``; then the body's generator is closed (which frees
+    its stream slot and database read), the stall is counted, and the answer ends cut
+    short (uvicorn closes the connection).  Without it, four clients that asked and never
+    read held every slot, and every other unbounded ``metrics/data`` answered 503.
+    """
+
+    def __init__(self, content, stall_s: float, on_stall, **kw):
+        super().__init__(content, **kw)
+        self.stall_s = stall_s
+        self.on_stall = on_stall
+
+    async def stream_response(self, send) -> None:
+        async def guarded(message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self.stall_s)
+            except asyncio.TimeoutError:
+                raise _ClientStalled from None
+
+        try:
+            await super().stream_response(guarded)
+        except _ClientStalled:
+            self.on_stall()
+            await self.body_iterator.aclose()
 
 
 def _encode_value(v: float):
@@ -359,4 +392,9 @@ def _stream_data(rt, uid, src, names, start, end, ranks, run_id, after_step, aft
         finally:
             stop.set()
 
-    return StreamingResponse(body(), media_type="application/json")
+    def stalled() -> None:
+        store.counters["streams_stalled"] = store.counters.get("streams_stalled", 0) + 1
+        log.warning("metrics/data of %r: the client took nothing for %.0f s; answer cut short, slot freed",
+                    uid, rt.stream_stall_s)
+
+    return _StallGuardedResponse(body(), rt.stream_stall_s, stalled, media_type="application/json")
