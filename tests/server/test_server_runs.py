@@ -199,6 +199,9 @@ def test_bad_syntax_is_a_400_naming_the_token(srv, q, bad):
 @pytest.mark.parametrize("params,field", [
     ({"sort": "loss"}, "sort"), ({"sort": "config."}, "sort"), ({"group_by": "tags"}, "group_by"),
     ({"columns": "config.lr,nope"}, "columns"), ({"order": "sideways"}, "order"), ({"limit": 0}, "limit"),
+    # A quote in a key: SQLite's JSON path quotes keys, so it was a 500 (a JSON path error) there.
+    ({"sort": 'config."'}, "sort"), ({"sort": 'config."a"'}, "sort"), ({"group_by": 'config."a.b"'}, "group_by"),
+    ({"columns": 'summary.x"y'}, "columns"),
 ])
 def test_bad_sort_group_or_columns_is_a_400(srv, params, field):
     r = srv.get("/runs", **params)

@@ -61,6 +61,8 @@ def parse_path(token: str, key: str) -> Tuple[str, Tuple[str, ...]]:
         path = tuple(rest.split(".")) if rest else ()
         if not path or any(not p for p in path):
             raise FilterError(token, f"{head}.<key> needs a key name after '{head}.'")
+        if '"' in rest:  # keys are quoted in the SQL's JSON paths (SQLite): see SQLiteDialect._path
+            raise FilterError(token, f"a {head} key may not contain '\"'")
         return head, path
     if rest or head not in FIELDS:
         raise FilterError(token, f"unknown field {key!r}: use config.<key>, summary.<key> or one of "
