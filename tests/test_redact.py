@@ -18,6 +18,12 @@ from primus_lens_wandb_exporter.redact import redact_url_credentials
     ("http://host/path@not-userinfo", "http://host/path@not-userinfo"),
     ("user@example.com", "user@example.com"),
     ("http://plain.example:80/x", "http://plain.example:80/x"),
+    # Unencoded "/", "?", "#" or a quote in a password (AWS secret keys hold "/"): were kept whole.
+    ("postgresql://u:pa/ss@db/x", "postgresql://***@db/x"),
+    ("redis://:p?w@h:6379", "redis://***@h:6379"),
+    ('s3://AKIA:se"cret@b/k', "s3://***@b/k"),
+    ("postgresql://u:p#w@db", "postgresql://***@db"),
+    ("s3://AKIA:a/b+c/d@bucket/key and http://x/y", "s3://***@bucket/key and http://x/y"),
 ])
 def test_url_credentials_are_replaced(value, expected):
     assert redact_url_credentials(value) == expected
@@ -41,3 +47,17 @@ def test_the_exporters_detection_payload_has_no_url_credentials():
                             frozenset())
     assert "hunter2" not in repr(payload)
     assert payload["evidence"]["environment"]["PRIMUS_DB_URL"] == "postgresql://***@db:5432/lens"
+
+
+@pytest.mark.parametrize("value", ["@" + "a://b:" * 60_000, "@" + "a://b/" * 60_000, "a" * 400_000 + "://x/@"])
+def test_a_value_of_many_url_starts_is_redacted_without_backtracking(value):
+    """One regular expression for both shapes backtracked over the rest of the word at every
+    "://": 9 s for 120 KB, so a detection body of such a value held a server thread for
+    minutes.  The scan is linear; the thread's timeout is a hang detector, not a speed check."""
+    import threading
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(redact_url_credentials(value)), daemon=True)
+    t.start()
+    t.join(60)
+    assert done == [value]  # no user-info in any of them: kept as is
