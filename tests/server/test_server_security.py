@@ -210,6 +210,23 @@ def test_the_server_redacts_url_credentials_before_storing_evidence(lens_server,
     assert "http://***@lens.example:8080/api/v1" in env and "postgresql://***@db:5432/x" in env
 
 
+@pytest.mark.parametrize("route", ["run", "batch"])
+def test_the_server_redacts_url_credentials_in_run_config_summary_and_tags(lens_server, route):
+    """Every reader sees every workload's runs, and ``config=vars(args)`` often holds a
+    database URL: its credentials are removed before the run is stored, like evidence's."""
+    uid = _uid()
+    run = {"workload_uid": uid, "run_id": "r", "event": "started", "tags": [f"s3://k:{SECRET}@b"],
+           "config": {"db_url": f"postgresql://app:{SECRET}@db:5432/x", "lr": 0.1, "nested": {"u": [f"https://u:{SECRET}@h"]}},
+           "summary": {"artifact": f"s3://AKIA:{SECRET}/x@bucket/key"}}
+    r = requests.post(f"{lens_server.api}/wandb/{route}", json=run if route == "run" else {"run": run}, timeout=30)
+    assert r.status_code == 200, r.text
+    for path in (f"/workloads/{uid}", "/runs", "/runs/keys"):
+        assert SECRET not in requests.get(lens_server.api + path, timeout=30).text, path
+    (got,) = requests.get(f"{lens_server.api}/workloads/{uid}", timeout=30).json()["runs"]
+    assert got["config"] == {"db_url": "postgresql://***@db:5432/x", "lr": 0.1, "nested": {"u": ["https://***@h"]}}
+    assert got["summary"] == {"artifact": "s3://***@bucket/key"} and got["tags"] == ["s3://***@b"]
+
+
 def test_a_real_exporter_sends_no_url_credentials(lens_server, tmp_path):
     uid = _uid()
     # The exporter reports to the server through a URL with credentials in it (the server has no

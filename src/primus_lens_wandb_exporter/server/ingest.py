@@ -108,8 +108,17 @@ def _run_answer(res):
     return {"message": "run reported successfully", "count": res.runs}
 
 
+def _redacted(run: dict) -> dict:
+    """A validated run with the URL credentials out of its config, summary and tags: readers of
+    every workload see them (``config=vars(args)`` often holds a database URL)."""
+    for k in ("config", "summary", "tags"):
+        if run.get(k):
+            run[k] = redact_url_credentials(run[k])
+    return run
+
+
 def prepare_run(raw: bytes) -> Prepared:
-    return Prepared(runs=[validate.run(parse(raw))], answer=_run_answer)
+    return Prepared(runs=[_redacted(validate.run(parse(raw)))], answer=_run_answer)
 
 
 def prepare_batch(raw: bytes) -> Prepared:
@@ -124,7 +133,7 @@ def prepare_batch(raw: bytes) -> Prepared:
     metrics = validate.metrics_list(parts, "metrics") if parts is not None else []
     dets = ([validate.detection(redact_url_credentials(body["detection"]), "detection.")]
             if body.get("detection") is not None else [])
-    runs = validate.run_list(body["run"], "run") if body.get("run") is not None else []
+    runs = [_redacted(r) for r in validate.run_list(body["run"], "run")] if body.get("run") is not None else []
     logs = body.get("logs")
 
     def answer(res):
