@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -131,8 +132,12 @@ def serve(args: argparse.Namespace) -> int:
     from .security import ALLOWED_HOSTS_ENV, parse_host_list
 
     hosts = tuple(args.allowed_host) + tuple(parse_host_list(os.environ.get(ALLOWED_HOSTS_ENV)))
-    if args.retention_days is not None and args.retention_days <= 0:
-        print("primus-lens serve: --retention-days must be positive", file=sys.stderr)
+    if args.retention_days is not None and not (math.isfinite(args.retention_days) and args.retention_days > 0):
+        # nan passed "<= 0" and then deleted nothing, silently
+        print("primus-lens serve: --retention-days must be a positive number of days", file=sys.stderr)
+        return 2
+    if not math.isfinite(args.db_wait):
+        print("primus-lens serve: --db-wait must be a number of seconds", file=sys.stderr)
         return 2
     if args.rollup_tails is not None and args.rollup_tails < 0:
         print("primus-lens serve: --rollup-tails must be 0 or more", file=sys.stderr)
@@ -209,10 +214,12 @@ def worker_app():
 
 
 def _redact(url: str) -> str:
-    """The database URL without its password, for logs."""
+    """The database URL without its password, for logs: the user-info's and a ``password=`` or
+    ``sslpassword=`` query parameter's (libpq takes either)."""
     import re
 
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.I)
 
 
 def _has(module: str) -> bool:
