@@ -115,6 +115,20 @@ def test_unknown_workload_is_404(srv, path):
     assert r.status_code == 404
     body = r.json()
     assert body["error"] == "workload_not_found" and "no-such-workload" in body["message"]
+    assert set(body) == {"error", "message", "field"}
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(srv):
+    """The protocol's error shape on Starlette's own 404/405 too, and a 405 names the allowed
+    methods (RFC 9110): ``Allow`` was dropped, and both bodies lacked ``field``."""
+    import requests
+
+    r = requests.get(srv.api + "/no/such/route", headers=srv.headers(), timeout=30)
+    assert r.status_code == 404 and r.json() == {"error": "not_found", "message": "Not Found", "field": None}
+    r = requests.post(srv.url + "/health", json={}, timeout=30)
+    assert r.status_code == 405, r.text
+    assert r.json() == {"error": "method_not_allowed", "message": "Method Not Allowed", "field": None}
+    assert "GET" in r.headers["Allow"]
 
 
 @pytest.mark.parametrize("params, field", [
@@ -180,3 +194,4 @@ def test_overlong_name_and_rank_lists_are_400(srv, uid):
     assert r.status_code == 400 and r.json()["field"] == "rank"
     many = ",".join(f"m{i}" for i in range(999)) + ",loss"
     assert [p["metric_name"] for p in data(srv, uid, metrics=many)["data"]] == ["loss"]
+

@@ -31,11 +31,8 @@ class ApiError(Exception):
         self.field = field
 
     def body(self) -> dict:
-        """The JSON error body of the protocol."""
-        out = {"error": self.code, "message": self.message}
-        if self.field is not None:
-            out["field"] = self.field
-        return out
+        """The JSON error body of the protocol (``field`` null when no one field is at fault)."""
+        return {"error": self.code, "message": self.message, "field": self.field}
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -74,7 +71,9 @@ def install_error_handlers(app) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return json_response({"error": code, "message": str(exc.detail)}, exc.status_code)
+        resp = json_response({"error": code, "message": str(exc.detail), "field": None}, exc.status_code)
+        resp.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110 requires it)
+        return resp
 
     @app.exception_handler(Exception)
     async def _unexpected_error(request, exc: Exception):
