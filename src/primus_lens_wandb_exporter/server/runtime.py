@@ -52,7 +52,7 @@ class Runtime:
         self.ingest = ingest.IngestPath(self.writer, settings.max_body_bytes,
                                         int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES")
                                             or MAX_INGEST_INFLIGHT_BYTES))
-        # Streamed metrics/data answers: each runs in one of MAX_STREAMS threads (routes/query.py).
+        # Streamed metrics/data answers: each runs in one of MAX_STREAMS threads (routes/stream.py).
         self.stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
         self.stream_pool = ThreadPoolExecutor(MAX_STREAMS, thread_name_prefix="lens-stream")
         self.stream_stall_s = float(os.environ.get("PRIMUS_LENS_STREAM_STALL_SECONDS") or STREAM_STALL_SECONDS)
