@@ -195,3 +195,23 @@ def test_overlong_name_and_rank_lists_are_400(srv, uid):
     many = ",".join(f"m{i}" for i in range(999)) + ",loss"
     assert [p["metric_name"] for p in data(srv, uid, metrics=many)["data"]] == ["loss"]
 
+
+def test_a_metric_name_with_a_comma_or_edge_spaces_is_reachable_by_a_json_array(srv, uid):
+    """Names are stored as sent, so "top1,top5" and " pad " are metrics of their own; a comma list
+    splits and trims them (nothing found), a JSON array of exact names reaches them."""
+    import json
+
+    r = srv.post("/wandb/metrics", metrics_body(uid, [("top1,top5", 1, 1.0), (" pad ", 1, 2.0), ("loss", 1, 3.0)]))
+    assert r.status_code == 200 and r.json()["inserted"] == 3, r.text
+    exact = json.dumps(["top1,top5", " pad "])
+    got = srv.get(f"/workloads/{uid}/metrics/data", metrics=exact, max_points=100).json()
+    assert sorted((p["metric_name"], p["value"]) for p in got["data"]) == [(" pad ", 2.0), ("top1,top5", 1.0)]
+    streamed = srv.get(f"/workloads/{uid}/metrics/data", metrics=exact).json()
+    assert streamed["total_count"] == 2
+    runs = srv.get("/runs/data", workloads=uid, metrics=exact, max_points=100).json()
+    assert sorted(x["metric_name"] for x in runs["series"]) == [" pad ", "top1,top5"]
+    # The comma list still works for plain names (trimmed), and reaches neither of those.
+    assert srv.get(f"/workloads/{uid}/metrics/data", metrics=" loss ,nope", max_points=100).json()["total_count"] == 1
+    assert srv.get(f"/workloads/{uid}/metrics/data", metrics="top1,top5", max_points=100).json()["total_count"] == 0
+    # A list whose first name starts with "[" but is not a JSON array stays a comma list.
+    assert srv.get(f"/workloads/{uid}/metrics/data", metrics="[x,loss", max_points=100).json()["total_count"] == 1

@@ -337,6 +337,16 @@ def test_metrics_are_grouped_in_sections_by_prefix_like_wandb(ui_page, ui_server
     assert raw_by_rank(ui_page, "train/lr")[0]["n"] == 5
 
 
+def test_a_metric_whose_name_holds_a_comma_is_charted(ui_page, ui_server):
+    """The UI asks for its metrics by exact name (a JSON array): "top1,top5" was split in two
+    by the comma list, and its chart stayed empty."""
+    workload = "ui-comma-workload-0007"
+    now = int(time.time())
+    ui_server.metrics(workload, [point(name, 1.0 + i, i, now - 10 + i) for name in ("top1,top5", "loss") for i in range(5)])
+    open_metrics(ui_page, ui_server, workload, metric="top1,top5")
+    assert raw_by_rank(ui_page, "top1,top5")[0]["n"] == 5
+
+
 def test_a_missing_charting_library_is_an_error_state_that_says_what_to_run(ui_page, trained):
     # As on a server whose checkout never ran `npm ci`: uPlot's script answers 404.
     ui_page.route("**/static/vendor/uPlot.iife.min.js*",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import List, Literal, Optional
 
+import orjson
 from fastapi import APIRouter, Query, Request
 
 from ... import limits
@@ -27,6 +28,23 @@ MAX_LIST = 1000
 #: Workloads one runs/data request may name.
 MAX_WORKLOADS = 100
 _NOT_FOUND = {404: {"description": "Unknown workload"}}
+
+
+def _metric_names(value: Optional[str]) -> Optional[List[str]]:
+    """``metrics=``: a JSON array of exact names (what the UI sends: a name may hold "," or edge
+    spaces), or a comma-separated list of trimmed names; None when absent."""
+    names = None
+    if value and value.startswith("["):
+        try:
+            names = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass  # a plain list whose first name starts with "["
+        if not (type(names) is list and all(type(n) is str for n in names)):
+            names = None
+    names = _csv(value) if names is None else names
+    if len(names) > MAX_LIST:
+        raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
+    return names or None
 
 
 def _csv(value: Optional[str]) -> List[str]:
@@ -155,7 +173,7 @@ def run_keys(request: Request):
 def runs_data(request: Request,
               workloads: str = Query(..., max_length=20_000, description="comma-separated workload uids"),
               data_source: str = Query("wandb", max_length=limits.MAX_NAME_LEN),
-              metrics: Optional[str] = Query(None, description="comma-separated names; all when absent"),
+              metrics: Optional[str] = Query(None, description="a JSON array or a comma list; all when absent"),
               rank: Optional[str] = Query(None, description="rank or comma-separated ranks"),
               max_points: int = Query(..., ge=4, le=100_000, description="per-series bound, as metrics/data"),
               x: Literal["step", "row", "time"] = "step"):
@@ -169,9 +187,7 @@ def runs_data(request: Request,
     uids = list(dict.fromkeys(_csv(workloads)))
     if not uids or len(uids) > MAX_WORKLOADS:
         raise ApiError(400, "invalid_parameter", f"workloads: 1 to {MAX_WORKLOADS} uids", "workloads")
-    names = _csv(metrics) or None
-    if names and len(names) > MAX_LIST:
-        raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
+    names = _metric_names(metrics)
     src = data_source or "wandb"
     ranks = _ranks(rank)
     series, missing, total = [], [], 0
@@ -233,7 +249,7 @@ def metrics_available(uid: str, request: Request,
             responses=_NOT_FOUND)
 def metrics_data(uid: str, request: Request,
                  data_source: str = Query("wandb", max_length=limits.MAX_NAME_LEN),
-                 metrics: Optional[str] = Query(None, description="comma-separated names; all when absent"),
+                 metrics: Optional[str] = Query(None, description="a JSON array or a comma list; all when absent"),
                  start: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
                  end: Optional[float] = Query(None, ge=0, le=1e16, description="epoch ms, inclusive"),
                  rank: Optional[str] = Query(None, description="rank or comma-separated ranks"),
@@ -253,9 +269,7 @@ def metrics_data(uid: str, request: Request,
     _require(store, uid)
     for name, value in (("metrics", metrics), ("data_source", data_source), ("run_id", run_id)):
         _no_nul(name, value)
-    names = _csv(metrics) or None
-    if names and len(names) > MAX_LIST:
-        raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
+    names = _metric_names(metrics)
     src = data_source or "wandb"
     ranks = _ranks(rank)
     if max_points is None:

@@ -25,6 +25,11 @@ export function apiUrl(path, params = {}) {
   const url = new URL('api/v1/' + path.replace(/^\/+/, ''), document.baseURI);
   for (const [key, value] of Object.entries(params)) {
     if (value === undefined || value === null || value === '') continue;
+    if (key === 'metrics') {
+      // Exact names, as a JSON array: a metric name may hold "," or edge spaces (docs/protocol.md).
+      url.searchParams.set(key, JSON.stringify(Array.isArray(value) ? value : [String(value)]));
+      continue;
+    }
     url.searchParams.set(key, Array.isArray(value) ? value.join(',') : String(value));
   }
   return url;
