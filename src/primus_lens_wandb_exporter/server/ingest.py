@@ -1,6 +1,6 @@
 """The ingest path: the four ``/api/v1/wandb/*`` POSTs, from body bytes to the committed answer.
 
-Measured on one worker (docs/server.md, "Capacity"): a 10-point ``/wandb/metrics``
+Measured on one worker (docs/capacity-log.md, the first pass): a 10-point ``/wandb/metrics``
 request cost ~1.3 ms of server CPU, of which the storage was under a third; the
 rest was the way there: FastAPI's routing, request object, dependency and
 exception layers, one threadpool hop per request (the GIL handed to a worker

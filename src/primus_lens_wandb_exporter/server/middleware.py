@@ -1,6 +1,6 @@
 """The one ASGI layer every request passes: count, headers, access line, roles, browser guard, ingest.
 
-It does, in the order the four separate layers did before (docs/server.md, "Capacity":
+It does, in the order the four separate layers did before (docs/capacity-log.md, "The outer layers":
 they were ~16 % of the server's Python time per small ingest request):
 
 1. Prometheus: count and time the request by route template (:mod:`.metrics`);

@@ -4,7 +4,7 @@ The ranks of a data-parallel job log the same history row in the same second.  W
 same block boundaries for every series, every series of a fleet closed a base block in
 the same second, once every 64 rows, and wrote its rollup row then: on PostgreSQL a
 steady-state fleet's p99 was 138 / 165 ms with that second in the run, 14 / 24 ms without
-(docs/server.md, "Ninth pass").  Each series' rollup now works on its rows moved by a phase (0..63) taken
+(docs/capacity-log.md, "Ninth pass").  Each series' rollup now works on its rows moved by a phase (0..63) taken
 from its key, so a fleet's block closes spread over the rows.  Rollups built before
 phases existed (``has_rollup`` = 1) keep phase 0, so a database needs no rebuild.
 """
