@@ -80,7 +80,7 @@ def _client_requests(run, rank):
     for b in range(BATCHES):
         rows = range(b * ROWS, (b + 1) * ROWS)
         last = b == BATCHES - 1
-        exporter = {"sent_points": BATCHES * ROWS * len(METRICS), "spooled_points": 0} if last else None
+        exporter = {"replayed_points": BATCHES * ROWS * len(METRICS), "spooled_points": 0} if last else None
         metrics = _metrics_body(run, rank, rows, exporter)
         if b == 0:
             body = {"metrics": [metrics], "detection": _detection(run, rank)}
@@ -207,7 +207,7 @@ def _check_exact(server, answers, inserted):
         assert run["config"] == {"lr": 1e-3, "layers": 4, "seen_by_rank_1": True} and run["status"] == "finished", run
         assert run["summary"] == {"half": True, "loss": _value(run["run_id"], 0, "loss", per_series - 1)}, run
     # One exporter process per (pod, rank): its latest report, whichever run sent it.
-    assert [e["stats"]["sent_points"] for e in w["exporters"]] == [per_series * len(METRICS)] * len(RANKS)
+    assert [e["stats"]["replayed_points"] for e in w["exporters"]] == [per_series * len(METRICS)] * len(RANKS)
 
 
 def _alternate_and_read_back(replicas, series_run="run-b", rank=2, batches=6):
