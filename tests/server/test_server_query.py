@@ -215,3 +215,10 @@ def test_a_metric_name_with_a_comma_or_edge_spaces_is_reachable_by_a_json_array(
     assert srv.get(f"/workloads/{uid}/metrics/data", metrics="top1,top5", max_points=100).json()["total_count"] == 0
     # A list whose first name starts with "[" but is not a JSON array stays a comma list.
     assert srv.get(f"/workloads/{uid}/metrics/data", metrics="[x,loss", max_points=100).json()["total_count"] == 1
+    # An escaped NUL inside the array is a 400 like a raw one (PostgreSQL: a 500, or a cut stream);
+    # an empty array names no metric (it answered every metric).
+    for path, extra in ((f"/workloads/{uid}/metrics/data", {}), (f"/workloads/{uid}/metrics/data", {"max_points": 100}),
+                        ("/runs/data", {"workloads": uid, "max_points": 100})):
+        for bad in ('["a\\u0000b"]', "[]"):
+            r = srv.get(path, metrics=bad, **extra)
+            assert r.status_code == 400 and r.json()["field"] == "metrics", (path, bad, r.text)

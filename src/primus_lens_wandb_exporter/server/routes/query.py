@@ -41,6 +41,11 @@ def _metric_names(value: Optional[str]) -> Optional[List[str]]:
             pass  # a plain list whose first name starts with "["
         if not (type(names) is list and all(type(n) is str for n in names)):
             names = None
+        elif not names:
+            raise ApiError(400, "invalid_parameter", "metrics: [] names no metric (leave metrics out for all)",
+                           "metrics")
+        else:
+            _no_nul("metrics", *names)  # a "\u0000" escape passed the check of the raw text
     names = _csv(value) if names is None else names
     if len(names) > MAX_LIST:
         raise ApiError(400, "invalid_parameter", f"metrics: at most {MAX_LIST} names per request", "metrics")
