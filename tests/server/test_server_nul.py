@@ -47,3 +47,31 @@ def test_an_escaped_backslash_before_u0000_is_text_not_nul(lens_server):
     assert srv.post("/wandb/run", body).status_code == 200
     got = requests.get(srv.api + "/workloads/wl-nul", headers=srv.headers(), timeout=30).json()
     assert got["runs"][0]["config"] == {"path": "C:\\u0000dir"}
+
+
+def test_finding_the_nul_takes_linear_time_and_names_a_short_path():
+    """The search built the path string of every item it passed: ten nested 20,000-character
+    keys over a 100,000-item list took minutes of one core for one request.  The thread's
+    timeout is a hang detector, not a speed check."""
+    import threading
+
+    from primus_lens_wandb_exporter.server import validate
+    from primus_lens_wandb_exporter.server.errors import ApiError
+
+    config = leaf = {}
+    for _ in range(10):
+        leaf[("k" * 20_000)] = leaf = {}
+    leaf["v"] = [0] * 100_000 + ["a\u0000"]
+    out = []
+
+    def check():
+        try:
+            validate.run({"workload_uid": "w", "run_id": "r", "config": config})
+        except ApiError as e:
+            out.append(e)
+
+    t = threading.Thread(target=check, daemon=True)
+    t.start()
+    t.join(60)
+    (err,) = out
+    assert err.status == 400 and err.field.startswith("config.kkk") and len(err.field) <= 220

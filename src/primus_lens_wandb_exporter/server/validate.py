@@ -165,19 +165,34 @@ def _obj(body: dict, key: str, prefix: str) -> Optional[dict]:
     return v
 
 
-def _nul_path(v: Any, path: str = "") -> Optional[str]:
-    """The path (``.key`` / ``[i]``) of the first string in ``v``, key or value, holding NUL."""
-    if type(v) is str:
-        return path if "\x00" in v else None
-    items = v.items() if type(v) is dict else enumerate(v) if type(v) is list else ()
-    for k, x in items:
-        here = f"{path}.{k}" if type(k) is str else f"{path}[{k}]"
-        if type(k) is str and "\x00" in k:
-            return here
-        found = _nul_path(x, here)
-        if found is not None:
-            return found
+def _nul_path(v: Any) -> Optional[str]:
+    """The path (``.key`` / ``[i]``, at most ~200 characters) of the first string in ``v``, key or
+    value, holding NUL; None when there is none.  Linear in the size of ``v``: the path is built
+    only for the hit (building it for every item was quadratic in deep, long keys)."""
+    stack = [(v, 0)]  # (value, depth) with the keys of the items above it in ``trail``
+    trail: list = []
+    while stack:
+        x, depth = stack.pop()
+        del trail[depth:]
+        if type(x) is tuple:  # (key, child): descend into child under key
+            k, child = x
+            trail.append(k)
+            if type(k) is str and "\x00" in k:
+                return _path_text(trail)
+            stack.append((child, depth + 1))
+            continue
+        if type(x) is str:
+            if "\x00" in x:
+                return _path_text(trail)
+            continue
+        items = x.items() if type(x) is dict else enumerate(x) if type(x) is list else ()
+        stack.extend(((k, c), depth) for k, c in reversed(list(items)))
     return None
+
+
+def _path_text(trail: list) -> str:
+    text = "".join(f".{k}" if type(k) is str else f"[{k}]" for k in trail)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _strings(body: dict, key: str, prefix: str) -> Optional[list]:
