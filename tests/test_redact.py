@@ -24,6 +24,14 @@ from primus_lens_wandb_exporter.redact import redact_url_credentials
     ('s3://AKIA:se"cret@b/k', "s3://***@b/k"),
     ("postgresql://u:p#w@db", "postgresql://***@db"),
     ("s3://AKIA:a/b+c/d@bucket/key and http://x/y", "s3://***@bucket/key and http://x/y"),
+    ("postgresql://u:p/a@ss@db/x", "postgresql://***@db/x"),
+    # An "@" later in the path or query is not user-info (the first rewrite took these whole).
+    ("mongodb://u:p@h1,h2:27017/db?x=a@b", "mongodb://***@h1,h2:27017/db?x=a@b"),
+    ("docker://registry.example.com:5000/team/img@sha256:abc", "docker://registry.example.com:5000/team/img@sha256:abc"),
+    ("https://api.example.com:443/users?email=me@x.com", "https://api.example.com:443/users?email=me@x.com"),
+    ("http://localhost:8080/static/@vite/client", "http://localhost:8080/static/@vite/client"),
+    ("https://registry.npmjs.org:443/@types/node", "https://registry.npmjs.org:443/@types/node"),
+    ("http://[::1]:8080/a@b", "http://[::1]:8080/a@b"),
 ])
 def test_url_credentials_are_replaced(value, expected):
     assert redact_url_credentials(value) == expected

@@ -19,47 +19,54 @@ REDACTED = "***"
 # longer run of scheme characters (so a search tries each run once: linear time).
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
 _SPACE = re.compile(r"\s")
-#: Characters that end a URL's host part, and that a user name (before its ":") never holds.
+#: Characters that end a URL's host part ("user:password@host" has none of them before its "@").
 _HOST_END = re.compile(r"""[/?#"'<>]""")
-_USER_BAD = re.compile(r"""[/?#"'<>@]""")
 
 
 def _redact_text(s: str) -> str:
     """``s`` with the user-info of every URL replaced; linear in ``len(s)``.
 
-    The user-info of a URL ends at an "@" before the next whitespace, in one of two shapes:
-    - "user:password@": after a user name (none of ``/?#"'<>@``) and its ":", the password
-      runs to the LAST "@" before whitespace, so an unencoded "/", "?", "#", quote or "@" in
-      it (AWS secret keys hold "/") is covered.  A URL with a port and an "@" later in its
-      path ("http://h:80/a/@b") loses its host too: safe, and rare.
-    - otherwise ("token@"): up to the last "@" before the host's end ("/", "?", "#", a
-      quote), so "http://host/path@x" is left alone.
-    Written as a scan rather than one regular expression: the first shape backtracks over the
-    rest of the word for every "://" in it (seconds for a 100 KB value of many URLs).
+    The user-info ends at an "@" of the URL's word (up to whitespace):
+    - no "/", "?", "#" or quote before the first "@": it runs to the last "@" before the
+      host's end, so an unencoded "@" in a password is covered (``u:p@ss@db:5432/x``) and a
+      later "@" in the path or query is not taken (``mongodb://u:p@h1,h2/db?x=a@b``);
+    - one of those first: the "@" may be in the path (``http://host/a@b``,
+      ``https://h:443/@types/node``, ``http://[::1]:8080/a@b``: nothing to redact) or the
+      password may hold it (``postgresql://u:pa/ss@db``, AWS secret keys hold "/"): it is a
+      password when the part before that character has a ":" not followed by a port number
+      (digits only), and then the user-info runs to the last "@" before the next host end.
+      A password of digits with an unencoded "/" after them is read as a port: kept.
+    Written as a scan rather than one regular expression, which backtracked over the rest of
+    the word at every "://" in it (seconds for a 100 KB value of many URLs).
     """
     out, done, i, n = [], 0, 0, len(s)
-    word_end = last_at = -1  # of the whitespace-free word the last URL start was in
+    word_end = first_at = -1  # of the whitespace-free word the last URL start was in
     while True:
         m = _SCHEME.search(s, i)
         if m is None:
             break
         u = m.end()
-        if u > word_end:  # a new word: where it ends and its last "@"
+        if u > word_end:  # a new word
             sp = _SPACE.search(s, u)
             word_end = sp.start() if sp else n
-            last_at = s.rfind("@", u, word_end)
-        if last_at < u:  # no "@" after this start in its word: nor after any later one
-            i = word_end
-            continue
-        colon = s.find(":", u, last_at)
-        if colon >= 0 and not _USER_BAD.search(s, u, colon):
-            cut = last_at
-        else:
-            h = _HOST_END.search(s, u, last_at)
-            cut = last_at if h is None else s.rfind("@", u, h.start())
-            if cut < 0:
-                i = u
+            first_at = -1
+        if first_at < u:  # the first "@" after this start (each stretch of the word is searched once)
+            first_at = s.find("@", u, word_end)
+            if first_at < 0:  # none in the rest of the word: no later start in it has one either
+                first_at, i = word_end, word_end
                 continue
+        h = _HOST_END.search(s, u, first_at)
+        if h is None:
+            he = _HOST_END.search(s, first_at, word_end)
+            cut = s.rfind("@", u, he.start() if he else word_end)
+        else:
+            auth = s[u:h.start()]
+            colon = auth.rfind(":")
+            if colon < 0 or auth[colon + 1:].isdigit() or auth.startswith("["):
+                i = u  # "host/...@", "host:port/...@", "[v6]...": no user-info
+                continue
+            he = _HOST_END.search(s, first_at, word_end)
+            cut = s.rfind("@", first_at, he.start() if he else word_end)
         out.append(s[done:u])
         out.append(REDACTED)
         done = cut  # the "@" stays
