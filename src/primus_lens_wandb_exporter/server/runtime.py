@@ -7,6 +7,8 @@ one process (the tests build many) share nothing.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +23,28 @@ MAX_STREAMS = 4
 #: exceed it is answered 503 + Retry-After before its body is read, so concurrent
 #: large requests cannot grow memory without bound.
 MAX_INGEST_INFLIGHT_BYTES = 256 * 1024 * 1024
-#: Seconds a streamed answer waits for its client to take the next chunk (~1 MiB) before it
-#: gives up and frees its slot: four clients that asked and stopped reading held every slot
-#: for as long as their sockets stayed open.  A reader slower than ~1 MiB in this time
-#: (~35 KB/s) is cut off too.
-STREAM_STALL_SECONDS = 30.0
+#: Seconds a streamed answer waits for its client to take more before it gives up and frees its
+#: slot: four clients that asked and stopped reading held every slot for as long as their sockets
+#: stayed open.  A reader slower than ~1 MB in this time is cut off too (routes/stream.py says why).
+STREAM_STALL_SECONDS = 120.0
+
+log = logging.getLogger("primus_lens.server")
+
+
+def _env_number(name: str, default, cast=float):
+    """A positive number from the environment variable ``name``; ``default`` (with one warning
+    line naming the variable) when it is unset, not a number, not finite or not positive."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+        if math.isfinite(value) and value > 0:
+            return value
+    except ValueError:
+        pass
+    log.warning("%s=%r is not a positive number: using %s", name, raw, default)
+    return default
 
 
 class Runtime:
@@ -50,12 +69,11 @@ class Runtime:
         self.writer = ingest.IngestWriter(store, after_commit=shared.write if shared is not None else None)
         # The environment variable exists for tests and unusual deployments (documented in docs/server.md).
         self.ingest = ingest.IngestPath(self.writer, settings.max_body_bytes,
-                                        int(os.environ.get("PRIMUS_LENS_INGEST_INFLIGHT_BYTES")
-                                            or MAX_INGEST_INFLIGHT_BYTES))
+                                        _env_number("PRIMUS_LENS_INGEST_INFLIGHT_BYTES", MAX_INGEST_INFLIGHT_BYTES, int))
         # Streamed metrics/data answers: each runs in one of MAX_STREAMS threads (routes/stream.py).
         self.stream_slots = threading.BoundedSemaphore(MAX_STREAMS)
         self.stream_pool = ThreadPoolExecutor(MAX_STREAMS, thread_name_prefix="lens-stream")
-        self.stream_stall_s = float(os.environ.get("PRIMUS_LENS_STREAM_STALL_SECONDS") or STREAM_STALL_SECONDS)
+        self.stream_stall_s = _env_number("PRIMUS_LENS_STREAM_STALL_SECONDS", STREAM_STALL_SECONDS)
 
     def start(self) -> None:
         if self.shared is not None:

@@ -137,3 +137,15 @@ def test_clients_that_stop_reading_give_their_stream_slots_back(lens_server_fact
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_malformed_stall_setting_falls_back_to_the_default_with_one_line(lens_server_factory, monkeypatch, uid):
+    monkeypatch.setenv("PRIMUS_LENS_STREAM_STALL_SECONDS", "abc")
+    monkeypatch.setenv("PRIMUS_LENS_INGEST_INFLIGHT_BYTES", "-5")
+    srv = lens_server_factory()  # started: before, "abc" stopped it with a traceback
+    _post_points(srv, uid, 10)
+    r = requests.get(f"{srv.api}/workloads/{uid}/metrics/data", headers=srv.headers(), timeout=60)
+    assert r.status_code == 200 and r.json()["total_count"] == 10  # "0" or "-5" made every stream a 500
+    log = srv.log_text()
+    assert "PRIMUS_LENS_STREAM_STALL_SECONDS='abc' is not a positive number: using 120.0" in log
+    assert "PRIMUS_LENS_INGEST_INFLIGHT_BYTES='-5' is not a positive number" in log

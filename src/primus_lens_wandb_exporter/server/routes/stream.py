@@ -40,7 +40,11 @@ class _ClientStalled(Exception):
 class _StallGuardedResponse(StreamingResponse):
     """A streamed answer that gives up on a client that stops reading: each send waits at most
     ``stall_s``, then the body's generator is closed (freeing its stream slot and database read),
-    the stall counted, and the answer cut short (uvicorn closes the connection)."""
+    the stall counted, and the answer cut short (uvicorn closes the connection).
+
+    A send returns once the connection's buffers have room, and the kernel's send buffer (up to
+    a few MB on a fast link) signals room only when about half of it has drained: so a reader
+    slower than ~1 MB per ``stall_s`` is cut off too, which sets the default (120 s)."""
 
     def __init__(self, content, stall_s: float, on_stall, **kw):
         super().__init__(content, **kw)
