@@ -104,3 +104,24 @@ def test_a_batch_after_another_process_deleted_the_workload_starts_it_anew(db_ur
     finally:
         a.close()
         b.close()
+
+
+def test_a_report_after_another_process_deleted_the_workload_writes_its_pod(db_url):
+    """The same two processes; this time the batch after the delete is a run or detection report
+    (a job's last words: its finished run), which creates no series.  Its workload row was always
+    written (reports serialise on it); its pod row was left out for the 5-second window."""
+    a, b = open_store(db_url), open_store(db_url)
+    try:
+        a.touch_every_ms = 3_600_000.0
+        pod = {"pod_name": "wl-t-pod-0", "pod_uid": "pod-uid"}  # as the metrics send it (no namespace)
+        metrics = SeriesBatch("wl-t", "wandb", "run", 0, "wl-t-pod-0", "pod-uid", "", {"loss": {0: (1.0, 1.7e12, 0.0)}})
+        for report in (dict(runs=[validate.run({"workload_uid": "wl-t", "run_id": "run", "event": "finished", **pod})]),
+                       dict(detections=[validate.detection({"workload_uid": "wl-t", **pod,
+                                                            "hints": {"wrapper_frameworks": ["primus"]}})])):
+            a.ingest([metrics])
+            assert b.delete_workload("wl-t") is not None
+            a.ingest(**report)
+            assert b.get_workload("wl-t")["pods"] == ["wl-t-pod-0"], report
+    finally:
+        a.close()
+        b.close()

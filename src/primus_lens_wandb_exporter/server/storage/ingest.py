@@ -232,8 +232,9 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
                                                       summaries, existing_out, cached, born)
                 result.count = sum(len(v) for v in series.values())
+            reported = {x["workload_uid"] for x in (*detections, *runs)}
             workload_rows, pod_rows, exporter_rows = self._touch_rows(now, workloads, pods, exporters,
-                                                                      bool(detections or runs), touched, born)
+                                                                      reported, touched, born)
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
             # lock until commit, so taking it first serialised all the ranks of a
@@ -264,14 +265,15 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         # the tails (and the ids of series this transaction created exist).
         return result
 
-    def _touch_rows(self, now: float, workloads: Dict[str, bool], pods: dict, exporters: dict, reports: bool,
+    def _touch_rows(self, now: float, workloads: Dict[str, bool], pods: dict, exporters: dict, reported: set,
                     touched: dict, born: set) -> Tuple[list, list, list]:
         """The workload, pod and exporter rows this transaction writes, sorted (lock order).
 
         A row is left out when this process wrote it less than :attr:`touch_every_ms` ago with
         the same values but the time (a workload: that it had points; a pod: its uid and
         namespace; an exporter: its counters).  A transaction with detections or runs writes
-        all its workload rows: their lock serialises a workload's reports (:mod:`.reports`).
+        all its workload rows (their lock serialises a workload's reports: :mod:`.reports`), and
+        the pod rows of the workloads ``reported``.
         ``touched`` gets what to remember of the rows written, for after the commit.
         A workload in ``born`` (this transaction created series of it) may have been deleted by
         another process since: its rows are written whatever this one remembers.
@@ -287,8 +289,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             return True
 
         workload_rows = [(uid, now, now, now if workloads[uid] else None) for uid in sorted(workloads)
-                         if due(("workload", uid), workloads[uid], uid) or reports]
-        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0])]
+                         if due(("workload", uid), workloads[uid], uid) or reported]
+        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0]) or k[0] in reported]
         exporter_rows = [exporters[k] for k in sorted(exporters) if due(("exporter", k), exporters[k][3], k[0])]
         return workload_rows, pod_rows, exporter_rows
 
