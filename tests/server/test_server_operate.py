@@ -164,11 +164,13 @@ def test_database_down_makes_readyz_503_but_livez_stays_200(tmp_path, pg_url):
 def test_serve_against_a_closed_port_prints_one_line_and_exits_1_after_the_wait():
     port = free_port()  # nothing listens there
     t0 = time.monotonic()
-    # The password in the query string (libpq's other place for it) is never printed either.
-    proc = _serve("--db", f"postgresql://postgres@127.0.0.1:{port}/lens?password=TopSecret", "--db-wait", "2")
+    # Passwords in the query string (libpq's other place for them, names percent-encoded or not)
+    # and after an empty user name are never printed either.
+    proc = _serve("--db", f"postgresql://:Secret1@127.0.0.1:{port}/lens?password=TopSecret&pass%77ord=Secret2",
+                  "--db-wait", "2")
     waited = time.monotonic() - t0
     assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr and "TopSecret" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "Secret" not in proc.stderr, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("primus-lens serve:")]
     assert len(errors) == 1, proc.stderr
     assert "cannot reach the database" in errors[0] and f"127.0.0.1:{port}" in errors[0]

@@ -214,12 +214,19 @@ def worker_app():
 
 
 def _redact(url: str) -> str:
-    """The database URL without its password, for logs: the user-info's and a ``password=`` or
-    ``sslpassword=`` query parameter's (libpq takes either)."""
+    """The database URL without its password, for logs: the user-info's (an empty user name too)
+    and a ``password=`` or ``sslpassword=`` query parameter's, however percent-encoded (libpq
+    decodes the names)."""
     import re
+    from urllib.parse import unquote
 
-    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.I)
+    url = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+    def value(m):
+        secret = unquote(m.group(2)).lower() in ("password", "sslpassword")
+        return m.group(1) + m.group(2) + "=" + ("***" if secret else m.group(3))
+
+    return re.sub(r"([?&])([^=&#]*)=([^&#]*)", value, url)
 
 
 def _has(module: str) -> bool:
