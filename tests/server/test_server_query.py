@@ -129,6 +129,9 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(srv):
     assert r.status_code == 405, r.text
     assert r.json() == {"error": "method_not_allowed", "message": "Method Not Allowed", "field": None}
     assert "GET" in r.headers["Allow"]
+    # A path served by two routes (GET and DELETE of a workload) names both.
+    r = requests.put(srv.api + "/workloads/w1", json={}, headers=srv.headers(), timeout=30)
+    assert r.status_code == 405 and {"GET", "DELETE"} <= set(map(str.strip, r.headers["Allow"].split(","))), r.headers
 
 
 @pytest.mark.parametrize("params, field", [

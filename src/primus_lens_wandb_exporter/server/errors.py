@@ -13,6 +13,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("primus_lens.server")
 
@@ -72,7 +73,16 @@ def install_error_handlers(app) -> None:
     async def _http_error(request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         resp = json_response({"error": code, "message": str(exc.detail), "field": None}, exc.status_code)
-        resp.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110 requires it)
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110: Allow lists every method the path takes.  Starlette names only those of
+            # the first route that matched the path (GET of /workloads/{uid}, not its DELETE).
+            allowed = set()
+            for route in request.app.router.routes:
+                if getattr(route, "methods", None) and route.matches(request.scope)[0] == Match.PARTIAL:
+                    allowed |= route.methods
+            if allowed:
+                resp.headers["Allow"] = ", ".join(sorted(allowed))
         return resp
 
     @app.exception_handler(Exception)
