@@ -177,7 +177,8 @@ def test_a_forked_child_with_its_own_run_reaches_lens(lens_server, tmp_path):
 
 NUL_SCENARIO = r'''
 import wandb
-run = wandb.init(project="proj", config={"path": "a\x00b", "k\x00": 1, "ok": "plain"}, tags=["t\x00"])
+run = wandb.init(project="proj", config={"path": "a\x00b", "k\x00": 1, "ok": "plain"}, tags=["t\x00"],
+                 name="exp\x00one", group="g" * 2000)
 run.summary["note"] = "x\x00y"
 run.log({"loss": 1.0})
 run.finish()
@@ -192,4 +193,6 @@ def test_a_config_with_nul_reaches_lens_with_the_character_replaced(lens_server,
     (run,) = workload(lens_server, uid)["runs"]
     assert run["config"]["path"] == "a\ufffdb" and run["config"]["k\ufffd"] == 1 and run["config"]["ok"] == "plain"
     assert run["tags"] == ["t\ufffd"] and run["summary"]["note"] == "x\ufffdy"
+    # The name's NUL and a group past the server's 512 characters would refuse the whole report.
+    assert run["name"] == "exp\ufffdone" and run["group"] == "g" * 512
     assert run["status"] == "finished"

@@ -7,17 +7,27 @@ import operator
 import time
 from typing import Any, Dict, Optional
 
+from ...limits import MAX_NAME_LEN
+from ...sinks import call_sinks
 from .. import normalize
 from ..log import get_logger, log_once
 from ..steps import StepRules
-from ...sinks import call_sinks
 from .records import _time
-from .stats import _jsonable
+from .stats import _jsonable, _no_nul
 from .summary import RunSummary
 
 #: Seconds between provisional summaries of a running run (sent when changed).
 SUMMARY_INTERVAL = 30.0
 
+
+
+def _text(value):
+    """A run's name, project, entity or group as the server takes it: a string of at most
+    ``limits.MAX_NAME_LEN`` characters without NUL (U+FFFD instead), or None: one field the
+    server refuses would refuse the whole run report."""
+    if value is None:
+        return None
+    return _no_nul(str(value))[:MAX_NAME_LEN]
 
 class RunState:
     """What the worker knows of one W&B run; its history rows follow wandb's (core/steps.py)."""
@@ -43,10 +53,10 @@ class RunState:
         self.run_id = str(_attr(run, "id", "") or self.run_id or "")
         settings = _attr(run, "settings", None)
         self.info = {
-            "project": _attr(run, "project", None),
-            "name": _attr(run, "name", None),
-            "entity": _attr(run, "entity", None),
-            "group": _attr(run, "group", None),
+            "project": _text(_attr(run, "project", None)),
+            "name": _text(_attr(run, "name", None)),
+            "entity": _text(_attr(run, "entity", None)),
+            "group": _text(_attr(run, "group", None)),
             "tags": _jsonable(list(_attr(run, "tags", ()) or ())),
             "mode": str(_attr(settings, "mode", "") or "") or None,
         }
