@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 
@@ -345,6 +346,16 @@ def test_a_metric_whose_name_holds_a_comma_is_charted(ui_page, ui_server):
     ui_server.metrics(workload, [point(name, 1.0 + i, i, now - 10 + i) for name in ("top1,top5", "loss") for i in range(5)])
     open_metrics(ui_page, ui_server, workload, metric="top1,top5")
     assert raw_by_rank(ui_page, "top1,top5")[0]["n"] == 5
+    # A shared link that selects it alone (the view's URL holds the names as a JSON array when a
+    # comma list would split one) opens that one chart, and the URL keeps it.
+    from urllib.parse import quote
+
+    link = quote(json.dumps(["top1,top5"]))
+    ui_page.goto(f"{ui_server.url}/#/workloads/{workload}/metrics?metrics={link}")
+    ui_page.wait_for_selector('.plot[data-metric="top1,top5"][data-revision]')
+    assert ui_page.eval_on_selector_all(".plot[data-metric]", "els => els.map(e => e.dataset.metric)") == ["top1,top5"]
+    kept = ui_page.evaluate("() => new URLSearchParams(location.hash.split('?')[1]).get('metrics')")
+    assert json.loads(kept) == ["top1,top5"]
 
 
 def test_a_missing_charting_library_is_an_error_state_that_says_what_to_run(ui_page, trained):

@@ -10,7 +10,7 @@
 import { apiGet } from './api.js';
 import { buildChart, Chart, chartsAvailable, CHARTS_MISSING, clearCard } from './charts.js';
 import { SeriesStore, timeWindow } from './series.js';
-import { bindRankPicker, esc, formatCount } from './util.js';
+import { bindRankPicker, esc, formatCount, namesFrom, namesParam } from './util.js';
 
 const DEFAULT_SELECTED = 24;
 const FETCH_GROUP = 12;            // metrics per data request (as the Metrics tab)
@@ -29,7 +29,7 @@ export function compareStateFrom(query) {
   const smoothing = Math.min(0.99, Math.max(0, Number(query.get('smoothing')) || 0));
   return {
     workloads: [...new Set(list('w'))],
-    metrics: query.has('metrics') ? list('metrics') : null,
+    metrics: query.has('metrics') ? namesFrom(query.get('metrics')) : null,
     hiddenRanks: new Set(list('hide_ranks').map(Number).filter(Number.isInteger)),
     smoothing,
     xAxis: query.get('x') === 'time' ? 'time' : 'step',
@@ -41,7 +41,7 @@ export function compareStateFrom(query) {
 export function compareHash(s) {
   const q = new URLSearchParams();
   q.set('w', s.workloads.join(','));
-  if (s.metrics) q.set('metrics', s.metrics.join(','));
+  if (s.metrics) q.set('metrics', namesParam(s.metrics));
   if (s.hiddenRanks.size) q.set('hide_ranks', [...s.hiddenRanks].sort((a, b) => a - b).join(','));
   if (s.smoothing > 0) q.set('smoothing', String(s.smoothing));
   if (s.xAxis !== 'step') q.set('x', s.xAxis);

@@ -3,7 +3,7 @@
 import { apiGet } from './api.js';
 import { buildChart, Chart, chartsAvailable, CHARTS_MISSING, clearCard } from './charts.js';
 import { SeriesStore, rowsToCsv, timeWindow } from './series.js';
-import { bindRankPicker, esc, formatCount, downloadText, DOCTOR_HINT } from './util.js';
+import { bindRankPicker, esc, formatCount, downloadText, DOCTOR_HINT, namesFrom, namesParam } from './util.js';
 
 const LIVE_MS = 1000;              // refresh period while a run is live
 const AVAILABLE_EVERY = 5;         // re-list metrics every N live ticks
@@ -44,7 +44,7 @@ export function metricsTab(el, ctx) {
     cards: new Map(), refetchAt: new Map(), error: null,
   };
   if (query.get('metrics')) {
-    for (const m of query.get('metrics').split(',')) if (m) st.selected.add(m);
+    for (const m of namesFrom(query.get('metrics'))) st.selected.add(m);
     st.userSelected = true;
   }
   // A shared URL states the view; it wins over this browser's saved preferences (not saved
@@ -59,7 +59,7 @@ export function metricsTab(el, ctx) {
   function syncUrl() {
     const q = new URLSearchParams();
     if (st.source) q.set('source', st.source);
-    if (st.userSelected) q.set('metrics', st.available.filter((m) => st.selected.has(m)).join(','));
+    if (st.userSelected) q.set('metrics', namesParam(st.available.filter((m) => st.selected.has(m))));
     if (st.hiddenRanks.size) q.set('hide_ranks', [...st.hiddenRanks].sort((a, b) => a - b).join(','));
     q.set('x', prefs.xAxis);
     q.set('smoothing', String(prefs.smoothing));

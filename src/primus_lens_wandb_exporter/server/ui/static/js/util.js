@@ -98,3 +98,21 @@ export function bindRankPicker(picker, hidden, onChange) {
     onChange();
   });
 }
+
+/** A list of metric names for a URL: comma-separated while that is unambiguous (readable links),
+ * else a JSON array (a name holding "," or edge spaces, or starting with "["). */
+export function namesParam(names) {
+  const plain = names.every((n) => n && !n.includes(',') && n.trim() === n && !n.startsWith('['));
+  return plain ? names.join(',') : JSON.stringify(names);
+}
+
+/** The names of a `namesParam` value (also every older comma-separated link). */
+export function namesFrom(text) {
+  if (text && text.startsWith('[')) {
+    try {
+      const names = JSON.parse(text);
+      if (Array.isArray(names) && names.every((n) => typeof n === 'string')) return names;
+    } catch { /* a comma list whose first name starts with "[" */ }
+  }
+  return (text || '').split(',').filter(Boolean);
+}
