@@ -185,3 +185,36 @@ def test_many_writers_of_the_same_series_all_get_through(url):
         assert store.stats()["stale_summaries"] > 0  # the cache was stale, and it was caught
     finally:
         store.close()
+
+
+def test_a_delete_racing_a_run_report_leaves_both_or_neither(url):
+    # Another process's run report upserted the workload row and wrote its run, and has not
+    # committed yet, when an admin deletes the workload.  The delete deleted the runs it could
+    # see, then waited on the workload row and deleted that: the report's run stayed behind,
+    # with no workload to list it, delete it or expire it (16 of 40 tries in the review).  It
+    # now takes the workload row first (after the series locks, ingest's order), so it waits
+    # for the report and deletes its run too.
+    from primus_lens_wandb_exporter.server import validate
+
+    a, b = open_store(url), open_store(url)
+    try:
+        _send(a, range(0, 10))
+        real = a._upsert_runs
+        deleter: list = []
+
+        def write_then_race_a_delete(cur, runs, now):
+            real(cur, runs, now)
+            t = threading.Thread(target=lambda: deleter.append(b.delete_workload(UID)), daemon=True)
+            deleter.append(t)
+            t.start()
+            t.join(0.5)  # the delete runs now, or waits for this transaction
+
+        a._upsert_runs = write_then_race_a_delete
+        a.ingest(runs=[validate.run({"workload_uid": UID, "run_id": "run2", "event": "finished"})])
+        deleter[0].join(20)
+        assert deleter[1] is not None and deleter[1]["runs"] == 1  # deleted after the report, its run too
+        for table in ("runs", "workloads", "pods", "series", "points"):
+            assert _sql(url, f"SELECT COUNT(*) FROM {table}")[0][0] == 0, table
+    finally:
+        a.close()
+        b.close()

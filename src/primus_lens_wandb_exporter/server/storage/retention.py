@@ -52,6 +52,13 @@ class Retention(Backend):
             if self._summary_lock:
                 self._ex(cur, f"SELECT id FROM series WHERE workload_uid = ?{self._summary_lock}", (uid,))
                 cur.fetchall()
+                # And the workload row, which a report holds from its upsert to its commit
+                # (taken after the series locks: ingest's order).  Without it a run a report
+                # had written but not committed outlived the delete, with no workload left.
+                self._ex(cur, "SELECT last_update FROM workloads WHERE workload_uid = ? FOR UPDATE", (uid,))
+                row = cur.fetchone()
+                if row is None or (updated_before is not None and row[0] >= updated_before):
+                    return None
             counts: Dict[str, int] = {}
             sub = "SELECT id FROM series WHERE workload_uid = ?"
             counts["points"] = self._ex(cur, f"DELETE FROM points WHERE series_id IN ({sub})", (uid,)).rowcount
