@@ -125,3 +125,22 @@ def test_a_report_after_another_process_deleted_the_workload_writes_its_pod(db_u
     finally:
         a.close()
         b.close()
+
+
+def test_a_body_without_points_after_another_process_deleted_the_workload_writes_its_rows(db_url):
+    """The third review: a metrics body with no points (only its exporter counters) after the
+    delete wrote the workload row (its "had points" changed) but neither the pod nor the
+    exporter row, which this process remembered writing.  A workload row written takes its
+    pod and exporter rows with it."""
+    a, b = open_store(db_url), open_store(db_url)
+    try:
+        a.touch_every_ms = 3_600_000.0
+        a.ingest([_metrics(0, {"spooled_points": 0})])
+        assert b.delete_workload("wl-t") is not None
+        a.ingest([SeriesBatch("wl-t", "wandb", "run", 0, "wl-t-pod-0", "pod-uid", "ns", {},
+                              exporter={"spooled_points": 0})])
+        workload, pod, exporter = _rows(a)
+        assert workload is not None and pod is not None and exporter is not None
+    finally:
+        a.close()
+        b.close()

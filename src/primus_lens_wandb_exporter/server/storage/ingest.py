@@ -272,11 +272,12 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         A row is left out when this process wrote it less than :attr:`touch_every_ms` ago with
         the same values but the time (a workload: that it had points; a pod: its uid and
         namespace; an exporter: its counters).  A transaction with detections or runs writes
-        all its workload rows (their lock serialises a workload's reports: :mod:`.reports`), and
-        the pod rows of the workloads ``reported``.
+        all its workload rows (their lock serialises a workload's reports: :mod:`.reports`), a
+        workload in ``born`` (this transaction created series of it, so another process may have
+        deleted it) has its row written whatever this one remembers, and a workload whose row is
+        written has its pod and exporter rows written too: after a delete elsewhere, whatever
+        brings the workload back (points, a report, an empty body) brings them back with it.
         ``touched`` gets what to remember of the rows written, for after the commit.
-        A workload in ``born`` (this transaction created series of it) may have been deleted by
-        another process since: its rows are written whatever this one remembers.
         """
         seen = self._touched.get
         every = self.touch_every_ms
@@ -290,8 +291,10 @@ class Ingest(RollupUpkeep, Reports, Summaries):
 
         workload_rows = [(uid, now, now, now if workloads[uid] else None) for uid in sorted(workloads)
                          if due(("workload", uid), workloads[uid], uid) or reported]
-        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0]) or k[0] in reported]
-        exporter_rows = [exporters[k] for k in sorted(exporters) if due(("exporter", k), exporters[k][3], k[0])]
+        written = {row[0] for row in workload_rows}
+        pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0]) or k[0] in written]
+        exporter_rows = [exporters[k] for k in sorted(exporters)
+                         if due(("exporter", k), exporters[k][3], k[0]) or k[0] in written]
         return workload_rows, pod_rows, exporter_rows
 
     def _ingest_points(self, cur, series: Dict[SeriesKey, Dict[int, Tuple[float, float, float]]],
