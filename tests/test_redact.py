@@ -32,6 +32,15 @@ from primus_lens_wandb_exporter.redact import redact_url_credentials
     ("http://localhost:8080/static/@vite/client", "http://localhost:8080/static/@vite/client"),
     ("https://registry.npmjs.org:443/@types/node", "https://registry.npmjs.org:443/@types/node"),
     ("http://[::1]:8080/a@b", "http://[::1]:8080/a@b"),
+    # A scheme right after ".", "-", "+" or a digit (the first rewrite skipped these).
+    ("1.https://u:secret@h/x", "1.https://***@h/x"), ("--postgresql://u:secret@db/x", "--postgresql://***@db/x"),
+    ("...postgresql://u:secret@db/x", "...postgresql://***@db/x"), ("+redis://:secret@r/0", "+redis://***@r/0"),
+    # Digits then "/" in a password: one path segment before the "@" is a password, not a port.
+    ("postgresql://u:0/abc@db/x", "postgresql://***@db/x"), ("postgresql://u:123/abc@db/x", "postgresql://***@db/x"),
+    # In ssh URLs a ":" after the host starts the path (scp style): kept.
+    ("git+ssh://github.com:org/repo.git@v1.0", "git+ssh://github.com:org/repo.git@v1.0"),
+    ("ssh://gitlab.example.com:group/proj.git@main", "ssh://gitlab.example.com:group/proj.git@main"),
+    ("ssh://git@github.com/org/repo", "ssh://***@github.com/org/repo"),
 ])
 def test_url_credentials_are_replaced(value, expected):
     assert redact_url_credentials(value) == expected
@@ -57,7 +66,8 @@ def test_the_exporters_detection_payload_has_no_url_credentials():
     assert payload["evidence"]["environment"]["PRIMUS_DB_URL"] == "postgresql://***@db:5432/lens"
 
 
-@pytest.mark.parametrize("value", ["@" + "a://b:" * 60_000, "@" + "a://b/" * 60_000, "a" * 400_000 + "://x/@"])
+@pytest.mark.parametrize("value", ["@" + "a://b:" * 60_000, "@" + "a://b/" * 60_000, "a" * 400_000 + "://x/@",
+                                   "a1" * 200_000 + "://x/@"])
 def test_a_value_of_many_url_starts_is_redacted_without_backtracking(value):
     """One regular expression for both shapes backtracked over the rest of the word at every
     "://": 9 s for 120 KB, so a detection body of such a value held a server thread for
