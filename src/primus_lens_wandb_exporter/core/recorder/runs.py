@@ -13,7 +13,7 @@ from .. import normalize
 from ..log import get_logger, log_once
 from ..steps import StepRules
 from .records import _time
-from .stats import _jsonable, _no_nul
+from .stats import _jsonable, _wire_text
 from .summary import RunSummary
 
 #: Seconds between provisional summaries of a running run (sent when changed).
@@ -23,11 +23,11 @@ SUMMARY_INTERVAL = 30.0
 
 def _text(value):
     """A run's name, project, entity or group as the server takes it: a string of at most
-    ``limits.MAX_NAME_LEN`` characters without NUL (U+FFFD instead), or None: one field the
-    server refuses would refuse the whole run report."""
+    ``limits.MAX_NAME_LEN`` characters without NUL or lone surrogates (U+FFFD instead), or None:
+    one field the server refuses would refuse the whole run report."""
     if value is None:
         return None
-    return _no_nul(str(value))[:MAX_NAME_LEN]
+    return _wire_text(str(value))[:MAX_NAME_LEN]
 
 class RunState:
     """What the worker knows of one W&B run; its history rows follow wandb's (core/steps.py)."""

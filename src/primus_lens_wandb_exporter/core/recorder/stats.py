@@ -1,6 +1,7 @@
 """Counters of everything dropped, filtered, retried or failed, and the stats file doctor reads."""
 
 import os
+import re
 import time
 from typing import Any, Dict
 
@@ -89,25 +90,34 @@ class Stats:
 
 
 def _jsonable(value, depth=0):
-    """A JSON-safe copy of config/summary values (non-JSON leaves become strings; NUL in a
-    string, key or value, becomes U+FFFD: the server refuses NUL, and with it the whole report)."""
+    """A JSON-safe copy of config/summary values (non-JSON leaves become strings; NUL or a lone
+    surrogate in a string, key or value, becomes U+FFFD: either would refuse the whole report)."""
     if depth > MAX_VALUE_DEPTH:  # the server refuses bodies deeper than limits.MAX_JSON_DEPTH
-        return _no_nul(str(value))
+        return _wire_text(str(value))
     if isinstance(value, dict):
-        return {_no_nul(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+        return {_wire_text(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, float):
         return normalize.wire_value(value)
     if isinstance(value, str):
-        return _no_nul(value)
+        return _wire_text(value)
     if value is None or isinstance(value, (int, bool)):
         return value
     number = normalize.to_float(value)
     if number is not None:
         return normalize.wire_value(number)
-    return _no_nul(str(value))
+    return _wire_text(str(value))
 
 
-def _no_nul(text: str) -> str:
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+def _wire_text(text: str) -> str:
+    """``text`` as the server takes it: U+FFFD for NUL (PostgreSQL cannot hold it) and for a
+    lone surrogate (``os.environ`` gives them for undecodable bytes; no JSON encoder takes one)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # pairs stay whole
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
