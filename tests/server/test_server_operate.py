@@ -148,6 +148,13 @@ def test_database_down_makes_readyz_503_but_livez_stays_200(tmp_path, pg_url):
         assert ready.headers["content-type"] == "application/json"
         # The process is fine: liveness must not restart it for a database outage.
         assert requests.get(srv.url + "/livez", timeout=10).status_code == 200
+        # Ingest and reads say so too: 503 database_unavailable with Retry-After (the exporter
+        # retries, then spools), not the 500 of a "real server fault", and no traceback logged.
+        for r in (srv.post("/wandb/metrics", metrics_body("wl-probe", [("loss", 9, 1.0)])),
+                  srv.get("/workloads"), srv.get("/workloads/wl-probe")):
+            assert r.status_code == 503 and r.json()["error"] == "database_unavailable", (r.status_code, r.text)
+            assert int(r.headers["Retry-After"]) >= 1
+        assert "unhandled error" not in srv.log_text()
         relay.open()  # back on the same port
         deadline = time.monotonic() + 30
         while requests.get(srv.url + "/readyz", timeout=30).status_code != 200:

@@ -36,6 +36,31 @@ class ApiError(Exception):
         return {"error": self.code, "message": self.message, "field": self.field}
 
 
+#: SQLite errors that say the database cannot be used right now (not a bad statement).
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open", "disk i/o error", "database or disk is full",
+                       "readonly database")
+
+
+def unavailable(exc: BaseException) -> Optional[ApiError]:
+    """A 503 ``database_unavailable`` for an error that means the database cannot be reached or
+    used right now (PostgreSQL down, restarting or dropping the connection; SQLite locked or its
+    disk failing), so the client retries later (``Retry-After``) instead of seeing a "real server fault";
+    None for anything else (a bug: 500)."""
+    import sqlite3
+
+    try:
+        import psycopg
+        pg = (psycopg.OperationalError, psycopg.InterfaceError)
+    except ImportError:  # pragma: no cover - psycopg is a dependency of the server
+        pg = ()
+    down = isinstance(exc, pg) or (
+        isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _SQLITE_UNAVAILABLE))
+    if not down:
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ApiError(503, "database_unavailable", f"database unavailable, retry later: {first}")
+
+
 def json_response(obj: Any, status: int = 200) -> Response:
     """An orjson-encoded response (FastAPI's default encoder is far slower)."""
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
@@ -87,6 +112,11 @@ def install_error_handlers(app) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected_error(request, exc: Exception):
+        down = unavailable(exc)
+        if down is not None:  # one line, not a traceback: the database, not a bug
+            log.warning("%s %s: %s", request.method, request.url.path, down.message)
+            return Response(orjson.dumps(down.body()), status_code=503, media_type="application/json",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
         # A bug, not a client error: logged with its traceback, answered in the
         # documented JSON error shape rather than Starlette's plain-text 500.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

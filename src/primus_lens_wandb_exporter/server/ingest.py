@@ -37,7 +37,7 @@ from ..redact import redact_url_credentials
 from ..wire import ENDPOINT_BATCH, ENDPOINT_DETECTION, ENDPOINT_METRICS, ENDPOINT_RUN
 from . import validate
 from .auth import API_PREFIX
-from .errors import RETRY_AFTER_S, ApiError, busy_body
+from .errors import RETRY_AFTER_S, ApiError, busy_body, unavailable
 from .storage.model import MAX_REJECTED_LISTED
 
 log = logging.getLogger("primus_lens.server")
@@ -347,6 +347,10 @@ class IngestPath:
         except ClientGone:
             return None
         except Exception as e:
+            down = unavailable(e)
+            if down is not None:  # the exporter retries, then spools: nothing is lost
+                log.warning("POST %s: %s", path, down.message)
+                return 503, orjson.dumps(down.body()), [(b"retry-after", str(RETRY_AFTER_S).encode())]
             log.error("unhandled error on POST %s", path, exc_info=e)
             return 500, orjson.dumps(_INTERNAL), ()
         finally:
