@@ -451,6 +451,16 @@ def test_every_panel_query_answers_with_its_columns(server):
     assert checked == 3 + 2 * len(METRICS)
 
 
+def test_the_points_stat_shows_the_workloads_points(server):
+    """The stat "Points stored" read metrics/sources' total_count, which counts data sources
+    (it showed 1 for a workload of 240 points)."""
+    dash = load_dashboard()
+    variables, _ = resolve_variables(server, server.api, dash, {"workload": WORKLOAD}, server.read_token)
+    (panel,) = [p for p in dash["panels"] if p["title"].startswith("Points stored")]
+    (fields,) = [run_query(server, server.api, t, variables, server.read_token) for t in panel["targets"]]
+    assert fields == {"points": [2 * STEPS * len(METRICS)]}
+
+
 def test_metric_panels_follow_the_time_picker_and_keep_nan(server):
     dash = load_dashboard()
     panel = next(p for p in dash["panels"] if p["type"] == "timeseries")
