@@ -398,7 +398,9 @@ wandb.finish()
     report, doctor = _doctor(env)
     assert doctor.returncode == 1
     assert report["rejected"]["points"] == 5
-    assert any("rejected by Lens as a whole" in p for p in report["problems"]), report["problems"]
+    (problem,) = [p for p in report["problems"] if "rejected by Lens as a whole" in p]
+    # The advised command removes what it resent (without --delete the line never went away).
+    assert "primus-lens replay --delete" in problem, problem
     # One line per cause and endpoint, not one per batch.
     assert proc.stderr.count("Lens rejected a /wandb/metrics request") == 1, proc.stderr[-3000:]
 

@@ -110,7 +110,8 @@ def doctor_report(environ=os.environ) -> Dict:
     report["rejected"] = {"dir": rejected.directory, "files": r_files, "points": r_points}
     if r_files:
         report["problems"].append(f"{r_points} points in {r_files} batches were rejected by Lens as a whole and kept "
-                                  f"in {rejected.directory} (resend with `primus-lens replay {spool.directory}`)")
+                                  f"in {rejected.directory} (resend with `primus-lens replay --delete {spool.directory}`: "
+                                  "--delete removes each file Lens accepts, so this line goes away)")
     recent = _read_stats(spool.directory)
     report["counters"] = recent[:RECENT_RUNS]
     report["counters_older"] = len(recent) - len(report["counters"])
@@ -190,9 +191,9 @@ def _check_auth(base_url: str, token: Optional[str]) -> Dict:
                       "PRIMUS_LENS_INGEST_TOKEN) or the admin token")
     elif status in (401, 403):
         out["fix"] = (f"Lens refused the token ({status}): set PRIMUS_LENS_API_TOKEN to the server's ingest token "
-                      "(e.g. from the primus-lens-api-token Secret)" if token else
+                      "(e.g. from the primus-lens-ingest-token Secret)" if token else
                       f"Lens requires a token ({status}) and PRIMUS_LENS_API_TOKEN is not set: set it to the "
-                      "server's ingest token (e.g. from the primus-lens-api-token Secret)")
+                      "server's ingest token (e.g. from the primus-lens-ingest-token Secret)")
     elif status != 200:
         out["fix"] = f"Lens answered {status} to an ingest request at {url}: {response.text[:200]}"
     return out
