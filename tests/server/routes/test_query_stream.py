@@ -25,6 +25,17 @@ def _post_points(srv, uid, n, rank=0, step=lambda r: r, ts=lambda r: T0 + r, chu
         assert r.status_code == 200, r.text
 
 
+def _poll_until_answered(srv, url, after_row, wait=60):
+    """The last rows of an unbounded query, asked for until answered 200 (not 503: no slot) or
+    ``wait`` seconds passed; the last answer (polled: no speed asserted)."""
+    deadline = time.monotonic() + wait
+    while True:
+        r = requests.get(url, params={"after_row": after_row}, headers=srv.headers(), timeout=60)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
 def test_unbounded_answer_is_streamed_in_every_order(srv, uid):
     n = 2 * Store.STREAM_CHUNK + 123  # several chunks per series
     # Steps run backwards and timestamps in a zig-zag, so each order differs from row order.
@@ -65,12 +76,7 @@ def test_streams_over_the_limit_get_503_with_retry_after(srv, uid):
         for r in held:
             r.close()
     # The slots come back once the clients are gone (polled: no speed asserted).
-    deadline = time.monotonic() + 60
-    while True:
-        r = requests.get(url, params={"after_row": 199_990}, headers=srv.headers(), timeout=60)
-        if r.status_code == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    r = _poll_until_answered(srv, url, 199_990)
     assert r.status_code == 200 and r.json()["total_count"] == 9
 
 
@@ -126,12 +132,7 @@ def test_clients_that_stop_reading_give_their_stream_slots_back(lens_server_fact
             stalled.append(s)
             assert s.recv(12) == b"HTTP/1.1 200"  # its answer has begun: it holds a slot; nothing more is read
         assert requests.get(url, headers=srv.headers(), timeout=60).status_code == 503  # every slot held
-        deadline = time.monotonic() + 60
-        while True:
-            r = requests.get(url, params={"after_row": 99_990}, headers=srv.headers(), timeout=60)
-            if r.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        r = _poll_until_answered(srv, url, 99_990)
         assert r.status_code == 200 and r.json()["total_count"] == 9, r.text
         assert srv.get("/health").json()["storage"]["streams_stalled"] == MAX_STREAMS
     finally:

@@ -48,6 +48,15 @@ def _summary(url, name="loss"):
                 (UID, name))[0]
 
 
+def _race_a_delete(store, deleter: list) -> None:
+    """From inside a write transaction: delete the workload from another thread (``deleter`` gets
+    the thread, then the delete's answer) and give it 0.5 s to run now or wait for this one."""
+    t = threading.Thread(target=lambda: deleter.append(store.delete_workload(UID)), daemon=True)
+    deleter.append(t)
+    t.start()
+    t.join(0.5)
+
+
 def test_a_cached_batch_takes_no_series_lock_and_reads_no_summary(url):
     import psycopg
 
@@ -129,10 +138,7 @@ def test_a_delete_waits_for_a_cached_batch_and_leaves_no_points_behind(url):
         def write_then_race_a_delete(cur, new, updates):
             real(cur, new, updates)
             if not deleter:
-                t = threading.Thread(target=lambda: deleter.append(store.delete_workload(UID)), daemon=True)
-                deleter.append(t)
-                t.start()
-                t.join(0.5)  # the delete runs now, or waits for this transaction
+                _race_a_delete(store, deleter)
 
         store._write_points = write_then_race_a_delete
         res = _send(store, range(100, 110))
@@ -204,10 +210,7 @@ def test_a_delete_racing_a_run_report_leaves_both_or_neither(url):
 
         def write_then_race_a_delete(cur, runs, now):
             real(cur, runs, now)
-            t = threading.Thread(target=lambda: deleter.append(b.delete_workload(UID)), daemon=True)
-            deleter.append(t)
-            t.start()
-            t.join(0.5)  # the delete runs now, or waits for this transaction
+            _race_a_delete(b, deleter)
 
         a._upsert_runs = write_then_race_a_delete
         a.ingest(runs=[validate.run({"workload_uid": UID, "run_id": "run2", "event": "finished"})])
