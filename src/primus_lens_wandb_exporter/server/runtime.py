@@ -8,11 +8,11 @@ one process (the tests build many) share nothing.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ..core.config import _parse as parse_env
 from . import ingest
 
 #: metrics/data answers without max_points streamed at once per process; one more is
@@ -37,12 +37,10 @@ def _env_number(name: str, default, cast=float):
     raw = os.environ.get(name)
     if not raw:
         return default
-    try:
-        value = cast(raw)
-        if math.isfinite(value) and value > 0:
-            return value
-    except ValueError:
-        pass
+    # The exporter's parser of its own variables: a number, finite, else a problem.
+    value, problem = parse_env(name, "int" if cast is int else "float", raw, default)
+    if problem is None and value > 0:
+        return value
     log.warning("%s=%r is not a positive number: using %s", name, raw, default)
     return default
 
