@@ -232,9 +232,8 @@ class Ingest(RollupUpkeep, Reports, Summaries):
                 result.inserted = self._ingest_points(cur, series, columns, pre, encoded, tails, sids,
                                                       summaries, existing_out, cached, born)
                 result.count = sum(len(v) for v in series.values())
-            reported = {x["workload_uid"] for x in (*detections, *runs)}
             workload_rows, pod_rows, exporter_rows = self._touch_rows(now, workloads, pods, exporters,
-                                                                      reported, touched, born)
+                                                                      bool(detections or runs), touched, born)
             # The workload and pod rows come after the points: every batch of a
             # workload updates its one workloads row, and PostgreSQL holds that row
             # lock until commit, so taking it first serialised all the ranks of a
@@ -265,7 +264,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
         # the tails (and the ids of series this transaction created exist).
         return result
 
-    def _touch_rows(self, now: float, workloads: Dict[str, bool], pods: dict, exporters: dict, reported: set,
+    def _touch_rows(self, now: float, workloads: Dict[str, bool], pods: dict, exporters: dict, reports: bool,
                     touched: dict, born: set) -> Tuple[list, list, list]:
         """The workload, pod and exporter rows this transaction writes, sorted (lock order).
 
@@ -290,7 +289,7 @@ class Ingest(RollupUpkeep, Reports, Summaries):
             return True
 
         workload_rows = [(uid, now, now, now if workloads[uid] else None) for uid in sorted(workloads)
-                         if due(("workload", uid), workloads[uid], uid) or reported]
+                         if due(("workload", uid), workloads[uid], uid) or reports]
         written = {row[0] for row in workload_rows}
         pod_rows = [pods[k] for k in sorted(pods) if due(("pod", k), pods[k][2:4], k[0]) or k[0] in written]
         exporter_rows = [exporters[k] for k in sorted(exporters)
