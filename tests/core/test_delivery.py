@@ -58,8 +58,9 @@ def test_server_down_for_the_first_half_then_up_still_delivers_everything_once(l
     try:
         assert wait_for(lambda: os.path.exists(marker) or proc.poll() is not None, timeout=300)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(1.0)  # let the first half hit the dead server and go to the spool
-        assert os.listdir(tmp_path / "spool")
+        # the first half hits the dead server and goes to the spool (waited for, not slept on)
+        spool = tmp_path / "spool"
+        assert wait_for(lambda: spool.is_dir() and os.listdir(spool), timeout=60)
         lens_server.restart()
         open(marker + ".go", "w").close()
         _out, err = proc.communicate(timeout=300)

@@ -94,7 +94,7 @@ def test_ingest_over_the_inflight_byte_budget_gets_503_then_succeeds(lens_server
         # Headers and half the body: admitted, its bytes held while the rest trickles in.
         slow.sendall(f"POST /api/v1/wandb/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(raw)}\r\nConnection: close\r\n\r\n".encode() + raw[:len(raw) // 2])
-        time.sleep(0.5)  # lets the server admit it (ordering only; nothing timed is asserted)
+        time.sleep(2)  # lets the server admit it (ordering only; nothing timed is asserted)
         over = requests.post(srv.api + "/wandb/metrics", data=raw, headers={"Content-Type": "application/json"},
                              timeout=60)
         assert over.status_code == 503, over.text
@@ -118,7 +118,8 @@ def test_clients_that_stop_reading_give_their_stream_slots_back(lens_server_fact
     (before, every one answered 503 for as long as they stayed open)."""
     import socket
 
-    monkeypatch.setenv("PRIMUS_LENS_STREAM_STALL_SECONDS", "2")
+    # Long enough that the four streams and the fifth request fit before the first gives up.
+    monkeypatch.setenv("PRIMUS_LENS_STREAM_STALL_SECONDS", "5")
     srv = lens_server_factory()
     _post_points(srv, uid, 100_000)
     url = f"{srv.api}/workloads/{uid}/metrics/data"

@@ -37,13 +37,14 @@ def test_wal_is_checkpointed_off_the_write_path(tmp_path, monkeypatch):
         stats = store.stats()
         assert stats["checkpoints"] >= 1 and stats["checkpoint_errors"] == 0, stats
         assert stats["checkpoints_inline"] == 0
-        assert os.path.getsize(path) > size0 + (1 << 20)  # the points are in the database file now
         # Once a checkpoint has copied the whole log it is not run again until a
         # commit changes the WAL, and that next commit starts the log over
-        # instead of growing the file.
+        # instead of growing the file.  (The first pass may have run while the
+        # loop above was still writing: the size is checked once the log is copied.)
         while store.checkpointed != store._wal_state() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert store.checkpointed == store._wal_state()
+        assert os.path.getsize(path) > size0 + (1 << 20)  # the points are in the database file now
         done = store.stats()["checkpoints"]
         time.sleep(10 * sqlite.CHECKPOINT_INTERVAL)
         assert store.stats()["checkpoints"] == done
@@ -122,7 +123,9 @@ def test_writer_checkpoint_finds_the_log_already_copied(tmp_path, monkeypatch):
         assert synced.count(store._db_fd) >= store.stats()["checkpoints"] > 0
         # Each found at most a pass's worth of commits to copy, not the log since its
         # restart (what the writer's checkpoint found before: the limit's worth or more).
-        assert max(left) < limit_frames // 2, (left, limit_frames)
+        # A pass's worth is wall-clock time: one slow fsync of the thread's while the
+        # other test worker writes lets one sample grow, so the median carries the claim.
+        assert sorted(left)[len(left) // 2] < limit_frames // 2 and max(left) < limit_frames, (left, limit_frames)
     finally:
         store.close()
 
