@@ -71,7 +71,10 @@ _MINIMUMS = {"batch_size": 1, "queue_size": 1, "max_retries": 1, "flush_interval
              "http_timeout": 0.1, "exit_timeout": 0.0, "spool_max_mb": 0.0, "sysmetrics_interval": 0.1}
 
 
-def _parse(name, kind, raw, default):
+def parse_value(name, kind, raw, default):
+    """``(value, problem)`` of one environment variable's text read as ``kind`` (bool, int,
+    float, list, url or text): ``default`` and a one-line message naming the variable when
+    the text is not one.  The server's own limit variables are read with it too."""
     text = raw.strip()
     if kind == "bool":
         low = text.lower()
@@ -105,7 +108,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> Config:
         raw = environ.get(name)
         if raw is None:
             continue
-        value, problem = _parse(name, kind, raw, getattr(defaults, attr))
+        value, problem = parse_value(name, kind, raw, getattr(defaults, attr))
         minimum = _MINIMUMS.get(attr)
         if problem is None and minimum is not None and value < minimum:
             problem = f"{name}={raw!r} is below the minimum {minimum}; using {getattr(defaults, attr)}"

@@ -12,7 +12,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ..core.config import _parse as parse_env
+from ..core.config import parse_value as parse_env
 from . import ingest
 
 #: metrics/data answers without max_points streamed at once per process; one more is
