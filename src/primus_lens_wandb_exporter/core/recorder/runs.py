@@ -20,7 +20,6 @@ from .summary import RunSummary
 SUMMARY_INTERVAL = 30.0
 
 
-
 def _text(value):
     """A run's name, project, entity or group as the server takes it: a string of at most
     ``limits.MAX_NAME_LEN`` characters without NUL or lone surrogates (U+FFFD instead), or None:
@@ -28,6 +27,7 @@ def _text(value):
     if value is None:
         return None
     return _wire_text(str(value))[:MAX_NAME_LEN]
+
 
 class RunState:
     """What the worker knows of one W&B run; its history rows follow wandb's (core/steps.py)."""
